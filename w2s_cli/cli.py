@@ -1,0 +1,320 @@
+"""The `w2s` command line: each subcommand parses options, calls one library function, prints.
+
+Data on stdout (an artifact's path, a table, or one JSON object), progress and notes on stderr. A user
+mistake prints one line `w2s: error: ...` on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from w2s_cli.errors import W2SError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Weak-to-strong (W2S) experiments on real vision backbones.",
+)
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def _clean(x: Any) -> Any:
+    """NaN/inf become null: the JSON we print is strict."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(_clean(obj), default=_json_default) + "\n")
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn W2SError (and Ctrl-C) into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except W2SError as exc:
+            sys.stderr.write(f"w2s: error: {exc.message}\n")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            sys.stderr.write("w2s: interrupted\n")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def input_path(arg: str | None, what: str) -> Path:
+    """The main input: the argument, or (when it is '-' or omitted) the path on stdin's first line."""
+    if arg not in (None, "-"):
+        return Path(arg)
+    if sys.stdin is None or sys.stdin.isatty():
+        raise W2SError(f"missing {what}: give a path, or pipe one in from the previous command")
+    for line in sys.stdin:
+        if line.strip():
+            return Path(line.strip())
+    raise W2SError(f"missing {what}: nothing arrived on stdin (did the previous command fail?)")
+
+
+def emit_path(path: Path, summary: str = "") -> None:
+    """An artifact-producing command's stdout is its artifact's path; anything else goes to stderr."""
+    if summary:
+        sys.stderr.write(summary + "\n")
+    sys.stdout.write(f"{path}\n")
+
+
+def default_out(src: Path, kind: str) -> Path:
+    """weak.safetensors -> weak.teacher.safetensors; weak.teacher.safetensors -> weak.pseudolabels.safetensors."""
+    stem = src.name.removesuffix(".safetensors")
+    for k in ("teacher", "pseudolabels", "result"):
+        stem = stem.removesuffix(f".{k}")
+    return src.with_name(f"{stem}.{kind}.safetensors")
+
+
+SUBSPACE_HELP = (
+    "Fit inside the top-K principal directions of the training samples: none, auto (K = spectral "
+    "intrinsic dimension at --energy) or K."
+)
+
+
+@app.command()
+@user_errors
+def extract(
+    data: str = typer.Option(..., "--data", help="fashion-mnist | digits | folder:PATH | csv:PATH | torchvision:NAME"),
+    model: str = typer.Option(..., "--model", help="timm model name, e.g. tf_efficientnet_lite0"),
+    image_size: int | None = typer.Option(None, "--image-size", help="Input size in px (default: the model's)."),
+    weights: str | None = typer.Option(None, "--weights", help="Weights file (.safetensors, or .pth)."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Pretrained or seeded random."),
+    limit: int | None = typer.Option(None, "--limit", help="Extract K random samples (each split keeps its share)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --limit draw and of random weights."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps"),
+    num_workers: int | None = typer.Option(None, "--num-workers", help="DataLoader workers (default: cores-1)."),
+    root: str | None = typer.Option(None, "--root", help="Folder holding the dataset files."),
+    download: bool = typer.Option(False, "--download", help="Let torchvision download the dataset."),
+    target_column: str | None = typer.Option(None, "--target-column", help="csv: the target column."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Output artifact (.safetensors)."),
+) -> None:
+    """Penultimate pooled embeddings of every sample, from any timm backbone."""
+    from w2s_cli.extract import extract as run_extract
+
+    if out is None:
+        slug = data.replace(":", "-").replace("/", "_").strip("_")
+        out = Path(f"{slug}_{model}_{image_size or 'native'}px.safetensors")
+    path = run_extract(
+        data,
+        model,
+        out,
+        image_size,
+        weights,
+        pretrained,
+        limit,
+        seed,
+        batch_size,
+        device,
+        num_workers,
+        root,
+        download,
+        target_column,
+        quiet,
+    )
+    emit_path(path)
+
+
+@app.command("train-weak")
+@user_errors
+def train_weak(
+    weak: str | None = typer.Argument(None, help="Weak embeddings artifact (or '-' / stdin)."),
+    n_labeled: int = typer.Option(1000, "--n-labeled", help="n: true labels the teacher is fit on."),
+    n_test: int = typer.Option(2000, "--n-test", help="Test samples (from the dataset's test split if it has one)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the labelled / pseudo-label draws."),
+    test_seed: int = typer.Option(0, "--test-seed", help="Seed of the test draw (keep it fixed across trials)."),
+    solver: str = typer.Option("ridgeless", "--solver", help="ridgeless | ridge | logistic"),
+    subspace: str = typer.Option("none", "--subspace", help=SUBSPACE_HELP),
+    energy: float = typer.Option(0.99, "--energy", help="Energy fraction for --subspace auto."),
+    out: Path | None = typer.Option(None, "-o", "--out"),
+) -> None:
+    """Draw and store the split; fit the weak teacher on n true labels."""
+    from w2s_cli import artifacts
+    from w2s_cli.teacher import train_weak as run
+
+    src = input_path(weak, "weak embeddings")
+    path = run(src, out or default_out(src, "teacher"), n_labeled, n_test, seed, test_seed, solver, subspace, energy)
+    meta = artifacts.read_meta(path)
+    acc = meta["test_accuracy"]
+    emit_path(
+        path, f"teacher: test MSE {meta['test_error']:.4f}" + (f", accuracy {acc:.4f}" if acc is not None else "")
+    )
+
+
+@app.command()
+@user_errors
+def pseudolabel(
+    teacher: str | None = typer.Argument(None, help="Teacher artifact (or '-' / stdin)."),
+    n_pseudo: int = typer.Option(8000, "--n-pseudo", help="N: pool samples to label."),
+    hard: bool = typer.Option(False, "--hard/--soft", help="One-hot (hard) or the teacher's raw outputs (soft)."),
+    embeddings: str | None = typer.Option(None, "--embeddings", help="Weak embeddings (default: the teacher's)."),
+    out: Path | None = typer.Option(None, "-o", "--out"),
+) -> None:
+    """Label N samples of the pool with the weak teacher."""
+    from w2s_cli import artifacts
+    from w2s_cli.teacher import pseudolabel as run
+
+    src = input_path(teacher, "teacher")
+    path = run(src, out or default_out(src, "pseudolabels"), n_pseudo, hard, embeddings)
+    acc = artifacts.read_meta(path)["pseudo_label_accuracy"]
+    emit_path(path, f"pseudo-label accuracy {acc:.4f}" if acc is not None else "")
+
+
+@app.command("fit-student")
+@user_errors
+def fit_student(
+    pseudo: str | None = typer.Argument(None, help="Pseudo-labels artifact (or '-' / stdin)."),
+    strong: str = typer.Option(..., "--strong", help="Strong embeddings artifact (same samples)."),
+    solver: str = typer.Option("ridgeless", "--solver", help="ridgeless | ridge"),
+    subspace: str = typer.Option("none", "--subspace", help=SUBSPACE_HELP),
+    energy: float = typer.Option(0.99, "--energy", help="Energy fraction for --subspace auto and for d_s, d_w."),
+    dimensions: bool = typer.Option(True, "--dimensions/--no-dimensions", help="Measure d_s, d_w, d_sw."),
+    out: Path | None = typer.Option(None, "-o", "--out"),
+) -> None:
+    """Fit the W2S student, strong SFT and ceiling; evaluate all four models on the test split."""
+    from w2s_cli import artifacts
+    from w2s_cli.student import fit_student as run
+
+    src = input_path(pseudo, "pseudo-labels")
+    path = run(src, strong, out or default_out(src, "result"), solver, subspace, energy, dimensions)
+    t = artifacts.read_meta(path)["trials"][0]
+    pgr = "undefined" if t["pgr"] is None else f"{t['pgr']:.3f}"
+    emit_path(path, f"test MSE: weak {t['error']['weak']:.4f}, w2s {t['error']['w2s']:.4f}; PGR {pgr}")
+
+
+@app.command()
+@user_errors
+def report(
+    result: str | None = typer.Argument(None, help="Result artifact (or '-' / stdin)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    as_markdown: bool = typer.Option(False, "--markdown", help="A markdown table."),
+) -> None:
+    """Errors, accuracies, PGR, OPR (and the theory's predictions) of a result."""
+    from w2s_cli.report import load_result, summary
+
+    s = summary(load_result(input_path(result, "result")))
+    _show(s, as_json, as_markdown)
+
+
+def _show(s: dict, as_json: bool, as_markdown: bool) -> None:
+    from rich.console import Console
+
+    from w2s_cli.report import markdown, render
+
+    if as_json:
+        theory = dict(s["theory"])
+        theory.pop("lines", None)
+        print_json({**s, "theory": theory})
+    elif as_markdown:
+        sys.stdout.write(markdown(s) + "\n")
+    else:
+        render(s, Console(width=max(120, Console().width)))
+
+
+@app.command()
+@user_errors
+def run(
+    data: str = typer.Option("fashion-mnist", "--data", help="Dataset SPEC (see extract)."),
+    weak: str = typer.Option("tf_efficientnet_lite0", "--weak", help="Weak timm model."),
+    weak_size: int | None = typer.Option(64, "--weak-size", help="Weak input size (px)."),
+    strong: str = typer.Option("tf_efficientnet_lite2", "--strong", help="Strong timm model."),
+    strong_size: int | None = typer.Option(112, "--strong-size", help="Strong input size (px)."),
+    weak_weights: str | None = typer.Option(None, "--weak-weights"),
+    strong_weights: str | None = typer.Option(None, "--strong-weights"),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
+    n_labeled: int = typer.Option(1000, "--n-labeled"),
+    n_pseudo: int = typer.Option(8000, "--n-pseudo"),
+    n_test: int = typer.Option(2000, "--n-test"),
+    trials: int = typer.Option(1, "--trials", help="Split draws (seeds seed..seed+T-1); mean and standard error."),
+    seed: int = typer.Option(0, "--seed"),
+    test_seed: int = typer.Option(0, "--test-seed"),
+    teacher_solver: str = typer.Option("ridgeless", "--teacher-solver", help="ridgeless | ridge | logistic"),
+    solver: str = typer.Option("ridgeless", "--solver", help="Student solver: ridgeless | ridge"),
+    subspace: str = typer.Option("none", "--subspace", help=SUBSPACE_HELP),
+    energy: float = typer.Option(0.99, "--energy"),
+    hard: bool = typer.Option(False, "--hard/--soft"),
+    limit: int | None = typer.Option(None, "--limit", help="Samples to extract (default: just enough)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    device: str = typer.Option("auto", "--device"),
+    num_workers: int | None = typer.Option(None, "--num-workers"),
+    root: str | None = typer.Option(None, "--root"),
+    download: bool = typer.Option(False, "--download"),
+    reuse: bool = typer.Option(True, "--reuse/--no-reuse", help="Reuse embeddings already extracted to --out-dir."),
+    dimensions: bool = typer.Option(True, "--dimensions/--no-dimensions", help="Measure d_s, d_w, d_sw."),
+    out_dir: Path = typer.Option(Path("w2s-run"), "--out-dir"),
+    as_json: bool = typer.Option(False, "--json"),
+    as_markdown: bool = typer.Option(False, "--markdown"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """The whole pipeline: extract weak and strong, train-weak, pseudolabel, fit-student, report."""
+    from w2s_cli.pipeline import run as run_all
+    from w2s_cli.report import load_result, summary
+
+    path = run_all(
+        out_dir,
+        data,
+        weak,
+        weak_size,
+        strong,
+        strong_size,
+        weak_weights,
+        strong_weights,
+        pretrained,
+        n_labeled,
+        n_pseudo,
+        n_test,
+        trials,
+        seed,
+        test_seed,
+        teacher_solver,
+        solver,
+        subspace,
+        energy,
+        hard,
+        limit,
+        batch_size,
+        device,
+        num_workers,
+        root,
+        download,
+        reuse,
+        dimensions,
+        quiet,
+    )
+    sys.stderr.write(f"result: {path}\n")
+    _show(summary(load_result(path)), as_json, as_markdown)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
