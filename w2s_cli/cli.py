@@ -312,6 +312,110 @@ def run(
     _show(summary(load_result(path)), as_json, as_markdown)
 
 
+@app.command()
+@user_errors
+def synth(
+    ambient: int = typer.Option(50, "--ambient", help="D: ambient dimension of x ~ N(0, I_D)."),
+    d_s: int = typer.Option(8, "--d-s", help="Dimension of the strong subspace V_s."),
+    d_w: int = typer.Option(24, "--d-w", help="Dimension of the weak subspace V_w."),
+    shared: int = typer.Option(3, "--shared", help="Directions V_s and V_w share exactly."),
+    rest: str = typer.Option("random", "--rest", help="The rest of V_w: random, or orthogonal to V_s."),
+    n_labeled: int = typer.Option(90, "--n-labeled", help="n: labels for the teacher."),
+    n_pseudo: int = typer.Option(300, "--n-pseudo", help="N: pseudo-labels for the student."),
+    sigma: float = typer.Option(0.7, "--sigma", help="Label noise standard deviation."),
+    trials: int = typer.Option(2000, "--trials"),
+    seed: int = typer.Option(0, "--seed"),
+    sweep: str | None = typer.Option(None, "--sweep", help="n-pseudo | n-labeled | sigma | shared"),
+    values: str | None = typer.Option(None, "--values", help="Comma-separated sweep values (default: a range)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Sweep figure (default synth-<sweep>.png)."),
+    csv_out: Path | None = typer.Option(None, "--csv", help="Sweep table (default synth-<sweep>.csv)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Monte-Carlo check of the theory on synthetic ridgeless W2S: measured vs predicted."""
+    from w2s_cli.synth import SynthConfig, plot_sweep, run_sweep, run_synth, write_csv
+
+    cfg = SynthConfig(ambient, d_s, d_w, shared, n_labeled, n_pseudo, sigma, trials, seed, rest)
+    if sweep is None:
+        r = run_synth(cfg)
+        if as_json:
+            print_json(r)
+        else:
+            _show_synth(r)
+        return
+    try:
+        vals = [float(v) for v in values.split(",")] if values else None
+    except ValueError:
+        raise W2SError(f"--values must be comma-separated numbers, not '{values}'") from None
+    rows = run_sweep(cfg, sweep, vals)
+    png = plot_sweep(rows, sweep, cfg, plot or Path(f"synth-{sweep}.png"))
+    table = write_csv(rows, sweep, csv_out or Path(f"synth-{sweep}.csv"))
+    sys.stderr.write(f"wrote {png} and {table}\n")
+    if as_json:
+        print_json({"sweep": sweep, "plot": str(png), "csv": str(table), "points": rows})
+    else:
+        _show_sweep(rows, sweep)
+
+
+def _show_synth(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = r["config"]
+    table = Table(title=f"synthetic ridgeless W2S, {c['trials']} trials: measured vs predicted")
+    for col in ("quantity", "measured ± se", "predicted (exact)", "asymptotic", "(measured - predicted) / se"):
+        table.add_column(col)
+    for k in ("weak", "w2s", "strong_sft", "ceiling", "pgr", "opr"):
+        m, se, p, a = r["measured"][k], r["stderr"][k], r["predicted"][k], r["asymptotic"][k]
+        z = "" if None in (m, p) or not se else f"{(m - p) / se:+.2f}"
+        name = {"pgr": "PGR", "opr": "OPR"}.get(k, f"ER {k}")
+        table.add_row(name, f"{m:.4f} ± {se:.4f}", f"{p:.4f}", f"{a:.4f}" if a is not None else "undefined", z)
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    lim = r["limits"]
+    opr_lim = "undefined" if lim["opr"] is None else f"{lim['opr']:.3f}"
+    console.print(
+        f"d_s = {c['d_s']}, d_w = {c['d_w']}, d_sw = {r['d_sw']:.3f} (drawn subspaces); n = {c['n_labeled']}, "
+        f"N = {c['n_pseudo']}, sigma = {c['sigma']}; N -> inf: PGR -> {lim['pgr']:.3f}, OPR -> {opr_lim}; "
+        f"W2S beats the teacher iff N > {lim['n_pseudo_threshold']:g}",
+        highlight=False,
+    )
+
+
+def _show_sweep(rows: list, sweep: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"synth sweep over {sweep}")
+    for col in (
+        sweep,
+        "d_sw",
+        "ER w2s measured",
+        "ER w2s predicted",
+        "PGR measured",
+        "PGR predicted",
+        "OPR measured",
+        "OPR predicted",
+    ):
+        table.add_column(col)
+
+    def f(x: float | None) -> str:
+        return "undefined" if x is None else f"{x:.4f}"
+
+    for r in rows:
+        m, p = r["measured"], r["predicted"]
+        table.add_row(
+            f"{r['value']:g}",
+            f"{r['d_sw']:.2f}",
+            f(m["w2s"]),
+            f(p["w2s"]),
+            f(m["pgr"]),
+            f(p["pgr"]),
+            f(m["opr"]),
+            f(p["opr"]),
+        )
+    Console(width=max(120, Console().width)).print(table)
+
+
 def main() -> None:
     app()
 
