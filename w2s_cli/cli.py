@@ -312,6 +312,73 @@ def run(
     _show(summary(load_result(path)), as_json, as_markdown)
 
 
+@app.command("intrinsic-dim")
+@user_errors
+def intrinsic_dim(
+    weak: str | None = typer.Argument(
+        None, help="Weak embeddings: our artifact, or .npy/.npz/.safetensors (or stdin)."
+    ),
+    strong: str | None = typer.Argument(None, help="Strong embeddings of the same samples (optional)."),
+    energy: float = typer.Option(0.99, "--energy", help="Energy fraction for the spectral d."),
+    center: bool = typer.Option(True, "--center/--no-center", help="Centre the embeddings first."),
+    estimator: str = typer.Option("spectral,pr,twonn,mle", "--estimator", help="Comma list: spectral,pr,twonn,mle."),
+    method: str = typer.Option("subspace", "--method", help="d_sw: subspace (ours) or authors (for parity)."),
+    max_samples: int = typer.Option(5000, "--max-samples", help="Rows drawn for the nearest-neighbour estimators."),
+    seed: int = typer.Option(0, "--seed"),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG of the spectra's cumulative energy."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Also write an intrinsic_dim artifact."),
+) -> None:
+    """Intrinsic dimensions d_w (and d_s) and the weak-strong overlap d_sw of embeddings."""
+    from w2s_cli.intrinsic import intrinsic_dim as run
+
+    r = run(
+        input_path(weak, "weak embeddings"), strong, energy, center, estimator, method, max_samples, seed, plot, out
+    )
+    if out is not None:
+        sys.stderr.write(f"wrote {r['artifact']}\n")
+    if as_json:
+        print_json(r)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    roles = [k for k in ("weak", "strong") if k in r]
+    table = Table(title=f"intrinsic dimension ({'centred' if center else 'uncentred'})")
+    cols = ["", "samples", "width", "rank", "d@0.90", "d@0.95", "d@0.99", f"d@{energy:g}", "PR"]
+    chosen = f"{energy:.2f}" not in r["weak"]["d_at"]  # show the chosen energy's d only when it is not listed
+    if not chosen:
+        cols.remove(f"d@{energy:g}")
+    extra = [k for k in ("twonn", "mle") if k in r["weak"]]
+    for col in cols + [{"twonn": "TwoNN", "mle": "MLE"}[k] for k in extra]:
+        table.add_column(col)
+    for role in roles:
+        x = r[role]
+        table.add_row(
+            role,
+            str(x["m"]),
+            str(x["width"]),
+            str(x["rank"]),
+            *(str(v) for v in x["d_at"].values()),
+            str(x["d"]),
+            f"{x['participation_ratio']:.1f}",
+            *(f"{x[k]:.1f}" for k in extra),
+        )
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    if "d_sw" in r:
+        line = f"d_sw = {r['d_sw']:.2f} (null d_s d_w / m = {r['d_sw_null']:.2f}"
+        if "d_sw_corrected" in r:
+            line += f", null-corrected {r['d_sw_corrected']:.2f}"
+        line += f"); method: {r['method']}"
+        console.print(line, highlight=False, markup=False)
+        if "canonical_correlations" in r:
+            top = ", ".join(f"{c:.3f}" for c in r["canonical_correlations"][:8])
+            console.print(
+                f"canonical correlations (top 8 of {len(r['canonical_correlations'])}): {top}", highlight=False
+            )
+
+
 @app.command()
 @user_errors
 def synth(

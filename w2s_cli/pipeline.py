@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from w2s_cli import artifacts
 from w2s_cli.data import TEST, open_source
 from w2s_cli.extract import extract
@@ -178,4 +180,10 @@ def combine(results: list[artifacts.Artifact], out: Path, extra_seconds: dict[st
         for k, v in r.meta["seconds"].items():
             seconds[k] = round(seconds.get(k, 0.0) + v, 3)
     meta["seconds"] = seconds
+    dims = [r.meta.get("dimensions") for r in results]
+    if len(results) > 1 and all(dims):
+        meta["dimensions"] = {
+            k: float(np.mean([d[k] for d in dims])) for k in ("d_s", "d_w", "d_sw", "d_sw_null", "d_sw_corrected", "m")
+        }
+        meta["dimensions"]["source"] = f"{dims[0]['source']}, mean over {len(results)} trials"
     return artifacts.save(artifacts.Artifact("result", meta, {"test_rows": results[0]["test_rows"]}), out)

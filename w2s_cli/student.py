@@ -137,9 +137,10 @@ def measure_dimensions(
         stderr.print(f"note: d_w and d_sw not measured: {exc.message}")
         return None
     weak_train = weak["embeddings"][rows]
-    d_w = teacher_dim or energy_dimension(covariance_spectrum(weak_train)[0], energy)
-    d_s = student_dim or energy_dimension(covariance_spectrum(strong_train)[0], energy)
-    overlap = subspace_overlap(strong_train, weak_train, d_s, d_w)
+    eig_w, eig_s = covariance_spectrum(weak_train), covariance_spectrum(strong_train)
+    d_w = teacher_dim or energy_dimension(eig_w[0], energy)
+    d_s = student_dim or energy_dimension(eig_s[0], energy)
+    overlap = subspace_overlap(strong_train, weak_train, d_s, d_w, True, eig_s, eig_w)
     source = "fitted subspaces" if teacher_dim and student_dim else f"spectral at energy {energy}"
     return {
         **{k: overlap[k] for k in ("d_s", "d_w", "d_sw", "d_sw_null", "d_sw_corrected", "m")},

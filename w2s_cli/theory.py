@@ -92,7 +92,7 @@ def theory_for_result(meta: dict[str, Any], measured: dict[str, Any]) -> dict[st
     d_s, d_w, d_sw = dims["d_s"], dims["d_w"], dims["d_sw"]
     out: dict[str, Any] = {"available": True, "inputs": dims, "limits": limits(d_s, d_w, d_sw)}
     head = (
-        f"theory: d_s = {d_s}, d_w = {d_w}, d_sw = {d_sw:.1f} (null {dims.get('d_sw_null', float('nan')):.1f}), "
+        f"theory: d_s = {d_s:g}, d_w = {d_w:g}, d_sw = {d_sw:.1f} (null {dims.get('d_sw_null', float('nan')):.1f}), "
         f"{dims.get('source', '')}".rstrip(", ")
     )
     lines = [head]
