@@ -107,7 +107,7 @@ def render(s: dict[str, Any], console: Console) -> None:
         table.add_row(*r)
     console.print(table)
     for line in footer_lines(s):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def markdown(s: dict[str, Any]) -> str:
