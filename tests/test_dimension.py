@@ -108,6 +108,10 @@ def test_intrinsic_dim_cli_on_plain_matrices(tmp_path):
         ],
     )
     assert json.loads(authors.stdout)["method"].startswith("authors")
+    raw = CliRunner().invoke(
+        app, ["intrinsic-dim", str(tmp_path / "w.npy"), "--json", "--estimator", "spectral", "--no-center"]
+    )
+    assert json.loads(raw.stdout)["center"] is False and raw.exit_code == 0
 
 
 def test_intrinsic_dim_refuses_bad_inputs(tmp_path):

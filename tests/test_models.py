@@ -44,13 +44,18 @@ def test_weights_file_round_trip_and_mismatch(tmp_path, weak_weights):
         create_backbone("test_efficientnet", weights=str(tmp_path / "junk.pth"))
 
 
-def test_random_weights_are_seeded_and_unknown_models_refused():
+def test_random_weights_are_seeded_and_unknown_models_refused(monkeypatch, tmp_path):
     a = create_backbone("test_resnet", pretrained=False, seed=3)
     b = create_backbone("test_resnet", pretrained=False, seed=3)
     assert a.weights["state_dict_sha256"] == b.weights["state_dict_sha256"]
     assert a.weights["source"] == "random"
     with pytest.raises(W2SError, match="unknown timm model 'resnet_nope'"):
         create_backbone("resnet_nope")
+    # no hub and an empty cache (as on a machine without internet), whatever this machine has
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(W2SError, match="no pretrained weights for test_resnet"):
         create_backbone("test_resnet", pretrained=True)
 

@@ -7,6 +7,7 @@ that do not belong together. Writes are atomic: a temp file in the target folder
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -76,6 +78,22 @@ def ids_sha256(sample_ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(sample_ids, dtype=np.int64).tobytes()).hexdigest()
 
 
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """A temp path next to `path` (same suffix) to write to; renamed onto `path` when the block succeeds,
+    removed when it fails, so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save(artifact: Artifact, path: str | os.PathLike) -> Path:
     """Write atomically: a temp file next to `path`, then an atomic rename."""
     path = Path(path)
@@ -83,16 +101,9 @@ def save(artifact: Artifact, path: str | os.PathLike) -> Path:
         raise ValueError(f"unknown artifact kind {artifact.kind!r}")
     if artifact.meta.get("kind") != artifact.kind:
         raise ValueError("artifact.meta['kind'] must equal artifact.kind")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in artifact.tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(artifact.meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(artifact.meta)})
     artifact.path = path
     return path
 

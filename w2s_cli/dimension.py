@@ -214,10 +214,9 @@ def authors_overlap(strong: np.ndarray, weak: np.ndarray, d_s: int, d_w: int, se
 
 def plot_spectra(spectra: dict[str, np.ndarray], dims: dict[str, int], energy: float, path) -> None:
     """Cumulative energy of each spectrum against k, with the cut-off at `energy` marked."""
-    import os
-    from pathlib import Path
-
     import matplotlib
+
+    from w2s_cli.artifacts import atomic_output
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -235,8 +234,6 @@ def plot_spectra(spectra: dict[str, np.ndarray], dims: dict[str, int], energy: f
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from w2s_cli import theory
+from w2s_cli.artifacts import atomic_output
 from w2s_cli.errors import W2SError
 from w2s_cli.metrics import MODELS
 
@@ -236,19 +237,16 @@ def run_sweep(cfg: SynthConfig, sweep: str, values: list[float] | None = None) -
 
 
 def write_csv(rows: list[dict[str, Any]], sweep: str, path: str | os.PathLike) -> Path:
-    path = Path(path)
     cols = ["weak", "w2s", "strong_sft", "ceiling", "pgr", "opr"]
     header = [sweep, "d_sw"] + [f"{kind}_{c}" for c in cols for kind in ("measured", "stderr", "predicted")]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for r in rows:
             w.writerow(
                 [r["value"], r["d_sw"]] + [r[kind][c] for c in cols for kind in ("measured", "stderr", "predicted")]
             )
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def plot_sweep(rows: list[dict[str, Any]], sweep: str, cfg: SynthConfig, path: str | os.PathLike) -> Path:
@@ -302,9 +300,7 @@ def plot_sweep(rows: list[dict[str, Any]], sweep: str, cfg: SynthConfig, path: s
     fixed = {k: v for k, v in asdict(cfg).items() if k != SWEEPS[sweep] and k != "seed"}
     fig.suptitle("w2s synth: " + ", ".join(f"{k}={v}" for k, v in fixed.items()), fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
