@@ -220,3 +220,46 @@ def test_the_documented_shell_pipe(session_dir, weak_emb, strong_emb):
     s = json.loads(done.stdout)
     assert s["n_pseudo"] == 1000 and s["n_labeled"] == 200
     assert s["accuracy"]["ceiling"] > 0.8  # pretrained lite0 on digits: the pipe carries real results
+
+
+def test_regression_task_end_to_end(tmp_path):
+    """csv:PATH with a numeric target: the pipe runs, errors are squared errors, no accuracy is claimed."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    lines = ["path,target"]
+    for i in range(240):
+        Image.fromarray((d.images[i] * 15).astype(np.uint8)).save(tmp_path / f"{i}.png")
+        lines.append(f"{i}.png,{float(d.target[i])}")
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    for name, model in (("weak", "test_efficientnet"), ("strong", "test_resnet")):
+        r = w2s(
+            "extract",
+            "--data",
+            f"csv:{tmp_path / 'data.csv'}",
+            "--model",
+            model,
+            "--no-pretrained",
+            "--image-size",
+            32,
+            "--num-workers",
+            0,
+            "-q",
+            "-o",
+            tmp_path / f"{name}.safetensors",
+        )
+        assert r.exit_code == 0, r.output
+    assert artifacts.load(tmp_path / "weak.safetensors")["targets"].dtype == np.float64
+    t = w2s("train-weak", tmp_path / "weak.safetensors", "--n-labeled", 60, "--n-test", 60, "--subspace", 10)
+    p = w2s("pseudolabel", "--n-pseudo", 100, input=t.stdout)
+    assert_user_error(w2s("pseudolabel", "--hard", input=t.stdout), "--hard needs a classification dataset")
+    f = w2s("fit-student", "--strong", tmp_path / "strong.safetensors", "--subspace", 10, input=p.stdout)
+    assert f.exit_code == 0, f.output
+    s = json.loads(w2s("report", "--json", input=f.stdout).stdout)
+    assert "accuracy" not in s and s["task"] == "regression"
+    assert all(np.isfinite(v) and v > 0 for v in s["error"].values())
+    assert_user_error(
+        w2s("train-weak", tmp_path / "weak.safetensors", "--solver", "logistic", "--n-test", 60),
+        "needs a classification dataset",
+    )

@@ -80,3 +80,24 @@ def test_unknown_spec_and_limit():
     src.split, src.targets = split, src.targets[:100]
     ids = subset(src, 50, seed=0)
     assert (split[ids] == TEST).sum() == 20  # the test split keeps its share
+
+
+def test_torchvision_dataset_from_local_files(tmp_path):
+    """torchvision:FashionMNIST reads the IDX files torchvision expects under ROOT/FashionMNIST/raw."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 20), ("t10k", 8)):
+        for kind, arr in (
+            ("images-idx3", rng.integers(0, 255, size=(n, 28, 28))),
+            ("labels-idx1", rng.integers(0, 10, size=n)),
+        ):
+            header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+            (raw / f"{stem}-{kind}-ubyte").write_bytes(header + arr.astype(np.uint8).tobytes())
+    src = open_source("torchvision:FashionMNIST", root=str(tmp_path))
+    assert len(src) == 28 and (src.split == TEST).sum() == 8 and src.classes[0] == "T-shirt/top"
+    assert src.load(0).mode == "RGB"
+    with pytest.raises(W2SError, match="add --download"):
+        open_source("torchvision:FashionMNIST", root=str(tmp_path / "empty"))
+    with pytest.raises(W2SError, match="no such dataset"):
+        open_source("torchvision:NoSuchSet")
