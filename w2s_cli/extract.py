@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from w2s_cli import artifacts
 from w2s_cli.data import ImageSource, open_source, subset
 from w2s_cli.errors import W2SError
-from w2s_cli.models import Backbone, create_backbone, make_transform
+from w2s_cli.models import Backbone, create_backbone, finish_batch, make_transform, split_transform
 from w2s_cli.progress import progress_bar
 
 
@@ -70,8 +70,11 @@ def embed(
     dev = resolve_device(device)
     model = backbone.model.to(dev).to(memory_format=torch.channels_last)
     workers = default_workers() if num_workers is None else num_workers
+    # workers resize and crop (PIL, as timm does) and ship uint8; scaling and normalising happen on `dev`
+    split = split_transform(backbone.data_config)
+    transform = split[0] if split is not None else make_transform(backbone.data_config)
     loader = DataLoader(
-        _Images(source, sample_ids, make_transform(backbone.data_config)),
+        _Images(source, sample_ids, transform),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -84,7 +87,10 @@ def embed(
     with progress_bar(quiet) as bar, torch.inference_mode():
         task = bar.add_task(f"extract {backbone.name}", total=len(sample_ids))
         for x in loader:
-            x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            x = x.to(dev, non_blocking=True)
+            if split is not None:
+                x = finish_batch(x, split[1], split[2])
+            x = x.contiguous(memory_format=torch.channels_last)
             z = embed_batch(model, x).float().cpu().numpy()
             out[row : row + len(z)] = z
             row += len(z)

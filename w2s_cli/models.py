@@ -247,3 +247,36 @@ def _pretrained(name: str) -> tuple[nn.Module, dict[str, Any]]:
 def make_transform(config: dict[str, Any]):
     """timm's eval transform for this data config (resize, centre crop, tensor, normalise)."""
     return timm.data.create_transform(**config, is_training=False)
+
+
+class _PilToUint8:
+    """PIL image -> (3, H, W) uint8 tensor: ToTensor without the division by 255."""
+
+    def __call__(self, img) -> torch.Tensor:
+        import numpy as np
+
+        return torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def split_transform(config: dict[str, Any]):
+    """timm's eval transform cut in two: the PIL part (resize, crop) ending in a uint8 tensor, for loader
+    workers, and (mean, std) for the rest, ToTensor's /255 and Normalize, to run on the model's device.
+
+    Same arithmetic as the whole transform (see `finish_batch`), a quarter of the bytes between processes.
+    Returns None when the transform is not [PIL ops..., ToTensor, Normalize].
+    """
+    from torchvision import transforms as T
+
+    full = make_transform(config)
+    steps = list(getattr(full, "transforms", []))
+    if len(steps) < 2 or not isinstance(steps[-2], T.ToTensor) or not isinstance(steps[-1], T.Normalize):
+        return None
+    norm = steps[-1]
+    mean = torch.as_tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.as_tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return T.Compose([*steps[:-2], _PilToUint8()]), mean, std
+
+
+def finish_batch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> normalised float32, exactly as ToTensor then Normalize would compute it."""
+    return x.float().div_(255).sub_(mean.to(x.device)).div_(std.to(x.device))
