@@ -77,6 +77,8 @@ def test_report_json_contract(chain):
         assert s["pgr"] == pytest.approx((e["weak"] - e["w2s"]) / (e["weak"] - e["ceiling"]))
     assert s["opr"] == pytest.approx(e["strong_sft"] / e["w2s"])
     assert s["theory"]["available"] and s["theory"]["inputs"]["d_w"] == 40
+    assert s["theory"]["sigma2"] > 0
+    assert set(s["theory"]["predicted"]["test_error"]) == {"weak", "w2s", "strong_sft", "ceiling"}
     table = w2s("report", chain["result"])
     assert "W2S student" in table.stdout and "PGR" in table.stdout
     md = w2s("report", chain["result"], "--markdown")

@@ -182,8 +182,7 @@ def combine(results: list[artifacts.Artifact], out: Path, extra_seconds: dict[st
     meta["seconds"] = seconds
     dims = [r.meta.get("dimensions") for r in results]
     if len(results) > 1 and all(dims):
-        meta["dimensions"] = {
-            k: float(np.mean([d[k] for d in dims])) for k in ("d_s", "d_w", "d_sw", "d_sw_null", "d_sw_corrected", "m")
-        }
+        keys = ("d_s", "d_w", "d_sw", "d_sw_null", "d_sw_corrected", "m", "sigma2")
+        meta["dimensions"] = {k: float(np.mean([d[k] for d in dims])) for k in keys if all(k in d for d in dims)}
         meta["dimensions"]["source"] = f"{dims[0]['source']}, mean over {len(results)} trials"
     return artifacts.save(artifacts.Artifact("result", meta, {"test_rows": results[0]["test_rows"]}), out)

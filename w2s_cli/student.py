@@ -82,6 +82,8 @@ def fit_student(
         dims = measure_dimensions(
             pseudo, Z[both], both, pseudo.meta["teacher"]["subspace"]["dim"], subspace_dims["w2s"], energy
         )
+        if dims is not None:
+            dims["sigma2"] = noise_variance(fits["ceiling"], Z[both].astype(np.float64), Y[both])
         seconds["dimensions"] = round(time.perf_counter() - start, 3)
     meta = artifacts.base_meta("result", pseudo.meta["seed"])
     meta.update(
@@ -115,6 +117,14 @@ def fit_student(
     tensors = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
     tensors["test_rows"] = test
     return artifacts.save(artifacts.Artifact("result", meta, tensors), out)
+
+
+def noise_variance(ceiling, X: np.ndarray, Y: np.ndarray) -> float:
+    """sigma^2 from the ceiling's training residuals, per output column: RSS / (m - p - 1), p its fitted dimension."""
+    residual = Y - ceiling.predict(X)
+    p = ceiling.subspace_dim_ or getattr(ceiling, "rank_", X.shape[1])
+    dof = max(len(X) - p - 1, 1)
+    return float((residual**2).sum(axis=0).mean() / dof)
 
 
 def measure_dimensions(

@@ -103,6 +103,12 @@ def theory_for_result(meta: dict[str, Any], measured: dict[str, Any]) -> dict[st
         pred = predict(d_s, d_w, d_sw, n, N, 1.0, exact=False)
         out["predicted"] = {"pgr": pred["pgr"], "opr": pred["opr"], "exact": False, "note": exc.message}
     kind = "exact" if out["predicted"]["exact"] else f"asymptotic ({out['predicted'].get('note')})"
+    sigma2 = dims.get("sigma2")
+    if sigma2 is not None:
+        # an unbiased model's test MSE is sigma^2 plus its excess risk
+        er = excess_risks(d_s, d_w, d_sw, n, N, sigma2, exact=out["predicted"]["exact"])
+        out["predicted"]["test_error"] = {k: sigma2 + v for k, v in er.items()}
+        out["sigma2"] = sigma2
 
     def f(x: float | None) -> str:
         return "undefined" if x is None else f"{x:.3f}"
@@ -113,5 +119,11 @@ def theory_for_result(meta: dict[str, Any], measured: dict[str, Any]) -> dict[st
         f"measured PGR {f(measured['pgr'])}, OPR {f(measured['opr'])}; N -> inf limits: "
         f"PGR {f(lim['pgr'])}, OPR {f(lim['opr'])}; W2S beats the teacher iff N > {lim['n_pseudo_threshold']:g}"
     )
+    if "test_error" in out["predicted"]:
+        te = out["predicted"]["test_error"]
+        lines.append(
+            f"theory: sigma^2 = {sigma2:.4f} (ceiling residuals); predicted test MSE = sigma^2 + ER: "
+            + ", ".join(f"{k} {te[k]:.4f} (measured {measured['error'][k]:.4f})" for k in te)
+        )
     out["lines"] = lines
     return out
