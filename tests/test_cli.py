@@ -20,6 +20,12 @@ def w2s(*args, input=None):
     return runner.invoke(app, [str(a) for a in args], input=input)
 
 
+def extract_random(data, model, out, *extra):
+    """`w2s extract` with a seeded random-weight timm model at 32 px, no loader workers, no progress bar."""
+    args = ["--data", data, "--model", model, "--no-pretrained", "--image-size", 32, "--num-workers", 0, "-q"]
+    return w2s("extract", *args, *extra, "-o", out)
+
+
 def assert_user_error(result, pattern):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
@@ -94,23 +100,7 @@ def test_soft_and_hard_pseudo_labels(chain, session_dir):
 
 def test_mismatched_artifacts_are_refused(chain, session_dir, weak_weights):
     other = session_dir / "other.safetensors"
-    r = w2s(
-        "extract",
-        "--data",
-        "digits",
-        "--model",
-        "test_resnet",
-        "--no-pretrained",
-        "--limit",
-        500,
-        "--image-size",
-        32,
-        "--num-workers",
-        0,
-        "-q",
-        "-o",
-        other,
-    )
+    r = extract_random("digits", "test_resnet", other, "--limit", 500)
     assert r.exit_code == 0, r.output
     assert_user_error(w2s("fit-student", chain["pseudo"], "--strong", other), "hold different samples")
     assert_user_error(w2s("pseudolabel", chain["teacher"], "--embeddings", other), "not the embeddings this teacher")
@@ -170,38 +160,13 @@ def test_nan_embeddings_are_refused(weak_emb, tmp_path):
 def test_corrupt_image_in_folder(tmp_path):
     (tmp_path / "data" / "cats").mkdir(parents=True)
     (tmp_path / "data" / "cats" / "1.png").write_bytes(b"not an image")
-    r = w2s(
-        "extract",
-        "--data",
-        f"folder:{tmp_path / 'data'}",
-        "--model",
-        "test_resnet",
-        "--no-pretrained",
-        "--num-workers",
-        0,
-        "-o",
-        tmp_path / "e.safetensors",
-    )
+    r = extract_random(f"folder:{tmp_path / 'data'}", "test_resnet", tmp_path / "e.safetensors")
     assert_user_error(r, "cannot read image")
     assert not (tmp_path / "e.safetensors").exists()
 
 
 def test_folder_extract_with_workers(image_folder, tmp_path):
-    r = w2s(
-        "extract",
-        "--data",
-        f"folder:{image_folder}",
-        "--model",
-        "test_resnet",
-        "--no-pretrained",
-        "--image-size",
-        32,
-        "--num-workers",
-        1,
-        "-q",
-        "-o",
-        tmp_path / "f.safetensors",
-    )
+    r = extract_random(f"folder:{image_folder}", "test_resnet", tmp_path / "f.safetensors", "--num-workers", 1)
     assert r.exit_code == 0, r.output
     art = artifacts.load(tmp_path / "f.safetensors")
     assert art["embeddings"].shape[0] == 90 and art["split"].sum() == 18
@@ -236,21 +201,7 @@ def test_regression_task_end_to_end(tmp_path):
         lines.append(f"{i}.png,{float(d.target[i])}")
     (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
     for name, model in (("weak", "test_efficientnet"), ("strong", "test_resnet")):
-        r = w2s(
-            "extract",
-            "--data",
-            f"csv:{tmp_path / 'data.csv'}",
-            "--model",
-            model,
-            "--no-pretrained",
-            "--image-size",
-            32,
-            "--num-workers",
-            0,
-            "-q",
-            "-o",
-            tmp_path / f"{name}.safetensors",
-        )
+        r = extract_random(f"csv:{tmp_path / 'data.csv'}", model, tmp_path / f"{name}.safetensors")
         assert r.exit_code == 0, r.output
     assert artifacts.load(tmp_path / "weak.safetensors")["targets"].dtype == np.float64
     t = w2s("train-weak", tmp_path / "weak.safetensors", "--n-labeled", 60, "--n-test", 60, "--subspace", 10)
