@@ -94,6 +94,15 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def save(artifact: Artifact, path: str | os.PathLike) -> Path:
     """Write atomically: a temp file next to `path`, then an atomic rename."""
     path = Path(path)

@@ -1,7 +1,8 @@
 """The `w2s` command line: each subcommand parses options, calls one library function, prints.
 
 Data on stdout (an artifact's path, a table, or one JSON object), progress and notes on stderr. A user
-mistake prints one line `w2s: error: ...` on stderr and exits 2.
+mistake prints one line `w2s: error: ...` on stderr and exits 2. Stage modules are imported inside their
+commands so that `w2s --help` answers without loading torch and timm.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from w2s_cli.errors import W2SError
 
@@ -224,8 +227,6 @@ def report(
 
 
 def _show(s: dict, as_json: bool, as_markdown: bool) -> None:
-    from rich.console import Console
-
     from w2s_cli.report import markdown, render
 
     if as_json:
@@ -340,9 +341,6 @@ def intrinsic_dim(
     if as_json:
         print_json(r)
         return
-    from rich.console import Console
-    from rich.table import Table
-
     roles = [k for k in ("weak", "strong") if k in r]
     table = Table(title=f"intrinsic dimension ({'centred' if center else 'uncentred'})")
     cols = ["", "samples", "width", "rank", "d@0.90", "d@0.95", "d@0.99", f"d@{energy:g}", "PR"]
@@ -424,9 +422,6 @@ def synth(
 
 
 def _show_synth(r: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     c = r["config"]
     table = Table(title=f"synthetic ridgeless W2S, {c['trials']} trials: measured vs predicted")
     for col in ("quantity", "measured ± se", "predicted (exact)", "asymptotic", "(measured - predicted) / se"):
@@ -449,9 +444,6 @@ def _show_synth(r: dict) -> None:
 
 
 def _show_sweep(rows: list, sweep: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"synth sweep over {sweep}")
     for col in (
         sweep,

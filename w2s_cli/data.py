@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from w2s_cli.artifacts import file_sha256
 from w2s_cli.errors import W2SError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -91,12 +92,6 @@ class _FileImages:
                 return im.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise W2SError(f"{path}: cannot read image ({type(exc).__name__})") from None
-
-
-def _sha256_update_file(h: hashlib._Hash, path: Path) -> None:
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -279,11 +274,9 @@ def csv_images(path: Path, target_column: str | None = None) -> ImageSource:
     missing = [f for f in files if not os.path.exists(f)]
     if missing:
         raise W2SError(f"csv:{path}: {len(missing)} image file(s) missing, first: {missing[0]}")
-    h = hashlib.sha256()
-    _sha256_update_file(h, path)
     return ImageSource(
         f"csv:{path.name}",
-        h.hexdigest(),
+        file_sha256(path),
         "regression",
         np.asarray(targets, np.float64),
         _FileImages(files),

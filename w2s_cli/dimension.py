@@ -60,18 +60,6 @@ def parse_subspace(spec: str | int | None) -> str | int | None:
     return k
 
 
-def subspace_dim(spec: str | int | None, X_train: np.ndarray, energy: float) -> int | None:
-    """The K to project on for these training samples (auto = spectral dimension at `energy`)."""
-    spec = parse_subspace(spec)
-    if spec is None:
-        return None
-    if spec == "auto":
-        return max(1, energy_dimension(covariance_spectrum(X_train)[0], energy))
-    if spec > X_train.shape[1]:
-        raise W2SError(f"--subspace {spec} exceeds the embedding width {X_train.shape[1]}")
-    return spec
-
-
 Eig = tuple  # (eigenvalues descending, eigenvectors, mean) as returned by covariance_spectrum
 
 

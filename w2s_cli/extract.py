@@ -117,16 +117,21 @@ def extract(
     target_column: str | None = None,
     quiet: bool = False,
     request: dict[str, Any] | None = None,
+    source: ImageSource | None = None,
 ) -> Path:
-    """Run a backbone over a dataset and write an `embeddings` artifact; returns its path."""
+    """Run a backbone over a dataset and write an `embeddings` artifact; returns its path.
+
+    `source`: the already opened data source of `data` (saves opening it again), else it is opened here.
+    """
     if batch_size <= 0:
         raise W2SError(f"--batch-size must be positive, got {batch_size}")
-    resolve_device(device)  # refuse an unavailable device before any slow work
-    source = open_source(data, root=root, download=download, target_column=target_column)
+    dev = resolve_device(device)  # refuse an unavailable device before any slow work
+    if source is None:
+        source = open_source(data, root=root, download=download, target_column=target_column)
     backbone = create_backbone(model, pretrained=pretrained, weights=weights, image_size=image_size, seed=seed)
     sample_ids = subset(source, limit, seed)
     start = time.perf_counter()
-    z = embed(backbone, source, sample_ids, batch_size, device, num_workers, quiet)
+    z = embed(backbone, source, sample_ids, batch_size, str(dev), num_workers, quiet)
     seconds = time.perf_counter() - start
     meta: dict[str, Any] = artifacts.base_meta("embeddings", seed)
     meta.update(
@@ -145,7 +150,7 @@ def extract(
             "n_samples": len(sample_ids),
             "sample_ids_sha256": artifacts.ids_sha256(sample_ids),
             "extraction": {
-                "device": str(resolve_device(device)),
+                "device": str(dev),
                 "batch_size": batch_size,
                 "seconds": round(seconds, 3),
                 "images_per_second": round(len(sample_ids) / seconds, 2),

@@ -22,6 +22,7 @@ import timm
 import torch
 from torch import nn
 
+from w2s_cli.artifacts import file_sha256
 from w2s_cli.errors import W2SError
 
 # tf_efficientnet_liteK -> (PyPI package, module, stage depths of the flat `_blocks` list)
@@ -88,14 +89,6 @@ def rename_lite_keys(state: dict[str, torch.Tensor], depths: list[int]) -> dict[
         else:
             out[key] = value
     return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def state_dict_sha256(model: nn.Module) -> str:

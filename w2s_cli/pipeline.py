@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from w2s_cli import artifacts
-from w2s_cli.data import TEST, open_source
+from w2s_cli.data import TEST, ImageSource, open_source
+from w2s_cli.errors import W2SError
 from w2s_cli.extract import extract
 from w2s_cli.progress import stderr
 from w2s_cli.student import fit_student
@@ -41,18 +42,18 @@ def auto_limit(split, n_test: int, n_train: int) -> int | None:
 
 
 def _cached_or_extract(
-    out: Path, request: dict[str, Any], reuse: bool, quiet: bool, **kwargs: Any
+    out: Path, request: dict[str, Any], source: ImageSource, reuse: bool, quiet: bool, **kwargs: Any
 ) -> tuple[Path, float]:
     if reuse and out.exists():
         try:
             meta = artifacts.read_meta(out)
-            if meta.get("request") == request:
-                stderr.print(f"reusing {out} (same request; --no-reuse to extract again)")
+            if meta.get("request") == request and meta["dataset"]["fingerprint"] == source.fingerprint:
+                stderr.print(f"reusing {out} (same request and data; --no-reuse to extract again)")
                 return out, 0.0
-        except Exception:  # an unreadable cache entry is simply extracted again
+        except (W2SError, KeyError):  # an unreadable or foreign cache entry is simply extracted again
             pass
     start = time.perf_counter()
-    path = extract(out=out, quiet=quiet, request=request, **kwargs)
+    path = extract(out=out, quiet=quiet, request=request, source=source, **kwargs)
     return path, time.perf_counter() - start
 
 
@@ -91,13 +92,11 @@ def run(
 
     Writes every artifact under out_dir and returns the path of the combined result (all trials).
     """
-    from w2s_cli.errors import W2SError
-
     if trials < 1:
         raise W2SError(f"--trials must be at least 1, got {trials}")
     out_dir = Path(out_dir)
+    source = open_source(data, root=root, download=download)  # once, for the limit and both extractions
     if limit is None:
-        source = open_source(data, root=root, download=download)
         limit = auto_limit(source.split, n_test, n_labeled + n_pseudo)
     common = {
         "data": data,
@@ -127,7 +126,7 @@ def run(
         }
         target = out_dir / f"{role}-{model}-{size or 'native'}px.safetensors"
         paths[role], seconds[f"extract_{role}"] = _cached_or_extract(
-            target, request, reuse, quiet, model=model, image_size=size, weights=weights, **common
+            target, request, source, reuse, quiet, model=model, image_size=size, weights=weights, **common
         )
     trial_results = []
     for t in range(trials):
@@ -168,8 +167,6 @@ def combine(results: list[artifacts.Artifact], out: Path, extra_seconds: dict[st
     for r in results[1:]:
         for key in ("weak_model", "strong_model", "n_labeled", "n_pseudo", "n_test", "solver", "sample_ids_sha256"):
             if r.meta[key] != first[key]:
-                from w2s_cli.errors import W2SError
-
                 raise W2SError(f"cannot combine results that differ in {key}")
     meta = copy.deepcopy(first)
     meta.update(artifacts.base_meta("result", first["seed"]))

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from w2s_cli import artifacts
 from w2s_cli.metrics import MODELS, summarize_trials
+from w2s_cli.theory import theory_for_result
 
 LABELS = {"weak": "weak teacher", "w2s": "W2S student", "strong_sft": "strong SFT", "ceiling": "strong ceiling"}
 
@@ -41,8 +42,6 @@ def summary(result: artifacts.Artifact) -> dict[str, Any]:
     pla = [t.get("pseudo_label_accuracy") for t in meta["trials"]]
     if all(p is not None for p in pla):
         s["pseudo_label_accuracy"] = sum(pla) / len(pla)
-    from w2s_cli.theory import theory_for_result
-
     s["theory"] = theory_for_result(meta, s)
     return s
 

@@ -4,16 +4,21 @@
 * `RidgeRegressor`: ridge with the penalty chosen by leave-one-out CV on the training samples only.
 * `LogisticClassifier`: multinomial logistic regression; its output is the softmax probability vector.
 
-Each optionally fits inside a principal subspace first (`subspace=K`): the top-K principal directions of
-its own training samples. Fitted state: `coef_` (D, C) and `intercept_` (C,) in the original coordinates,
-so `predict(X) = X @ coef_ + intercept_` whatever the subspace, and `subspace_dim_`.
+Each optionally fits inside a principal subspace first: the top-K principal directions of its own training
+samples (`subspace=K`, or `subspace="auto"` for K = the spectral intrinsic dimension at `energy`).
+Fitted state: `coef_` (D, C) and `intercept_` (C,) in the original coordinates, so
+`predict(X) = X @ coef_ + intercept_` whatever the subspace, `subspace_dim_`, and `spectrum_` (the training
+samples' covariance eigendecomposition when a subspace was fitted).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import scipy.linalg
 
+from w2s_cli.dimension import covariance_spectrum, energy_dimension
 from w2s_cli.errors import W2SError
 
 SOLVERS = ("ridgeless", "ridge", "logistic")
@@ -39,34 +44,35 @@ def _check_xy(X: np.ndarray, Y: np.ndarray | None = None) -> tuple[np.ndarray, n
 
 def principal_basis(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and the top-k principal directions (D, k) of the rows of X, from the D x D covariance."""
-    mean = X.mean(axis=0)
-    Xc = X - mean
-    evals, evecs = np.linalg.eigh(Xc.T @ Xc)
-    order = np.argsort(evals)[::-1][:k]
-    return mean, evecs[:, order]
+    _, evecs, mean = covariance_spectrum(X)
+    return mean, evecs[:, :k]
 
 
-class _Linear:
+class _Linear(ABC):
     """Shared fit/predict plumbing: optional principal-subspace projection, then `_solve`."""
 
-    def __init__(self, subspace: int | None = None) -> None:
+    def __init__(self, subspace: int | str | None = None, energy: float = 0.99) -> None:
         self.subspace = subspace
+        self.energy = energy
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> _Linear:
         """X: (n, D) features; Y: (n, C) targets (one-hot labels, soft labels or regression targets)."""
         X, Y = _check_xy(X, Y)
         if self.subspace is not None:
-            k = int(self.subspace)
+            evals, evecs, mean = covariance_spectrum(X)
+            k = max(1, energy_dimension(evals, self.energy)) if self.subspace == "auto" else int(self.subspace)
             if not 1 <= k <= X.shape[1]:
-                raise W2SError(f"subspace dimension must be in [1, {X.shape[1]}], got {k}")
-            mean, basis = principal_basis(X, k)
+                raise W2SError(f"subspace dimension must be in [1, {X.shape[1]}] (the embedding width), got {k}")
+            basis = evecs[:, :k]
             theta, intercept = self._solve((X - mean) @ basis, Y)
             self.coef_ = basis @ theta
             self.intercept_ = intercept - mean @ self.coef_
             self.subspace_dim_ = k
+            self.spectrum_ = (evals, evecs, mean)  # covariance eigendecomposition of the training samples
         else:
             self.coef_, self.intercept_ = self._solve(X, Y)
             self.subspace_dim_ = None
+            self.spectrum_ = None
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -79,15 +85,16 @@ class _Linear:
     def _link(self, z: np.ndarray) -> np.ndarray:
         return z
 
+    @abstractmethod
     def _solve(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """Fitted (coef (D, C), intercept (C,)) on the (projected) training data."""
 
 
 class RidgelessRegressor(_Linear):
     """Minimum-norm least squares on centred data (intercept = target mean): theta = pinv(Xc) Yc."""
 
-    def __init__(self, subspace: int | None = None, fit_intercept: bool = True) -> None:
-        super().__init__(subspace)
+    def __init__(self, subspace: int | str | None = None, energy: float = 0.99, fit_intercept: bool = True) -> None:
+        super().__init__(subspace, energy)
         self.fit_intercept = fit_intercept
 
     def _solve(self, X, Y):
@@ -105,8 +112,13 @@ class RidgelessRegressor(_Linear):
 class RidgeRegressor(_Linear):
     """Ridge; the penalty alpha_ is chosen from `alphas` by efficient leave-one-out CV (scikit-learn RidgeCV)."""
 
-    def __init__(self, subspace: int | None = None, alphas: tuple[float, ...] = tuple(np.logspace(-4, 6, 21))):
-        super().__init__(subspace)
+    def __init__(
+        self,
+        subspace: int | str | None = None,
+        energy: float = 0.99,
+        alphas: tuple[float, ...] = tuple(np.logspace(-4, 6, 21)),
+    ) -> None:
+        super().__init__(subspace, energy)
         self.alphas = alphas
 
     def _solve(self, X, Y):
@@ -122,8 +134,10 @@ class RidgeRegressor(_Linear):
 class LogisticClassifier(_Linear):
     """Multinomial logistic regression (L-BFGS, L2 penalty C); Y is one-hot, the output softmax probabilities."""
 
-    def __init__(self, subspace: int | None = None, C: float = 1.0, max_iter: int = 2000) -> None:
-        super().__init__(subspace)
+    def __init__(
+        self, subspace: int | str | None = None, energy: float = 0.99, C: float = 1.0, max_iter: int = 2000
+    ) -> None:
+        super().__init__(subspace, energy)
         self.C, self.max_iter = C, max_iter
 
     def _solve(self, X, Y):
@@ -154,11 +168,12 @@ class LogisticClassifier(_Linear):
         return e / e.sum(axis=1, keepdims=True)
 
 
-def make_solver(name: str, subspace: int | None = None):
+def make_solver(name: str, subspace: int | str | None = None, energy: float = 0.99) -> _Linear:
+    """A solver by name; subspace None, "auto" (spectral dimension at `energy`) or K."""
     if name == "ridgeless":
-        return RidgelessRegressor(subspace)
+        return RidgelessRegressor(subspace, energy)
     if name == "ridge":
-        return RidgeRegressor(subspace)
+        return RidgeRegressor(subspace, energy)
     if name == "logistic":
-        return LogisticClassifier(subspace)
+        return LogisticClassifier(subspace, energy)
     raise W2SError(f"unknown solver '{name}'; use one of {', '.join(SOLVERS)}")

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from w2s_cli import artifacts
-from w2s_cli.dimension import parse_subspace, subspace_dim
-from w2s_cli.embeddings import load_embeddings, reference, truth
+from w2s_cli.dimension import covariance_spectrum, energy_dimension, parse_subspace, subspace_overlap
+from w2s_cli.embeddings import load_embeddings, reference, signature, truth
 from w2s_cli.errors import W2SError
 from w2s_cli.metrics import evaluate
+from w2s_cli.progress import stderr
 from w2s_cli.solvers import make_solver
+from w2s_cli.teacher import find_weak_embeddings
 
 STUDENT_SOLVERS = ("ridgeless", "ridge")
 
@@ -37,32 +39,26 @@ def fit_student(
     start = time.perf_counter()
     if solver not in STUDENT_SOLVERS:
         raise W2SError(f"--solver for the student must be one of {', '.join(STUDENT_SOLVERS)}, not '{solver}'")
-    parse_subspace(subspace)
+    spec = parse_subspace(subspace)
     pseudo = artifacts.load(pseudo_path, "pseudolabels")
     emb = load_embeddings(strong, "strong embeddings")
     artifacts.require_same_samples(pseudo.meta, emb.meta, f"pseudo-labels {pseudo.path}", f"strong embeddings {strong}")
-    if (
-        emb.meta["model"]["weights"]["state_dict_sha256"] == pseudo.meta["embeddings"]["signature"]["state_dict_sha256"]
-        and emb.meta["preprocessing"]["input_size"] == pseudo.meta["embeddings"]["signature"]["input_size"]
-    ):
-        from w2s_cli.progress import stderr
-
+    weak_sig, strong_sig = pseudo.meta["embeddings"]["signature"], signature(emb.meta)
+    if all(weak_sig[k] == strong_sig[k] for k in ("state_dict_sha256", "input_size")):
         stderr.print("[yellow]note:[/] strong and weak embeddings come from the same model and input size")
     Y, labels = truth(emb)
     Z = emb["embeddings"]
     test, labeled, rows = pseudo["test_rows"], pseudo["labeled_rows"], pseudo["pseudo_rows"]
     both = np.concatenate([labeled, rows])
     fits = {}
-    subspace_dims = {}
     for name, train_rows, targets in (
         ("w2s", rows, pseudo["pseudo_labels"]),
         ("strong_sft", labeled, Y[labeled]),
         ("ceiling", both, Y[both]),
     ):
-        X = Z[train_rows].astype(np.float64)
-        k = subspace_dim(subspace, X, energy)
-        subspace_dims[name] = k
-        fits[name] = make_solver(solver, k).fit(X, targets)
+        X = Z[train_rows].astype(np.float64)  # the ceiling's X (all n + N rows) stays for sigma^2 below
+        fits[name] = make_solver(solver, spec, energy).fit(X, targets)
+    subspace_dims = {name: m.subspace_dim_ for name, m in fits.items()}
     X_test = Z[test].astype(np.float64)
     outputs = {"weak": pseudo["weak_test_output"], **{k: m.predict(X_test) for k, m in fits.items()}}
     trial = evaluate(outputs, Y[test], labels[test] if labels is not None else None)
@@ -79,11 +75,11 @@ def fit_student(
     dims = None
     if dimensions:
         start = time.perf_counter()
-        dims = measure_dimensions(
-            pseudo, Z[both], both, pseudo.meta["teacher"]["subspace"]["dim"], subspace_dims["w2s"], energy
-        )
+        teacher_dim = pseudo.meta["teacher"]["subspace"]["dim"]
+        # the ceiling was fit on these same rows: reuse its covariance spectrum when it computed one
+        dims = measure_dimensions(pseudo, X, both, teacher_dim, subspace_dims["w2s"], energy, fits["ceiling"].spectrum_)
         if dims is not None:
-            dims["sigma2"] = noise_variance(fits["ceiling"], Z[both].astype(np.float64), Y[both])
+            dims["sigma2"] = noise_variance(fits["ceiling"], X, Y[both])
         seconds["dimensions"] = round(time.perf_counter() - start, 3)
     meta = artifacts.base_meta("result", pseudo.meta["seed"])
     meta.update(
@@ -134,20 +130,18 @@ def measure_dimensions(
     teacher_dim: int | None,
     student_dim: int | None,
     energy: float,
+    strong_spectrum: tuple | None = None,
 ) -> dict | None:
     """d_w, d_s and d_sw on the n + N training samples: the fitted subspace dimensions when a subspace was
     used, else the spectral dimension at `energy`. None (with a note) when the weak embeddings are gone."""
-    from w2s_cli.dimension import covariance_spectrum, energy_dimension, subspace_overlap
-    from w2s_cli.progress import stderr
-    from w2s_cli.teacher import find_weak_embeddings
-
     try:
         weak = find_weak_embeddings(pseudo, None)
     except W2SError as exc:
         stderr.print(f"note: d_w and d_sw not measured: {exc.message}")
         return None
     weak_train = weak["embeddings"][rows]
-    eig_w, eig_s = covariance_spectrum(weak_train), covariance_spectrum(strong_train)
+    eig_w = covariance_spectrum(weak_train)
+    eig_s = strong_spectrum if strong_spectrum is not None else covariance_spectrum(strong_train)
     d_w = teacher_dim or energy_dimension(eig_w[0], energy)
     d_s = student_dim or energy_dimension(eig_s[0], energy)
     overlap = subspace_overlap(strong_train, weak_train, d_s, d_w, True, eig_s, eig_w)

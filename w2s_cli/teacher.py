@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from w2s_cli import artifacts
-from w2s_cli.dimension import parse_subspace, subspace_dim
+from w2s_cli.dimension import parse_subspace
 from w2s_cli.embeddings import dataset_split, load_embeddings, reference, signature, truth
 from w2s_cli.errors import W2SError
 from w2s_cli.metrics import accuracy, one_hot, squared_errors
@@ -41,15 +41,14 @@ def train_weak(
     start = time.perf_counter()
     if solver not in SOLVERS:
         raise W2SError(f"--solver must be one of {', '.join(SOLVERS)}, not '{solver}'")
-    parse_subspace(subspace)
+    spec = parse_subspace(subspace)
     emb = load_embeddings(weak, "weak embeddings")
     Y, labels = truth(emb)
     if solver == "logistic" and labels is None:
         raise W2SError("--solver logistic needs a classification dataset; this one has numeric targets")
     split = draw_split(len(Y), dataset_split(emb), n_test, n_labeled, seed, test_seed)
     X_l = emb["embeddings"][split.labeled].astype(np.float64)
-    k = subspace_dim(subspace, X_l, energy)
-    model = make_solver(solver, k).fit(X_l, Y[split.labeled])
+    model = make_solver(solver, spec, energy).fit(X_l, Y[split.labeled])
     test_out = model.predict(emb["embeddings"][split.test])
     meta = artifacts.base_meta("teacher", seed)
     meta.update(
@@ -59,7 +58,7 @@ def train_weak(
             "sample_ids_sha256": emb.meta["sample_ids_sha256"],
             "task": emb.meta["dataset"]["task"],
             "solver": solver,
-            "subspace": {"requested": str(subspace), "dim": k, "energy": energy},
+            "subspace": {"requested": str(subspace), "dim": model.subspace_dim_, "energy": energy},
             "split": {
                 "seed": seed,
                 "test_seed": test_seed,
