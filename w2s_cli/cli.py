@@ -440,6 +440,7 @@ def _show_synth(r: dict) -> None:
         f"N = {c['n_pseudo']}, sigma = {c['sigma']}; N -> inf: PGR -> {lim['pgr']:.3f}, OPR -> {opr_lim}; "
         f"W2S beats the teacher iff N > {lim['n_pseudo_threshold']:g}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
