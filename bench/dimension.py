@@ -17,7 +17,9 @@ import warnings
 
 import numpy as np
 
-from w2s_cli.dimension import covariance_spectrum, energy_dimension, subspace_overlap
+from w2s_cli.numerics.moments import Moments, accumulate
+from w2s_cli.numerics.spectra import Spectrum, energy_dimension
+from w2s_cli.numerics.subspaces import overlap
 
 
 def measure(fn):
@@ -28,6 +30,10 @@ def measure(fn):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return out, seconds, peak / 2**20
+
+
+def chunks(X, rows=8192):
+    return (X[s : s + rows] for s in range(0, len(X), rows))
 
 
 def main() -> None:
@@ -43,11 +49,10 @@ def main() -> None:
     W = np.hstack([shared, rng.normal(size=(m, 200)).astype(np.float32)]) @ rng.normal(size=(300, D)).astype(np.float32)
     S += 0.1 * rng.normal(size=S.shape).astype(np.float32)
     W += 0.1 * rng.normal(size=W.shape).astype(np.float32)
-    data_mb = S.nbytes / 2**20
-    print(f"data: two {m} x {D} float32 matrices ({data_mb:.0f} MiB each)")
+    print(f"data: two {m} x {D} float32 matrices ({S.nbytes / 2**20:.0f} MiB each)")
 
-    (eig, t_ours, mem_ours) = measure(lambda: covariance_spectrum(S))
-    d = energy_dimension(eig[0], 0.99)
+    (sp, t_ours, mem_ours) = measure(lambda: Spectrum.of(accumulate(chunks(S), D)))
+    d = energy_dimension(sp.values, 0.99)
     print(f"w2s spectrum (float64, chunked)       {t_ours:6.1f} s  peak {mem_ours:7.0f} MiB  d@0.99 = {d}")
 
     from sklearn.decomposition import PCA
@@ -65,22 +70,26 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         (lpca, t_sk, mem_sk) = measure(lambda: skdim.id.lPCA(ver="ratio", alphaRatio=0.99).fit(sub))
-    (_, t_ours_sub, _) = measure(lambda: covariance_spectrum(sub))
+    (_, t_ours_sub, _) = measure(lambda: Spectrum.of(accumulate(chunks(sub), D)))
     print(
         f"scikit-dimension lPCA on {len(sub)} rows  {t_sk:6.1f} s  peak {mem_sk:7.0f} MiB  d = {lpca.dimension_}"
         f"  time ratio vs w2s on the same rows {t_sk / t_ours_sub:.2f}"
     )
 
-    eig_w = covariance_spectrum(W)
-    d_w = energy_dimension(eig_w[0], 0.99)
-    (ov, t_ov, mem_ov) = measure(lambda: subspace_overlap(S, W, d, d_w, True, eig, eig_w))
+    sp_w = Spectrum.of(accumulate(chunks(W), D))
+    d_w = energy_dimension(sp_w.values, 0.99)
+
+    def joint() -> dict:
+        Vs, Vw = sp.vectors[:, :d], sp_w.vectors[:, :d_w]
+        total = Moments.empty(d + d_w)
+        for s, w in zip(chunks(S), chunks(W), strict=True):
+            total = total.merge(Moments.of(np.hstack([(s - sp.mean) @ Vs, (w - sp_w.mean) @ Vw])))
+        return overlap(total.cross, total.count, slice(0, d), slice(d, None))
+
+    (ov, t_ov, mem_ov) = measure(joint)
     print(
         f"w2s overlap d_sw (given spectra)     {t_ov:6.1f} s  peak {mem_ov:7.0f} MiB  d_sw = {ov['d_sw']:.1f}"
         f" (null {ov['d_sw_null']:.1f}; 100 latent directions shared)"
-    )
-    print(
-        f"whole intrinsic-dim of two inputs (two spectra + overlap): {t_ours + (t_ours) + t_ov:.1f} s; "
-        f"an m x m matrix would need {m * m * 8 / 2**30:.0f} GiB"
     )
 
 

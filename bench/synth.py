@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from w2s_cli.synth import SynthConfig, make_subspaces, simulate
+from w2s_cli.numerics.synth import SynthConfig, make_subspaces, simulate
 
 
 def loop(cfg: SynthConfig) -> np.ndarray:

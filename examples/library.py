@@ -1,4 +1,5 @@
-"""w2s from Python: the same stages as the CLI, as functions, plus the estimators and the theory.
+"""w2s from Python: the same stages as the CLI, as functions taking option objects, plus the estimators and
+the theory.
 
 python examples/library.py [OUT_DIR]
 """
@@ -8,27 +9,42 @@ from pathlib import Path
 
 import numpy as np
 
-from w2s_cli import RidgelessRegressor, theory
-from w2s_cli.extract import extract
-from w2s_cli.report import load_result, summary
-from w2s_cli.student import fit_student
-from w2s_cli.teacher import pseudolabel, train_weak
+from w2s_cli import (
+    BackboneSpec,
+    DataOptions,
+    ExtractOptions,
+    RidgelessRegressor,
+    SplitOptions,
+    SubspaceOptions,
+    extract,
+    fit_student,
+    load_result,
+    pseudolabel,
+    summary,
+    theory,
+    train_weak,
+)
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "w2s-library")
+quiet = ExtractOptions(quiet=True)
 
 # 1. embeddings of every digit from a weak and a strong pretrained backbone
-weak = extract("digits", "tf_efficientnet_lite0", out / "weak.safetensors", image_size=24, quiet=True)
-strong = extract("digits", "tf_efficientnet_lite2", out / "strong.safetensors", image_size=64, quiet=True)
+weak = extract(DataOptions("digits"), BackboneSpec("tf_efficientnet_lite0", 24), out / "weak.safetensors", quiet)
+strong = extract(DataOptions("digits"), BackboneSpec("tf_efficientnet_lite2", 64), out / "strong.safetensors", quiet)
 
-# 2. teacher on n = 300 labels, N = 1000 pseudo-labels, student / SFT / ceiling on the strong embeddings
-teacher = train_weak(weak, out / "teacher.safetensors", n_labeled=300, n_test=400, subspace=40)
-pseudo = pseudolabel(teacher, out / "pseudo.safetensors", n_pseudo=1000)
-result = fit_student(pseudo, strong, out / "result.safetensors", subspace=100)
+# 2. teacher on n = 300 labels, N = 1000 pseudo-labels, student / SFT / ceiling on the strong embeddings,
+#    each backbone in its shared 40- / 100-dimensional principal subspace of the n + N training rows
+split = SplitOptions(n_labeled=300, n_pseudo=1000, n_test=400)
+teacher = train_weak(weak, out / "teacher.safetensors", split, SubspaceOptions("40"))
+pseudo = pseudolabel(teacher, out / "pseudo.safetensors")
+result = fit_student(pseudo, strong, out / "result.safetensors", subspace=SubspaceOptions("100"))
 s = summary(load_result(result))
 print("accuracy:", {k: round(v, 3) for k, v in s["accuracy"].items()})
-print(f"PGR {s['pgr']:.3f}  OPR {s['opr']:.3f}  theory: {s['theory']['predicted']}")
+print(f"PGR {s['pgr']:.3f} ± {s['pgr_stderr']:.3f}  OPR {s['opr']:.3f} ± {s['opr_stderr']:.3f}")
+print("label-light prediction:", {k: round(v, 3) for k, v in s["predicted"].items() if k in ("pgr", "opr")})
+print("exact / paper variance:", {k: round(v["ratio"], 3) for k, v in s["variance"].items()})
 
-# 3. the solvers are plain estimators: minimum-norm least squares in float64
+# 3. the solvers are scikit-learn estimators: minimum-norm least squares in float64
 rng = np.random.default_rng(0)
 X, Y = rng.normal(size=(20, 50)), rng.normal(size=(20, 1))
 model = RidgelessRegressor(fit_intercept=False).fit(X, Y)

@@ -8,7 +8,7 @@ mkdir -p "$out"
 w2s extract --data digits --model tf_efficientnet_lite0 --image-size 24 -o "$out/weak.safetensors"
 w2s extract --data digits --model tf_efficientnet_lite2 --image-size 64 -o "$out/strong.safetensors"
 w2s intrinsic-dim "$out/weak.safetensors" "$out/strong.safetensors" --estimator spectral,pr --plot "$out/spectra.png"
-w2s train-weak "$out/weak.safetensors" --n-labeled 300 --n-test 400 --subspace 40 \
-  | w2s pseudolabel --n-pseudo 1000 \
+w2s train-weak "$out/weak.safetensors" --n-labeled 300 --n-pseudo 1000 --n-test 400 --subspace 40 \
+  | w2s pseudolabel \
   | w2s fit-student --strong "$out/strong.safetensors" --subspace 100 \
   | w2s report

@@ -12,9 +12,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from w2s_cli.extract import extract
+from w2s_cli.extraction.extract import extract
+from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions
 
 WEAK_MODEL, STRONG_MODEL = "test_efficientnet", "test_resnet"
+QUIET = ExtractOptions(num_workers=0, quiet=True)
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +24,7 @@ def session_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("w2s")
 
 
-def _save_random(name: str, path: Path, seed: int) -> Path:
+def save_random(name: str, path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     model = timm.create_model(name)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
@@ -31,34 +33,26 @@ def _save_random(name: str, path: Path, seed: int) -> Path:
 
 @pytest.fixture(scope="session")
 def weak_weights(session_dir) -> Path:
-    return _save_random(WEAK_MODEL, session_dir / "weak-weights.safetensors", 1)
+    return save_random(WEAK_MODEL, session_dir / "weak-weights.safetensors", 1)
 
 
 @pytest.fixture(scope="session")
 def strong_weights(session_dir) -> Path:
-    return _save_random(STRONG_MODEL, session_dir / "strong-weights.safetensors", 2)
+    return save_random(STRONG_MODEL, session_dir / "strong-weights.safetensors", 2)
 
 
 @pytest.fixture(scope="session")
 def weak_emb(session_dir, weak_weights) -> Path:
     """Digits through a tiny random-weight timm model loaded from a local weights file."""
-    return extract(
-        "digits",
-        WEAK_MODEL,
-        session_dir / "weak.safetensors",
-        image_size=32,
-        weights=str(weak_weights),
-        quiet=True,
-        num_workers=0,
-    )
+    spec = BackboneSpec(WEAK_MODEL, 32, str(weak_weights))
+    return extract(DataOptions("digits"), spec, session_dir / "weak.safetensors", QUIET)
 
 
 @pytest.fixture(scope="session")
 def strong_emb(session_dir) -> Path:
     """Digits through the real pretrained EfficientNet-Lite0 (offline weight package) at 32 px."""
-    return extract(
-        "digits", "tf_efficientnet_lite0", session_dir / "strong.safetensors", image_size=32, quiet=True, num_workers=0
-    )
+    spec = BackboneSpec("tf_efficientnet_lite0", 32)
+    return extract(DataOptions("digits"), spec, session_dir / "strong.safetensors", QUIET)
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +69,78 @@ def image_folder(session_dir) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((d.images[i] * 15).astype(np.uint8)).save(folder / f"{i}.png")
     return root
+
+
+def latent_embeddings(m, d_s, d_w, shared, width_s, width_w, noise=0.01, seed=0):
+    """Strong and weak embeddings of the same m samples: `shared` latent directions in common, the rest
+    independent, each embedded by a random isometry into a wider space, plus small isotropic noise."""
+    rng = np.random.default_rng(seed)
+    z_shared = rng.normal(size=(m, shared))
+    z_s = np.hstack([z_shared, rng.normal(size=(m, d_s - shared))])
+    z_w = np.hstack([z_shared, rng.normal(size=(m, d_w - shared))])
+    embed_s = np.linalg.qr(rng.normal(size=(width_s, d_s)))[0].T
+    embed_w = np.linalg.qr(rng.normal(size=(width_w, d_w)))[0].T
+    S = z_s @ embed_s + noise * rng.normal(size=(m, width_s))
+    W = z_w @ embed_w + noise * rng.normal(size=(m, width_w))
+    return S, W, z_shared
+
+
+def embeddings_artifact(path, X, labels, name, split=None):
+    """An embeddings artifact for synthetic features (the record fields `w2s extract` writes)."""
+    from w2s_cli.store import artifact as store
+
+    meta = store.base_meta("embeddings", 0)
+    ids = np.arange(len(X), dtype=np.int64)
+    meta.update(
+        {
+            "model": {"name": name, "weights": {"source": "synthetic", "state_dict_sha256": name}, "width": X.shape[1]},
+            "preprocessing": {"input_size": [3, 0, 0]},
+            "dataset": {"name": "synthetic", "fingerprint": "s" * 64, "task": "classification", "classes": None},
+            "sample_ids_sha256": store.ids_sha256(ids),
+        }
+    )
+    tensors = {"embeddings": X.astype(np.float32), "sample_ids": ids, "labels": labels.astype(np.int64)}
+    if split is not None:
+        tensors["split"] = split.astype(np.int8)
+    return store.save(store.Artifact("embeddings", meta, tensors), path)
+
+
+class CliResult:
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def w2s(*args, input: str | None = None) -> CliResult:
+    """`w2s ARGS` in this process, through the real entry point (usage errors and all)."""
+    import contextlib
+    import io
+    import sys
+
+    from w2s_cli.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, sys.stdin
+    sys.argv, sys.stdin = ["w2s", *map(str, args)], io.StringIO(input or "")
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv, sys.stdin = saved
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def assert_user_error(result: CliResult, pattern: str) -> None:
+    """One `w2s: error:` line on stderr, exit code 2, nothing on stdout."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("w2s: error:"), result.stderr
+    assert pattern in lines[0], lines[0]
+    assert result.stdout == ""

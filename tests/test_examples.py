@@ -17,7 +17,7 @@ def test_library_example(tmp_path):
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    assert "PGR" in done.stdout and "ridgeless = numpy lstsq: True" in done.stdout
+    assert "PGR" in done.stdout and "ridgeless = numpy lstsq: True" in done.stdout and "label-light" in done.stdout
 
 
 def test_pipeline_example(tmp_path):

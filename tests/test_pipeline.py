@@ -1,39 +1,37 @@
 import json
 
-from typer.testing import CliRunner
+import numpy as np
+from conftest import w2s
 
-from w2s_cli import artifacts
-from w2s_cli.cli import app
-from w2s_cli.pipeline import auto_limit
+from w2s_cli.stages.run import auto_limit
+from w2s_cli.store import artifact as store
 
 
 def test_run_with_trials_reports_mean_and_stderr(tmp_path, weak_weights):
     args = (
-        "run --data digits --weak test_efficientnet --weak-size 32 --strong tf_efficientnet_lite0 --strong-size 32"
-        " --n-labeled 200 --n-pseudo 800 --n-test 300 --trials 2 --subspace auto --energy 0.9 --num-workers 0"
+        "run --data digits --weak test_efficientnet@32 --strong tf_efficientnet_lite0@32"
+        " --n-labeled 200 --n-pseudo 800 --n-test 300 --trials 2 --subspace 40 --num-workers 0"
     ).split() + ["--weak-weights", str(weak_weights), "--out-dir", str(tmp_path), "--json", "-q"]
-    r = CliRunner().invoke(app, args)
+    r = w2s(*args)
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["trials"] == 2 and s["seeds"] == [0, 1]
     assert set(s["error_stderr"]) == {"weak", "w2s", "strong_sft", "ceiling"}
-    assert s["accuracy"]["ceiling"] > 0.8
-    assert s["seconds"]["extract_strong"] > 0
-    t0 = artifacts.load(tmp_path / "trial-0" / "teacher.safetensors")
-    t1 = artifacts.load(tmp_path / "trial-1" / "teacher.safetensors")
+    assert s["accuracy"]["ceiling"] > 0.8 and s["pgr_stderr"] is not None
+    assert s["seconds"]["extract_strong"] > 0 and s["dimensions"]["d_s"] == 40
+    t0 = store.load(tmp_path / "trial-0" / "teacher.safetensors")
+    t1 = store.load(tmp_path / "trial-1" / "teacher.safetensors")
     assert (t0["test_rows"] == t1["test_rows"]).all()  # the test split stays fixed across trials
     assert not (t0["labeled_rows"] == t1["labeled_rows"]).all()
-    # a second run reuses the extracted embeddings
-    again = CliRunner().invoke(app, args[:-1] + ["--trials", "1", "--json", "-q"])
+    # a second run reuses the extracted embeddings, and the subspaces can differ per backbone
+    again = w2s(*args[:-2], "--trials", "1", "--weak-subspace", "20", "--json", "-q")
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["seconds"]["extract_weak"] == 0.0
+    s2 = json.loads(again.stdout)
+    assert s2["seconds"]["extract_weak"] == 0.0 and (s2["dimensions"]["d_w"], s2["dimensions"]["d_s"]) == (20, 40)
 
 
 def test_auto_limit_keeps_enough_test_samples():
-    import numpy as np
-
     split = np.array([0] * 60000 + [1] * 10000)
-    limit = auto_limit(split, n_test=2000, n_train=9000)
-    assert limit == 14000
+    assert auto_limit(split, n_test=2000, n_train=9000) == 14000
     assert auto_limit(None, 10, 10) is None
     assert auto_limit(split, n_test=20000, n_train=10) is None  # needs everything

@@ -1,16 +1,13 @@
 import csv
 import json
 
-from typer.testing import CliRunner
+from conftest import w2s
 
-from w2s_cli.cli import app
-
-runner = CliRunner()
 KEYS = {"weak", "w2s", "strong_sft", "ceiling", "pgr", "opr"}
 
 
 def test_synth_json_contract():
-    r = runner.invoke(app, ["synth", "--trials", "500", "--json"])
+    r = w2s(*["synth", "--trials", "500", "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert set(s) >= {"d_sw", "measured", "stderr", "predicted"}
@@ -18,15 +15,14 @@ def test_synth_json_contract():
         assert set(s[part]) == KEYS
     assert 3 <= s["d_sw"] <= 8
     assert s["config"]["trials"] == 500 and s["config"]["seed"] == 0
-    table = runner.invoke(app, ["synth", "--trials", "200"])
+    table = w2s(*["synth", "--trials", "200"])
     assert "ER w2s" in table.stdout and "PGR" in table.stdout
 
 
 def test_sweep_writes_png_and_csv(tmp_path):
     png, table = tmp_path / "s.png", tmp_path / "s.csv"
-    r = runner.invoke(
-        app,
-        [
+    r = w2s(
+        *[
             "synth",
             "--sweep",
             "sigma",
@@ -60,6 +56,6 @@ def test_synth_errors_are_one_line():
         (["--sweep", "sigma", "--values", "a,b"], "--values"),
         (["--ambient", "10"], "--ambient 10"),
     ):
-        r = runner.invoke(app, ["synth", "--trials", "10", *args])
+        r = w2s("synth", "--trials", "10", *args)
         assert r.exit_code == 2, r.output
         assert r.stderr.startswith("w2s: error:") and pattern in r.stderr and r.stderr.count("\n") == 1

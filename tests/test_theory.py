@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from w2s_cli import W2SError, theory
-from w2s_cli.metrics import MODELS
-from w2s_cli.synth import SynthConfig, run_synth, simulate
+from w2s_cli.numerics.stats import MODELS
+from w2s_cli.numerics.synth import SynthConfig, run_synth, simulate
 
 # (ambient, d_s, d_w, shared, n, N, sigma, rest)
 GRID = [
@@ -100,9 +100,14 @@ def test_domain_errors(args, match):
 
 def test_generator_overlap():
     rng = np.random.default_rng(0)
-    from w2s_cli.synth import make_subspaces
+    from w2s_cli.numerics.synth import make_subspaces
 
     U_s, U_w, b = make_subspaces(SynthConfig(40, 10, 10, 5, rest="orthogonal"), rng)
     assert np.linalg.norm(U_s.T @ U_w) ** 2 == pytest.approx(5)
     np.testing.assert_allclose(U_w.T @ U_w, np.eye(10), atol=1e-12)
     assert np.linalg.norm(b) == pytest.approx(1) and np.linalg.norm(U_s @ (U_s.T @ b) - b) < 1e-12
+
+
+def test_asymptotic_form_is_refused_past_the_interpolation_threshold():
+    with pytest.raises(W2SError, match="interpolation threshold"):
+        theory.excess_risks(8, 120, 3, 100, 300, exact=False)

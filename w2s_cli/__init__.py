@@ -1,7 +1,63 @@
-"""w2s: weak-to-strong experiments on real vision backbones (importable library behind the `w2s` CLI)."""
+"""w2s: weak-to-strong experiments on real vision backbones (the importable library behind the `w2s` CLI).
+
+    from w2s_cli import extract, train_weak, pseudolabel, fit_student, run, sweep, rank_teachers, summary
+    from w2s_cli import RidgelessRegressor, RidgeRegressor, LogisticClassifier, theory
+
+Subpackages follow the pipeline: `inputs` (data sources, timm backbones), `extraction` (embeddings),
+`store` (artifacts), `numerics` (the math, no torch), `stages` (the pipeline's steps), `report`, `cli`.
+Names that need torch (`extract`) are imported on first use.
+"""
 
 from w2s_cli.errors import W2SError
-from w2s_cli.solvers import LogisticClassifier, RidgelessRegressor, RidgeRegressor
+from w2s_cli.numerics import theory
+from w2s_cli.numerics.solvers import LogisticClassifier, RidgelessRegressor, RidgeRegressor
+from w2s_cli.options import (
+    BackboneSpec,
+    DataOptions,
+    ExtractOptions,
+    HeadOptions,
+    RunOptions,
+    SplitOptions,
+    SubspaceOptions,
+)
 
-__all__ = ["W2SError", "RidgelessRegressor", "RidgeRegressor", "LogisticClassifier"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_LAZY = {
+    "extract": ("w2s_cli.extraction.extract", "extract"),
+    "train_weak": ("w2s_cli.stages.teacher", "train_weak"),
+    "pseudolabel": ("w2s_cli.stages.teacher", "pseudolabel"),
+    "fit_student": ("w2s_cli.stages.student", "fit_student"),
+    "run": ("w2s_cli.stages.run", "run"),
+    "sweep": ("w2s_cli.stages.sweep", "sweep"),
+    "rank_teachers": ("w2s_cli.stages.teachers", "rank_teachers"),
+    "intrinsic_dim": ("w2s_cli.stages.intrinsic", "intrinsic_dim"),
+    "summary": ("w2s_cli.report.summary", "summary"),
+    "load_result": ("w2s_cli.report.summary", "load_result"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'w2s_cli' has no attribute {name!r}")
+
+
+__all__ = [
+    "W2SError",
+    "RidgelessRegressor",
+    "RidgeRegressor",
+    "LogisticClassifier",
+    "theory",
+    "BackboneSpec",
+    "DataOptions",
+    "ExtractOptions",
+    "HeadOptions",
+    "RunOptions",
+    "SplitOptions",
+    "SubspaceOptions",
+    *_LAZY,
+]

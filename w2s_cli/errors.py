@@ -7,3 +7,11 @@ class W2SError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+def printable(text: object) -> str:
+    """`text` with control characters escaped, so that a file name cannot break the one error line."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)

@@ -1,0 +1,240 @@
+"""Extraction: penultimate pooled embeddings of every sample, batched under torch.inference_mode, written as
+atomic shards so that a killed run resumes, split over torchrun ranks, finished as one safetensors file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from w2s_cli.distributed import World, barrier, world
+from w2s_cli.errors import W2SError
+from w2s_cli.extraction.shards import ShardPlan
+from w2s_cli.inputs.backbones import Backbone, create_backbone
+from w2s_cli.inputs.preprocess import split_transform
+from w2s_cli.inputs.sources import ArrayImages, ImageSource, UnreadableImage, open_source, subset
+from w2s_cli.options import BackboneSpec, DataOptions, Device, ExtractOptions, Precision, Preprocess
+from w2s_cli.progress import progress_bar, stderr
+from w2s_cli.store import artifact as store
+from w2s_cli.store.outputs import check_output
+
+
+class ImageRows(Dataset):
+    """The chosen samples of a source, transformed for the model. An unreadable image yields a blank tensor
+    and its error message (raised in the main process as one clean line, not as a worker traceback)."""
+
+    def __init__(self, source: ImageSource, sample_ids: np.ndarray, transform, blank_shape: tuple[int, ...]) -> None:
+        self.source, self.sample_ids, self.transform, self.blank_shape = source, sample_ids, transform, blank_shape
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, str]:
+        try:
+            return self.transform(self.source.load(int(self.sample_ids[k]))), ""
+        except UnreadableImage as exc:
+            return torch.zeros(self.blank_shape, dtype=torch.uint8), str(exc)
+        except Exception as exc:  # a transform failing on odd image data
+            return torch.zeros(self.blank_shape, dtype=torch.uint8), f"sample {int(self.sample_ids[k])}: {exc!r}"
+
+
+def resolve_device(device: Device | str, w: World | None = None) -> torch.device:
+    device = Device(device)
+    w = w or World()
+    cuda, mps = (
+        torch.cuda.is_available(),
+        bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available(),
+    )
+    if device == Device.auto:
+        device = Device.cuda if cuda else Device.mps if mps else Device.cpu
+    if device == Device.cuda and not cuda:
+        raise W2SError("--device cuda: no CUDA device is available")
+    if device == Device.mps and not mps:
+        raise W2SError("--device mps: no MPS device is available")
+    if device == Device.cuda:
+        return torch.device("cuda", w.local_rank % torch.cuda.device_count())
+    return torch.device(device.value)
+
+
+def default_workers(w: World | None = None) -> int:
+    """Loader workers per process: the spare cores (one drives the model), at most 8."""
+    size = (w or World()).size
+    return max(1, min(8, (os.cpu_count() or 2) // size - 1))
+
+
+def embed_batch(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Penultimate pooled embedding: timm's forward_features, then the head up to (not including) logits."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def _autocast(dev: torch.device, precision: Precision):
+    if precision == Precision.fp32:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == Precision.bf16 else torch.float16
+    if dev.type == "cpu" and dtype == torch.float16:
+        raise W2SError("--precision fp16 needs a GPU; use bf16 on the CPU")
+    return torch.autocast(dev.type, dtype=dtype)
+
+
+def embed_shards(
+    backbone: Backbone,
+    source: ImageSource,
+    sample_ids: np.ndarray,
+    plan: ShardPlan,
+    todo: list[int],
+    options: ExtractOptions,
+    dev: torch.device,
+    w: World,
+) -> None:
+    """Embed the rows of the shards `todo` and write each shard as soon as it is complete."""
+    model = backbone.model.to(dev).to(memory_format=torch.channels_last)
+    workers = default_workers(w) if options.num_workers is None else options.num_workers
+    resize_on_device = options.preprocess == Preprocess.device and isinstance(source.load, ArrayImages)
+    transform, finish = split_transform(backbone.data_config, resize_on_device)
+    blank = (3, *source.load.images.shape[1:3]) if resize_on_device else backbone.input_size
+    batches = []  # batches never straddle shards, so a resumed run sees exactly the same batches
+    for k in todo:
+        start, stop = plan.rows(k)
+        batches += [list(range(s, min(s + options.batch_size, stop))) for s in range(start, stop, options.batch_size)]
+    loader = DataLoader(
+        ImageRows(source, sample_ids, transform, blank),
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    total = sum(plan.rows(k)[1] - plan.rows(k)[0] for k in todo)
+    pending = iter(todo)
+    k = next(pending, None)
+    buffer: list[np.ndarray] = []
+    filled = 0
+    with progress_bar(options.quiet or not w.main) as bar, torch.inference_mode(), _autocast(dev, options.precision):
+        task = bar.add_task(f"extract {backbone.name}", total=total)
+        for x, errors in loader:
+            bad = next((e for e in errors if e), None)
+            if bad:
+                raise W2SError(bad)
+            x = finish(x.to(dev, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+            z = embed_batch(model, x).float().cpu().numpy()
+            buffer.append(z)
+            filled += len(z)
+            bar.advance(task, len(z))
+            start, stop = plan.rows(k)
+            if filled == stop - start:
+                block = np.concatenate(buffer)
+                if not np.isfinite(block).all():
+                    raise W2SError(f"{backbone.name} produced non-finite embeddings (NaN/inf); check the weights")
+                plan.write(k, block)
+                buffer, filled, k = [], 0, next(pending, None)
+
+
+def identity(backbone: Backbone, source: ImageSource, sample_ids: np.ndarray, options: ExtractOptions) -> dict:
+    """What makes two extractions the same work (for resuming): weights, preprocessing, data, samples, and
+    the batch layout and arithmetic (which change float order)."""
+    return {
+        "model": backbone.name,
+        "state_dict_sha256": backbone.weights["state_dict_sha256"],
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in backbone.data_config.items()},
+        "dataset_fingerprint": source.fingerprint,
+        "sample_ids_sha256": store.ids_sha256(sample_ids),
+        "batch_size": options.batch_size,
+        "preprocess": Preprocess(options.preprocess).value,
+        "precision": Precision(options.precision).value,
+    }
+
+
+def extract(
+    data: DataOptions,
+    backbone: BackboneSpec,
+    out: str | os.PathLike,
+    options: ExtractOptions | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    request: dict[str, Any] | None = None,
+    source: ImageSource | None = None,
+) -> Path:
+    """Run a backbone over a dataset and write an `embeddings` artifact at `out`; returns its path.
+
+    Rerunning the same extraction after it was killed resumes from its last complete shard. Under torchrun
+    every rank embeds its own shards (k = rank, rank + world, ...) and rank 0 writes the artifact.
+    `source`: the already opened data source (saves opening it again).
+    """
+    options = options or ExtractOptions()
+    options.check()
+    out = check_output(out)
+    w = world()
+    dev = resolve_device(options.device, w)  # refuse an unavailable device before any slow work
+    if source is None:
+        source = open_source(data)
+    bb = create_backbone(backbone, seed=seed)
+    sample_ids = subset(source, limit, seed)
+    plan = ShardPlan(out, identity(bb, source, sample_ids, options), len(sample_ids), options.shard_rows)
+    start_time = time.perf_counter()
+    if w.main:
+        note = plan.prepare()
+        if note:
+            stderr.print(f"note: {note}")
+    barrier()
+    done = [k for k in range(plan.count) if plan.done(k)]
+    todo = [k for k in range(plan.count) if k % w.size == w.rank and k not in done]
+    if done and w.main:
+        first = min(set(range(plan.count)) - set(done), default=plan.count)
+        row = plan.rows(first)[0] if first < plan.count else plan.n_rows
+        stderr.print(f"resuming {out} from row {row}: {len(done)} of {plan.count} shards already done")
+    embed_shards(bb, source, sample_ids, plan, todo, options, dev, w)
+    barrier()
+    if w.main:
+        missing = [k for k in range(plan.count) if not plan.done(k)]
+        if missing:
+            raise W2SError(f"shard {missing[0]} of {out} is missing after every rank finished; rerun to resume")
+        _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, request, time.perf_counter() - start_time)
+    barrier()
+    return out
+
+
+def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, request, seconds) -> None:
+    meta: dict[str, Any] = store.base_meta("embeddings", seed)
+    meta.update(
+        {
+            "model": {"name": bb.name, "weights": bb.weights, "width": bb.width},
+            "preprocessing": {
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in bb.data_config.items()},
+                "grey_to_rgb": True,
+                "transform": "timm.data.create_transform(eval)",
+                "mode": Preprocess(options.preprocess).value,
+                "precision": Precision(options.precision).value,
+            },
+            "pooling": "timm forward_features + forward_head(pre_logits=True)",
+            "dtype": "float32",
+            "dataset": source.record(),
+            "limit": limit,
+            "request": request,
+            "n_samples": len(sample_ids),
+            "sample_ids_sha256": store.ids_sha256(sample_ids),
+            "extraction": {
+                "device": dev.type,
+                "batch_size": options.batch_size,
+                "shard_rows": options.shard_rows,
+                "world_size": w.size,
+                "seconds": round(seconds, 3),
+                "images_per_second": round(len(sample_ids) / max(seconds, 1e-9), 2),
+            },
+        }
+    )
+    tensors: dict[str, Any] = {
+        "embeddings": store.Chunked((len(sample_ids), bb.width), np.dtype(np.float32), plan.blocks()),
+        "sample_ids": sample_ids,
+        "labels" if source.task == "classification" else "targets": source.targets[sample_ids],
+    }
+    if source.split is not None:
+        tensors["split"] = source.split[sample_ids]
+    store.save(store.Artifact("embeddings", meta, tensors), plan.out)
+    plan.remove()
+    sys.stderr.flush()

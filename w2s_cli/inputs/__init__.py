@@ -1,0 +1,1 @@
+"""What goes into an extraction: image data sources (a SPEC string) and timm backbones (a model name)."""

@@ -1,0 +1,144 @@
+"""Test-split metrics in float64 with standard errors: squared error against one-hot labels or targets,
+accuracy, PGR and OPR (ratios, with paired delta-method standard errors).
+
+Error follows the authors' convention: the mean over test rows and output columns of
+(model output - one-hot label)^2 for classification, (output - target)^2 for regression.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MODELS = ("weak", "w2s", "strong_sft", "ceiling")
+
+
+def sem(values) -> float:
+    """Standard error of the mean (scipy.stats.sem, imported on first use: it costs half a second)."""
+    from scipy.stats import sem as _sem
+
+    return float(_sem(np.asarray(values, dtype=np.float64)))
+
+
+NOISE_Z = 2.0  # a PGR denominator within NOISE_Z standard errors of zero is "within noise"
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    out = np.zeros((len(labels), n_classes), dtype=np.float64)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+def squared_errors(output: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-row squared error, averaged over output columns: shape (m,)."""
+    output = np.asarray(output, np.float64).reshape(len(output), -1)
+    truth = np.asarray(truth, np.float64).reshape(len(truth), -1)
+    return ((output - truth) ** 2).mean(axis=1)
+
+
+def accuracy(output: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(output).argmax(axis=1) == labels).mean())
+
+
+def mean_and_sem(values) -> tuple[float | None, float | None]:
+    """Mean and standard error (scipy.stats.sem), ignoring undefined (None/NaN) values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return None, None
+    return float(v.mean()), (float(sem(v)) if len(v) > 1 else None)
+
+
+def ratio(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+    """mean(a) / mean(b) over paired observations and its delta-method standard error:
+    se^2 = var(a - R b) / (len * mean(b)^2)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mb = float(b.mean())
+    if mb == 0 or not math.isfinite(mb):
+        return None, None
+    R = float(a.mean()) / mb
+    if len(a) < 2:
+        return R, None
+    return R, float(np.std(a - R * b, ddof=1) / (abs(mb) * math.sqrt(len(a))))
+
+
+def pgr_from_rows(e_weak: np.ndarray, e_w2s: np.ndarray, e_ceiling: np.ndarray) -> tuple[float | None, float | None]:
+    """PGR = (err_w - err_w2s) / (err_w - err_c) from paired per-row (or per-trial) errors, with its standard
+    error; undefined (None) when the denominator is within NOISE_Z standard errors of zero."""
+    denom = np.asarray(e_weak) - np.asarray(e_ceiling)
+    d, d_se = float(denom.mean()), (float(sem(denom)) if len(denom) > 1 else 0.0)
+    if not math.isfinite(d) or abs(d) <= max(NOISE_Z * d_se, 1e-12 * max(abs(float(np.mean(e_weak))), 1e-300)):
+        return None, None
+    return ratio(np.asarray(e_weak) - np.asarray(e_w2s), denom)
+
+
+def opr_from_rows(e_sft: np.ndarray, e_w2s: np.ndarray) -> tuple[float | None, float | None]:
+    """OPR = err_s / err_w2s from paired per-row (or per-trial) errors, with its standard error."""
+    if float(np.mean(e_w2s)) <= 0:
+        return None, None
+    return ratio(e_sft, e_w2s)
+
+
+def pgr(err_weak: float, err_w2s: float, err_ceiling: float) -> float | None:
+    """(err_w - err_w2s) / (err_w - err_c) of point values; None when the denominator is zero."""
+    denom = err_weak - err_ceiling
+    if not math.isfinite(denom) or abs(denom) <= 1e-12 * max(abs(err_weak), 1e-300):
+        return None
+    return (err_weak - err_w2s) / denom
+
+
+def opr(err_strong_sft: float, err_w2s: float) -> float | None:
+    if not err_w2s > 0 or not math.isfinite(err_w2s):
+        return None
+    return err_strong_sft / err_w2s
+
+
+def evaluate(outputs: dict[str, np.ndarray], truth: np.ndarray, labels: np.ndarray | None) -> dict:
+    """Errors with standard errors, accuracies, PGR and OPR (paired delta-method standard errors over the
+    test rows) of the four models on one test split.
+
+    outputs: model -> (m, C) test outputs; truth: (m, C) one-hot labels or (m, 1) targets; labels: (m,) or None.
+    """
+    per_row = {k: squared_errors(outputs[k], truth) for k in MODELS}
+    m = len(truth)
+    result = {
+        "error": {k: float(v.mean()) for k, v in per_row.items()},
+        "error_stderr": {k: (float(sem(v)) if m > 1 else None) for k, v in per_row.items()},
+        "n_test": m,
+    }
+    result["pgr"], result["pgr_stderr"] = pgr_from_rows(per_row["weak"], per_row["w2s"], per_row["ceiling"])
+    result["opr"], result["opr_stderr"] = opr_from_rows(per_row["strong_sft"], per_row["w2s"])
+    if labels is not None:
+        result["accuracy"] = {k: accuracy(outputs[k], labels) for k in MODELS}
+        result["accuracy_stderr"] = {
+            k: float(sem((np.asarray(outputs[k]).argmax(axis=1) == labels).astype(float))) if m > 1 else None
+            for k in MODELS
+        }
+    return result
+
+
+def summarize_trials(trials: list[dict]) -> dict:
+    """Mean and standard error of every metric over trials (T = 1: the trial itself, se over test rows).
+
+    PGR and OPR over T > 1 trials come from one estimator: the ratio of the mean errors, with its paired
+    delta-method standard error over trials.
+    """
+    if len(trials) == 1:
+        out = {k: v for k, v in trials[0].items() if k in ("error", "error_stderr", "accuracy", "accuracy_stderr")}
+        out.update({k: trials[0].get(k) for k in ("pgr", "pgr_stderr", "opr", "opr_stderr", "n_test")})
+        out["trials"] = 1
+        return out
+    err = {k: [t["error"][k] for t in trials] for k in MODELS}
+    out = {
+        "error": {k: mean_and_sem(v)[0] for k, v in err.items()},
+        "error_stderr": {k: mean_and_sem(v)[1] for k, v in err.items()},
+        "n_test": trials[0]["n_test"],
+        "trials": len(trials),
+    }
+    out["pgr"], out["pgr_stderr"] = pgr_from_rows(np.array(err["weak"]), np.array(err["w2s"]), np.array(err["ceiling"]))
+    out["opr"], out["opr_stderr"] = opr_from_rows(np.array(err["strong_sft"]), np.array(err["w2s"]))
+    if "accuracy" in trials[0]:
+        acc = {k: [t["accuracy"][k] for t in trials] for k in MODELS}
+        out["accuracy"] = {k: mean_and_sem(v)[0] for k, v in acc.items()}
+        out["accuracy_stderr"] = {k: mean_and_sem(v)[1] for k, v in acc.items()}
+    return out

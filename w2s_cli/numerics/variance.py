@@ -1,0 +1,240 @@
+"""What the variance law explains on real embeddings: exact-design variance of the four linear fits,
+label-light (leave-one-out) predictions of their test errors, and the bias-variance decomposition of the
+measured ones. docs/theory.md ("Exact-design variance", "Bias") gives the formulas.
+
+Every fit here is least squares with an intercept on the coordinates of a shared basis, so its test outputs
+are H y for a matrix H built from the embeddings alone; everything below comes from (p x p) moment
+matrices, never from the (n_test x N) or (N x n) maps themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from w2s_cli.numerics.moments import Moments
+from w2s_cli.numerics.solvers import EPS, gram_pinv
+
+NEAR_INTERPOLATION = 0.8  # a fit with d >= 0.8 x its training rows is flagged
+
+
+@dataclass
+class LinearFit:
+    """Least squares with an intercept: f(z) = y_mean + (z - x_mean) @ coef, and what its variance needs."""
+
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+    coef: np.ndarray  # (p, C)
+    gram_pinv: np.ndarray  # (Zc^T Zc)^+, (p, p)
+    rows: int
+    rank: int
+    condition_number: float
+    rss: float | None  # residual sum of squares over rows and columns; None when it is below rounding
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        return self.y_mean + (np.asarray(Z, np.float64) - self.x_mean) @ self.coef
+
+    @property
+    def n_outputs(self) -> int:
+        return self.coef.shape[1]
+
+    def sigma2(self) -> float | None:
+        """Residual variance per output column, RSS / (rows - rank - 1); None when the fit interpolates."""
+        dof = self.rows - self.rank - 1
+        if dof <= 0 or self.rss is None:
+            return None
+        return self.rss / (self.n_outputs * dof)
+
+    def near_interpolation(self) -> bool:
+        return self.rank >= NEAR_INTERPOLATION * self.rows
+
+    def record(self) -> dict:
+        return {"rows": self.rows, "rank": self.rank, "condition_number": self.condition_number}
+
+
+def fit_moments(m: Moments, x: slice, y: slice) -> LinearFit:
+    """The minimum-norm least-squares fit of columns y on columns x from their joint moments."""
+    G, B = m.cross[x, x], m.cross[x, y]
+    Gp, rank, cond = gram_pinv(G, m.count)
+    coef = Gp @ B
+    total = float(np.trace(m.cross[y, y]))
+    rss = total - float(np.sum(B * coef))
+    # below this the residual is rounding error of the subtraction (the fit interpolates)
+    rss = rss if rss > total * EPS * 64 * max(len(G), 1) else None
+    return LinearFit(m.mean[x].copy(), m.mean[y].copy(), coef, Gp, m.count, rank, cond, rss)
+
+
+def fit_rows(Z: np.ndarray, Y: np.ndarray) -> LinearFit:
+    """The same fit from the rows themselves (for fewer rows than columns: SVD, gelsd's minimum norm)."""
+    Z, Y = np.asarray(Z, np.float64), np.asarray(Y, np.float64).reshape(len(Z), -1)
+    x_mean, y_mean = Z.mean(axis=0), Y.mean(axis=0)
+    Zc, Yc = Z - x_mean, Y - y_mean
+    U, s, Vt = np.linalg.svd(Zc, full_matrices=False)
+    keep = s > (s[0] * EPS * max(Zc.shape) if len(s) and s[0] > 0 else np.inf)
+    U, s, Vt = U[:, keep], s[keep], Vt[keep]
+    coef = Vt.T @ ((U.T @ Yc) / s[:, None])
+    resid = Yc - Zc @ coef
+    total = float((Yc**2).sum())
+    rss = float((resid**2).sum())
+    rss = rss if rss > total * EPS * 64 * max(Zc.shape) else None
+    cond = float(s[0] / s[-1]) if len(s) else float("inf")
+    return LinearFit(x_mean, y_mean, coef, (Vt.T / s**2) @ Vt, len(Z), int(keep.sum()), cond, rss)
+
+
+def sub(m: Moments, s: slice) -> Moments:
+    return Moments(m.count, m.mean[s], m.cross[s, s])
+
+
+def variance_coefficient(fit: LinearFit, test: Moments) -> float:
+    """Mean over test rows of ||h(x)||^2, the output variance per unit noise variance on the training labels:
+    1/rows + tr(G^+ E_test[(z - z_train)(z - z_train)^T])."""
+    mu = test.mean - fit.x_mean
+    second = test.cross / test.count + np.outer(mu, mu)
+    return 1.0 / fit.rows + float(np.sum(fit.gram_pinv * second))
+
+
+@dataclass
+class W2SMap:
+    """The W2S student as a function of the teacher's training labels.
+
+    The student regresses the teacher's outputs on the strong coordinates over the pseudo rows P, so its
+    output is y_mean_L + a(x)^T theta_w with a(x) = delta + M (z_s - mean_s,P), M = C_ws,P G_s,P^+ and
+    delta = mean_w,P - mean_w,L: linear in the teacher's labels through theta_w.
+    """
+
+    teacher: LinearFit
+    student: LinearFit
+    M: np.ndarray  # (d_w, d_s)
+    delta: np.ndarray  # (d_w,)
+
+    @classmethod
+    def build(cls, teacher: LinearFit, student: LinearFit, cross_ws_P: np.ndarray, mean_w_P: np.ndarray) -> W2SMap:
+        return cls(teacher, student, cross_ws_P @ student.gram_pinv, mean_w_P - teacher.x_mean)
+
+    def a(self, Z_s: np.ndarray) -> np.ndarray:
+        return self.delta + (np.asarray(Z_s, np.float64) - self.student.x_mean) @ self.M.T
+
+    def variance_coefficient(self, test_s: Moments) -> float:
+        mu = self.delta + self.M @ (test_s.mean - self.student.x_mean)
+        second = np.outer(mu, mu) + self.M @ (test_s.cross / test_s.count) @ self.M.T
+        return 1.0 / self.teacher.rows + float(np.sum(self.teacher.gram_pinv * second))
+
+
+def loo_residuals(fit: LinearFit, Z: np.ndarray, Y: np.ndarray) -> np.ndarray | None:
+    """Leave-one-out residuals y_i - f^(-i)(x_i) = r_i / (1 - h_ii) of a fit on its own training rows
+    (exact for least squares); None when a row has leverage ~1 (the fit interpolates)."""
+    Zc = np.asarray(Z, np.float64) - fit.x_mean
+    h = 1.0 / fit.rows + np.einsum("ij,jk,ik->i", Zc, fit.gram_pinv, Zc)
+    if h.max() > 1 - 1e-6:
+        return None
+    return (np.asarray(Y, np.float64) - fit.predict(Z)) / (1.0 - h)[:, None]
+
+
+def w2s_loo_residuals(w2s: W2SMap, Z_w: np.ndarray, Z_s: np.ndarray, Y: np.ndarray) -> np.ndarray | None:
+    """y_i - f_w2s^(-i)(x_i) on the teacher's n labelled rows, where f_w2s^(-i) is the student of a teacher
+    fitted without row i (exact: the student never trains on these rows, and it is linear in the teacher)."""
+    t = w2s.teacher
+    Wc = np.asarray(Z_w, np.float64) - t.x_mean
+    h = 1.0 / t.rows + np.einsum("ij,jk,ik->i", Wc, t.gram_pinv, Wc)
+    if h.max() > 1 - 1e-6:
+        return None
+    r = np.asarray(Y, np.float64) - t.predict(Z_w)
+    c = 1.0 / t.rows + np.einsum("ij,jk,ik->i", w2s.a(Z_s), t.gram_pinv, Wc)
+    return Y - w2s.student.predict(Z_s) + (c / (1.0 - h))[:, None] * r
+
+
+@dataclass
+class LabelNoise:
+    """Training labels flipped at `rate` to another class (classification, C classes) or perturbed by
+    Gaussian noise of std `rate` (regression); test labels are clean."""
+
+    rate: float
+    n_classes: int | None
+
+    def clean_error(self, sq: np.ndarray, Y_noisy: np.ndarray, f: np.ndarray) -> float:
+        """Unbiased estimate of mean ||t - f||^2 / C from noisy labels y and predictions f independent of
+        each row's own noise (leave-one-out): E||y - f||^2 - ||t - f||^2 = 2(1 - a) t.f - 2 b sum(f),
+        with E[y | t] = a t + b 1, and t.f estimated by (y.f - b sum f) / a."""
+        if self.rate == 0:
+            return float(sq.mean())
+        C = Y_noisy.shape[1]
+        if self.n_classes is None:
+            return float(sq.mean() - self.rate**2)
+        a = 1 - self.rate * self.n_classes / (self.n_classes - 1)
+        b = self.rate / (self.n_classes - 1)
+        if a <= 1e-6:
+            return float("nan")
+        s = f.sum(axis=1)
+        tf = ((Y_noisy * f).sum(axis=1) - b * s) / a
+        correction = 2 * (1 - a) * tf - 2 * b * s
+        return float((sq.sum(axis=1) - correction).mean() / C)
+
+
+def mean_sq(residuals: np.ndarray | None) -> float | None:
+    return None if residuals is None else float((residuals**2).mean())
+
+
+def label_light(
+    teacher_loo: np.ndarray | None,
+    sft_loo: np.ndarray | None,
+    w2s_loo: np.ndarray | None,
+    sft: LinearFit,
+    v_ceiling: float,
+    Y_L: np.ndarray,
+    noise: LabelNoise | None = None,
+    misfit: float | None = None,
+) -> dict:
+    """Predicted test errors, PGR and OPR from the n labelled rows and unlabelled embeddings only.
+
+    teacher, SFT, W2S: mean squared leave-one-out residual on the n labelled rows (PRESS; heteroscedasticity
+    and bias included). Ceiling (it would need the N labels): sigma_s^2 (1 + v_c), sigma_s^2 the strong
+    SFT's residual variance RSS / (n - d_s - 1), v_c its exact-design coefficient on n + N rows.
+    With label noise the estimates are corrected to clean test labels (LabelNoise.clean_error).
+    """
+
+    def err(res: np.ndarray | None) -> float | None:
+        if res is None:
+            return None
+        if noise is None or noise.rate == 0:
+            return float((res**2).mean())
+        return noise.clean_error(res**2, Y_L, Y_L - res)
+
+    e = {"weak": err(teacher_loo), "w2s": err(w2s_loo), "strong_sft": err(sft_loo)}
+    s2 = sft.sigma2()
+    e["ceiling"] = None if s2 is None else s2 * (1 + v_ceiling)
+    if e["ceiling"] is not None and noise is not None and noise.rate > 0 and sft_loo is not None:
+        # the same correction as for SFT's leave-one-out predictions, which estimate the same function
+        e["ceiling"] -= float((sft_loo**2).mean()) - (e["strong_sft"] or 0.0)
+    from w2s_cli.numerics.stats import opr, pgr
+
+    ok = all(v is not None and math.isfinite(v) for v in e.values())
+    out = {
+        "error": e,
+        "pgr": pgr(e["weak"], e["w2s"], e["ceiling"]) if ok else None,
+        "opr": opr(e["strong_sft"], e["w2s"]) if ok else None,
+        "method": "leave-one-out on the n labelled rows (teacher, SFT, W2S); ceiling sigma_s^2 (1 + v_c)",
+    }
+    if misfit is not None:
+        out["misfit"] = misfit
+        out["error_w2s_by_misfit"] = None if e["weak"] is None else e["weak"] - misfit
+    return out
+
+
+def decompose(errors: dict, variance: dict, inherited: float | None) -> dict:
+    """Measured test error = noise + bias + variance for each model.
+
+    variance: sigma^2 x exact coefficient (given). noise: the floor no fit here removes, the strong ceiling's
+    error less its variance (label noise plus what V_s cannot represent). bias: the rest (approximation
+    error above the floor and finite-sample effects the variance law leaves out; can be negative).
+    The W2S bias is split into what it inherits from the teacher, ||P_s f_w* - f_s*||^2 (given), and the rest.
+    """
+    if any(variance.get(k) is None for k in errors):
+        return {}
+    noise = errors["ceiling"] - variance["ceiling"]
+    out = {k: {"noise": noise, "bias": errors[k] - noise - variance[k], "variance": variance[k]} for k in errors}
+    if inherited is not None:
+        out["w2s"]["bias_inherited"] = inherited
+        out["w2s"]["bias_rest"] = out["w2s"]["bias"] - inherited
+    return out

@@ -1,0 +1,191 @@
+"""Typed option objects shared by the library and the command line.
+
+Each group is declared once here (field names, types, defaults); the CLI turns every field into one
+`--option` (see `w2s_cli/cli/options.py`) and stages take the groups by keyword. Choices are enums.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+from w2s_cli.errors import W2SError
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Preprocess(str, Enum):
+    """timm: timm's own PIL transform in loader workers (exact, the default); device: workers decode to
+    uint8 at a fixed size and resize, crop and normalise run batched on the model's device."""
+
+    timm = "timm"
+    device = "device"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Solver(str, Enum):
+    ridgeless = "ridgeless"
+    ridge = "ridge"
+    logistic = "logistic"
+
+
+class Head(str, Enum):
+    """ridgeless: every model is a minimum-norm least-squares fit (the theory's setting); logistic: the
+    authors' heads, multinomial logistic regression by L-BFGS, the student on soft targets."""
+
+    ridgeless = "ridgeless"
+    logistic = "logistic"
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where the images come from."""
+
+    data: str = "fashion-mnist"
+    root: str | None = None
+    download: bool = False
+    target_column: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """How embeddings are computed (not what they are: results do not depend on these, up to float order)."""
+
+    batch_size: int = 64
+    device: Device = Device.auto
+    num_workers: int | None = None
+    shard_rows: int = 10_000
+    preprocess: Preprocess = Preprocess.timm
+    precision: Precision = Precision.fp32
+    quiet: bool = False
+
+    def check(self) -> None:
+        if self.batch_size <= 0:
+            raise W2SError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise W2SError(f"--num-workers must be 0 or more, got {self.num_workers}")
+        if self.shard_rows <= 0:
+            raise W2SError(f"--shard-rows must be positive, got {self.shard_rows}")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A timm model at an input size, with its weights: `MODEL@PX` on the command line."""
+
+    model: str
+    image_size: int | None = None
+    weights: str | None = None
+    pretrained: bool = True
+
+    @classmethod
+    def parse(cls, text: str, weights: str | None = None, pretrained: bool = True) -> BackboneSpec:
+        """'tf_efficientnet_lite0@64' -> model and input size; no '@PX': the model's own size."""
+        name, at, size = text.strip().rpartition("@")
+        if not at:
+            name, size = text.strip(), ""
+        if not name:
+            raise W2SError(f"'{text}' is not MODEL or MODEL@PX")
+        if size:
+            try:
+                px = int(size)
+            except ValueError:
+                raise W2SError(f"'{text}': the size after @ must be a whole number of pixels") from None
+        else:
+            px = None
+        return cls(name, px, weights, pretrained)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}@{self.image_size or 'native'}"
+
+
+@dataclass(frozen=True)
+class SubspaceOptions:
+    """The shared intrinsic subspace of one backbone: top-K principal directions of its centred embeddings
+    over the n + N training rows. `auto`: the smallest K holding `energy` of the variance, at most n/2."""
+
+    subspace: str = "auto"
+    energy: float = 0.90
+
+    def parsed(self) -> str | int | None:
+        return parse_subspace(self.subspace, self.energy)
+
+
+def parse_subspace(spec: str | int | None, energy: float = 0.90) -> str | int | None:
+    """'none' -> None, 'auto' -> 'auto', 'K' -> K; refuses anything else."""
+    if not (0.0 < energy <= 1.0) or math.isnan(energy):
+        raise W2SError(f"--energy must be in (0, 1], got {energy}")
+    if spec is None or spec == "none":
+        return None
+    if spec == "auto":
+        return "auto"
+    try:
+        k = int(spec)
+    except (TypeError, ValueError):
+        raise W2SError(f"--subspace must be none, auto or a positive whole number, not '{spec}'") from None
+    if k <= 0:
+        raise W2SError(f"--subspace must be positive, got {k}")
+    return k
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """The experiment's samples: n labelled, N pseudo-labelled, a fixed test split, label noise."""
+
+    n_labeled: int = 1000
+    n_pseudo: int = 8000
+    n_test: int = 2000
+    seed: int = 0
+    test_seed: int = 0
+    label_noise: float = 0.0
+
+    def check(self) -> None:
+        for name, v in (("--n-labeled", self.n_labeled), ("--n-pseudo", self.n_pseudo), ("--n-test", self.n_test)):
+            if v <= 0:
+                raise W2SError(f"{name} must be positive, got {v}")
+        if not self.label_noise >= 0 or math.isinf(self.label_noise):
+            raise W2SError(f"--label-noise must be 0 or more, got {self.label_noise}")
+
+
+@dataclass(frozen=True)
+class HeadOptions:
+    """Which fit every model uses. `head=logistic` makes teacher, student, SFT and ceiling logistic."""
+
+    head: Head = Head.ridgeless
+    teacher_solver: Solver = Solver.ridgeless
+    student_solver: Solver = Solver.ridgeless
+    hard: bool = False
+
+    def solvers(self) -> tuple[Solver, Solver]:
+        if self.head == Head.logistic:
+            return Solver.logistic, Solver.logistic
+        return Solver(self.teacher_solver), Solver(self.student_solver)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything `w2s run` needs besides the data: the two backbones and the experiment."""
+
+    weak: BackboneSpec = field(default_factory=lambda: BackboneSpec("tf_efficientnet_lite0", 64))
+    strong: BackboneSpec = field(default_factory=lambda: BackboneSpec("tf_efficientnet_lite2", 112))
+    split: SplitOptions = field(default_factory=SplitOptions)
+    weak_subspace: SubspaceOptions = field(default_factory=SubspaceOptions)
+    strong_subspace: SubspaceOptions = field(default_factory=SubspaceOptions)
+    head: HeadOptions = field(default_factory=HeadOptions)
+    trials: int = 1
+    limit: int | None = None
+    seed: int = 0  # of the extraction's --limit draw and of random weights
+    dimensions: bool = True

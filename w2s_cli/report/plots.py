@@ -1,0 +1,112 @@
+"""Figures (matplotlib, Agg) and CSV tables, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2s_cli.numerics.stats import MODELS
+from w2s_cli.store.artifact import atomic_output
+
+COLORS = {"weak": "tab:red", "w2s": "tab:blue", "strong_sft": "tab:green", "ceiling": "tab:gray"}
+NAMES = {"weak": "weak teacher", "w2s": "W2S student", "strong_sft": "strong SFT", "ceiling": "strong ceiling"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _plt().close(fig)
+    return Path(path)
+
+
+def write_csv(header: list[str], rows: list[list[Any]], path: str | os.PathLike) -> Path:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows([["" if v is None else v for v in r] for r in rows])
+    return Path(path)
+
+
+def plot_spectra(spectra: dict[str, np.ndarray], dims: dict[str, int], energy: float, path) -> Path:
+    """Cumulative energy of each spectrum against k, with the cut-off at `energy` marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (name, spectrum), color in zip(spectra.items(), ("tab:red", "tab:blue"), strict=False):
+        k = np.arange(1, len(spectrum) + 1)
+        ax.plot(k, np.cumsum(spectrum) / spectrum.sum(), color=color, label=f"{name} (d = {dims[name]})")
+        ax.axvline(dims[name], color=color, ls="--", lw=0.8)
+    ax.axhline(energy, color="gray", ls=":", lw=0.8, label=f"energy {energy}")
+    ax.set_xscale("log")
+    ax.set_xlabel("k (principal directions)")
+    ax.set_ylabel("cumulative energy")
+    ax.set_ylim(0, 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _log_x(ax) -> None:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def synth_csv(rows: list[dict[str, Any]], sweep: str, path) -> Path:
+    cols = ["weak", "w2s", "strong_sft", "ceiling", "pgr", "opr"]
+    header = [sweep, "d_sw"] + [f"{kind}_{c}" for c in cols for kind in ("measured", "stderr", "predicted")]
+    body = [
+        [r["value"], r["d_sw"]] + [r[kind][c] for c in cols for kind in ("measured", "stderr", "predicted")]
+        for r in rows
+    ]
+    return write_csv(header, body, path)
+
+
+def plot_synth_sweep(rows: list[dict[str, Any]], sweep: str, fixed: dict[str, Any], d_s: int, path) -> Path:
+    """Three panels over the swept quantity: ER of the four models, PGR, OPR. Measured: error bars; predicted: lines."""
+    plt = _plt()
+    x = np.array([r["value"] for r in rows], dtype=float)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    for k in MODELS:
+        axes[0].plot(x, [r["predicted"][k] for r in rows], "-", color=COLORS[k], label=f"{NAMES[k]} (theory)")
+        axes[0].errorbar(x, [r["measured"][k] for r in rows], yerr=[2 * r["stderr"][k] for r in rows], fmt="o",
+                         color=COLORS[k], ms=4, capsize=2, label=f"{NAMES[k]} (measured)")  # fmt: skip
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("excess risk")
+    for ax, key in ((axes[1], "pgr"), (axes[2], "opr")):
+        pred = [r["predicted"][key] for r in rows]
+        ax.plot(x, [np.nan if p is None else p for p in pred], "-", color="black", label="theory (exact)")
+        meas = [np.nan if r["measured"][key] is None else r["measured"][key] for r in rows]
+        err = [0 if r["stderr"][key] is None else 2 * r["stderr"][key] for r in rows]
+        ax.errorbar(x, meas, yerr=err, fmt="o", color="tab:blue", ms=4, capsize=2, label="measured (±2 se)")
+        ax.set_ylabel(key.upper())
+    axes[1].axhline(0, color="gray", lw=0.5)
+    axes[2].axhline(1, color="gray", lw=0.5)
+    for ax in axes:
+        ax.set_xlabel(sweep)
+        if sweep in ("n-pseudo", "n-labeled"):
+            _log_x(ax)
+        if sweep == "n-pseudo":
+            ax.axvline(2 * d_s + 1, color="gray", ls="--", lw=0.8, label="N = 2 d_s + 1")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, ncol=2, loc="best")
+    axes[1].legend(fontsize=7, loc="lower right")
+    axes[2].legend(fontsize=7, loc="lower right")
+    fig.suptitle("w2s synth: " + ", ".join(f"{k}={v}" for k, v in fixed.items()), fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

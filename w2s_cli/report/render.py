@@ -1,0 +1,263 @@
+"""Tables and footers for every command's human output (rich on a terminal, markdown on request), and the
+strict JSON the commands print. The CLI only chooses which one."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from w2s_cli.numerics.stats import MODELS
+
+LABELS = {"weak": "weak teacher", "w2s": "W2S student", "strong_sft": "strong SFT", "ceiling": "strong ceiling"}
+
+
+@dataclass
+class Block:
+    """A titled table and the lines that follow it."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+def show(blocks: list[Block], markdown: bool = False, out=None) -> None:
+    out = out or sys.stdout
+    if markdown:
+        parts = []
+        for b in blocks:
+            text = [f"**{b.title}**", "", "| " + " | ".join(b.columns) + " |", "|" + "---|" * len(b.columns)]
+            text += ["| " + " | ".join(r) + " |" for r in b.rows]
+            text += [""] + [f"{line}  " for line in b.lines]
+            parts.append("\n".join(text))
+        out.write("\n\n".join(parts) + "\n")
+        return
+    console = Console(file=out, width=max(120, Console().width), highlight=False)
+    for b in blocks:
+        if b.columns:
+            table = Table(title=b.title)
+            for c in b.columns:
+                table.add_column(c)
+            for r in b.rows:
+                table.add_row(*r)
+            console.print(table)
+        elif b.title:
+            console.print(b.title, markup=False)
+        for line in b.lines:
+            console.print(line, markup=False, soft_wrap=True)
+
+
+def fmt(x: float | None, se: float | None = None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "undefined"
+    text = f"{x:.{digits}f}"
+    if se is not None and isinstance(se, float) and math.isfinite(se):
+        text += f" ± {se:.{digits}f}"
+    return text
+
+
+def _clean(x: Any) -> Any:
+    """NaN/inf become null: the JSON we print is strict."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "tolist"):
+        return _clean(x.tolist())
+    if hasattr(x, "value") and hasattr(x, "name"):  # an enum
+        return x.value
+    return x
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(_clean(obj)) + "\n")
+
+
+# the report ----------------------------------------------------------------------------------------------
+def _trained_on(s: dict[str, Any]) -> dict[str, str]:
+    n, N = s["n_labeled"], s["n_pseudo"]
+    weak = f"{s['weak_model']}@{s['weak_input_size']}"
+    strong = f"{s['strong_model']}@{s['strong_input_size']}"
+    noisy = " noisy" if (s.get("label_noise") or {}).get("rate") else ""
+    return {
+        "weak": f"{weak}, {n}{noisy} labels",
+        "w2s": f"{strong}, {N} {s['labels']} pseudo-labels",
+        "strong_sft": f"{strong}, {n}{noisy} labels",
+        "ceiling": f"{strong}, {n + N}{noisy} labels",
+    }
+
+
+def _dim(s: dict[str, Any], k: str) -> str:
+    fit = (s.get("fits") or {}).get(k) or {}
+    rank, rows = fit.get("rank"), fit.get("rows")
+    return "" if rank is None else f"{rank}/{rows}"
+
+
+def report_blocks(s: dict[str, Any]) -> list[Block]:
+    classification = "accuracy" in s
+    trained = _trained_on(s)
+    pred = s.get("predicted") or {}
+    cols = ["model", "trained on", "d/rows", "test MSE"] + (["accuracy"] if classification else [])
+    cols += ["label-light prediction"] if pred else []
+    rows = []
+    for k in MODELS:
+        row = [LABELS[k], trained[k], _dim(s, k), fmt(s["error"][k], s["error_stderr"].get(k))]
+        if classification:
+            row.append(fmt(s["accuracy"][k], (s.get("accuracy_stderr") or {}).get(k)))
+        if pred:
+            row.append(fmt(pred["error"].get(k)))
+        rows.append(row)
+    task = " vs one-hot label" if s.get("task") == "classification" else ""
+    title = f"W2S on {s['dataset']}: test error (mean squared error{task})"
+    pgr = fmt(s["pgr"], s.get("pgr_stderr"), 3)
+    if s["pgr"] is None:
+        pgr += " (err_weak - err_ceiling is within noise of zero)"
+    headline = f"PGR = {pgr}   OPR = {fmt(s['opr'], s.get('opr_stderr'), 3)}"
+    if pred:
+        headline += f"   (label-light predictions: PGR {fmt(pred.get('pgr'), pred.get('pgr_stderr'), 3)}, "
+        headline += f"OPR {fmt(pred.get('opr'), pred.get('opr_stderr'), 3)})"
+    se_note = "standard errors over the test rows (paired delta method for PGR and OPR)"
+    if s["trials"] > 1:
+        se_note = f"standard errors over {s['trials']} trials (PGR and OPR: ratio of mean errors, paired delta method)"
+    solver = s.get("solver") or {}
+    lines = [
+        headline,
+        f"n_labeled = {s['n_labeled']}, n_pseudo = {s['n_pseudo']}, n_test = {s['n_test']}, trials = {s['trials']}"
+        f" (seeds {', '.join(map(str, s['seeds']))}); {se_note}",
+        f"heads: teacher {solver.get('teacher')}, student/SFT/ceiling {solver.get('student')}"
+        + (
+            f"; label noise {s['label_noise']['rate']:g} ({s['label_noise']['kind']})"
+            if (s.get("label_noise") or {}).get("rate")
+            else ""
+        ),
+    ]
+    if "pseudo_label_accuracy" in s:
+        lines.append(f"pseudo-label accuracy: {s['pseudo_label_accuracy']:.4f}")
+    sub = s.get("subspace") or {}
+    if sub:
+        lines.append("subspaces: " + "; ".join(f"{k} {_basis_text(v)}" for k, v in sub.items() if v))
+    blocks = [Block(title, cols, rows, lines)]
+    if "variance" in s:
+        blocks.append(theory_block(s))
+    else:
+        blocks[0].lines.append(f"theory: not analysed ({s.get('analysis_note')})")
+    blocks[-1].lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))
+    return blocks
+
+
+def _basis_text(b: dict) -> str:
+    if not b.get("dim"):
+        return f"none (full {b.get('width')}-wide embedding, rank {b.get('rank')})"
+    return f"K = {b['dim']} ({b['rule']}, {100 * b.get('energy_held', 1):.1f}% of the variance, {b['rows']} rows)"
+
+
+def theory_block(s: dict[str, Any]) -> Block:
+    d, v, dec = s["dimensions"], s["variance"], s.get("decomposition") or {}
+    cols = ["model", "exact-design variance", "paper's coefficient", "ratio", "noise", "bias", "variance"]
+    rows = []
+    for k in MODELS:
+        parts = dec.get(k, {})
+        bias = fmt(parts.get("bias"))
+        if "bias_inherited" in parts:
+            bias += f" (inherited {fmt(parts['bias_inherited'])}, rest {fmt(parts['bias_rest'])})"
+        rows.append(
+            [LABELS[k], fmt(v[k]["exact"]), fmt(v[k]["theory"]), fmt(v[k]["ratio"], digits=3),
+             fmt(parts.get("noise")), bias, fmt(parts.get("variance"))]
+        )  # fmt: skip
+    lines = [
+        f"dimensions: d_w = {d['d_w']:g}, d_s = {d['d_s']:g}, d_sw = {d['d_sw']:.1f} (chance {d['d_sw_null']:.1f}, "
+        f"null-corrected {fmt(d['d_sw_corrected'], digits=1)}) over the {d['m']} training rows",
+    ]
+    th = s["theory"]
+    if th.get("available"):
+        lim = th["limits"]
+        lines.append(
+            f"variance-only theory: PGR {fmt(th['pgr'], digits=3)}, OPR {fmt(th['opr'], digits=3)}; N -> inf: PGR "
+            f"{fmt(lim['pgr'], digits=3)}, OPR {fmt(lim['opr'], digits=3)}; W2S beats the teacher in variance iff "
+            f"N > {lim['n_pseudo_threshold']:g}"
+        )
+    else:
+        lines.append(f"variance-only theory: undefined ({th.get('note')})")
+    sig = s.get("sigma2") or {}
+    lines.append(
+        f"sigma^2 (RSS / (rows - d - 1)): weak teacher {fmt(sig.get('weak'))}, strong ceiling {fmt(sig.get('strong'))}"
+        "; variance = sigma^2 x exact coefficient; noise = the ceiling's error less its variance; bias = the rest"
+    )
+    pred = s.get("predicted") or {}
+    if pred.get("misfit") is not None:
+        lines.append(
+            f"student-teacher misfit on the N pseudo rows {fmt(pred['misfit'])}: weak error - misfit = "
+            f"{fmt(pred.get('error_w2s_by_misfit'))} (Charikar et al.: the W2S error when the target is realisable)"
+        )
+    if s.get("near_interpolation"):
+        names = ", ".join(LABELS[k] for k in s["near_interpolation"])
+        lines.append(f"warning: near the interpolation threshold (d >= 0.8 x training rows): {names}")
+    return Block(
+        "What the theory explains (per unit label-noise variance; error = noise + bias + variance)", cols, rows, lines
+    )
+
+
+# intrinsic-dim -------------------------------------------------------------------------------------------
+def intrinsic_blocks(r: dict[str, Any]) -> list[Block]:
+    roles = [k for k in ("weak", "strong") if k in r]
+    standard = list(r["weak"]["d_at"])  # "0.90", "0.95", "0.99"
+    chosen = f"{r['energy']:.2f}" not in standard
+    extra = [k for k in ("twonn", "mle") if k in r["weak"]]
+    cols = ["", "samples", "width", "rank"] + [f"d@{e}" for e in standard]
+    cols += [f"d@{r['energy']:g}"] if chosen else []
+    cols += ["PR"] + [{"twonn": "TwoNN", "mle": "MLE"}[k] for k in extra]
+    rows = []
+    for role in roles:
+        x = r[role]
+        row = [role, str(x["m"]), str(x["width"]), str(x["rank"])] + [str(x["d_at"][e]) for e in standard]
+        row += [str(x["d"])] if chosen else []
+        row += [f"{x['participation_ratio']:.1f}"] + [fmt(x[k], digits=1) for k in extra]
+        rows.append(row)
+    lines = []
+    if "d_sw" in r:
+        line = f"d_sw = {r['d_sw']:.2f} (chance d_s d_w / m = {r['d_sw_null']:.2f}"
+        if "d_sw_corrected" in r:
+            line += f", null-corrected shared dimension {fmt(r['d_sw_corrected'], digits=2)}"
+        lines.append(line + f"); method: {r['method']}")
+        if "canonical_correlations" in r:
+            top = ", ".join(f"{c:.3f}" for c in r["canonical_correlations"][:8])
+            lines.append(f"canonical correlations (top 8 of {len(r['canonical_correlations'])}): {top}")
+    return [Block(f"intrinsic dimension ({'centred' if r['center'] else 'uncentred'})", cols, rows, lines)]
+
+
+# synth ---------------------------------------------------------------------------------------------------
+def synth_blocks(r: dict[str, Any]) -> list[Block]:
+    c = r["config"]
+    cols = ["quantity", "measured ± se", "predicted (exact)", "asymptotic", "(measured - predicted) / se"]
+    rows = []
+    for k in ("weak", "w2s", "strong_sft", "ceiling", "pgr", "opr"):
+        m, se, p, a = r["measured"][k], r["stderr"][k], r["predicted"][k], r["asymptotic"][k]
+        z = "" if None in (m, p) or not se else f"{(m - p) / se:+.2f}"
+        name = {"pgr": "PGR", "opr": "OPR"}.get(k, f"ER {k}")
+        rows.append([name, fmt(m, se), fmt(p), fmt(a), z])
+    lim = r["limits"]
+    line = (
+        f"d_s = {c['d_s']}, d_w = {c['d_w']}, d_sw = {r['d_sw']:.3f} (drawn subspaces); n = {c['n_labeled']}, "
+        f"N = {c['n_pseudo']}, sigma = {c['sigma']}; N -> inf: PGR -> {lim['pgr']:.3f}, OPR -> "
+        f"{fmt(lim['opr'], digits=3)}; W2S beats the teacher iff N > {lim['n_pseudo_threshold']:g}"
+    )
+    return [Block(f"synthetic ridgeless W2S, {c['trials']} trials: measured vs predicted", cols, rows, [line])]
+
+
+def synth_sweep_blocks(rows: list[dict[str, Any]], sweep: str) -> list[Block]:
+    cols = [sweep, "d_sw", "ER w2s measured", "ER w2s predicted", "PGR measured", "PGR predicted",
+            "OPR measured", "OPR predicted"]  # fmt: skip
+    body = []
+    for r in rows:
+        m, p = r["measured"], r["predicted"]
+        body.append([f"{r['value']:g}", f"{r['d_sw']:.2f}", fmt(m["w2s"]), fmt(p["w2s"]), fmt(m["pgr"]),
+                     fmt(p["pgr"]), fmt(m["opr"]), fmt(p["opr"])])  # fmt: skip
+    return [Block(f"synth sweep over {sweep}", cols, body)]

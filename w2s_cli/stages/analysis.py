@@ -1,0 +1,118 @@
+"""What the theory explains on one W2S trial: dimensions and overlap, the exact-design variance of the four
+fits beside the paper's coefficients, the bias-variance decomposition of the measured errors, and the
+label-light predictions. Ridgeless heads only (the variance law is about linear fits)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from w2s_cli.errors import W2SError
+from w2s_cli.numerics import theory
+from w2s_cli.numerics.moments import select
+from w2s_cli.numerics.solvers import gram_pinv
+from w2s_cli.numerics.stats import MODELS, squared_errors
+from w2s_cli.numerics.subspaces import overlap
+from w2s_cli.numerics.variance import (
+    LabelNoise,
+    LinearFit,
+    W2SMap,
+    decompose,
+    fit_moments,
+    label_light,
+    loo_residuals,
+    sub,
+    variance_coefficient,
+    w2s_loo_residuals,
+)
+from w2s_cli.stages.design import Design
+
+
+def fit_on(m, x: np.ndarray, y: np.ndarray) -> LinearFit:
+    """The ridgeless fit of columns y on columns x of moments m."""
+    sel = select(m, np.concatenate([x, y]))
+    return fit_moments(sel, slice(0, len(x)), slice(len(x), None))
+
+
+def dimensions(design: Design) -> dict[str, Any]:
+    ov = overlap(design.train().cross, design.train().count, design.zs, design.zw)
+    return {
+        "d_w": design.d_w,
+        "d_s": design.d_s,
+        **{k: ov[k] for k in ("d_sw", "d_sw_null", "d_sw_corrected", "m")},
+        "rank_w": ov["d_w"],
+        "rank_s": ov["d_s"],
+        "canonical_correlations": ov["canonical_correlations"][:20],
+    }
+
+
+def analyse(
+    design: Design,
+    outputs: dict[str, np.ndarray],
+    truth: np.ndarray,
+    fits: dict[str, LinearFit],
+    noise: LabelNoise,
+) -> dict[str, Any]:
+    """Everything the report says about the theory for one trial (see the module docstring).
+
+    fits: the ridgeless "w2s" (on the pseudo-labels used), "strong_sft" and "ceiling"; the teacher is refitted
+    here from the design (the same fit train-weak made, on the same rows and basis)."""
+    n, N, C = design.L.count, design.P.count, design.n_outputs
+    train = design.train()
+    teacher = fit_on(design.L, design.zw, design.y)
+    w2s = W2SMap.build(teacher, fits["w2s"], design.P.cross[np.ix_(design.zw, design.zs)], design.P.mean[design.zw])
+    dims = dimensions(design)
+    test_s, test_w = sub(design.test, slice(0, design.d_s)), sub(design.test, slice(design.d_s, None))
+    exact = {
+        "weak": variance_coefficient(teacher, test_w),
+        "w2s": w2s.variance_coefficient(test_s),
+        "strong_sft": variance_coefficient(fits["strong_sft"], test_s),
+        "ceiling": variance_coefficient(fits["ceiling"], test_s),
+    }
+    try:
+        paper = theory.coefficients(dims["d_s"], dims["d_w"], min(dims["d_sw"], dims["d_s"], dims["d_w"]), n, N)
+        paper_note = None
+    except W2SError as exc:
+        paper, paper_note = None, exc.message
+    variance = {
+        k: {"exact": exact[k], "theory": None if paper is None else paper[k],
+            "ratio": None if paper is None or not paper[k] else exact[k] / paper[k]}
+        for k in MODELS
+    }  # fmt: skip
+    errors = {k: float(squared_errors(outputs[k], truth).mean()) for k in MODELS}
+    s2w, s2c = teacher.sigma2(), fits["ceiling"].sigma2()
+    var = {
+        "weak": None if s2w is None else s2w * exact["weak"],
+        "w2s": None if s2w is None else s2w * exact["w2s"],
+        "strong_sft": None if s2c is None else s2c * exact["strong_sft"],
+        "ceiling": None if s2c is None else s2c * exact["ceiling"],
+    }
+    decomposition = decompose(errors, var, inherited_bias(design, train, outputs["ceiling"]))
+    loo_w = loo_residuals(teacher, design.Zw_L, design.Y_L)
+    loo_s = loo_residuals(fits["strong_sft"], design.Zs_L, design.Y_L)
+    loo_2 = w2s_loo_residuals(w2s, design.Zw_L, design.Zs_L, design.Y_L)
+    misfit = None if fits["w2s"].rss is None else fits["w2s"].rss / (N * C)
+    predicted = label_light(loo_w, loo_s, loo_2, fits["strong_sft"], exact["ceiling"], design.Y_L, noise, misfit)
+    all_fits = {"weak": teacher, **fits}
+    flags = [k for k in MODELS if all_fits[k].near_interpolation()]
+    return {
+        "dimensions": dims,
+        "variance": variance,
+        "variance_note": paper_note,
+        "sigma2": {"weak": s2w, "strong": s2c},
+        "decomposition": decomposition,
+        "predicted": predicted,
+        "near_interpolation": flags,
+        "fits": {k: f.record() for k, f in all_fits.items()},
+    }
+
+
+def inherited_bias(design: Design, train, ceiling_test: np.ndarray) -> float | None:
+    """||P_s f_w* - f_s*||^2 on the test rows: f_w* the weak fit on all n + N training labels, projected
+    on the strong subspace by least squares over the same rows, against the strong ceiling."""
+    weak_ceiling = fit_on(train, design.zw, design.y)
+    Gp, _, _ = gram_pinv(select(train, design.zs).cross, train.count)
+    coef = Gp @ (train.cross[np.ix_(design.zs, design.zw)] @ weak_ceiling.coef)
+    projected = weak_ceiling.y_mean + (design.Zs_test - train.mean[design.zs]) @ coef
+    return float(((projected - ceiling_test) ** 2).mean())

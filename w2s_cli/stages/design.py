@@ -1,0 +1,122 @@
+"""One pass over the rows of a W2S experiment: the strong and weak embeddings projected on their shared
+bases, gathered into the moments (and the few row blocks) that every fit and every analysis needs.
+
+Columns of the moment matrices: [z_s (d_s) | z_w (d_w) | targets...]. The labelled rows L and the test rows
+are kept as rows too (n and n_test are small); the N pseudo rows only when a head needs them (ridge,
+logistic, or fewer rows than coordinates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from w2s_cli.numerics.moments import Moments, select
+from w2s_cli.numerics.subspaces import PrincipalBasis
+from w2s_cli.store.embeddings import EmbeddingSet
+
+
+@dataclass
+class Design:
+    d_s: int
+    d_w: int  # 0 without weak embeddings
+    n_outputs: int
+    P: Moments  # [z_s | z_w | pseudo targets | observed labels] over the N pseudo rows
+    L: Moments  # [z_s | z_w | observed labels] over the n labelled rows
+    test: Moments  # [z_s | z_w] over the test rows
+    Zs_L: np.ndarray
+    Zw_L: np.ndarray | None
+    Y_L: np.ndarray
+    Zs_test: np.ndarray
+    Zw_test: np.ndarray | None
+    Zs_P: np.ndarray | None  # only when asked for
+
+    @property
+    def zs(self) -> np.ndarray:
+        return np.arange(self.d_s)
+
+    @property
+    def zw(self) -> np.ndarray:
+        return np.arange(self.d_s, self.d_s + self.d_w)
+
+    @property
+    def y(self) -> np.ndarray:
+        """Columns of the observed training labels in L (and in `train()`); of the pseudo targets in P."""
+        start = self.d_s + self.d_w
+        return np.arange(start, start + self.n_outputs)
+
+    @property
+    def y_observed_P(self) -> np.ndarray:
+        """Columns of the observed (true, after label noise) labels in P."""
+        return self.y + self.n_outputs
+
+    def train(self) -> Moments:
+        """[z_s | z_w | observed] over the n + N training rows."""
+        P = select(self.P, np.concatenate([np.arange(self.d_s + self.d_w), self.y_observed_P]))
+        return self.L.merge(P)
+
+
+def gather(
+    strong: EmbeddingSet,
+    weak: EmbeddingSet | None,
+    basis_s: PrincipalBasis,
+    basis_w: PrincipalBasis | None,
+    labeled: np.ndarray,
+    pseudo: np.ndarray,
+    test: np.ndarray,
+    Y_L: np.ndarray,
+    Y_P: np.ndarray,
+    pseudo_targets: np.ndarray,
+    keep_pseudo_rows: bool = False,
+) -> Design:
+    """Read the rows L, P and test once (strong and weak side by side) and gather the design.
+    All row sets sorted; Y_L, Y_P and pseudo_targets aligned with them."""
+    C = Y_L.shape[1]
+    parts = {"L": [], "P": [], "test": []}
+    pseudo_blocks: list[np.ndarray] = []
+    moments = {"P": None}
+    rows = np.concatenate([labeled, pseudo, test])
+    order = np.sort(rows)
+    for idx, block_s in strong.chunks(order):
+        z = basis_s.transform(block_s)
+        if weak is not None:
+            z = np.hstack([z, basis_w.transform(weak.rows(idx))])
+        in_p = np.isin(idx, pseudo)
+        if in_p.any():
+            pos = np.searchsorted(pseudo, idx[in_p])
+            zp = z[in_p]
+            block = np.hstack([zp, pseudo_targets[pos], Y_P[pos]])
+            m = Moments.of(block)
+            moments["P"] = m if moments["P"] is None else moments["P"].merge(m)
+            if keep_pseudo_rows:
+                pseudo_blocks.append(zp[:, : basis_dim(basis_s, strong)])
+        for name, members in (("L", labeled), ("test", test)):
+            mask = np.isin(idx, members)
+            if mask.any():
+                parts[name].append((idx[mask], z[mask]))
+    d_s = basis_dim(basis_s, strong)
+    d_w = 0 if weak is None else basis_dim(basis_w, weak)
+
+    # chunks come in ascending row order and L, P, test are sorted: the gathered rows are in their order
+    ZL = np.vstack([z for _, z in parts["L"]])
+    Zt = np.vstack([z for _, z in parts["test"]])
+    return Design(
+        d_s=d_s,
+        d_w=d_w,
+        n_outputs=C,
+        P=moments["P"],
+        L=Moments.of(np.hstack([ZL, Y_L])),
+        test=Moments.of(Zt),
+        Zs_L=ZL[:, :d_s],
+        Zw_L=ZL[:, d_s:] if weak is not None else None,
+        Y_L=Y_L,
+        Zs_test=Zt[:, :d_s],
+        Zw_test=Zt[:, d_s:] if weak is not None else None,
+        Zs_P=np.vstack(pseudo_blocks) if keep_pseudo_rows else None,
+    )
+
+
+def basis_dim(basis: PrincipalBasis, emb: EmbeddingSet) -> int:
+    """Number of coordinates of a basis (the embedding width when there is none)."""
+    return emb.width if basis.components is None else basis.components.shape[1]

@@ -1,0 +1,114 @@
+"""The fitted heads of the four models and the shared bases they live in, as the stages build them.
+
+A head is fitted on the coordinates of its backbone's shared basis: ridgeless from the float64 moments of
+its training rows (or, with fewer rows than coordinates, from the rows: the minimum-norm solution), ridge
+and logistic from the rows themselves. Its linear map is stored in the embedding's own coordinates so that
+`X @ coef + intercept` (then softmax for logistic) gives its outputs whatever the basis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from w2s_cli.numerics.moments import Moments
+from w2s_cli.numerics.solvers import LogisticClassifier, make_solver, softmax
+from w2s_cli.numerics.subspaces import PrincipalBasis, fit_basis
+from w2s_cli.numerics.variance import LinearFit, fit_moments, fit_rows
+from w2s_cli.options import Solver
+from w2s_cli.store.embeddings import EmbeddingSet
+
+
+def train_moments(emb: EmbeddingSet, rows: np.ndarray) -> Moments:
+    """Moments of the embeddings over `rows`, read in chunks."""
+    total = Moments.empty(emb.width)
+    for _, block in emb.chunks(rows):
+        total = total.merge(Moments.of(block))
+    return total
+
+
+def shared_basis(
+    emb: EmbeddingSet, rows: np.ndarray, spec: str | int | None, energy: float, n_labeled: int
+) -> tuple[PrincipalBasis, dict, np.ndarray]:
+    """A backbone's basis over the n + N training rows (labels unused), its record and its eigenvalues.
+    `auto` is capped at n/2 so that no fit on n rows nears its interpolation threshold."""
+    basis, record, spectrum = fit_basis(spec, train_moments(emb, rows), energy, cap=max(1, n_labeled // 2))
+    return basis, record, spectrum.values
+
+
+@dataclass
+class Head:
+    """A fitted head: `fit` (ridgeless, with what its variance needs) or a scikit-learn `estimator`."""
+
+    solver: Solver
+    fit: LinearFit | None = None
+    estimator: Any = None
+
+    def outputs(self, Z: np.ndarray) -> np.ndarray:
+        if self.fit is not None:
+            return self.fit.predict(Z)
+        if isinstance(self.estimator, LogisticClassifier):
+            return self.estimator.predict_proba(Z)
+        return self.estimator.predict(Z).reshape(len(Z), -1)
+
+    def linear(self) -> tuple[np.ndarray, np.ndarray]:
+        """(coef (p, C), intercept (C,)) on the basis coordinates; the logistic head's are logits."""
+        if self.fit is not None:
+            return self.fit.coef, self.fit.y_mean - self.fit.x_mean @ self.fit.coef
+        coef = np.asarray(self.estimator.coef_, np.float64)
+        return coef.reshape(coef.shape[0], -1), np.atleast_1d(np.asarray(self.estimator.intercept_, np.float64))
+
+    def record(self) -> dict[str, Any]:
+        if self.fit is not None:
+            return {"solver": self.solver.value, **self.fit.record()}
+        out = {"solver": self.solver.value, "rows": int(getattr(self.estimator, "n_rows_", 0)) or None}
+        if hasattr(self.estimator, "alpha_"):
+            out["alpha"] = self.estimator.alpha_
+        return out
+
+
+def fit_head(
+    solver: Solver, Z: np.ndarray | None, Y: np.ndarray | None, moments: Moments | None = None, p: int | None = None
+) -> Head:
+    """Fit a head on coordinates Z (n, p) and targets Y (n, C); ridgeless may take the moments of [Z | Y]
+    instead of the rows (when there are more rows than coordinates)."""
+    solver = Solver(solver)
+    if solver == Solver.ridgeless:
+        if moments is not None and moments.count > p:
+            return Head(solver, fit=fit_moments(moments, slice(0, p), slice(p, None)))
+        return Head(solver, fit=fit_rows(Z, Y))
+    est = make_solver(solver.value)
+    if solver == Solver.logistic:
+        est.fit(Z, Y if not _one_hot(Y) else Y.argmax(axis=1))
+        if _one_hot(Y) and len(est.classes_) != Y.shape[1]:  # classes absent from the training labels
+            est = _pad_classes(est, Y.shape[1])
+    else:
+        est.fit(Z, Y)
+    est.n_rows_ = len(Z)
+    return Head(solver, estimator=est)
+
+
+def _one_hot(Y: np.ndarray) -> bool:
+    return bool(((Y == 0) | (Y == 1)).all() and (Y.sum(axis=1) == 1).all())
+
+
+def _pad_classes(est: LogisticClassifier, n_classes: int) -> LogisticClassifier:
+    """Give classes never seen in training a logit far below the rest (probability ~0)."""
+    coef = np.zeros((est.coef_.shape[0], n_classes))
+    intercept = np.full(n_classes, -1e3)
+    coef[:, est.classes_], intercept[est.classes_] = est.coef_, est.intercept_
+    est.coef_, est.intercept_, est.classes_ = coef, intercept, np.arange(n_classes)
+    return est
+
+
+def to_embedding_space(basis: PrincipalBasis, coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A head on basis coordinates z = (x - mean) V as a map on the embeddings x: (V coef, intercept - mean V coef)."""
+    full = coef if basis.components is None else basis.components @ coef
+    return full, intercept - basis.mean @ full
+
+
+def apply(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, link: str) -> np.ndarray:
+    z = np.asarray(X, np.float64) @ coef + intercept
+    return softmax(z) if link == "softmax" else z

@@ -1,0 +1,183 @@
+"""The W2S student and its two references, fit on the strong embeddings in the strong shared basis
+(`fit-student`):
+
+* W2S student: the N pseudo-labelled rows, with the teacher's labels;
+* strong SFT:  the same n labelled rows the teacher saw, with their (observed) labels;
+* ceiling:     those n + N rows, with their (observed) labels.
+All four models (with the weak teacher) are evaluated on the same test rows; with ridgeless heads the
+result also says what the theory explains (stages/analysis.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2s_cli.errors import W2SError, printable
+from w2s_cli.numerics.stats import evaluate, one_hot
+from w2s_cli.numerics.subspaces import PrincipalBasis
+from w2s_cli.numerics.variance import LabelNoise
+from w2s_cli.options import Solver, SubspaceOptions
+from w2s_cli.progress import stderr
+from w2s_cli.stages.analysis import analyse
+from w2s_cli.stages.design import gather
+from w2s_cli.stages.heads import fit_head, shared_basis
+from w2s_cli.store import artifact as store
+from w2s_cli.store import embeddings as emb_store
+from w2s_cli.store.embeddings import EmbeddingSet
+from w2s_cli.store.outputs import check_output
+
+
+def _observed(values: np.ndarray, n_classes: int | None) -> np.ndarray:
+    return one_hot(values.astype(np.int64), n_classes) if n_classes else values.astype(np.float64)[:, None]
+
+
+def fit_student(
+    pseudo_path: str | os.PathLike,
+    strong: str | os.PathLike,
+    out: str | os.PathLike,
+    solver: Solver = Solver.ridgeless,
+    subspace: SubspaceOptions | None = None,
+    dimensions: bool = True,
+    weak: str | os.PathLike | None = None,
+) -> Path:
+    """Fit student, strong SFT and ceiling; evaluate all four models; write a `result` artifact."""
+    start = time.perf_counter()
+    solver, sub_opts = Solver(solver), subspace or SubspaceOptions()
+    spec = sub_opts.parsed()
+    out = check_output(out, inputs=[pseudo_path, strong, weak])
+    pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
+    emb_s = EmbeddingSet(strong, "strong embeddings")
+    store.require_same_samples(
+        pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
+    )
+    weak_sig, strong_sig = pseudo.meta["embeddings"]["signature"], emb_s.signature()
+    if all(weak_sig[k] == strong_sig[k] for k in ("state_dict_sha256", "input_size")):
+        stderr.print("[yellow]note:[/] strong and weak embeddings come from the same model and input size")
+    emb_w = _weak_embeddings(pseudo, weak, dimensions)
+    if emb_w is not None and not np.array_equal(emb_w.values(), emb_s.values()):
+        raise W2SError(
+            f"weak {printable(emb_w.path)} and strong {printable(emb_s.path)} embeddings disagree on the labels "
+            "of the same samples (one of them was altered)"
+        )
+    test, labeled, rows = (np.asarray(pseudo[k]) for k in ("test_rows", "labeled_rows", "pseudo_rows"))
+    n, N, C = len(labeled), len(rows), emb_s.n_outputs
+    Y_L = _observed(np.asarray(pseudo["labeled_observed"]), emb_s.n_classes)
+    Y_P = _observed(np.asarray(pseudo["pseudo_observed"]), emb_s.n_classes)
+    targets = np.asarray(pseudo["pseudo_labels"], np.float64)
+    if targets.shape != (N, C):
+        raise W2SError(f"pseudo-labels {printable(pseudo.path)}: labels of shape {targets.shape}, expected {(N, C)}")
+    if solver == Solver.logistic and emb_s.labels is None:
+        raise W2SError("--solver logistic needs a classification dataset; this one has numeric targets")
+    basis_s, basis_record, _ = shared_basis(emb_s, np.concatenate([labeled, rows]), spec, sub_opts.energy, n)
+    basis_w = None
+    if emb_w is not None:
+        basis_w = PrincipalBasis(pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
+    d_s = basis_record["dim"] or emb_s.width
+    keep_rows = solver != Solver.ridgeless or N <= d_s + 1
+    design = gather(emb_s, emb_w, basis_s, basis_w, labeled, rows, test, Y_L, Y_P, targets, keep_rows)
+    zs = design.zs
+    Zs_LP = None if design.Zs_P is None else np.vstack([design.Zs_L, design.Zs_P])
+    heads = {
+        "w2s": fit_head(solver, design.Zs_P, targets, _cols(design.P, zs, design.y), d_s),
+        "strong_sft": fit_head(solver, design.Zs_L, Y_L, _cols(design.L, zs, design.y), d_s),
+        "ceiling": fit_head(
+            solver, Zs_LP, None if Zs_LP is None else np.vstack([Y_L, Y_P]), _cols(design.train(), zs, design.y), d_s
+        ),
+    }
+    outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
+    outputs.update({k: h.outputs(design.Zs_test) for k, h in heads.items()})
+    truth = emb_s.truth(test)
+    trial = evaluate(outputs, truth, emb_s.labels[test] if emb_s.labels is not None else None)
+    trial.update(
+        {
+            "seed": pseudo.meta["seed"],
+            "n_labeled": n,
+            "n_pseudo": N,
+            "pseudo_label_accuracy": pseudo.meta.get("pseudo_label_accuracy"),
+        }
+    )
+    seconds = {**pseudo.meta["seconds"], "fit_student": round(time.perf_counter() - start, 3)}
+    analysis, why_not = None, _why_no_analysis(pseudo, solver, emb_w, dimensions)
+    if why_not is None:
+        begin = time.perf_counter()
+        noise = LabelNoise(pseudo.meta["label_noise"]["rate"], emb_s.n_classes)
+        analysis = analyse(design, outputs, truth, {k: h.fit for k, h in heads.items()}, noise)
+        seconds["analysis"] = round(time.perf_counter() - begin, 3)
+    elif dimensions:
+        stderr.print(f"note: no theory analysis: {why_not}")
+    trial["analysis"] = analysis
+    meta = store.base_meta("result", pseudo.meta["seed"])
+    meta.update(
+        {
+            "pseudolabels": store.reference(pseudo, out),
+            "teacher": pseudo.meta["teacher"],
+            "weak_embeddings": pseudo.meta["embeddings"],
+            "strong_embeddings": emb_s.reference(out),
+            "weak_model": weak_sig["model"],
+            "weak_input_size": weak_sig["input_size"],
+            "strong_model": emb_s.meta["model"]["name"],
+            "strong_input_size": emb_s.meta["preprocessing"]["input_size"],
+            "dataset": emb_s.meta["dataset"],
+            "sample_ids_sha256": emb_s.meta["sample_ids_sha256"],
+            "task": emb_s.task,
+            "split": pseudo.meta["split"],
+            "label_noise": pseudo.meta["label_noise"],
+            "labels": pseudo.meta["labels"],
+            "solver": {"teacher": pseudo.meta["teacher"]["solver"], "student": solver.value},
+            "subspace": {
+                "weak": pseudo.meta["teacher"]["subspace"],
+                "strong": {"requested": sub_opts.subspace, **basis_record},
+            },
+            "fits": {"weak": pseudo.meta["teacher"]["fit"], **{k: h.record() for k, h in heads.items()}},
+            "n_labeled": n,
+            "n_pseudo": N,
+            "n_test": len(test),
+            "trials": [trial],
+            "analysis_note": why_not,
+            "seconds": seconds,
+        }
+    )
+    tensors: dict[str, Any] = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
+    tensors.update({"test_rows": test, "strong_basis_mean": basis_s.mean})
+    if basis_s.components is not None:
+        tensors["strong_basis"] = basis_s.components
+    return store.save(store.Artifact("result", meta, tensors), out)
+
+
+def _cols(m, x: np.ndarray, y: np.ndarray):
+    from w2s_cli.numerics.moments import select
+
+    return select(m, np.concatenate([x, y]))
+
+
+def _weak_embeddings(pseudo: store.Artifact, weak: str | os.PathLike | None, dimensions: bool) -> EmbeddingSet | None:
+    """The teacher's embeddings (for d_sw, the W2S variance and the label-light predictions), when asked for
+    and found; a missing file is a note unless the user named it."""
+    if not dimensions and weak is None:
+        return None
+    try:
+        return emb_store.find(pseudo.meta["embeddings"], pseudo.path, weak, "weak embeddings")
+    except W2SError as exc:
+        if weak is not None:
+            raise
+        stderr.print(f"note: {exc.message}")
+        return None
+
+
+def _why_no_analysis(
+    pseudo: store.Artifact, solver: Solver, emb_w: EmbeddingSet | None, dimensions: bool
+) -> str | None:
+    if not dimensions:
+        return "--no-dimensions"
+    if emb_w is None:
+        return "the weak embeddings were not found"
+    if solver != Solver.ridgeless or pseudo.meta["teacher"]["solver"] != "ridgeless":
+        return "the variance law is about ridgeless (linear) heads"
+    if pseudo.meta["labels"] != "soft":
+        return "hard pseudo-labels are not linear in the teacher's labels"
+    return None

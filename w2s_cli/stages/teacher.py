@@ -1,0 +1,168 @@
+"""The weak teacher: draw and store the split, fit the weak basis and the teacher on n labels
+(`train-weak`), then label the N pseudo rows (`pseudolabel`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from w2s_cli.errors import W2SError
+from w2s_cli.numerics.stats import accuracy, one_hot, squared_errors
+from w2s_cli.numerics.variance import loo_residuals
+from w2s_cli.options import Solver, SplitOptions, SubspaceOptions
+from w2s_cli.stages.heads import apply, fit_head, shared_basis, to_embedding_space
+from w2s_cli.stages.split import draw_split, noisy_values, subset_pseudo
+from w2s_cli.store import artifact as store
+from w2s_cli.store import embeddings as emb_store
+from w2s_cli.store.embeddings import EmbeddingSet
+from w2s_cli.store.outputs import check_output
+
+
+def observed(emb: EmbeddingSet, noisy: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(len, C) training targets of `rows` after label noise: one-hot labels, or targets as one column."""
+    if emb.labels is not None:
+        return one_hot(noisy[rows], emb.n_classes)
+    return noisy[rows][:, None].astype(np.float64)
+
+
+def train_weak(
+    weak: str | os.PathLike,
+    out: str | os.PathLike,
+    split: SplitOptions | None = None,
+    subspace: SubspaceOptions | None = None,
+    solver: Solver = Solver.ridgeless,
+    n_pseudo: int | None = None,
+) -> Path:
+    """Draw the split of the weak embeddings' rows, fit the weak basis on the n + N training rows and the
+    teacher on the n labelled ones; write a `teacher` artifact. n_pseudo None: min(split.n_pseudo, pool)."""
+    start = time.perf_counter()
+    split_opts, sub_opts, solver = split or SplitOptions(), subspace or SubspaceOptions(), Solver(solver)
+    spec = sub_opts.parsed()
+    split_opts.check()
+    out = check_output(out, inputs=[weak])
+    emb = EmbeddingSet(weak, "weak embeddings")
+    if solver == Solver.logistic and emb.labels is None:
+        raise W2SError("--solver logistic needs a classification dataset; this one has numeric targets")
+    s = draw_split(emb.n_rows, emb.split, split_opts, n_pseudo)
+    noisy = noisy_values(emb.values(), emb.n_classes, split_opts.label_noise, split_opts.seed)
+    basis, basis_record, spectrum = shared_basis(emb, s.train, spec, sub_opts.energy, split_opts.n_labeled)
+    Z_L = basis.transform(emb.rows(s.labeled))
+    Y_L = observed(emb, noisy, s.labeled)
+    head = fit_head(solver, Z_L, Y_L)
+    coef, intercept = to_embedding_space(basis, *head.linear())
+    link = "softmax" if solver == Solver.logistic else "identity"
+    test_out = apply(coef, intercept, emb.rows(s.test), link)
+    truth = emb.truth(s.test)
+    loo = loo_residuals(head.fit, Z_L, Y_L) if head.fit is not None else None
+    meta = store.base_meta("teacher", split_opts.seed)
+    meta.update(
+        {
+            "embeddings": emb.reference(out),
+            "dataset": emb.meta["dataset"],
+            "sample_ids_sha256": emb.meta["sample_ids_sha256"],
+            "task": emb.task,
+            "solver": solver.value,
+            "link": link,
+            "subspace": {"requested": str(sub_opts.subspace), **basis_record},
+            "split": {
+                "seed": split_opts.seed,
+                "test_seed": split_opts.test_seed,
+                "n_test": len(s.test),
+                "n_labeled": len(s.labeled),
+                "n_pseudo": len(s.pseudo),
+                "n_pool": s.n_pool,
+                "test_from_dataset_split": emb.split is not None,
+            },
+            "label_noise": {
+                "rate": split_opts.label_noise,
+                "kind": "symmetric flips" if emb.labels is not None else "gaussian",
+                "seed": [split_opts.seed, 2],
+            },
+            "fit": head.record(),
+            "sigma2": head.fit.sigma2() if head.fit is not None else None,
+            "loo_error": None if loo is None else float((loo**2).mean()),
+            "test_error": float(squared_errors(test_out, truth).mean()),
+            "test_accuracy": accuracy(test_out, emb.labels[s.test]) if emb.labels is not None else None,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+    )
+    tensors = {
+        "coef": coef,
+        "intercept": intercept,
+        "test_rows": s.test,
+        "labeled_rows": s.labeled,
+        "pseudo_rows": s.pseudo,
+        "labeled_observed": noisy[s.labeled],
+        "pseudo_observed": noisy[s.pseudo],
+        "basis_mean": basis.mean,
+        "spectrum": spectrum,
+    }
+    if basis.components is not None:
+        tensors["basis"] = basis.components
+    return store.save(store.Artifact("teacher", meta, tensors), out)
+
+
+def pseudolabel(
+    teacher_path: str | os.PathLike,
+    out: str | os.PathLike,
+    n_pseudo: int | None = None,
+    hard: bool = False,
+    embeddings: str | os.PathLike | None = None,
+) -> Path:
+    """Label the teacher's N pseudo rows (or n_pseudo of them) with its outputs; write a `pseudolabels`
+    artifact that carries everything fit-student needs (rows, training labels, the weak basis)."""
+    start = time.perf_counter()
+    out = check_output(out, inputs=[teacher_path, embeddings])
+    teacher = store.load(teacher_path, "teacher", what="teacher")
+    emb = emb_store.find(teacher.meta["embeddings"], teacher.path, embeddings, "weak embeddings")
+    if hard and emb.labels is None:
+        raise W2SError("--hard needs a classification dataset; this one has numeric targets")
+    seed = teacher.meta["seed"]
+    drawn = np.asarray(teacher["pseudo_rows"])
+    keep = subset_pseudo(drawn, n_pseudo, seed) if n_pseudo is not None else drawn
+    coef, intercept, link = teacher["coef"], teacher["intercept"], teacher.meta["link"]
+    soft = (
+        np.concatenate([apply(coef, intercept, block, link) for _, block in emb.chunks(keep)])
+        if len(keep)
+        else np.zeros((0, len(intercept)))
+    )
+    pseudo = one_hot(soft.argmax(axis=1), soft.shape[1]) if hard else soft
+    position = np.searchsorted(drawn, keep)
+    meta = store.base_meta("pseudolabels", seed)
+    meta.update(
+        {
+            "teacher": {
+                **store.reference(teacher, out),
+                "solver": teacher.meta["solver"],
+                "subspace": teacher.meta["subspace"],
+                "fit": teacher.meta["fit"],
+            },
+            "embeddings": teacher.meta["embeddings"],
+            "dataset": teacher.meta["dataset"],
+            "sample_ids_sha256": teacher.meta["sample_ids_sha256"],
+            "task": teacher.meta["task"],
+            "split": {**teacher.meta["split"], "n_pseudo": len(keep), "n_pseudo_drawn": len(drawn)},
+            "label_noise": teacher.meta["label_noise"],
+            "labels": "hard" if hard else "soft",
+            "pseudo_label_accuracy": accuracy(soft, emb.labels[keep]) if emb.labels is not None else None,
+            "teacher_sigma2": teacher.meta["sigma2"],
+            "teacher_loo_error": teacher.meta["loo_error"],
+            "seconds": {"train_weak": teacher.meta["seconds"], "pseudolabel": round(time.perf_counter() - start, 3)},
+        }
+    )
+    tensors = {
+        "pseudo_rows": keep,
+        "pseudo_labels": pseudo,
+        "test_rows": teacher["test_rows"],
+        "labeled_rows": teacher["labeled_rows"],
+        "labeled_observed": teacher["labeled_observed"],
+        "pseudo_observed": np.asarray(teacher["pseudo_observed"])[position],
+        "weak_test_output": apply(coef, intercept, emb.rows(teacher["test_rows"]), link),
+        "weak_basis_mean": teacher["basis_mean"],
+    }
+    if teacher.has("basis"):
+        tensors["weak_basis"] = teacher["basis"]
+    return store.save(store.Artifact("pseudolabels", meta, tensors), out)

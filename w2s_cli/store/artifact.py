@@ -1,0 +1,411 @@
+"""Artifacts: safetensors files holding tensors plus one JSON record (no pickle, no torch needed).
+
+The record says what produced the tensors (kind, command, versions, seed, model, dataset fingerprint,
+sample-id hash, split, solver, the content hash of every tensor) so that a consumer can refuse inputs that
+do not belong together. Tensors are read lazily: whole small ones, or selected rows of a large one through
+safetensors slices, so no stage needs a whole embedding matrix in memory. Writes are atomic (a temp file
+in the target folder, then a rename) and follow the user's umask; a tensor too large for memory can be
+written from an iterator of row blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+
+from w2s_cli.errors import W2SError, printable
+
+SCHEMA_VERSION = 2
+KINDS = ("embeddings", "teacher", "pseudolabels", "result", "intrinsic_dim")
+META_KEY = "w2s"
+CHUNK_ROWS = 8192
+_HASH_PLACEHOLDER = "0" * 64
+# the record fields each kind must carry (besides schema_version and kind)
+REQUIRED = {
+    "embeddings": ("model", "preprocessing", "dataset", "sample_ids_sha256", "artifact_id"),
+    "teacher": ("embeddings", "dataset", "sample_ids_sha256", "split", "solver", "subspace", "artifact_id"),
+    "pseudolabels": ("teacher", "embeddings", "dataset", "sample_ids_sha256", "split", "artifact_id"),
+    "result": ("trials", "dataset", "n_labeled", "n_pseudo", "n_test", "artifact_id"),
+    "intrinsic_dim": ("result",),
+}
+_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+@dataclass
+class Chunked:
+    """A tensor too large for memory, given as its shape, dtype and an iterable of row blocks in order."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    blocks: Iterable[np.ndarray]
+
+
+class Artifact:
+    """A record plus tensors: in memory (`tensors`, for writing) or lazily read from `path`."""
+
+    def __init__(
+        self, kind: str, meta: dict[str, Any], tensors: dict[str, Any] | None = None, path: Path | None = None
+    ) -> None:
+        self.kind, self.meta, self.path = kind, meta, path
+        self.tensors: dict[str, Any] = dict(tensors or {})
+        self._names: list[str] | None = None
+
+    # reading ------------------------------------------------------------------------------------------
+    def _open(self):
+        try:
+            return safe_open(str(self.path), framework="numpy")
+        except (SafetensorError, OSError) as exc:
+            raise W2SError(f"{printable(self.path)}: unreadable tensors ({_reason(exc)})") from None
+
+    def names(self) -> list[str]:
+        if self.path is None:
+            return list(self.tensors)
+        if self._names is None:
+            with self._open() as f:
+                self._names = list(f.keys())
+        return self._names
+
+    def has(self, name: str) -> bool:
+        return name in self.tensors or name in self.names()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """The whole tensor (read once, then kept)."""
+        if name not in self.tensors:
+            if not self.has(name):
+                raise W2SError(
+                    f"{printable(self.path)}: artifact of kind '{self.kind}' has no tensor '{name}' (not made by "
+                    "this w2s, or damaged)"
+                )
+            try:
+                with self._open() as f:
+                    self.tensors[name] = f.get_tensor(name)
+            except (SafetensorError, OSError, ValueError) as exc:
+                raise W2SError(f"{printable(self.path)}: unreadable tensor '{name}' ({_reason(exc)})") from None
+        return self.tensors[name]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name in self.tensors:
+            return tuple(self.tensors[name].shape)
+        if not self.has(name):
+            return self[name].shape  # raises the missing-tensor error
+        with self._open() as f:
+            return tuple(f.get_slice(name).get_shape())
+
+    def rows(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """Rows `idx` (any order) of a 2-D tensor, reading only the row ranges that hold them."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if name in self.tensors:
+            return np.asarray(self.tensors[name])[idx]
+        order = np.argsort(idx, kind="stable")
+        out = None
+        try:
+            with self._open() as f:
+                sl = f.get_slice(name)
+                n = sl.get_shape()[0]
+                if len(idx) and (idx.min() < 0 or idx.max() >= n):
+                    raise W2SError(f"{printable(self.path)}: rows out of range for tensor '{name}' ({n} rows)")
+                pos = 0
+                for block in _row_blocks(sl, idx[order]):
+                    if out is None:
+                        out = np.empty((len(idx), *block.shape[1:]), dtype=block.dtype)
+                    out[order[pos : pos + len(block)]] = block
+                    pos += len(block)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise W2SError(f"{printable(self.path)}: unreadable tensor '{name}' ({_reason(exc)})") from None
+        if out is None:  # no rows asked for
+            with self._open() as f:
+                sl = f.get_slice(name)
+                out = sl[0:0]
+        return out
+
+    def chunks(
+        self, name: str, rows: np.ndarray | None = None, chunk: int = CHUNK_ROWS
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row indices, block) pairs over `rows` (sorted; default all) in ascending order, `chunk` at a time."""
+        n = self.shape(name)[0]
+        rows = np.arange(n, dtype=np.int64) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            yield part, self.rows(name, part)
+
+
+def _row_blocks(sl, idx: np.ndarray) -> Iterator[np.ndarray]:
+    """Blocks of the rows idx (sorted) of a safetensors slice: a dense window is read whole and subset,
+    sparse rows are read in runs of consecutive indices."""
+    start = 0
+    while start < len(idx):
+        lo = idx[start]
+        stop = int(np.searchsorted(idx, lo + CHUNK_ROWS, side="left"))
+        members = idx[start:stop]
+        hi = int(members[-1]) + 1
+        if len(members) * 8 >= hi - lo:
+            window = sl[int(lo) : hi]
+            yield window[members - lo]
+        else:
+            breaks = np.flatnonzero(np.diff(members) != 1) + 1
+            parts = [sl[int(run[0]) : int(run[-1]) + 1] for run in np.split(members, breaks)]
+            yield np.concatenate(parts)
+        start = stop
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return printable(text[0]) if text else type(exc).__name__
+
+
+# records ------------------------------------------------------------------------------------------------
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("w2s", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "safetensors"):
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def base_meta(kind: str, seed: int | None) -> dict[str, Any]:
+    """The fields every artifact carries. `artifact_id` is the content hash, filled in on save."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "versions": package_versions(),
+        "seed": seed,
+    }
+
+
+def ids_sha256(sample_ids: np.ndarray) -> str:
+    """Hash of the sample ids (an int64 vector of dataset indices), in row order."""
+    return hashlib.sha256(np.ascontiguousarray(sample_ids, dtype=np.int64).tobytes()).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# writing ------------------------------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """A temp path in `path`'s folder to write to; renamed onto `path` when the block succeeds, removed when
+    it fails, so that a reader never sees a half-written file. The file gets the user's umask."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".w2s-", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise W2SError(f"cannot write {printable(path)}: {_reason(exc)}") from None
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO):
+            raise W2SError(f"cannot write {printable(path)}: {_reason(exc)}") from None
+        raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(artifact: Artifact, path: str | os.PathLike) -> Path:
+    """Write atomically. Every tensor is hashed into `artifact_id` (and the record's `content_sha256`)."""
+    path = Path(path)
+    if artifact.kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {artifact.kind!r}")
+    if artifact.meta.get("kind") != artifact.kind:
+        raise ValueError("artifact.meta['kind'] must equal artifact.kind")
+    arrays = {}
+    for name, t in artifact.tensors.items():
+        if isinstance(t, Chunked):
+            arrays[name] = t
+        else:
+            a = np.ascontiguousarray(t)
+            if a.dtype not in _CODES:
+                raise ValueError(f"tensor {name}: unsupported dtype {a.dtype}")
+            arrays[name] = a
+    with atomic_output(path) as tmp:
+        _write_safetensors(tmp, arrays, artifact.meta)
+    artifact.path = path
+    artifact.tensors = {k: v for k, v in arrays.items() if not isinstance(v, Chunked)}
+    return path
+
+
+def _write_safetensors(path: Path, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
+    """The safetensors layout (8-byte header length, JSON header, raw little-endian data), written in a
+    stream so that a `Chunked` tensor never has to be in memory; the content hash is patched in last.
+
+    Our own writer because safetensors' save_file needs every tensor in memory; files are read back with
+    the safetensors library (tested)."""
+    names = sorted(arrays)
+    header: dict[str, Any] = {}
+    offset = 0
+    for name in names:
+        a = arrays[name]
+        shape, dtype = (a.shape, np.dtype(a.dtype))
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        header[name] = {"dtype": _CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    record = {**meta, "artifact_id": _HASH_PLACEHOLDER, "content_sha256": _HASH_PLACEHOLDER}
+    header["__metadata__"] = {META_KEY: json.dumps(record)}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for name in names:
+            a = arrays[name]
+            h.update(f"{name}:{header[name]['dtype']}:{header[name]['shape']}\n".encode())
+            written, expected = 0, header[name]["data_offsets"][1] - header[name]["data_offsets"][0]
+            blocks = a.blocks if isinstance(a, Chunked) else [a]
+            for block in blocks:
+                block = np.ascontiguousarray(block, dtype=np.dtype(a.dtype).newbyteorder("<"))
+                data = memoryview(block).cast("B")
+                h.update(data)
+                f.write(data)
+                written += len(data)
+            if written != expected:
+                raise ValueError(f"tensor {name}: wrote {written} bytes, expected {expected}")
+        digest = h.hexdigest()
+        patched = text.replace(_HASH_PLACEHOLDER.encode(), digest.encode(), 2)
+        f.seek(8)
+        f.write(patched)
+        f.flush()
+        os.fsync(f.fileno())
+    meta["artifact_id"] = meta["content_sha256"] = digest
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The record only, without reading tensors; every way a file can be wrong is one clear W2SError."""
+    path = Path(path)
+    name = printable(path)
+    if not path.exists():
+        raise W2SError(f"{name}: no such file")
+    if path.is_dir():
+        raise W2SError(f"{name}: is a directory, not an artifact")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise W2SError(f"{name}: cannot read ({_reason(exc)})") from None
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise W2SError(f"{name}: not a safetensors file ({_reason(exc)})") from None
+    if raw is None:
+        raise W2SError(f"{name}: a safetensors file without a w2s record (not made by w2s)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise W2SError(f"{name}: corrupt w2s record (not JSON)") from None
+    if not isinstance(meta, dict):
+        raise W2SError(f"{name}: corrupt w2s record (not a JSON object)")
+    version = meta.get("schema_version")
+    # embeddings kept their layout from schema 1: a cache of extractions stays usable
+    if version != SCHEMA_VERSION and not (version == 1 and meta.get("kind") == "embeddings"):
+        raise W2SError(
+            f"{name}: w2s record schema {printable(version)} (this w2s reads {SCHEMA_VERSION}); make it again "
+            "with this version"
+        )
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise W2SError(f"{name}: unknown artifact kind '{printable(kind)}'")
+    missing = [k for k in REQUIRED[kind] if k not in meta]
+    if missing:
+        raise W2SError(f"{name}: corrupt w2s record: a '{kind}' artifact without '{missing[0]}'")
+    return meta
+
+
+def load(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None, what: str | None = None) -> Artifact:
+    """The artifact at `path` (tensors read on demand); refuse one of the wrong kind with a clear error."""
+    path = Path(path)
+    meta = read_meta(path)
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and meta["kind"] not in kinds:
+        want = " or ".join(kinds)
+        role = f"{what} " if what else ""
+        raise W2SError(f"{role}{printable(path)}: is a '{meta['kind']}' artifact, expected {want}")
+    return Artifact(meta["kind"], meta, path=path)
+
+
+def reference(art: Artifact, relative_to: str | os.PathLike, **extra: Any) -> dict[str, Any]:
+    """How a downstream artifact (to be written at `relative_to`) records an input: its absolute path, its
+    path relative to the downstream artifact's folder (so a moved run folder still resolves), its id
+    (the content hash of its tensors)."""
+    src = Path(art.path).resolve()
+    rel = os.path.relpath(src, Path(relative_to).resolve().parent)
+    return {"path": str(src), "relpath": rel, "artifact_id": art.meta["artifact_id"], **extra}
+
+
+def resolve(ref: dict[str, Any], owner: str | os.PathLike, given: str | os.PathLike | None = None) -> Path:
+    """Where a recorded input is now: `given` if the user named it, else relative to the owning artifact's
+    folder (a moved run folder), else the absolute path recorded. The first that exists wins."""
+    if given is not None:
+        return Path(given)
+    candidates = []
+    if ref.get("relpath"):
+        candidates.append(Path(os.path.normpath(Path(owner).resolve().parent / ref["relpath"])))
+    candidates.append(Path(ref["path"]))
+    for c in candidates:
+        if c.exists():
+            return c
+    return candidates[-1]
+
+
+def require_same_samples(a: dict[str, Any], b: dict[str, Any], what_a: str, what_b: str) -> None:
+    """Refuse two records that are not about the same samples of the same dataset."""
+    if a["dataset"]["fingerprint"] != b["dataset"]["fingerprint"]:
+        raise W2SError(
+            f"{what_a} and {what_b} come from different datasets "
+            f"({a['dataset']['name']} {a['dataset']['fingerprint'][:12]} vs "
+            f"{b['dataset']['name']} {b['dataset']['fingerprint'][:12]})"
+        )
+    if a["sample_ids_sha256"] != b["sample_ids_sha256"]:
+        raise W2SError(
+            f"{what_a} and {what_b} hold different samples of {a['dataset']['name']} "
+            "(extract both with the same --limit and --seed)"
+        )
