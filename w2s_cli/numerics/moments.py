@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg.blas
+
+CHUNK_BYTES = 16 << 20  # float64 rows centred per step of the Gram accumulation: stays in cache
 
 
 @dataclass
@@ -28,12 +31,7 @@ class Moments:
 
     @classmethod
     def of(cls, X: np.ndarray) -> Moments:
-        X = np.asarray(X, dtype=np.float64)
-        if len(X) == 0:
-            return cls.empty(X.shape[1])
-        mean = X.mean(axis=0)
-        Xc = X - mean
-        return cls(len(X), mean, Xc.T @ Xc)
+        return of_columns(X)
 
     def merge(self, other: Moments) -> Moments:
         if other.count == 0:
@@ -52,6 +50,34 @@ class Moments:
 
     def block(self, a: slice, b: slice | None = None) -> np.ndarray:
         return self.cross[a, a if b is None else b]
+
+
+def of_columns(*blocks: np.ndarray) -> Moments:
+    """Moments of the rows of np.hstack(blocks) (blocks: arrays with the same rows), without forming it.
+
+    float32 and float64 blocks are read as they are, anything else as float64. The mean is a float64
+    reduction; the centred cross-products are accumulated in float64 (BLAS syrk) over row chunks, each
+    converted and centred into one reused float64 buffer, so no full-size float64 copy is ever made.
+    """
+    blocks = tuple(np.asarray(b) for b in blocks)
+    blocks = tuple(b if b.dtype in (np.float32, np.float64) else b.astype(np.float64) for b in blocks)
+    n, widths = len(blocks[0]), [b.shape[1] for b in blocks]
+    p = sum(widths)
+    if n == 0 or p == 0:
+        return Moments(n, np.zeros(p), np.zeros((p, p)))
+    mean = np.concatenate([b.mean(axis=0, dtype=np.float64) for b in blocks])
+    rows = min(n, max(1, CHUNK_BYTES // (8 * p)))
+    buf = np.empty((rows, p))
+    cross = np.zeros((p, p), order="F")
+    for start in range(0, n, rows):
+        m, col = min(rows, n - start), 0
+        for b, w in zip(blocks, widths, strict=True):
+            np.subtract(b[start : start + m], mean[col : col + w], out=buf[:m, col : col + w])
+            col += w
+        # cross += buf^T buf, upper triangle (buf^T is a Fortran-ordered p x m matrix: no copy)
+        cross = scipy.linalg.blas.dsyrk(1.0, buf[:m].T, beta=1.0, c=cross, trans=0, lower=0, overwrite_c=1)
+    upper = np.triu(cross)
+    return Moments(n, mean, upper + np.triu(upper, 1).T)
 
 
 def accumulate(blocks: Iterable[np.ndarray], p: int) -> Moments:

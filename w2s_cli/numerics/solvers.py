@@ -15,14 +15,17 @@ grid search work), plus the moment-based path the stages use to fit without hold
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import scipy.linalg
 import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from threadpoolctl import threadpool_limits
 
-from w2s_cli.numerics.moments import Moments
+from w2s_cli.numerics.moments import Moments, of_columns
 
 EPS = np.finfo(np.float64).eps
 
@@ -47,12 +50,15 @@ def gram_solve(G: np.ndarray, B: np.ndarray, rows: int) -> tuple[np.ndarray, int
     p = len(G)
     if p == 0:
         return np.zeros((0, B.shape[1])), 0, float("nan")
-    w = scipy.linalg.eigvalsh(G)
-    if w[0] > w[-1] * max(rows, p) * EPS * 1e3:
-        factor = scipy.linalg.cho_factor(G, check_finite=False)
-        return scipy.linalg.cho_solve(factor, B, check_finite=False), p, float(np.sqrt(w[-1] / w[0]))
-    Gp, rank, cond = gram_pinv(G, rows)
-    return Gp @ B, rank, cond
+    # p x p factorisations (tridiagonal reduction, Cholesky panels) lean on level-2 BLAS, where threads only
+    # add synchronisation, and stall for seconds when another process holds the cores: one thread is steady
+    with threadpool_limits(1, user_api="blas") if p >= 256 else contextlib.nullcontext():
+        w = scipy.linalg.eigvalsh(G)
+        if w[0] > w[-1] * max(rows, p) * EPS * 1e3:
+            factor = scipy.linalg.cho_factor(G, check_finite=False)
+            return scipy.linalg.cho_solve(factor, B, check_finite=False), p, float(np.sqrt(w[-1] / w[0]))
+        Gp, rank, cond = gram_pinv(G, rows)
+        return Gp @ B, rank, cond
 
 
 class RidgelessRegressor(RegressorMixin, BaseEstimator):
@@ -70,11 +76,13 @@ class RidgelessRegressor(RegressorMixin, BaseEstimator):
         return tags
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> RidgelessRegressor:
-        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
+        # float32 rows stay float32 here: the moments convert them to float64 chunk by chunk
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True)
         Y = y.reshape(len(y), -1)
         if len(X) > X.shape[1]:
-            self._fit_moments(Moments.of(np.hstack([X, Y])) if self.fit_intercept else _raw(X, Y), X.shape[1])
+            self._fit_moments(of_columns(X, Y) if self.fit_intercept else _raw(X, Y), X.shape[1])
         else:
+            X = X.astype(np.float64, copy=False)
             x_mean = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
             y_mean = Y.mean(axis=0) if self.fit_intercept else np.zeros(Y.shape[1])
             Xc = X - x_mean

@@ -6,9 +6,11 @@ unit vector in the shared directions (b = 0 when nothing is shared); y = f*(x) +
 teacher = pinv(X_l U_w) y_l; student = pinv(X_u U_s)(X_u U_w theta_w); strong SFT = pinv(X_l U_s) y_l;
 ceiling = pinv([X_l; X_u] U_s) [y_l; y_u]; excess risk ER(f) = ||U theta - b||^2.
 
-Trials are vectorised: only the coordinates of x in span(U_s, U_w) (r <= d_s + d_w dimensions) matter, so
-each chunk of trials draws (trials, samples, r) Gaussians and solves all least-squares problems in one
-batched pseudo-inverse.
+Trials are vectorised: only the coordinates of x in span(U_s, U_w) (r <= d_s + d_w dimensions) matter. When
+n and N are at least r, each chunk of trials draws sufficient statistics exactly in law (Bartlett factors of
+Wishart matrices of dimension at most 2 d_s, plus a few chi-square and Beta variables, see
+`_chunk_sufficient`) and solves small batched triangular and d_s x d_s systems; otherwise it draws
+(trials, samples, r) Gaussian designs and solves all least-squares problems in one batched pseudo-inverse.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from w2s_cli.numerics import theory
 from w2s_cli.numerics.stats import MODELS, ratio
 
 CHUNK_ELEMENTS = 4_000_000  # float64 entries of Gaussian draws per chunk (~32 MB)
+SUFFICIENT_CHUNK_ELEMENTS = 250_000  # float64 entries of the Bartlett factors per chunk (~2 MB, stays in cache)
 
 
 @dataclass(frozen=True)
@@ -85,46 +88,112 @@ def _batched_min_norm(F: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.einsum("tdm,tm->td", np.linalg.pinv(F), y)
 
 
-def _wishart_factor(T: int, dof: int, r: int, rng: np.random.Generator) -> np.ndarray:
-    """Bartlett: lower-triangular L (T, r, r) with L L^T ~ Wishart(dof, I_r), i.e. the law of G^T G for
-    G (dof, r) with i.i.d. N(0, 1) entries. Needs dof >= r."""
-    L = np.zeros((T, r, r))
-    rows, cols = np.tril_indices(r, k=-1)
-    L[:, rows, cols] = rng.normal(size=(T, len(rows)))
-    idx = np.arange(r)
-    L[:, idx, idx] = np.sqrt(rng.chisquare(dof - idx, size=(T, r)))
-    return L
+def _bartlett_upper(T: int, dof: int, r: int, rng: np.random.Generator) -> np.ndarray:
+    """Bartlett: upper-triangular R (T, r, r) with R^T R ~ Wishart(dof, I_r), i.e. the law of the R factor of
+    G = O R (thin QR, positive diagonal) for G (dof, r) with i.i.d. N(0, 1) entries. Needs dof >= r."""
+    R = np.zeros((T, r, r))
+    z = rng.standard_normal((T, r * (r - 1) // 2))
+    o = 0
+    for i in range(r - 1):  # row i holds r - 1 - i normals right of the diagonal (contiguous slices)
+        R[:, i, i + 1 :] = z[:, o : o + r - 1 - i]
+        o += r - 1 - i
+    R.reshape(T, r * r)[:, :: r + 1] = np.sqrt(rng.chisquare(dof - np.arange(r), size=(T, r)))
+    return R
 
 
-def _solve(A: np.ndarray, W: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """theta = (A^T W A)^{-1} rhs for a batch of Gram matrices W (T, r, r); rhs (T, d)."""
-    return np.linalg.solve(A.T @ W @ A, rhs[..., None])[..., 0]
+def _back_substitute(R: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x = R^{-1} b for a batch of upper-triangular R (T, d, d) and b (T, d), vectorised over the batch."""
+    d = R.shape[1]
+    x = np.empty_like(b)
+    for i in range(d - 1, -1, -1):
+        x[:, i] = (b[:, i] - np.einsum("tj,tj->t", R[:, i, i + 1 :], x[:, i + 1 :])) / R[:, i, i]
+    return x
 
 
-def _chunk_sufficient(cfg, A_s, A_w, b_q, T, rng) -> dict[str, np.ndarray]:
-    """One chunk of trials through the sufficient statistics (exact in law, far fewer random draws).
+def _sufficient_plan(U_s: np.ndarray, U_w: np.ndarray, tol: float = 1e-10) -> dict[str, Any]:
+    """Fixed geometry of the sufficient path.
 
-    Least squares on G A (G: m x r Gaussian) only sees W = G^T G ~ Wishart(m, I_r) and, for y = G b + s z,
-    G^T y = W b + s G^T z with G^T z | G ~ N(0, W), i.e. W b + s L xi for W = L L^T.
+    V_w splits into V_w1 (the principal directions with a non-zero cosine to V_s, dimension m1 <= d_s) and
+    V_w2 = V_w ∩ V_s^⊥ (dimension p2 = d_w - m1); U_q spans the part of V_s outside V_w (dimension q). The
+    strong features live in span(U_w1, U_q) (dimension r1 = m1 + q <= 2 d_s); V_w2 is orthogonal to all of it.
     """
-    r = A_s.shape[0]
-    L_l = _wishart_factor(T, cfg.n_labeled, r, rng)
-    L_u = _wishart_factor(T, cfg.n_pseudo, r, rng)
-    W_l, W_u = L_l @ np.swapaxes(L_l, 1, 2), L_u @ np.swapaxes(L_u, 1, 2)
-    g_l = W_l @ b_q + cfg.sigma * (L_l @ rng.normal(size=(T, r, 1)))[..., 0]  # G_l^T y_l
-    g_u = W_u @ b_q + cfg.sigma * (L_u @ rng.normal(size=(T, r, 1)))[..., 0]  # G_u^T y_u
-    theta_w = _solve(A_w, W_l, g_l @ A_w)
-    student_rhs = (W_u @ (theta_w @ A_w.T)[..., None])[..., 0] @ A_s  # (G_u A_s)^T (G_u A_w theta_w)
+    _, cos, Vt = np.linalg.svd(U_s.T @ U_w)
+    m1 = int((cos > tol).sum())
+    U_w1 = U_w @ Vt[:m1].T
+    u, sv, _ = np.linalg.svd(U_s - U_w @ (U_w.T @ U_s), full_matrices=False)
+    Q_a = np.concatenate([U_w1, u[:, sv > tol]], axis=1)
+    C1 = U_s.T @ U_w1
+    _, kv, kt = np.linalg.svd(U_w1 - U_s @ C1, full_matrices=False)
     return {
-        "weak": theta_w,
-        "w2s": _solve(A_s, W_u, student_rhs),
-        "strong_sft": _solve(A_s, W_l, g_l @ A_s),
-        "ceiling": _solve(A_s, W_l + W_u, (g_l + g_u) @ A_s),
+        "A": Q_a.T @ U_s,  # (r1, d_s): strong features in the coordinates Q_a = [U_w1, U_q]
+        "C": C1,  # (d_s, m1): U_s^T U_w1
+        "K": kv[:, None] * kt,  # ||K c|| = ||(I - P_s) U_w1 c||, without cancellation
+        "m1": m1,
+        "p2": U_w.shape[1] - m1,
+        "r": Q_a.shape[1] + U_w.shape[1] - m1,  # dim span(U_s, U_w)
     }
 
 
-def _chunk_gaussian(cfg, A_s, A_w, b_q, T, rng) -> dict[str, np.ndarray]:
-    """One chunk of trials from the Gaussian design itself (used when n or N is below r)."""
+def _chunk_sufficient(
+    cfg: SynthConfig, plan: dict[str, Any], T: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Excess risks of one chunk of trials through sufficient statistics (exact in law, few random draws).
+
+    Every model is unbiased (b lies in V_s ∩ V_w), so each excess risk is the squared norm of a noise term.
+    Labelled data: in the coordinates Q_a = [U_w1, U_q] the design is G_a = O R (R: Bartlett factor of an
+    r1-dimensional Wishart), and only xi = O^T z ~ N(0, I_r1), independent of R, reaches the fits. Strong
+    SFT solves (M^T M) e_s = sigma M^T xi with M = R A. The teacher also regresses on G_b, the V_w2
+    coordinates, which are independent of everything else; by Frisch-Waugh its coefficients are
+    c_b = R_b^{-1} O_b^T w (w: the noise outside span(G_w1), O_b R_b: QR of G_b projected there, O_b Haar) and
+    c_1 = R_11^{-1} (xi_1 - B c_b) with B = O_1^T G_b i.i.d. N(0, 1). Hence, exactly in law,
+    B c_b ~ ||c_b|| eta, ||O_b^T w||^2 = ||w||^2 beta with beta ~ Beta(p2/2, (n - d_w)/2),
+    ||w||^2 = ||xi_q||^2 + chi2(n - r1), and ||R_b^{-1} u||^2 = ||u||^2 / chi2(n - d_w + 1) for u of uniform
+    direction independent of R_b (the inverse-Wishart quadratic form); all these draws are independent.
+    Unlabelled data: only its strong coordinates H = O_u R_u (R_u a d_s-dimensional Bartlett factor) and the
+    pseudo-label part outside V_s matter; the latter, x^T (I - P_s) U_w e, is independent of H and of the true
+    labels' noise, so it acts as label noise of scale s = ||(I - P_s) U_w e|| (docs/theory.md, key step): the
+    student's error is C e_1 + s R_u^{-1} xi_2, and the ceiling solves
+    (M^T M + R_u^T R_u) e_c = sigma (M^T xi + R_u^T xi_1), with xi_1, xi_2 ~ N(0, I_{d_s}).
+    """
+    A, C, K, m1, p2 = plan["A"], plan["C"], plan["K"], plan["m1"], plan["p2"]
+    n, r1, d_s = cfg.n_labeled, A.shape[0], A.shape[1]
+    d_w = m1 + p2
+    R = _bartlett_upper(T, n, r1, rng)
+    xi = rng.standard_normal((T, r1))
+    R_u = _bartlett_upper(T, cfg.n_pseudo, d_s, rng)
+    xi_u = rng.standard_normal((T, 2, d_s))
+    if p2 > 0:  # ||c_b||^2, the teacher's (noise-scale-free) squared error in V_w2
+        g = rng.standard_gamma([(n - r1) / 2, p2 / 2, (n - d_w) / 2, (n - d_w + 1) / 2], size=(T, 4))
+        norm_w2 = (xi[:, m1:] ** 2).sum(axis=1) + 2 * g[:, 0]
+        cb2 = norm_w2 * (g[:, 1] / (g[:, 1] + g[:, 2])) / (2 * g[:, 3])
+        eta = rng.standard_normal((T, m1))
+        c1 = _back_substitute(R[:, :m1, :m1], xi[:, :m1] - np.sqrt(cb2)[:, None] * eta)
+    else:
+        cb2 = np.zeros(T)
+        c1 = _back_substitute(R[:, :m1, :m1], xi[:, :m1])
+    M = R @ A
+    Mt = np.swapaxes(M, 1, 2)
+    R_ut = np.swapaxes(R_u, 1, 2)
+    S_l, g_l = Mt @ M, Mt @ xi[..., None]
+    e_s = np.linalg.solve(S_l, g_l)[..., 0]
+    e_c = np.linalg.solve(S_l + R_ut @ R_u, g_l + R_ut @ xi_u[:, 0, :, None])[..., 0]
+    Kc = c1 @ K.T
+    outside = np.sqrt(cb2 + (Kc**2).sum(axis=1))  # ||(I - P_s) U_w e|| / sigma
+    e_w2s = c1 @ C.T + outside[:, None] * _back_substitute(R_u, xi_u[:, 1])
+    s2 = cfg.sigma**2
+    return {
+        "weak": s2 * ((c1**2).sum(axis=1) + cb2),
+        "w2s": s2 * (e_w2s**2).sum(axis=1),
+        "strong_sft": s2 * (e_s**2).sum(axis=1),
+        "ceiling": s2 * (e_c**2).sum(axis=1),
+    }
+
+
+def _chunk_gaussian(
+    cfg: SynthConfig, plan: tuple[np.ndarray, ...], T: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Excess risks of one chunk of trials from the Gaussian design itself (used when n or N is below r)."""
+    A_s, A_w, b_q = plan
     n, N, r = cfg.n_labeled, cfg.n_pseudo, A_s.shape[0]
     G_l = rng.normal(size=(T, n, r))  # coordinates of x in span(U_s, U_w): i.i.d. N(0, 1)
     G_u = rng.normal(size=(T, N, r))
@@ -132,12 +201,13 @@ def _chunk_gaussian(cfg, A_s, A_w, b_q, T, rng) -> dict[str, np.ndarray]:
     y_u = G_u @ b_q + cfg.sigma * rng.normal(size=(T, N))
     theta_w = _batched_min_norm(G_l @ A_w, y_l)
     F_u = G_u @ A_s
-    return {
+    thetas = {
         "weak": theta_w,
         "w2s": _batched_min_norm(F_u, np.einsum("tmd,td->tm", G_u @ A_w, theta_w)),
         "strong_sft": _batched_min_norm(G_l @ A_s, y_l),
         "ceiling": _batched_min_norm(np.concatenate([G_l @ A_s, F_u], axis=1), np.concatenate([y_l, y_u], axis=1)),
     }
+    return {k: ((theta @ (A_w if k == "weak" else A_s).T - b_q) ** 2).sum(axis=1) for k, theta in thetas.items()}
 
 
 def simulate(cfg: SynthConfig, method: str = "auto") -> dict[str, np.ndarray]:
@@ -149,21 +219,22 @@ def simulate(cfg: SynthConfig, method: str = "auto") -> dict[str, np.ndarray]:
     cfg.check()
     U_s, U_w, b = make_subspaces(cfg, np.random.default_rng(cfg.seed))
     rng = np.random.default_rng([cfg.seed, 1])  # the data, drawn apart from the subspaces
-    Q = np.linalg.qr(np.concatenate([U_s, U_w], axis=1))[0]  # basis of span(U_s, U_w); b lies in it
-    r = Q.shape[1]
-    A_s, A_w, b_q = Q.T @ U_s, Q.T @ U_w, Q.T @ b
+    plan = _sufficient_plan(U_s, U_w)
+    r = plan["r"]  # dim span(U_s, U_w)
     if method == "auto":
         method = "sufficient" if min(cfg.n_labeled, cfg.n_pseudo) >= r else "gaussian"
+    if method == "sufficient":
+        chunk = max(1, SUFFICIENT_CHUNK_ELEMENTS // (plan["A"].shape[0] ** 2 + cfg.d_s**2))
+    else:
+        Q = np.linalg.qr(np.concatenate([U_s, U_w], axis=1))[0]  # basis of span(U_s, U_w); b lies in it
+        plan = (Q.T @ U_s, Q.T @ U_w, Q.T @ b)
+        chunk = max(1, CHUNK_ELEMENTS // ((cfg.n_labeled + cfg.n_pseudo) * Q.shape[1]))
     chunk_fn = _chunk_sufficient if method == "sufficient" else _chunk_gaussian
-    per_trial = r * r if method == "sufficient" else (cfg.n_labeled + cfg.n_pseudo) * r
-    chunk = max(1, CHUNK_ELEMENTS // per_trial)
     er = {k: np.empty(cfg.trials) for k in MODELS}
     for start in range(0, cfg.trials, chunk):
         T = min(chunk, cfg.trials - start)
-        thetas = chunk_fn(cfg, A_s, A_w, b_q, T, rng)
-        for name, theta in thetas.items():
-            A = A_w if name == "weak" else A_s
-            er[name][start : start + T] = ((theta @ A.T - b_q) ** 2).sum(axis=1)
+        for name, values in chunk_fn(cfg, plan, T, rng).items():
+            er[name][start : start + T] = values
     er["d_sw"] = np.array(float(np.linalg.norm(U_s.T @ U_w) ** 2))
     return er
 
