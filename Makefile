@@ -5,23 +5,31 @@ PY := $(VENV)/bin/python
 #   make demo TORCH_SPEC="torch torchvision"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+LOG := $(VENV)/install.log
+# quiet steps: their output goes to the log, shown only when a step fails
+QUIET = >> $(LOG) 2>&1 || { tail -n 40 $(LOG); echo "install failed; full log: $(LOG)"; exit 1; }
 
 .PHONY: install data demo test lint bench clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[test]'
-	touch $@
+	@echo "installing into $(VENV) (log: $(LOG))"
+	@python3 -m venv $(VENV) && : > $(LOG)
+	@$(PY) -m pip install --progress-bar off -q --upgrade pip $(QUIET)
+	@echo "  $(TORCH_SPEC)"
+	@$(PY) -m pip install --progress-bar off -q $(TORCH_SPEC) $(QUIET)
+	@echo "  w2s and its dependencies (pyproject.toml, extras: test)"
+	@$(PY) -m pip install --progress-bar off -q -e '.[test]' $(QUIET)
+	@$(PY) -c "import torch, timm, sklearn, w2s_cli; print(f'  ok: torch {torch.__version__}, timm {timm.__version__}, scikit-learn {sklearn.__version__}, w2s {w2s_cli.__version__}')"
+	@touch $@
 
 # Fashion-MNIST from Debian (as root on Debian/Ubuntu); elsewhere use --root DIR or --download.
 data:
 	@if [ -d $(FASHION_MNIST) ]; then echo "Fashion-MNIST: $(FASHION_MNIST)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+		echo "installing dataset-fashion-mnist (Debian)"; \
+		apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else echo "note: Fashion-MNIST not installed (needs root on Debian); w2s run --data digits works anywhere"; fi
 
 demo: install data
@@ -35,6 +43,8 @@ lint: install
 
 bench: install data
 	$(PY) bench/extract.py
+	$(PY) bench/solvers.py
+	$(PY) bench/synth.py
 
 clean:
 	rm -rf w2s-run .pytest_cache

@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from w2s_cli.distributed import World
@@ -25,6 +27,7 @@ from w2s_cli.inputs.backbones import create_backbone
 from w2s_cli.inputs.preprocess import make_transform
 from w2s_cli.inputs.sources import DEBIAN_FASHION_MNIST, open_source, subset
 from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, Precision, Preprocess
+from w2s_cli.store import artifact as store
 
 
 def main() -> None:
@@ -41,6 +44,7 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="data SPEC (default: fashion-mnist if installed, else digits)")
     ap.add_argument("--root", default=None, help="folder holding the dataset files")
     ap.add_argument("--no-pretrained", action="store_true", help="random weights (same speed, no download)")
+    ap.add_argument("--compare", action="store_true", help="also: embeddings of --preprocess device vs timm")
     args = ap.parse_args()
 
     spec = args.data or ("fashion-mnist" if DEBIAN_FASHION_MNIST.exists() or args.root else "digits")
@@ -77,9 +81,13 @@ def main() -> None:
         return len(ids) / (time.perf_counter() - start)
 
     options = ExtractOptions(
-        batch_size=args.batch_size, device=args.device, num_workers=args.workers, quiet=True,
-        preprocess=Preprocess(args.preprocess), precision=precision,
-    )  # fmt: skip
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+        quiet=True,
+        preprocess=Preprocess(args.preprocess),
+        precision=precision,
+    )
 
     def loop() -> float:
         """The extraction loop (loader, transform, device copies, forward, shard writes) on a ready model."""
@@ -109,6 +117,20 @@ def main() -> None:
         f"device={dev} threads={torch.get_num_threads()} workers={args.workers or default_workers()} "
         f"preprocess={args.preprocess} precision={args.precision}"
     )
+    if args.compare:
+        embeddings = {}
+        for mode in (Preprocess.timm, Preprocess.device):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "e.safetensors"
+                extract(data, bspec, out, replace(options, preprocess=mode), limit=limit, source=source)
+                embeddings[mode] = store.load(out)["embeddings"].astype(np.float64)
+        a, b = embeddings[Preprocess.timm], embeddings[Preprocess.device]
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        print(
+            f"device vs timm preprocessing: relative difference of the embeddings "
+            f"{np.linalg.norm(a - b) / np.linalg.norm(a):.4f}, cosine similarity min {cos.min():.4f} "
+            f"mean {cos.mean():.5f}"
+        )
     print(f"bare forward          {bare_best:8.1f} images/s")
     print(f"w2s extraction loop   {loop_best:8.1f} images/s  ratio {loop_best / bare_best:.3f}")
     print(f"whole w2s extract     {pipe_best:8.1f} images/s  ratio {pipe_best / bare_best:.3f} (+ model, file)")

@@ -10,8 +10,9 @@ from w2s_cli.options import BackboneSpec
 
 
 def backbone(name, **kw):
-    return create_backbone(BackboneSpec(name, kw.pop("image_size", None), kw.pop("weights", None),
-                                        kw.pop("pretrained", True)), **kw)  # fmt: skip
+    return create_backbone(
+        BackboneSpec(name, kw.pop("image_size", None), kw.pop("weights", None), kw.pop("pretrained", True)), **kw
+    )
 
 
 def test_offline_lite0_weights_are_really_pretrained():

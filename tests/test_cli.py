@@ -180,8 +180,18 @@ def test_regression_task_end_to_end(tmp_path):
         r = extract_random(f"csv:{tmp_path / 'data.csv'}", model, tmp_path / f"{name}.safetensors")
         assert r.exit_code == 0, r.output
     assert store.load(tmp_path / "weak.safetensors")["targets"].dtype == np.float64
-    t = w2s("train-weak", tmp_path / "weak.safetensors", "--n-labeled", 60, "--n-test", 60, "--subspace", 10,
-            "--label-noise", 0.5)  # fmt: skip
+    t = w2s(
+        "train-weak",
+        tmp_path / "weak.safetensors",
+        "--n-labeled",
+        60,
+        "--n-test",
+        60,
+        "--subspace",
+        10,
+        "--label-noise",
+        0.5,
+    )
     assert t.exit_code == 0, t.output
     p = w2s("pseudolabel", "--n-pseudo", 100, input=t.stdout)
     assert_user_error(w2s("pseudolabel", "--hard", input=t.stdout), "--hard needs a classification dataset")

@@ -5,12 +5,11 @@
 
 Subpackages follow the pipeline: `inputs` (data sources, timm backbones), `extraction` (embeddings),
 `store` (artifacts), `numerics` (the math, no torch), `stages` (the pipeline's steps), `report`, `cli`.
-Names that need torch (`extract`) are imported on first use.
+Everything but the option objects and W2SError is imported on first use (`extract` needs torch, the
+estimators scikit-learn), so `import w2s_cli` stays light.
 """
 
 from w2s_cli.errors import W2SError
-from w2s_cli.numerics import theory
-from w2s_cli.numerics.solvers import LogisticClassifier, RidgelessRegressor, RidgeRegressor
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
@@ -24,6 +23,10 @@ from w2s_cli.options import (
 __version__ = "0.2.0"
 
 _LAZY = {
+    "RidgelessRegressor": ("w2s_cli.numerics.solvers", "RidgelessRegressor"),
+    "RidgeRegressor": ("w2s_cli.numerics.solvers", "RidgeRegressor"),
+    "LogisticClassifier": ("w2s_cli.numerics.solvers", "LogisticClassifier"),
+    "theory": ("w2s_cli.numerics.theory", None),
     "extract": ("w2s_cli.extraction.extract", "extract"),
     "train_weak": ("w2s_cli.stages.teacher", "train_weak"),
     "pseudolabel": ("w2s_cli.stages.teacher", "pseudolabel"),
@@ -42,16 +45,13 @@ def __getattr__(name: str):
         import importlib
 
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+        found = importlib.import_module(module)
+        return found if attr is None else getattr(found, attr)
     raise AttributeError(f"module 'w2s_cli' has no attribute {name!r}")
 
 
 __all__ = [
     "W2SError",
-    "RidgelessRegressor",
-    "RidgeRegressor",
-    "LogisticClassifier",
-    "theory",
     "BackboneSpec",
     "DataOptions",
     "ExtractOptions",

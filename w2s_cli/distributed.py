@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from w2s_cli.numerics.moments import Moments, merge_all
 
+# rows per chunk of a stage's pass over an artifact (and the unit split over ranks); W2S_CHUNK_ROWS sets it
+CHUNK_ROWS = int(os.environ.get("W2S_CHUNK_ROWS", "8192"))
+
 
 @dataclass(frozen=True)
 class World:
@@ -73,6 +76,14 @@ def all_reduce_moments(m: Moments) -> Moments:
     return merge_all(all_gather(m))
 
 
+def main_writes(write, out):
+    """Run `write()` (which writes `out`) on rank 0 only, wait for it, and return `out` on every rank."""
+    if world().main:
+        write()
+    barrier()
+    return out
+
+
 def shutdown() -> None:
     global _WORLD
     if _WORLD is not None and _WORLD.size > 1:
@@ -81,3 +92,17 @@ def shutdown() -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
     _WORLD = None
+
+
+def mine(k: int) -> bool:
+    """Whether chunk k of a pass over rows is this rank's (round-robin over ranks)."""
+    w = world()
+    return k % w.size == w.rank
+
+
+def gather_rows(parts: list[tuple]) -> list[tuple]:
+    """Every rank's (row indices, block, ...) pieces, merged and sorted by their first row index."""
+    if world().size == 1:
+        return parts
+    merged = [piece for rank_parts in all_gather(parts) for piece in rank_parts]
+    return sorted(merged, key=lambda piece: int(piece[0][0]) if len(piece[0]) else -1)

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import typer
 
-from w2s_cli.cli.options import SUBSPACE_HELP, takes
+from w2s_cli.cli.options import SUBSPACE_HELP, ExperimentFlags, ModelFlags, takes
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
     ExtractOptions,
     HeadOptions,
-    RunOptions,
     Solver,
     SplitOptions,
     SubspaceOptions,
@@ -181,74 +180,118 @@ def report(
     _show_report(input_path(result, "result"), as_json, as_markdown)
 
 
-def run_options(
-    weak: str,
-    weak_size: int | None,
-    strong: str,
-    strong_size: int | None,
-    weak_weights: str | None,
-    strong_weights: str | None,
-    pretrained: bool,
-    split: SplitOptions,
-    head: HeadOptions,
-    subspace: str,
-    weak_subspace: str | None,
-    strong_subspace: str | None,
-    energy: float,
-    trials: int,
-    limit: int | None,
-    dimensions: bool,
-) -> RunOptions:
-    """RunOptions from run's flat options: MODEL[@PX] (or --weak-size/--strong-size) and the subspaces."""
-    w = BackboneSpec.parse(weak, weak_weights, pretrained)
-    s = BackboneSpec.parse(strong, strong_weights, pretrained)
-    if "@" not in weak:
-        w = BackboneSpec(w.model, weak_size, weak_weights, pretrained)
-    if "@" not in strong:
-        s = BackboneSpec(s.model, strong_size, strong_weights, pretrained)
-    return RunOptions(
-        weak=w, strong=s, split=split, head=head, trials=trials, limit=limit, seed=split.seed, dimensions=dimensions,
-        weak_subspace=SubspaceOptions(weak_subspace or subspace, energy),
-        strong_subspace=SubspaceOptions(strong_subspace or subspace, energy),
-    )  # fmt: skip
-
-
 @app.command()
-@takes(data=DataOptions, extract=ExtractOptions, split=SplitOptions, head=HeadOptions)
+@takes(
+    data=DataOptions,
+    extract=ExtractOptions,
+    split=SplitOptions,
+    head=HeadOptions,
+    models=ModelFlags,
+    flags=ExperimentFlags,
+)
 def run(
     data: DataOptions,
     extract: ExtractOptions,
     split: SplitOptions,
     head: HeadOptions,
-    weak: str = typer.Option("tf_efficientnet_lite0", "--weak", help="Weak timm model, MODEL or MODEL@PX."),
-    weak_size: int | None = typer.Option(64, "--weak-size", help="Weak input size (px) when --weak has no @PX."),
-    strong: str = typer.Option("tf_efficientnet_lite2", "--strong", help="Strong timm model, MODEL or MODEL@PX."),
-    strong_size: int | None = typer.Option(112, "--strong-size", help="Strong input size when --strong has no @PX."),
-    weak_weights: str | None = typer.Option(None, "--weak-weights"),
-    strong_weights: str | None = typer.Option(None, "--strong-weights"),
-    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
-    trials: int = typer.Option(1, "--trials", help="Split draws (seeds seed..seed+T-1); mean and standard error."),
-    subspace: str = typer.Option("auto", "--subspace", help=SUBSPACE_HELP),
-    weak_subspace: str | None = typer.Option(None, "--weak-subspace", help="The weak basis (default: --subspace)."),
-    strong_subspace: str | None = typer.Option(
-        None, "--strong-subspace", help="The strong basis (default: --subspace)."
-    ),
-    energy: float = typer.Option(0.90, "--energy", help="Variance fraction for --subspace auto."),
-    limit: int | None = typer.Option(None, "--limit", help="Samples to extract (default: just enough)."),
-    reuse: bool = typer.Option(True, "--reuse/--no-reuse", help="Reuse embeddings already extracted to --out-dir."),
-    dimensions: bool = typer.Option(True, "--dimensions/--no-dimensions", help="Analyse d_sw, variance, bias."),
-    out_dir: Path = typer.Option(Path("w2s-run"), "--out-dir"),
-    as_json: bool = typer.Option(False, "--json"),
-    as_markdown: bool = typer.Option(False, "--markdown"),
+    models: ModelFlags,
+    flags: ExperimentFlags,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
 ) -> None:
     """The whole pipeline: extract weak and strong, train-weak, pseudolabel, fit-student, report."""
     from w2s_cli.stages.run import run as run_all
 
-    options = run_options(weak, weak_size, strong, strong_size, weak_weights, strong_weights, pretrained, split, head,
-                          subspace, weak_subspace, strong_subspace, energy, trials, limit, dimensions)  # fmt: skip
-    path = run_all(out_dir, data, options, extract, reuse)
+    path = run_all(flags.out_dir, data, flags.options(*models.specs(), split, head), extract, flags.reuse)
     sys.stderr.write(f"result: {path}\n")
     _show_report(path, as_json, as_markdown)
+
+
+@app.command()
+@takes(
+    data=DataOptions,
+    extract=ExtractOptions,
+    split=SplitOptions,
+    head=HeadOptions,
+    models=ModelFlags,
+    flags=ExperimentFlags,
+)
+def sweep(
+    data: DataOptions,
+    extract: ExtractOptions,
+    split: SplitOptions,
+    head: HeadOptions,
+    models: ModelFlags,
+    flags: ExperimentFlags,
+    vary: list[str] = typer.Option(
+        ...,
+        "--vary",
+        help="PARAM=V1,V2,... (repeatable: a grid). PARAM: "
+        "n-pseudo, n-labeled, label-noise, subspace, weak-subspace, strong-subspace, "
+        "weak, strong (MODEL@PX).",
+    ),
+    csv_out: Path | None = typer.Option(None, "--csv", help="One row per point."),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG: measured ± 2 se as points, predictions as lines."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """`w2s run` over a grid of parameters, T trials per point; resumable; CSV, figure, JSON."""
+    from w2s_cli.progress import progress_bar
+    from w2s_cli.report.plots import plot_sweep, write_csv
+    from w2s_cli.report.render import print_json, show, sweep_blocks
+    from w2s_cli.stages.sweep import parse_vary, rows
+    from w2s_cli.stages.sweep import sweep as run_sweep
+    from w2s_cli.store.outputs import check_output
+
+    varies = [parse_vary(v) for v in vary]
+    for path, option in ((csv_out, "--csv"), (plot, "--plot")):
+        if path is not None:
+            check_output(path, option=option)
+    with progress_bar(extract.quiet) as bar:
+        task = bar.add_task("sweep", total=None)
+
+        def progress(done: int, total: int, key: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"sweep {key}")
+
+        result = run_sweep(
+            flags.out_dir, data, flags.options(*models.specs(), split, head), extract, varies, flags.reuse, progress
+        )
+    header, body = rows(result)
+    if csv_out is not None:
+        write_csv(header, body, csv_out)
+        sys.stderr.write(f"wrote {csv_out}\n")
+    if plot is not None:
+        plot_sweep(result, plot)
+        sys.stderr.write(f"wrote {plot}\n")
+    if as_json:
+        print_json(result)
+    else:
+        show(sweep_blocks(result))
+
+
+@app.command("rank-teachers")
+@takes(data=DataOptions, extract=ExtractOptions, split=SplitOptions, flags=ExperimentFlags)
+def rank_teachers(
+    data: DataOptions,
+    extract: ExtractOptions,
+    split: SplitOptions,
+    flags: ExperimentFlags,
+    strong: str = typer.Option(..., "--strong", help="The strong model, MODEL@PX."),
+    weak: list[str] = typer.Option(..., "--weak", help="A candidate weak teacher, MODEL@PX (repeat it)."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
+    measure: bool = typer.Option(False, "--measure", help="Also train every pipeline and compare."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Rank weak teachers by their predicted W2S student error, from n labels and unlabelled embeddings."""
+    from w2s_cli.report.render import print_json, rank_blocks, show
+    from w2s_cli.stages.teachers import rank_teachers as run
+
+    teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]
+    options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split)
+    result = run(flags.out_dir, data, options, extract, teachers, measure, flags.reuse)
+    if as_json:
+        print_json(result)
+    else:
+        show(rank_blocks(result))
 
 
 @app.command("intrinsic-dim")
@@ -332,8 +375,13 @@ def synth(
         show(synth_sweep_blocks(rows, sweep))
 
 
-def _terminate(signum, frame):  # SIGTERM: unwind like Ctrl-C so that temp files are removed
-    raise KeyboardInterrupt
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM: unwinds through every `finally` (temp files are removed) to main(); a BaseException
+    that is not KeyboardInterrupt, so that no library on the way turns it into a silent exit code."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted
 
 
 def _is(exc: BaseException, name: str) -> bool:
@@ -343,7 +391,8 @@ def _is(exc: BaseException, name: str) -> bool:
 
 def main() -> None:
     """Entry point: every user mistake, usage errors included, becomes one line and exit code 2."""
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     hint = f"try 'w2s {command} --help'" if command in app_commands() else "try 'w2s --help'"
     code = 1
@@ -352,7 +401,7 @@ def main() -> None:
     except W2SError as exc:
         sys.stderr.write(f"w2s: error: {printable(' '.join(exc.message.split()))}\n")
         code = 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         sys.stderr.write("w2s: interrupted (rerun the same command to resume an extraction)\n")
         code = 130
     except BrokenPipeError:  # the reader of our stdout went away (e.g. `| head`)

@@ -8,11 +8,21 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from w2s_cli.options import DataOptions, ExtractOptions, HeadOptions, SplitOptions
+from w2s_cli.options import (
+    BackboneSpec,
+    DataOptions,
+    ExtractOptions,
+    HeadOptions,
+    RunOptions,
+    SplitOptions,
+    SubspaceOptions,
+)
 
 SPEC_HELP = "fashion-mnist | digits | folder:PATH | csv:PATH | torchvision:NAME | hf:NAME_OR_PATH[:CONFIG]"
 SUBSPACE_HELP = (
@@ -20,7 +30,81 @@ SUBSPACE_HELP = (
     "--energy of the variance, at most n/2) or K."
 )
 
+
+@dataclass(frozen=True)
+class ModelFlags:
+    """The two backbones on the command line (`run`, `sweep`): MODEL or MODEL@PX, weights, pretrained."""
+
+    weak: str = "tf_efficientnet_lite0"
+    weak_size: int | None = 64
+    strong: str = "tf_efficientnet_lite2"
+    strong_size: int | None = 112
+    weak_weights: str | None = None
+    strong_weights: str | None = None
+    pretrained: bool = True
+
+    def specs(self) -> tuple[BackboneSpec, BackboneSpec]:
+        w = BackboneSpec.parse(self.weak, self.weak_weights, self.pretrained)
+        s = BackboneSpec.parse(self.strong, self.strong_weights, self.pretrained)
+        if "@" not in self.weak:
+            w = BackboneSpec(w.model, self.weak_size, self.weak_weights, self.pretrained)
+        if "@" not in self.strong:
+            s = BackboneSpec(s.model, self.strong_size, self.strong_weights, self.pretrained)
+        return w, s
+
+
+@dataclass(frozen=True)
+class ExperimentFlags:
+    """How an experiment is run (`run`, `sweep`, `rank-teachers`): trials, subspaces, cache folder."""
+
+    trials: int = 1
+    subspace: str = "auto"
+    weak_subspace: str | None = None
+    strong_subspace: str | None = None
+    energy: float = 0.90
+    limit: int | None = None
+    reuse: bool = True
+    dimensions: bool = True
+    out_dir: Path = Path("w2s-run")
+
+    def options(
+        self, weak: BackboneSpec, strong: BackboneSpec, split: SplitOptions, head: HeadOptions | None = None
+    ) -> RunOptions:
+        return RunOptions(
+            weak=weak,
+            strong=strong,
+            split=split,
+            head=head or HeadOptions(),
+            trials=self.trials,
+            limit=self.limit,
+            seed=split.seed,
+            dimensions=self.dimensions,
+            weak_subspace=SubspaceOptions(self.weak_subspace or self.subspace, self.energy),
+            strong_subspace=SubspaceOptions(self.strong_subspace or self.subspace, self.energy),
+        )
+
+
 DECLARATIONS: dict[type, dict[str, Any]] = {
+    ModelFlags: {
+        "weak": typer.Option("tf_efficientnet_lite0", "--weak", help="Weak timm model, MODEL or MODEL@PX."),
+        "weak_size": typer.Option(64, "--weak-size", help="Weak input size (px) when --weak has no @PX."),
+        "strong": typer.Option("tf_efficientnet_lite2", "--strong", help="Strong timm model, MODEL or MODEL@PX."),
+        "strong_size": typer.Option(112, "--strong-size", help="Strong input size when --strong has no @PX."),
+        "weak_weights": typer.Option(None, "--weak-weights"),
+        "strong_weights": typer.Option(None, "--strong-weights"),
+        "pretrained": typer.Option(True, "--pretrained/--no-pretrained"),
+    },
+    ExperimentFlags: {
+        "trials": typer.Option(1, "--trials", help="Split draws (seeds seed..seed+T-1); mean and standard error."),
+        "subspace": typer.Option("auto", "--subspace", help=SUBSPACE_HELP),
+        "weak_subspace": typer.Option(None, "--weak-subspace", help="The weak basis (default: --subspace)."),
+        "strong_subspace": typer.Option(None, "--strong-subspace", help="The strong basis (default: --subspace)."),
+        "energy": typer.Option(0.90, "--energy", help="Variance fraction for --subspace auto."),
+        "limit": typer.Option(None, "--limit", help="Samples to extract (default: just enough)."),
+        "reuse": typer.Option(True, "--reuse/--no-reuse", help="Reuse embeddings and finished trials in --out-dir."),
+        "dimensions": typer.Option(True, "--dimensions/--no-dimensions", help="Analyse d_sw, variance, bias."),
+        "out_dir": typer.Option(Path("w2s-run"), "--out-dir"),
+    },
     DataOptions: {
         "data": typer.Option("fashion-mnist", "--data", help=SPEC_HELP),
         "root": typer.Option(None, "--root", help="Folder holding the dataset files."),
@@ -82,8 +166,11 @@ def takes(required: tuple[str, ...] = (), **groups: type) -> Callable:
                 decl = DECLARATIONS[cls][f.name]
                 if f.name in required:
                     decl = _copy(decl, default=...)
-                added.append(inspect.Parameter(f"{group}__{f.name}", inspect.Parameter.KEYWORD_ONLY, default=decl,
-                                               annotation=types[f.name]))  # fmt: skip
+                added.append(
+                    inspect.Parameter(
+                        f"{group}__{f.name}", inspect.Parameter.KEYWORD_ONLY, default=decl, annotation=types[f.name]
+                    )
+                )
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:

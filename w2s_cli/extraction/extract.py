@@ -98,22 +98,24 @@ def embed_shards(
     workers = default_workers(w) if options.num_workers is None else options.num_workers
     resize_on_device = options.preprocess == Preprocess.device and isinstance(source.load, ArrayImages)
     transform, finish = split_transform(backbone.data_config, resize_on_device)
-    blank = (3, *source.load.images.shape[1:3]) if resize_on_device else backbone.input_size
     batches = []  # batches never straddle shards, so a resumed run sees exactly the same batches
     for k in todo:
         start, stop = plan.rows(k)
         batches += [list(range(s, min(s + options.batch_size, stop))) for s in range(start, stop, options.batch_size)]
-    loader = DataLoader(
-        ImageRows(source, sample_ids, transform, blank),
-        batch_sampler=batches,
-        num_workers=workers,
-        pin_memory=dev.type == "cuda",
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    if resize_on_device:  # same-size images in memory: batches sliced from the array, no loader workers
+        loader = array_batches(source.load.images, sample_ids, batches, dev)
+    else:
+        loader = DataLoader(
+            ImageRows(source, sample_ids, transform, backbone.input_size),
+            batch_sampler=batches,
+            num_workers=workers,
+            pin_memory=dev.type == "cuda",
+            prefetch_factor=4 if workers > 0 else None,
+        )
     total = sum(plan.rows(k)[1] - plan.rows(k)[0] for k in todo)
     pending = iter(todo)
     k = next(pending, None)
-    buffer: list[np.ndarray] = []
+    buffer: list[torch.Tensor] = []
     filled = 0
     with progress_bar(options.quiet or not w.main) as bar, torch.inference_mode(), _autocast(dev, options.precision):
         task = bar.add_task(f"extract {backbone.name}", total=total)
@@ -122,17 +124,37 @@ def embed_shards(
             if bad:
                 raise W2SError(bad)
             x = finish(x.to(dev, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-            z = embed_batch(model, x).float().cpu().numpy()
+            z = embed_batch(model, x).float()  # stays on the device until its shard is complete: no sync per batch
             buffer.append(z)
             filled += len(z)
             bar.advance(task, len(z))
             start, stop = plan.rows(k)
             if filled == stop - start:
-                block = np.concatenate(buffer)
+                block = torch.cat(buffer).cpu().numpy()
                 if not np.isfinite(block).all():
                     raise W2SError(f"{backbone.name} produced non-finite embeddings (NaN/inf); check the weights")
                 plan.write(k, block)
                 buffer, filled, k = [], 0, next(pending, None)
+
+
+def array_batches(images: np.ndarray, sample_ids: np.ndarray, batches: list[list[int]], dev: torch.device):
+    """(uint8 (B, 3, H, W) batch, no errors) for each batch of row positions, sliced from an in-memory image
+    array (m, H, W) or (m, H, W, 3) by a background thread that keeps a few pinned batches ready."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def host(rows: list[int]) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images[sample_ids[rows]]))
+        x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        x = x.contiguous()
+        return x.pin_memory() if dev.type == "cuda" else x
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ahead = [pool.submit(host, b) for b in batches[:4]]
+        for i in range(len(batches)):
+            x, ahead[i] = ahead[i].result(), None
+            if i + 4 < len(batches):
+                ahead.append(pool.submit(host, batches[i + 4]))
+            yield x, ()
 
 
 def identity(backbone: Backbone, source: ImageSource, sample_ids: np.ndarray, options: ExtractOptions) -> dict:
@@ -168,9 +190,11 @@ def extract(
     """
     options = options or ExtractOptions()
     options.check()
-    out = check_output(out)
+    kind, _, arg = data.data.partition(":")
+    out = check_output(out, inputs=[backbone.weights, arg if kind == "csv" else None])
     w = world()
-    dev = resolve_device(options.device, w)  # refuse an unavailable device before any slow work
+    dev = resolve_device(options.device, w)  # refuse an unavailable device or precision before any slow work
+    _autocast(dev, options.precision)
     if source is None:
         source = open_source(data)
     bb = create_backbone(backbone, seed=seed)
@@ -188,7 +212,12 @@ def extract(
         first = min(set(range(plan.count)) - set(done), default=plan.count)
         row = plan.rows(first)[0] if first < plan.count else plan.n_rows
         stderr.print(f"resuming {out} from row {row}: {len(done)} of {plan.count} shards already done")
-    embed_shards(bb, source, sample_ids, plan, todo, options, dev, w)
+    try:
+        embed_shards(bb, source, sample_ids, plan, todo, options, dev, w)
+    except W2SError:
+        if w.main and not any(plan.done(k) for k in range(plan.count)):
+            plan.remove()  # nothing to resume: leave no work folder behind
+        raise
     barrier()
     if w.main:
         missing = [k for k in range(plan.count) if not plan.done(k)]

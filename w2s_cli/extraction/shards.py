@@ -8,6 +8,7 @@ artifact is one safetensors file at OUT, written from the shards in order; then 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,7 +25,10 @@ from w2s_cli.store.artifact import atomic_output
 class ShardPlan:
     def __init__(self, out: Path, identity: dict[str, Any], n_rows: int, shard_rows: int) -> None:
         self.out, self.n_rows, self.shard_rows = Path(out), n_rows, shard_rows
-        self.folder = self.out.with_name(self.out.name + ".shards")
+        name = self.out.name + ".shards"
+        if len(os.fsencode(name)) > 255:  # an output name near the file system's limit
+            name = f".{hashlib.sha256(os.fsencode(self.out.name)).hexdigest()[:16]}.shards"
+        self.folder = self.out.with_name(name)
         self.identity = {**identity, "n_rows": n_rows, "shard_rows": shard_rows}
         self.count = max(1, -(-n_rows // shard_rows))
 

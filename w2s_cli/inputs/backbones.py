@@ -200,8 +200,11 @@ def _offline_lite_file(name: str) -> Path | None:
 
 
 def _create(name: str, pretrained: bool, size_kwargs: dict[str, Any]) -> nn.Module:
+    # an hf-hub: name reads its config from the hub: offline, the local cache only (no minute of retries)
+    offline = name.startswith("hf-hub:") and not _hub_reachable()
     try:
-        return timm.create_model(name, pretrained=pretrained, **size_kwargs)
+        with _hub_offline() if offline else contextlib.nullcontext():
+            return timm.create_model(name, pretrained=pretrained, **size_kwargs)
     except TypeError as exc:
         if size_kwargs:
             raise W2SError(f"{printable(name)} cannot be built for another input size ({printable(exc)})") from None

@@ -41,10 +41,18 @@ class Spectrum:
 
     @property
     def rank(self) -> int:
+        """Directions above the float64 rounding of the covariance."""
         v = self.values
         if len(v) == 0 or v[0] <= 0:
             return 0
         return int((v > v[0] * max(len(v), self.count) * np.finfo(np.float64).eps).sum())
+
+    @property
+    def signal_rank(self) -> int:
+        """Directions holding more than 1e-9 of the top variance: below that, float32 embeddings carry rounding
+        noise (relative 6e-8 per entry), and a basis direction there would make fits ill-posed."""
+        v = self.values
+        return int((v > v[0] * 1e-9).sum()) if len(v) and v[0] > 0 else 0
 
 
 def energy_dimension(spectrum: np.ndarray, energy: float = 0.99) -> int:

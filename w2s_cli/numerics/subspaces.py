@@ -39,18 +39,19 @@ class PrincipalBasis:
 
 def choose_dimension(spec: str | int | None, spectrum: Spectrum, energy: float, cap: int | None) -> tuple[int, str]:
     """K for `--subspace auto|K` and the rule that gave it. auto: the energy dimension, capped at `cap`."""
-    width = len(spectrum.values)
+    width, rank = len(spectrum.values), max(spectrum.signal_rank, 1)
     if spec == "auto":
         k = max(1, energy_dimension(spectrum.values, energy))
         rule = f"energy {energy:g}"
         if cap is not None and k > cap:
             k, rule = max(1, cap), f"energy {energy:g} (capped at n/2 = {cap})"
-        k = min(k, max(spectrum.rank, 1))
-        return k, rule
-    k = int(spec)
-    if not 1 <= k <= width:
-        raise W2SError(f"--subspace {k}: must be between 1 and the embedding width {width}")
-    return k, "fixed"
+    else:
+        k, rule = int(spec), "fixed"
+        if not 1 <= k <= width:
+            raise W2SError(f"--subspace {k}: must be between 1 and the embedding width {width}")
+    if k > rank:
+        k, rule = rank, f"{rule}, capped at the embeddings' numerical rank {rank}"
+    return k, rule
 
 
 def fit_basis(

@@ -210,7 +210,7 @@ def label_light(
     from w2s_cli.numerics.stats import opr, pgr
 
     ok = all(v is not None and math.isfinite(v) for v in e.values())
-    out = {
+    out: dict = {
         "error": e,
         "pgr": pgr(e["weak"], e["w2s"], e["ceiling"]) if ok else None,
         "opr": opr(e["strong_sft"], e["w2s"]) if ok else None,

@@ -84,8 +84,16 @@ def plot_synth_sweep(rows: list[dict[str, Any]], sweep: str, fixed: dict[str, An
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     for k in MODELS:
         axes[0].plot(x, [r["predicted"][k] for r in rows], "-", color=COLORS[k], label=f"{NAMES[k]} (theory)")
-        axes[0].errorbar(x, [r["measured"][k] for r in rows], yerr=[2 * r["stderr"][k] for r in rows], fmt="o",
-                         color=COLORS[k], ms=4, capsize=2, label=f"{NAMES[k]} (measured)")  # fmt: skip
+        axes[0].errorbar(
+            x,
+            [r["measured"][k] for r in rows],
+            yerr=[2 * r["stderr"][k] for r in rows],
+            fmt="o",
+            color=COLORS[k],
+            ms=4,
+            capsize=2,
+            label=f"{NAMES[k]} (measured)",
+        )
     axes[0].set_yscale("log")
     axes[0].set_ylabel("excess risk")
     for ax, key in ((axes[1], "pgr"), (axes[2], "opr")):
@@ -108,5 +116,110 @@ def plot_synth_sweep(rows: list[dict[str, Any]], sweep: str, fixed: dict[str, An
     axes[1].legend(fontsize=7, loc="lower right")
     axes[2].legend(fontsize=7, loc="lower right")
     fig.suptitle("w2s synth: " + ", ".join(f"{k}={v}" for k, v in fixed.items()), fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _sweep_x(result: dict[str, Any]) -> tuple[str, list[float], list[str]]:
+    """The x axis of a sweep figure: the first varied parameter, or d_sw/d_w when it is a backbone."""
+    first = result["vary"][0]
+    labels = [p["params"][first] for p in result["points"]]
+    if first in ("weak", "strong"):
+        x = [p["summary"]["dimensions"]["d_sw"] / p["summary"]["dimensions"]["d_w"] for p in result["points"]]
+        return "d_sw / d_w", x, labels
+    try:
+        return first, [float(v) for v in labels], labels
+    except ValueError:  # auto / none among subspace values
+        order = sorted(set(labels), key=labels.index)
+        return first, [float(order.index(v)) for v in labels], labels
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def plot_sweep(result: dict[str, Any], path) -> Path:
+    """Panels over the first varied parameter: test MSE of the four models (one series only), PGR and OPR.
+    Points: measured ± 2 standard errors; dashed: label-light prediction; dotted: variance-only theory."""
+    plt = _plt()
+    xname, x, labels = _sweep_x(result)
+    rest = result["vary"][1:]
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(result["points"]):
+        groups.setdefault(", ".join(f"{k}={p['params'][k]}" for k in rest), []).append(i)
+    panels = ["error", "pgr", "opr"] if len(groups) == 1 else ["pgr", "opr"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2))
+    s = [p["summary"] for p in result["points"]]
+    categorical = xname != "d_sw / d_w" and any(not _is_number(v) for v in labels)
+
+    def val(d: dict | None, k: str) -> float:
+        v = (d or {}).get(k)
+        return np.nan if v is None else float(v)
+
+    for ax, panel in zip(axes, panels, strict=True):
+        for g, (name, idx) in enumerate(groups.items()):
+            order = sorted(idx, key=lambda i: x[i])
+            xs = [x[i] for i in order]
+            if panel == "error":
+                for k in MODELS:
+                    ax.errorbar(
+                        xs,
+                        [s[i]["error"][k] for i in order],
+                        yerr=[2 * val(s[i]["error_stderr"], k) for i in order],
+                        fmt="o",
+                        ms=4,
+                        capsize=2,
+                        color=COLORS[k],
+                        label=f"{NAMES[k]}",
+                    )
+                    ax.plot(
+                        xs,
+                        [val((s[i].get("predicted") or {}).get("error"), k) for i in order],
+                        "--",
+                        color=COLORS[k],
+                        lw=1,
+                    )
+                ax.set_ylabel("test MSE (dashed: label-light prediction)")
+                continue
+            color = f"C{g}"
+            tag = f" ({name})" if name else ""
+            ax.errorbar(
+                xs,
+                [val(s[i], panel) for i in order],
+                yerr=[2 * val(s[i], f"{panel}_stderr") for i in order],
+                fmt="o",
+                ms=4,
+                capsize=2,
+                color=color,
+                label=f"measured ±2 se{tag}",
+            )
+            ax.plot(
+                xs, [val(s[i].get("predicted"), panel) for i in order], "--", color=color, label=f"label-light{tag}"
+            )
+            ax.plot(
+                xs,
+                [val(s[i].get("theory"), panel) for i in order],
+                ":",
+                color=color,
+                label=f"variance-only theory{tag}",
+            )
+            ax.set_ylabel(panel.upper())
+        if xname in ("n-pseudo", "n-labeled"):
+            _log_x(ax)
+        if xname == "d_sw / d_w" and panel == "pgr":  # name each teacher
+            for xi, si, lab in zip(x, s, labels, strict=True):
+                if si["pgr"] is not None:
+                    ax.annotate(lab, (xi, si["pgr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if categorical:
+            ticks = sorted(set(x))
+            ax.set_xticks(ticks, [labels[x.index(v)] for v in ticks], fontsize=7)
+        ax.set_xlabel(xname)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"w2s sweep over {', '.join(result['vary'])} ({result['trials']} trials per point)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

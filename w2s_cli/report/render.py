@@ -169,9 +169,16 @@ def theory_block(s: dict[str, Any]) -> Block:
         if "bias_inherited" in parts:
             bias += f" (inherited {fmt(parts['bias_inherited'])}, rest {fmt(parts['bias_rest'])})"
         rows.append(
-            [LABELS[k], fmt(v[k]["exact"]), fmt(v[k]["theory"]), fmt(v[k]["ratio"], digits=3),
-             fmt(parts.get("noise")), bias, fmt(parts.get("variance"))]
-        )  # fmt: skip
+            [
+                LABELS[k],
+                fmt(v[k]["exact"]),
+                fmt(v[k]["theory"]),
+                fmt(v[k]["ratio"], digits=3),
+                fmt(parts.get("noise")),
+                bias,
+                fmt(parts.get("variance")),
+            ]
+        )
     lines = [
         f"dimensions: d_w = {d['d_w']:g}, d_s = {d['d_s']:g}, d_sw = {d['d_sw']:.1f} (chance {d['d_sw_null']:.1f}, "
         f"null-corrected {fmt(d['d_sw_corrected'], digits=1)}) over the {d['m']} training rows",
@@ -253,11 +260,104 @@ def synth_blocks(r: dict[str, Any]) -> list[Block]:
 
 
 def synth_sweep_blocks(rows: list[dict[str, Any]], sweep: str) -> list[Block]:
-    cols = [sweep, "d_sw", "ER w2s measured", "ER w2s predicted", "PGR measured", "PGR predicted",
-            "OPR measured", "OPR predicted"]  # fmt: skip
+    cols = [
+        sweep,
+        "d_sw",
+        "ER w2s measured",
+        "ER w2s predicted",
+        "PGR measured",
+        "PGR predicted",
+        "OPR measured",
+        "OPR predicted",
+    ]
     body = []
     for r in rows:
         m, p = r["measured"], r["predicted"]
-        body.append([f"{r['value']:g}", f"{r['d_sw']:.2f}", fmt(m["w2s"]), fmt(p["w2s"]), fmt(m["pgr"]),
-                     fmt(p["pgr"]), fmt(m["opr"]), fmt(p["opr"])])  # fmt: skip
+        body.append(
+            [
+                f"{r['value']:g}",
+                f"{r['d_sw']:.2f}",
+                fmt(m["w2s"]),
+                fmt(p["w2s"]),
+                fmt(m["pgr"]),
+                fmt(p["pgr"]),
+                fmt(m["opr"]),
+                fmt(p["opr"]),
+            ]
+        )
     return [Block(f"synth sweep over {sweep}", cols, body)]
+
+
+# sweep ---------------------------------------------------------------------------------------------------
+def sweep_blocks(result: dict[str, Any]) -> list[Block]:
+    names = result["vary"]
+    cols = names + [
+        "d_w",
+        "d_s",
+        "d_sw",
+        "weak acc",
+        "W2S acc",
+        "PGR ± se",
+        "PGR label-light",
+        "PGR theory",
+        "OPR ± se",
+        "OPR label-light",
+        "OPR theory",
+    ]
+    body = []
+    for p in result["points"]:
+        s = p["summary"]
+        d, pred, th = s.get("dimensions") or {}, s.get("predicted") or {}, s.get("theory") or {}
+        acc = s.get("accuracy") or {}
+        body.append(
+            [p["params"][n] for n in names]
+            + [fmt(d.get("d_w"), digits=0), fmt(d.get("d_s"), digits=0), fmt(d.get("d_sw"), digits=1)]
+            + [fmt(acc.get("weak"), digits=3), fmt(acc.get("w2s"), digits=3)]
+            + [fmt(s["pgr"], s.get("pgr_stderr"), 3), fmt(pred.get("pgr"), digits=3), fmt(th.get("pgr"), digits=3)]
+            + [fmt(s["opr"], s.get("opr_stderr"), 3), fmt(pred.get("opr"), digits=3), fmt(th.get("opr"), digits=3)]
+        )
+    lines = [f"{result['trials']} trial(s) per point; ± one standard error over trials (over test rows for one)"]
+    for group, rho in (result.get("spearman_pgr_vs_overlap") or {}).items():
+        lines.append(f"Spearman's rank correlation of PGR with d_sw/d_w ({group}): {fmt(rho, digits=2)}")
+    return [Block(f"sweep over {', '.join(names)}", cols, body, lines)]
+
+
+# rank-teachers -------------------------------------------------------------------------------------------
+def rank_blocks(r: dict[str, Any]) -> list[Block]:
+    measured = any("measured" in t for t in r["teachers"])
+    cols = ["rank", "weak teacher", "d_w", "d_sw", "d_sw/d_w", "predicted W2S error", "predicted PGR", "predicted OPR"]
+    cols += ["measured W2S error", "measured PGR", "measured OPR"] if measured else []
+    body = []
+    for i, t in enumerate(r["teachers"], start=1):
+        p = t["predicted"]
+        row = [
+            str(i),
+            t["weak"],
+            fmt(t["d_w"], digits=0),
+            fmt(t["d_sw"], digits=1),
+            fmt(t["d_sw"] / t["d_w"], digits=3),
+            fmt(p["error_w2s"], p.get("error_w2s_stderr")),
+            fmt(p["pgr"], digits=3),
+            fmt(p["opr"], digits=3),
+        ]
+        if measured:
+            m = t["measured"]
+            row += [fmt(m["error_w2s"], m.get("error_w2s_stderr")), fmt(m["pgr"], digits=3), fmt(m["opr"], digits=3)]
+        body.append(row)
+    lines = [
+        f"strong {r['strong']}; n = {r['n_labeled']} labels, N = {r['n_pseudo']} unlabelled rows; {r['trials']} split "
+        "draw(s); predictions use no test label and no label of the N rows (leave-one-out on the n labelled rows)"
+    ]
+    for tie in r["near_ties"]:
+        a, b = tie["teachers"]
+        lines.append(
+            f"near-tie: {a} and {b} differ by {tie['difference']:.4f} ± {tie['stderr']:.4f} (paired over the n "
+            "labelled rows): their order is not settled"
+        )
+    if "spearman" in r:
+        miss = r["max_relative_error"]
+        lines.append(
+            f"Spearman's rank correlation, predicted vs measured W2S error: {fmt(r['spearman'], digits=2)}; largest "
+            f"relative miss {fmt(None if miss is None else 100 * miss, digits=1)}%"
+        )
+    return [Block("weak teachers ranked by predicted W2S student error (lowest first)", cols, body, lines)]

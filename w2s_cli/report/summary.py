@@ -17,7 +17,13 @@ from w2s_cli.store import artifact as store
 
 
 def load_result(path: str | os.PathLike) -> store.Artifact:
-    return store.load(path, "result", what="result")
+    """A result artifact whose trials hold what the report reads."""
+    art = store.load(path, "result", what="result")
+    for t in art.meta["trials"]:
+        missing = [k for k in ("error", "n_test", "pgr", "opr") if not isinstance(t, dict) or k not in t]
+        if missing or not all(k in t["error"] for k in MODELS):
+            raise W2SError(f"result {art.path}: corrupt w2s record: a trial without '{(missing or ['error'])[0]}'")
+    return art
 
 
 def _mean(values: list) -> float | None:

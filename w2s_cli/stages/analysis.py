@@ -47,19 +47,13 @@ def dimensions(design: Design) -> dict[str, Any]:
     }
 
 
-def analyse(
-    design: Design,
-    outputs: dict[str, np.ndarray],
-    truth: np.ndarray,
-    fits: dict[str, LinearFit],
-    noise: LabelNoise,
-) -> dict[str, Any]:
-    """Everything the report says about the theory for one trial (see the module docstring).
+def predictions(design: Design, fits: dict[str, LinearFit], noise: LabelNoise) -> dict[str, Any]:
+    """What needs no test label and no label of the N pseudo rows: dimensions, exact-design and paper
+    variance coefficients, the label-light predictions, the fits' ranks and the interpolation flags.
 
-    fits: the ridgeless "w2s" (on the pseudo-labels used), "strong_sft" and "ceiling"; the teacher is refitted
-    here from the design (the same fit train-weak made, on the same rows and basis)."""
+    fits: the ridgeless "w2s" (on the pseudo-labels used), "strong_sft" and "ceiling" (only its design is
+    used here); the teacher is refitted from the design (the same fit train-weak made)."""
     n, N, C = design.L.count, design.P.count, design.n_outputs
-    train = design.train()
     teacher = fit_on(design.L, design.zw, design.y)
     w2s = W2SMap.build(teacher, fits["w2s"], design.P.cross[np.ix_(design.zw, design.zs)], design.P.mean[design.zw])
     dims = dimensions(design)
@@ -76,10 +70,44 @@ def analyse(
     except W2SError as exc:
         paper, paper_note = None, exc.message
     variance = {
-        k: {"exact": exact[k], "theory": None if paper is None else paper[k],
-            "ratio": None if paper is None or not paper[k] else exact[k] / paper[k]}
+        k: {
+            "exact": exact[k],
+            "theory": None if paper is None else paper[k],
+            "ratio": None if paper is None or not paper[k] else exact[k] / paper[k],
+        }
         for k in MODELS
-    }  # fmt: skip
+    }
+    loo_w = loo_residuals(teacher, design.Zw_L, design.Y_L)
+    loo_s = loo_residuals(fits["strong_sft"], design.Zs_L, design.Y_L)
+    loo_2 = w2s_loo_residuals(w2s, design.Zw_L, design.Zs_L, design.Y_L)
+    misfit = None if fits["w2s"].rss is None else fits["w2s"].rss / (N * C)
+    predicted = label_light(loo_w, loo_s, loo_2, fits["strong_sft"], exact["ceiling"], design.Y_L, noise, misfit)
+    all_fits = {"weak": teacher, **fits}
+    return {
+        "dimensions": dims,
+        "variance": variance,
+        "variance_note": paper_note,
+        "exact": exact,
+        "teacher": teacher,
+        "predicted": predicted,
+        "near_interpolation": [k for k in MODELS if all_fits[k].near_interpolation()],
+        "fits": {k: f.record() for k, f in all_fits.items()},
+        "loo": {"weak": loo_w, "w2s": loo_2, "strong_sft": loo_s},
+    }
+
+
+def analyse(
+    design: Design,
+    outputs: dict[str, np.ndarray],
+    truth: np.ndarray,
+    fits: dict[str, LinearFit],
+    noise: LabelNoise,
+) -> dict[str, Any]:
+    """Everything the report says about the theory for one trial: the predictions above, plus the
+    noise / bias / variance decomposition of the measured test errors."""
+    out = predictions(design, fits, noise)
+    exact, teacher = out.pop("exact"), out.pop("teacher")
+    out.pop("loo")
     errors = {k: float(squared_errors(outputs[k], truth).mean()) for k in MODELS}
     s2w, s2c = teacher.sigma2(), fits["ceiling"].sigma2()
     var = {
@@ -88,24 +116,9 @@ def analyse(
         "strong_sft": None if s2c is None else s2c * exact["strong_sft"],
         "ceiling": None if s2c is None else s2c * exact["ceiling"],
     }
-    decomposition = decompose(errors, var, inherited_bias(design, train, outputs["ceiling"]))
-    loo_w = loo_residuals(teacher, design.Zw_L, design.Y_L)
-    loo_s = loo_residuals(fits["strong_sft"], design.Zs_L, design.Y_L)
-    loo_2 = w2s_loo_residuals(w2s, design.Zw_L, design.Zs_L, design.Y_L)
-    misfit = None if fits["w2s"].rss is None else fits["w2s"].rss / (N * C)
-    predicted = label_light(loo_w, loo_s, loo_2, fits["strong_sft"], exact["ceiling"], design.Y_L, noise, misfit)
-    all_fits = {"weak": teacher, **fits}
-    flags = [k for k in MODELS if all_fits[k].near_interpolation()]
-    return {
-        "dimensions": dims,
-        "variance": variance,
-        "variance_note": paper_note,
-        "sigma2": {"weak": s2w, "strong": s2c},
-        "decomposition": decomposition,
-        "predicted": predicted,
-        "near_interpolation": flags,
-        "fits": {k: f.record() for k, f in all_fits.items()},
-    }
+    out["sigma2"] = {"weak": s2w, "strong": s2c}
+    out["decomposition"] = decompose(errors, var, inherited_bias(design, design.train(), outputs["ceiling"]))
+    return out
 
 
 def inherited_bias(design: Design, train, ceiling_test: np.ndarray) -> float | None:

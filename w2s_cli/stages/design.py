@@ -8,10 +8,12 @@ logistic, or fewer rows than coordinates).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from w2s_cli.distributed import CHUNK_ROWS
 from w2s_cli.numerics.moments import Moments, select
 from w2s_cli.numerics.subspaces import PrincipalBasis
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -66,46 +68,52 @@ def gather(
     pseudo: np.ndarray,
     test: np.ndarray,
     Y_L: np.ndarray,
-    Y_P: np.ndarray,
-    pseudo_targets: np.ndarray,
+    targets_P: Callable[[np.ndarray], np.ndarray],
     keep_pseudo_rows: bool = False,
 ) -> Design:
     """Read the rows L, P and test once (strong and weak side by side) and gather the design.
-    All row sets sorted; Y_L, Y_P and pseudo_targets aligned with them."""
+
+    Row sets sorted; Y_L aligned with `labeled`; targets_P(positions in `pseudo`) gives those rows' (k, 2C)
+    [pseudo targets | observed labels], built per chunk. Under torchrun every rank reads its own chunks
+    and the moments and rows are combined, so every rank holds the design a single process would.
+    """
+    from w2s_cli.distributed import all_reduce_moments, gather_rows, mine
+
     C = Y_L.shape[1]
-    parts = {"L": [], "P": [], "test": []}
-    pseudo_blocks: list[np.ndarray] = []
-    moments = {"P": None}
-    rows = np.concatenate([labeled, pseudo, test])
-    order = np.sort(rows)
-    for idx, block_s in strong.chunks(order):
-        z = basis_s.transform(block_s)
-        if weak is not None:
-            z = np.hstack([z, basis_w.transform(weak.rows(idx))])
-        in_p = np.isin(idx, pseudo)
-        if in_p.any():
-            pos = np.searchsorted(pseudo, idx[in_p])
-            zp = z[in_p]
-            block = np.hstack([zp, pseudo_targets[pos], Y_P[pos]])
-            m = Moments.of(block)
-            moments["P"] = m if moments["P"] is None else moments["P"].merge(m)
-            if keep_pseudo_rows:
-                pseudo_blocks.append(zp[:, : basis_dim(basis_s, strong)])
-        for name, members in (("L", labeled), ("test", test)):
-            mask = np.isin(idx, members)
-            if mask.any():
-                parts[name].append((idx[mask], z[mask]))
     d_s = basis_dim(basis_s, strong)
     d_w = 0 if weak is None else basis_dim(basis_w, weak)
-
-    # chunks come in ascending row order and L, P, test are sorted: the gathered rows are in their order
-    ZL = np.vstack([z for _, z in parts["L"]])
-    Zt = np.vstack([z for _, z in parts["test"]])
+    code = np.zeros(strong.n_rows, dtype=np.int8)  # 1: labelled, 2: pseudo, 3: test
+    code[labeled], code[pseudo], code[test] = 1, 2, 3
+    parts: dict[str, list] = {"L": [], "test": [], "P": []}
+    P = Moments.empty(d_s + d_w + 2 * C)
+    order = np.sort(np.concatenate([labeled, pseudo, test]))
+    for k, start in enumerate(range(0, len(order), CHUNK_ROWS)):
+        if not mine(k):
+            continue
+        idx = order[start : start + CHUNK_ROWS]
+        z = basis_s.transform(strong.rows(idx))
+        if weak is not None:
+            z = np.hstack([z, basis_w.transform(weak.rows(idx))])
+        where = code[idx]
+        in_p = where == 2
+        if in_p.any():
+            P = P.merge(Moments.of(np.hstack([z[in_p], targets_P(np.searchsorted(pseudo, idx[in_p]))])))
+            if keep_pseudo_rows:
+                parts["P"].append((idx[in_p], z[in_p, :d_s]))
+        for name, value in (("L", 1), ("test", 3)):
+            mask = where == value
+            if mask.any():
+                parts[name].append((idx[mask], z[mask]))
+    P = all_reduce_moments(P)
+    rows = {name: gather_rows(pieces) for name, pieces in parts.items()}
+    # pieces come in ascending row order and L, P, test are sorted: the gathered rows are in their order
+    ZL = np.vstack([z for _, z in rows["L"]])
+    Zt = np.vstack([z for _, z in rows["test"]])
     return Design(
         d_s=d_s,
         d_w=d_w,
         n_outputs=C,
-        P=moments["P"],
+        P=P,
         L=Moments.of(np.hstack([ZL, Y_L])),
         test=Moments.of(Zt),
         Zs_L=ZL[:, :d_s],
@@ -113,7 +121,7 @@ def gather(
         Y_L=Y_L,
         Zs_test=Zt[:, :d_s],
         Zw_test=Zt[:, d_s:] if weak is not None else None,
-        Zs_P=np.vstack(pseudo_blocks) if keep_pseudo_rows else None,
+        Zs_P=np.vstack([z for _, z in rows["P"]]) if keep_pseudo_rows else None,
     )
 
 

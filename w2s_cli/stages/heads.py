@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from w2s_cli.distributed import CHUNK_ROWS
 from w2s_cli.numerics.moments import Moments
 from w2s_cli.numerics.solvers import LogisticClassifier, make_solver, softmax
 from w2s_cli.numerics.subspaces import PrincipalBasis, fit_basis
@@ -21,12 +22,26 @@ from w2s_cli.options import Solver
 from w2s_cli.store.embeddings import EmbeddingSet
 
 
+def my_blocks(emb: EmbeddingSet, rows: np.ndarray):
+    """(row indices, embeddings) of this process's chunks of the sorted `rows` (all of them in a single
+    process; every world-size-th chunk under torchrun)."""
+    from w2s_cli.distributed import mine
+
+    rows = np.sort(rows)
+    for k, start in enumerate(range(0, len(rows), CHUNK_ROWS)):
+        if mine(k):
+            idx = rows[start : start + CHUNK_ROWS]
+            yield idx, emb.rows(idx)
+
+
 def train_moments(emb: EmbeddingSet, rows: np.ndarray) -> Moments:
-    """Moments of the embeddings over `rows`, read in chunks."""
+    """Moments of the embeddings over `rows`, read in chunks (split over torchrun ranks, then combined)."""
+    from w2s_cli.distributed import all_reduce_moments
+
     total = Moments.empty(emb.width)
-    for _, block in emb.chunks(rows):
+    for _, block in my_blocks(emb, rows):
         total = total.merge(Moments.of(block))
-    return total
+    return all_reduce_moments(total)
 
 
 def shared_basis(

@@ -31,7 +31,9 @@ class Matrix:
         if self.path.suffix == ".safetensors":
             try:
                 self.meta = store.read_meta(self.path)
-            except W2SError:
+            except W2SError as exc:  # a plain safetensors matrix is fine; an unreadable file is not
+                if "without a w2s record" not in exc.message:
+                    raise W2SError(f"{role} {exc.message}") from None
                 self.meta = None
             if self.meta is not None:
                 self.emb = EmbeddingSet(self.path, role)

@@ -41,34 +41,6 @@ def extraction_request(data: DataOptions, spec: BackboneSpec, limit: int | None,
     }
 
 
-def cached_or_extract(
-    out: Path,
-    request: dict,
-    data: DataOptions,
-    spec: BackboneSpec,
-    extract_opts: ExtractOptions,
-    limit: int | None,
-    seed: int,
-    source_fn,
-    reuse: bool,
-) -> tuple[Path, float]:
-    """The embeddings of `request` in out: reused when the file there was made for the same request and data,
-    else extracted (resuming unfinished shards of the same extraction)."""
-    if reuse and out.exists():
-        try:
-            meta = store.read_meta(out)
-            if meta.get("request") == request and meta["dataset"]["fingerprint"] == source_fn().fingerprint:
-                stderr.print(f"reusing {out} (same request and data; --no-reuse to extract again)")
-                return out, 0.0
-        except (W2SError, KeyError):  # an unreadable or foreign cache entry is simply extracted again
-            pass
-    from w2s_cli.extraction.extract import extract
-
-    start = time.perf_counter()
-    path = extract(data, spec, out, extract_opts, limit=limit, seed=seed, request=request, source=source_fn())
-    return path, time.perf_counter() - start
-
-
 class LazySource:
     """The data source, opened at most once and only if needed (a cached run never opens it)."""
 
@@ -83,53 +55,166 @@ class LazySource:
         return self.source
 
 
+class EmbeddingCache:
+    """Embeddings of several backbones over the same samples of one dataset, extracted once into a folder
+    (resuming unfinished shards) and reused while their request and data are unchanged."""
+
+    def __init__(
+        self,
+        folder: Path,
+        data: DataOptions,
+        extract: ExtractOptions,
+        limit: int | None,
+        seed: int,
+        reuse: bool,
+        source: LazySource | None = None,
+    ) -> None:
+        self.folder, self.data, self.extract, self.limit, self.seed, self.reuse = (
+            folder,
+            data,
+            extract,
+            limit,
+            seed,
+            reuse,
+        )
+        self.source = source or LazySource(data)
+        self.seconds: dict[str, float] = {}
+
+    def path(self, spec: BackboneSpec, prefix: str = "") -> Path:
+        name = f"{spec.model}-{spec.image_size or 'native'}px".replace("/", "_").replace(":", "-")
+        return self.folder / f"{prefix}{name}.safetensors"
+
+    def get(self, spec: BackboneSpec, prefix: str = "", key: str | None = None) -> Path:
+        out = self.path(spec, prefix)
+        request = extraction_request(self.data, spec, self.limit, self.seed)
+        if self.reuse and out.exists():
+            try:
+                meta = store.read_meta(out)
+                if meta.get("request") == request and meta["dataset"]["fingerprint"] == self.source().fingerprint:
+                    stderr.print(f"reusing {out} (same request and data; --no-reuse to extract again)")
+                    self.seconds[key or spec.label] = 0.0
+                    return out
+            except (W2SError, KeyError):  # an unreadable or foreign cache entry is simply extracted again
+                pass
+        from w2s_cli.extraction.extract import extract
+
+        start = time.perf_counter()
+        extract(
+            self.data, spec, out, self.extract, limit=self.limit, seed=self.seed, request=request, source=self.source()
+        )
+        self.seconds[key or spec.label] = time.perf_counter() - start
+        return out
+
+
 def embeddings_for(
-    out_dir: Path,
-    data: DataOptions,
-    options: RunOptions,
-    extract_opts: ExtractOptions,
-    reuse: bool,
-    source: LazySource | None = None,
+    out_dir: Path, data: DataOptions, options: RunOptions, extract_opts: ExtractOptions, reuse: bool
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Weak and strong embeddings for a run in out_dir (extracted or reused), and the seconds spent."""
-    source = source or LazySource(data)
+    source = LazySource(data)
     limit = options.limit
     if limit is None:
         sp = options.split
         limit = auto_limit(source().split, sp.n_test, sp.n_labeled + sp.n_pseudo)
-    paths, seconds = {}, {}
-    for role, spec in (("weak", options.weak), ("strong", options.strong)):
-        request = extraction_request(data, spec, limit, options.seed)
-        target = out_dir / f"{role}-{spec.model.replace('/', '_')}-{spec.image_size or 'native'}px.safetensors"
-        paths[role], seconds[f"extract_{role}"] = cached_or_extract(
-            target, request, data, spec, extract_opts, limit, options.seed, source, reuse
-        )
-    return paths, seconds
+    cache = EmbeddingCache(out_dir, data, extract_opts, limit, options.seed, reuse, source)
+    paths = {
+        role: cache.get(spec, f"{role}-", f"extract_{role}")
+        for role, spec in (("weak", options.weak), ("strong", options.strong))
+    }
+    return paths, cache.seconds
+
+
+def trial_identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """What makes a finished trial's result the one a run or sweep point asks for."""
+    weak_sub, strong_sub = meta["subspace"]["weak"], meta["subspace"]["strong"]
+    return {
+        "weak": meta["weak_embeddings"]["artifact_id"],
+        "strong": meta["strong_embeddings"]["artifact_id"],
+        "split": {k: meta["split"][k] for k in ("seed", "test_seed", "n_test", "n_labeled", "n_pseudo")},
+        "label_noise": meta["label_noise"]["rate"],
+        "subspace": [weak_sub["requested"], weak_sub["energy"], strong_sub["requested"], strong_sub["energy"]],
+        "solver": meta["solver"],
+        "labels": meta["labels"],
+        "analysed": meta.get("analysis_note") != "--no-dimensions",
+        "w2s": meta["versions"].get("w2s"),
+    }
+
+
+def wanted_identity(paths: dict[str, Path], options: RunOptions, seed: int) -> dict[str, Any]:
+    teacher_solver, student_solver = options.head.solvers()
+    sp = options.split
+    return {
+        "weak": store.read_meta(paths["weak"])["artifact_id"],
+        "strong": store.read_meta(paths["strong"])["artifact_id"],
+        "split": {
+            "seed": seed,
+            "test_seed": sp.test_seed,
+            "n_test": sp.n_test,
+            "n_labeled": sp.n_labeled,
+            "n_pseudo": sp.n_pseudo,
+        },
+        "label_noise": sp.label_noise,
+        "subspace": [
+            options.weak_subspace.subspace,
+            options.weak_subspace.energy,
+            options.strong_subspace.subspace,
+            options.strong_subspace.energy,
+        ],
+        "solver": {"teacher": teacher_solver.value, "student": student_solver.value},
+        "labels": "hard" if options.head.hard else "soft",
+        "analysed": options.dimensions,
+        "w2s": store.package_versions().get("w2s"),
+    }
+
+
+def finished(path: Path, wanted: dict[str, Any]) -> bool:
+    """Whether `path` holds the result of exactly this trial (a rerun then skips it)."""
+    if not path.exists():
+        return False
+    try:
+        return trial_identity(store.read_meta(path)) == wanted
+    except (W2SError, KeyError, TypeError):
+        return False
 
 
 def run_trials(
-    paths: dict[str, Path], folder: Path, options: RunOptions, quiet: bool = False, progress=None
+    paths: dict[str, Path],
+    folder: Path,
+    options: RunOptions,
+    quiet: bool = False,
+    progress=None,
+    resume: bool = True,
 ) -> list[Path]:
-    """T trials (seeds seed..seed+T-1, the test split fixed) of train-weak, pseudolabel, fit-student."""
+    """T trials (seeds seed..seed+T-1, the test split fixed) of train-weak, pseudolabel, fit-student.
+    With `resume`, a trial whose result is already in `folder` (same inputs and options) is not redone."""
     teacher_solver, student_solver = options.head.solvers()
     results = []
     for t in range(options.trials):
         s = options.split.seed + t
         sub = folder / f"trial-{s}"
-        split = SplitOptions(**{**options.split.__dict__, "seed": s})
-        teacher = train_weak(paths["weak"], sub / "teacher.safetensors", split, options.weak_subspace,
-                             teacher_solver, n_pseudo=options.split.n_pseudo)  # fmt: skip
-        pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
-        results.append(
-            fit_student(
-                pseudo,
-                paths["strong"],
-                sub / "result.safetensors",
-                student_solver,
-                options.strong_subspace,
-                dimensions=options.dimensions,
-            )  # fmt: skip
-        )
+        target = sub / "result.safetensors"
+        if resume and finished(target, wanted_identity(paths, options, s)):
+            results.append(target)
+        else:
+            split = SplitOptions(**{**options.split.__dict__, "seed": s})
+            teacher = train_weak(
+                paths["weak"],
+                sub / "teacher.safetensors",
+                split,
+                options.weak_subspace,
+                teacher_solver,
+                n_pseudo=options.split.n_pseudo,
+            )
+            pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
+            results.append(
+                fit_student(
+                    pseudo,
+                    paths["strong"],
+                    target,
+                    student_solver,
+                    options.strong_subspace,
+                    dimensions=options.dimensions,
+                )
+            )
         if progress is not None:
             progress()
         elif not quiet:
@@ -155,7 +240,7 @@ def run(
     if out_dir.exists() and not out_dir.is_dir():
         raise W2SError(f"--out-dir {out_dir}: is a file, not a folder")
     paths, seconds = embeddings_for(out_dir, data, options, extract, reuse)
-    results = run_trials(paths, out_dir, options, extract.quiet)
+    results = run_trials(paths, out_dir, options, extract.quiet, resume=reuse)
     return combine([store.load(p, "result") for p in results], out_dir / "result.safetensors", seconds)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from w2s_cli.distributed import main_writes
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.numerics.stats import evaluate, one_hot
 from w2s_cli.numerics.subspaces import PrincipalBasis
@@ -49,8 +50,10 @@ def fit_student(
     start = time.perf_counter()
     solver, sub_opts = Solver(solver), subspace or SubspaceOptions()
     spec = sub_opts.parsed()
-    out = check_output(out, inputs=[pseudo_path, strong, weak])
+    check_output(out, inputs=[pseudo_path, strong, weak])
     pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
+    recorded = store.resolve(pseudo.meta["embeddings"], pseudo.path, weak)
+    out = check_output(out, inputs=[pseudo_path, strong, recorded])
     emb_s = EmbeddingSet(strong, "strong embeddings")
     store.require_same_samples(
         pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
@@ -67,10 +70,17 @@ def fit_student(
     test, labeled, rows = (np.asarray(pseudo[k]) for k in ("test_rows", "labeled_rows", "pseudo_rows"))
     n, N, C = len(labeled), len(rows), emb_s.n_outputs
     Y_L = _observed(np.asarray(pseudo["labeled_observed"]), emb_s.n_classes)
-    Y_P = _observed(np.asarray(pseudo["pseudo_observed"]), emb_s.n_classes)
-    targets = np.asarray(pseudo["pseudo_labels"], np.float64)
-    if targets.shape != (N, C):
-        raise W2SError(f"pseudo-labels {printable(pseudo.path)}: labels of shape {targets.shape}, expected {(N, C)}")
+    observed_P = np.asarray(pseudo["pseudo_observed"])
+    shape = pseudo.shape("pseudo_labels")
+    if shape != (N, C):
+        raise W2SError(f"pseudo-labels {printable(pseudo.path)}: labels of shape {shape}, expected {(N, C)}")
+
+    def targets_P(pos: np.ndarray) -> np.ndarray:
+        """[pseudo-labels | observed labels] of the pseudo rows at positions pos, read and built per chunk."""
+        return np.hstack(
+            [pseudo.rows("pseudo_labels", pos).astype(np.float64), _observed(observed_P[pos], emb_s.n_classes)]
+        )
+
     if solver == Solver.logistic and emb_s.labels is None:
         raise W2SError("--solver logistic needs a classification dataset; this one has numeric targets")
     basis_s, basis_record, _ = shared_basis(emb_s, np.concatenate([labeled, rows]), spec, sub_opts.energy, n)
@@ -79,15 +89,18 @@ def fit_student(
         basis_w = PrincipalBasis(pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
     d_s = basis_record["dim"] or emb_s.width
     keep_rows = solver != Solver.ridgeless or N <= d_s + 1
-    design = gather(emb_s, emb_w, basis_s, basis_w, labeled, rows, test, Y_L, Y_P, targets, keep_rows)
+    design = gather(emb_s, emb_w, basis_s, basis_w, labeled, rows, test, Y_L, targets_P, keep_rows)
     zs = design.zs
-    Zs_LP = None if design.Zs_P is None else np.vstack([design.Zs_L, design.Zs_P])
+    if keep_rows:  # heads that need their rows (ridge, logistic, or fewer rows than coordinates)
+        all_P = np.arange(N)
+        targets, Y_P = np.asarray(pseudo["pseudo_labels"], np.float64), _observed(observed_P[all_P], emb_s.n_classes)
+        Zs_LP, Y_LP = np.vstack([design.Zs_L, design.Zs_P]), np.vstack([Y_L, Y_P])
+    else:
+        targets = Zs_LP = Y_LP = None
     heads = {
         "w2s": fit_head(solver, design.Zs_P, targets, _cols(design.P, zs, design.y), d_s),
         "strong_sft": fit_head(solver, design.Zs_L, Y_L, _cols(design.L, zs, design.y), d_s),
-        "ceiling": fit_head(
-            solver, Zs_LP, None if Zs_LP is None else np.vstack([Y_L, Y_P]), _cols(design.train(), zs, design.y), d_s
-        ),
+        "ceiling": fit_head(solver, Zs_LP, Y_LP, _cols(design.train(), zs, design.y), d_s),
     }
     outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
     outputs.update({k: h.outputs(design.Zs_test) for k, h in heads.items()})
@@ -146,7 +159,7 @@ def fit_student(
     tensors.update({"test_rows": test, "strong_basis_mean": basis_s.mean})
     if basis_s.components is not None:
         tensors["strong_basis"] = basis_s.components
-    return store.save(store.Artifact("result", meta, tensors), out)
+    return main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
 
 
 def _cols(m, x: np.ndarray, y: np.ndarray):

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from w2s_cli.distributed import gather_rows, main_writes
 from w2s_cli.errors import W2SError
 from w2s_cli.numerics.stats import accuracy, one_hot, squared_errors
 from w2s_cli.numerics.variance import loo_residuals
 from w2s_cli.options import Solver, SplitOptions, SubspaceOptions
-from w2s_cli.stages.heads import apply, fit_head, shared_basis, to_embedding_space
+from w2s_cli.stages.heads import apply, fit_head, my_blocks, shared_basis, to_embedding_space
 from w2s_cli.stages.split import draw_split, noisy_values, subset_pseudo
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
@@ -102,7 +103,7 @@ def train_weak(
     }
     if basis.components is not None:
         tensors["basis"] = basis.components
-    return store.save(store.Artifact("teacher", meta, tensors), out)
+    return main_writes(lambda: store.save(store.Artifact("teacher", meta, tensors), out), out)
 
 
 def pseudolabel(
@@ -115,8 +116,10 @@ def pseudolabel(
     """Label the teacher's N pseudo rows (or n_pseudo of them) with its outputs; write a `pseudolabels`
     artifact that carries everything fit-student needs (rows, training labels, the weak basis)."""
     start = time.perf_counter()
-    out = check_output(out, inputs=[teacher_path, embeddings])
+    check_output(out, inputs=[teacher_path, embeddings])
     teacher = store.load(teacher_path, "teacher", what="teacher")
+    recorded = store.resolve(teacher.meta["embeddings"], teacher.path, embeddings)
+    out = check_output(out, inputs=[teacher_path, recorded])
     emb = emb_store.find(teacher.meta["embeddings"], teacher.path, embeddings, "weak embeddings")
     if hard and emb.labels is None:
         raise W2SError("--hard needs a classification dataset; this one has numeric targets")
@@ -124,11 +127,8 @@ def pseudolabel(
     drawn = np.asarray(teacher["pseudo_rows"])
     keep = subset_pseudo(drawn, n_pseudo, seed) if n_pseudo is not None else drawn
     coef, intercept, link = teacher["coef"], teacher["intercept"], teacher.meta["link"]
-    soft = (
-        np.concatenate([apply(coef, intercept, block, link) for _, block in emb.chunks(keep)])
-        if len(keep)
-        else np.zeros((0, len(intercept)))
-    )
+    pieces = gather_rows([(idx, apply(coef, intercept, block, link)) for idx, block in my_blocks(emb, keep)])
+    soft = np.concatenate([out for _, out in pieces]) if pieces else np.zeros((0, len(intercept)))
     pseudo = one_hot(soft.argmax(axis=1), soft.shape[1]) if hard else soft
     position = np.searchsorted(drawn, keep)
     meta = store.base_meta("pseudolabels", seed)
@@ -165,4 +165,4 @@ def pseudolabel(
     }
     if teacher.has("basis"):
         tensors["weak_basis"] = teacher["basis"]
-    return store.save(store.Artifact("pseudolabels", meta, tensors), out)
+    return main_writes(lambda: store.save(store.Artifact("pseudolabels", meta, tensors), out), out)

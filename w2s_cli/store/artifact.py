@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -42,6 +43,12 @@ REQUIRED = {
     "pseudolabels": ("teacher", "embeddings", "dataset", "sample_ids_sha256", "split", "artifact_id"),
     "result": ("trials", "dataset", "n_labeled", "n_pseudo", "n_test", "artifact_id"),
     "intrinsic_dim": ("result",),
+}
+# the required fields that are JSON objects (or lists) in every record
+OBJECTS = {
+    **dict.fromkeys(("model", "preprocessing", "dataset", "embeddings", "split", "subspace", "teacher"), dict),
+    "result": dict,
+    "trials": list,
 }
 _DTYPES = {
     "F64": np.float64,
@@ -174,6 +181,12 @@ def _row_blocks(sl, idx: np.ndarray) -> Iterator[np.ndarray]:
         start = stop
 
 
+def _os_error(exc: BaseException) -> int | None:
+    """The errno inside a safetensors error ("... I/O error: File too large (os error 27)"), if any."""
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(found.group(1)) if found else None
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
@@ -240,10 +253,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO):
-            raise W2SError(f"cannot write {printable(path)}: {_reason(exc)}") from None
+        code = exc.errno if isinstance(exc, OSError) else _os_error(exc)
+        if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO):
+            raise W2SError(f"cannot write {printable(path)}: {os.strerror(code)}") from None
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -322,11 +336,11 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The record only, without reading tensors; every way a file can be wrong is one clear W2SError."""
     path = Path(path)
     name = printable(path)
-    if not path.exists():
-        raise W2SError(f"{name}: no such file")
-    if path.is_dir():
-        raise W2SError(f"{name}: is a directory, not an artifact")
-    try:
+    try:  # exists() itself raises in a folder we may not search
+        if not path.exists():
+            raise W2SError(f"{name}: no such file")
+        if path.is_dir():
+            raise W2SError(f"{name}: is a directory, not an artifact")
         with open(path, "rb"):
             pass
     except OSError as exc:
@@ -357,6 +371,12 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in REQUIRED[kind] if k not in meta]
     if missing:
         raise W2SError(f"{name}: corrupt w2s record: a '{kind}' artifact without '{missing[0]}'")
+    wrong = [k for k in REQUIRED[kind] if k in OBJECTS and not isinstance(meta[k], OBJECTS[k])]
+    if wrong:
+        what = "a list" if OBJECTS[wrong[0]] is list else "an object"
+        raise W2SError(f"{name}: corrupt w2s record: '{wrong[0]}' is not {what}")
+    if kind == "result" and not meta["trials"]:
+        raise W2SError(f"{name}: corrupt w2s record: a 'result' artifact with no trials")
     return meta
 
 

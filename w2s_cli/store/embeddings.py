@@ -21,6 +21,12 @@ class EmbeddingSet:
         self.art = store.load(path, "embeddings", what=role)
         self.meta = self.art.meta
         where = f"{role} {printable(self.path)}"
+        try:  # what identifies these embeddings (and their dataset's task) must be in the record
+            signature(self.meta)
+        except (KeyError, TypeError):
+            raise W2SError(
+                f"{where}: corrupt w2s record (no model name, weights hash, input size or dataset fingerprint)"
+            ) from None
         try:
             shape = self.art.shape("embeddings")
             ids = self.art["sample_ids"]

@@ -28,24 +28,30 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
     shown = printable(path)
     if str(path) in ("", "."):
         raise W2SError(f"{option}: an empty path is not a file name")
-    if path.is_dir():
-        raise W2SError(f"{option} {shown}: is a directory; give a file name")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise W2SError(f"{option} {shown}: {printable(parent)} is a file, not a folder")
-            folder = parent
-            break
-    else:
-        folder = Path(".")
-    for part in path.parts:
-        if len(os.fsencode(part)) > _name_max(folder):
-            raise W2SError(f"{option} {shown}: file name too long ({len(os.fsencode(part))} bytes)")
+    try:  # stat() raises for a name too long or a folder we may not search: lengths before is_dir()
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise W2SError(f"{option} {shown}: {printable(parent)} is a file, not a folder")
+                folder = parent
+                break
+        else:
+            folder = Path(".")
+        for part in path.parts:
+            if len(os.fsencode(part)) > _name_max(folder):
+                raise W2SError(f"{option} {shown}: file name too long ({len(os.fsencode(part))} bytes)")
+        if path.is_dir():
+            raise W2SError(f"{option} {shown}: is a directory; give a file name")
+    except OSError as exc:
+        raise W2SError(f"{option} {shown}: cannot write there ({exc.strerror or exc})") from None
     for src in inputs:
         if src is None:
             continue
         src = Path(src)
-        same = src.exists() and path.exists() and os.path.samefile(src, path)
+        try:
+            same = src.exists() and path.exists() and os.path.samefile(src, path)
+        except OSError:  # an input we cannot even stat: its reader says why
+            same = False
         if same or Path(os.path.abspath(src)) == Path(os.path.abspath(path)):
             raise W2SError(f"{option} {shown}: is also this command's input; choose another output name")
     try:  # can we create a file there at all (read-only folder or file system)?

@@ -1,0 +1,133 @@
+"""Resumable extraction (a killed run resumes from its last complete shard) and torchrun: extraction and
+the streamed solves split over 2 CPU processes give the single-process artifacts and numbers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from w2s_cli.store import artifact as store
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "W2S_DIST_BACKEND": "gloo"}
+EXTRACT = ["--data", "digits", "--no-pretrained", "--num-workers", "0", "-q"]
+SLOW_EXTRACT = [
+    "w2s",
+    "extract",
+    *EXTRACT,
+    "--model",
+    "test_efficientnet",
+    "--image-size",
+    48,
+    "--batch-size",
+    20,
+    "--shard-rows",
+    100,
+]
+
+
+def sh(*args, env=None, check=True, **kw):
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env or ENV, timeout=600, **kw)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def torchrun(*args, **kw):
+    return sh(BIN / "torchrun", "--nproc-per-node", 2, "-m", "w2s_cli", *args, **kw)
+
+
+def same_record(a: dict, b: dict) -> None:
+    """Two records equal apart from timings (and the time they were made)."""
+    a, b = dict(a), dict(b)
+    for r in (a, b):
+        r.pop("created")
+        r["extraction"] = {k: v for k, v in r["extraction"].items() if k not in ("seconds", "images_per_second")}
+    assert a == b
+
+
+def wait_for_shards(folder: Path, count: int, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 300
+    while len(list(folder.glob("shard-*.safetensors"))) < count and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+
+
+def test_a_killed_extraction_resumes_to_the_same_artifact(tmp_path):
+    sh(*SLOW_EXTRACT, "-o", tmp_path / "whole.safetensors")
+    out = tmp_path / "killed.safetensors"
+    proc = subprocess.Popen([str(a) for a in SLOW_EXTRACT] + ["-o", str(out)], env=ENV, stderr=subprocess.DEVNULL)
+    shards = out.with_name(out.name + ".shards")
+    wait_for_shards(shards, 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and len(list(shards.glob("shard-*.safetensors"))) >= 3
+    again = sh(*SLOW_EXTRACT, "-o", out)
+    assert "resuming" in again.stderr and "from row" in again.stderr
+    assert not shards.exists()
+    a, b = store.load(tmp_path / "whole.safetensors"), store.load(out)
+    for name in ("embeddings", "sample_ids", "labels"):
+        np.testing.assert_array_equal(a[name], b[name])
+    a.meta["command"] = b.meta["command"]  # the two commands differ in -o only
+    same_record(a.meta, b.meta)
+    assert a.meta["artifact_id"] == b.meta["artifact_id"]
+
+
+def test_sigterm_leaves_no_partial_file_and_resumes(tmp_path):
+    args = [*SLOW_EXTRACT, "-o", tmp_path / "e.safetensors"]
+    proc = subprocess.Popen([str(a) for a in args], env=ENV, stderr=subprocess.PIPE, text=True)
+    shards = tmp_path / "e.safetensors.shards"
+    wait_for_shards(shards, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate()[1]
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("w2s: interrupted")
+    assert not (tmp_path / "e.safetensors").exists() and not list(shards.glob(".w2s-*"))
+    assert "resuming" in sh(*args).stderr
+
+
+@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
+def test_torchrun_extraction_and_streamed_solves_match_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder in (one, two):
+        folder.mkdir()
+    for name, model in (("weak", "test_efficientnet"), ("strong", "test_resnet")):
+        common = [*EXTRACT, "--model", model, "--image-size", 32, "--shard-rows", 250]
+        sh("w2s", "extract", *common, "-o", one / f"{name}.safetensors")
+        torchrun("extract", *common, "-o", two / f"{name}.safetensors")
+        a, b = store.load(one / f"{name}.safetensors"), store.load(two / f"{name}.safetensors")
+        np.testing.assert_array_equal(a["embeddings"], b["embeddings"])  # no duplicated or missing rows
+        assert b.meta["extraction"]["world_size"] == 2
+    env = {**ENV, "W2S_CHUNK_ROWS": "128"}  # many chunks, so both ranks carry rows of every pass
+    stages = [
+        (
+            "train-weak",
+            "weak.safetensors",
+            "--n-labeled",
+            300,
+            "--n-test",
+            300,
+            "--n-pseudo",
+            1000,
+            "--subspace",
+            20,
+            "-o",
+            "t.safetensors",
+        ),
+        ("pseudolabel", "t.safetensors", "-o", "p.safetensors"),
+        ("fit-student", "p.safetensors", "--strong", "strong.safetensors", "--subspace", 30, "-o", "r.safetensors"),
+    ]
+    for stage in stages:
+        sh("w2s", *stage, env=env, cwd=one)
+        torchrun(*stage, env=env, cwd=two)
+    a = json.loads(sh("w2s", "report", one / "r.safetensors", "--json").stdout)
+    b = json.loads(sh("w2s", "report", two / "r.safetensors", "--json").stdout)
+    for k in ("weak", "w2s", "strong_sft", "ceiling"):
+        assert b["error"][k] == pytest.approx(a["error"][k], rel=1e-8)
+        assert b["variance"][k]["exact"] == pytest.approx(a["variance"][k]["exact"], rel=1e-8)
+        assert b["predicted"]["error"][k] == pytest.approx(a["predicted"]["error"][k], rel=1e-8)
+    assert b["dimensions"]["d_sw"] == pytest.approx(a["dimensions"]["d_sw"], rel=1e-8)

@@ -1,0 +1,166 @@
+"""`w2s sweep` and `w2s rank-teachers` on digits with tiny random-weight timm models."""
+
+import csv
+import json
+
+import pytest
+from conftest import QUIET, assert_user_error, w2s
+
+from w2s_cli import W2SError
+from w2s_cli.options import BackboneSpec, DataOptions, RunOptions, SplitOptions, SubspaceOptions
+from w2s_cli.stages.sweep import parse_vary, sweep
+
+MODELS = ["--weak", "test_efficientnet@32", "--strong", "test_resnet@32", "--no-pretrained"]
+SMALL = ["--data", "digits", "--n-labeled", 200, "--n-test", 300, "--subspace", 20, "--num-workers", 0, "-q"]
+
+
+def test_sweep_points_csv_plot_and_json(tmp_path):
+    r = w2s(
+        "sweep",
+        *MODELS,
+        *SMALL,
+        "--vary",
+        "n-pseudo=300,600",
+        "--vary",
+        "label-noise=0,0.2",
+        "--trials",
+        2,
+        "--out-dir",
+        tmp_path,
+        "--csv",
+        tmp_path / "s.csv",
+        "--plot",
+        tmp_path / "s.png",
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["vary"] == ["n-pseudo", "label-noise"] and len(out["points"]) == 4
+    params = [p["params"] for p in out["points"]]
+    assert params[0] == {"n-pseudo": "300", "label-noise": "0"} and params[-1] == {
+        "n-pseudo": "600",
+        "label-noise": "0.2",
+    }
+    for p in out["points"]:
+        s = p["summary"]
+        assert s["trials"] == 2 and s["n_pseudo"] == int(p["params"]["n-pseudo"]) and s["pgr_stderr"] is not None
+        assert s["label_noise"]["rate"] == float(p["params"]["label-noise"])
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert len(rows) == 4
+    for col in (
+        "n-pseudo",
+        "label-noise",
+        "d_w",
+        "d_s",
+        "d_sw",
+        "error_w2s",
+        "error_w2s_se",
+        "error_w2s_predicted",
+        "variance_w2s_exact",
+        "variance_w2s_theory",
+        "pgr",
+        "pgr_se",
+        "opr",
+        "opr_se",
+        "pgr_predicted",
+        "pgr_theory",
+        "accuracy_weak",
+    ):
+        assert col in rows[0], col
+    assert float(rows[0]["d_w"]) == 20 and (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    # the embeddings were extracted once, for both models, and shared by all 4 x 2 trials
+    assert sorted(p.name for p in (tmp_path / "embeddings").iterdir()) == [
+        "test_efficientnet-32px.safetensors",
+        "test_resnet-32px.safetensors",
+    ]
+
+
+def test_a_killed_sweep_resumes_without_redoing_finished_trials(tmp_path):
+    data = DataOptions("digits")
+    base = RunOptions(
+        weak=BackboneSpec("test_efficientnet", 32, pretrained=False),
+        strong=BackboneSpec("test_resnet", 32, pretrained=False),
+        split=SplitOptions(n_labeled=200, n_test=300, n_pseudo=400),
+        weak_subspace=SubspaceOptions("20"),
+        strong_subspace=SubspaceOptions("20"),
+        trials=2,
+    )
+    varies = [parse_vary("n-pseudo=300,600")]
+
+    def killer(done, total, key):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep(tmp_path, data, base, QUIET, varies, progress=killer)
+    finished = sorted((tmp_path / "points").glob("*/trial-*/result.safetensors"))
+    assert len(finished) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in finished}
+    seen = []
+    result = sweep(tmp_path, data, base, QUIET, varies, progress=lambda d, t, k: seen.append(d))
+    assert len(result["points"]) == 2 and seen == [1, 2, 3, 4]
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in finished)  # not redone
+    assert len(sorted((tmp_path / "points").glob("*/trial-*/result.safetensors"))) == 4
+
+
+def test_bad_vary_values_are_refused(tmp_path):
+    for text, pattern in (
+        ("n-pseudo", "expected PARAM=V1"),
+        ("width=1,2", "expected PARAM=V1"),
+        ("n-pseudo=10,x", "not valid for n-pseudo"),
+        ("n-pseudo=10,10", "repeated"),
+        ("label-noise=-0.1", "not valid"),
+        ("subspace=auto,lots", "--subspace"),
+    ):
+        with pytest.raises(W2SError, match=pattern):
+            parse_vary(text)
+    assert_user_error(w2s("sweep", *SMALL, "--vary", "n-labeled=5000", "--out-dir", tmp_path), "--n-labeled 5000")
+    assert_user_error(w2s("sweep", *SMALL, "--out-dir", tmp_path), "Missing option '--vary'")
+
+
+def test_rank_teachers_predicts_and_measures(tmp_path):
+    weak = ["--weak", "test_efficientnet@32", "--weak", "test_efficientnet@24", "--weak", "test_resnet@24"]
+    r = w2s(
+        "rank-teachers",
+        "--strong",
+        "test_resnet@32",
+        *weak,
+        "--no-pretrained",
+        *SMALL,
+        "--n-pseudo",
+        600,
+        "--out-dir",
+        tmp_path,
+        "--measure",
+        "--json",
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert len(out["teachers"]) == 3 and {t["weak"] for t in out["teachers"]} == {
+        "test_efficientnet@32",
+        "test_efficientnet@24",
+        "test_resnet@24",
+    }
+    errors = [t["predicted"]["error_w2s"] for t in out["teachers"]]
+    assert errors == sorted(errors)  # ranked by predicted W2S error
+    for t in out["teachers"]:
+        assert set(t) >= {"weak", "d_w", "d_sw", "predicted", "measured"}
+        assert set(t["predicted"]) >= {"error_w2s", "pgr", "opr"} and set(t["measured"]) >= {"error_w2s", "pgr", "opr"}
+    assert -1 <= out["spearman"] <= 1 and "near_ties" in out
+    table = w2s(
+        "rank-teachers",
+        "--strong",
+        "test_resnet@32",
+        *weak,
+        "--no-pretrained",
+        *SMALL,
+        "--n-pseudo",
+        600,
+        "--out-dir",
+        tmp_path,
+    )
+    assert table.exit_code == 0 and "ranked by predicted W2S" in table.stdout and "measured" not in table.stdout
+    assert_user_error(
+        w2s("rank-teachers", "--strong", "test_resnet@32", "--weak", "test_resnet@24", *SMALL, "--out-dir", tmp_path),
+        "at least two",
+    )

@@ -1,0 +1,248 @@
+"""`w2s sweep`: `w2s run` over a grid of one or more varied parameters, with T trials per point.
+
+Embeddings are extracted once per (model, input size, data) into OUT_DIR/embeddings and shared by every
+point and trial; each point's trials and combined result live in OUT_DIR/points/<point>/, so a killed
+sweep, rerun, computes only what is missing. One row per point: the parameters, measured errors and
+accuracies, PGR and OPR (mean and standard error over trials), the variance-only theory's and the
+label-light predictions, d_w, d_s, d_sw and the exact variance coefficients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from w2s_cli.errors import W2SError, printable
+from w2s_cli.numerics.stats import MODELS
+from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SubspaceOptions, parse_subspace
+from w2s_cli.report.summary import load_result, summary
+from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, combine, run_trials
+from w2s_cli.store import artifact as store
+
+PARAMETERS = ("n-pseudo", "n-labeled", "label-noise", "subspace", "weak-subspace", "strong-subspace", "weak", "strong")
+
+
+def parse_vary(text: str) -> tuple[str, list[Any]]:
+    """'n-pseudo=1000,2000' -> ('n-pseudo', [1000, 2000]), each value checked."""
+    name, eq, raw = text.partition("=")
+    name = name.strip()
+    if not eq or name not in PARAMETERS:
+        raise W2SError(
+            f"--vary '{printable(text)}': expected PARAM=V1,V2,... with PARAM one of {', '.join(PARAMETERS)}"
+        )
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    if not values:
+        raise W2SError(f"--vary {name}: no values")
+    try:
+        if name in ("n-pseudo", "n-labeled"):
+            parsed = [int(v) for v in values]
+            if min(parsed) <= 0:
+                raise ValueError
+        elif name == "label-noise":
+            parsed = [float(v) for v in values]
+            if min(parsed) < 0:
+                raise ValueError
+        elif name.endswith("subspace"):
+            parsed = [str(v) for v in values]
+            for v in parsed:
+                parse_subspace(v)
+        else:
+            parsed = [BackboneSpec.parse(v) for v in values]
+    except ValueError:
+        raise W2SError(f"--vary {name}: '{printable(raw)}' holds a value that is not valid for {name}") from None
+    if len(set(map(str, parsed))) != len(parsed):
+        raise W2SError(f"--vary {name}: a value is repeated")
+    return name, parsed
+
+
+def with_value(options: RunOptions, name: str, value: Any) -> RunOptions:
+    """options with one parameter set (weak/strong keep the run's weights and pretrained choice)."""
+    split = options.split
+    if name == "n-pseudo":
+        return dataclasses.replace(options, split=dataclasses.replace(split, n_pseudo=value))
+    if name == "n-labeled":
+        return dataclasses.replace(options, split=dataclasses.replace(split, n_labeled=value))
+    if name == "label-noise":
+        return dataclasses.replace(options, split=dataclasses.replace(split, label_noise=value))
+    if name == "subspace":
+        return dataclasses.replace(
+            options,
+            weak_subspace=SubspaceOptions(value, options.weak_subspace.energy),
+            strong_subspace=SubspaceOptions(value, options.strong_subspace.energy),
+        )
+    if name == "weak-subspace":
+        return dataclasses.replace(options, weak_subspace=SubspaceOptions(value, options.weak_subspace.energy))
+    if name == "strong-subspace":
+        return dataclasses.replace(options, strong_subspace=SubspaceOptions(value, options.strong_subspace.energy))
+    role = getattr(options, name)
+    spec = BackboneSpec(
+        value.model, value.image_size, role.weights if role.model == value.model else None, role.pretrained
+    )
+    return dataclasses.replace(options, **{name: spec})
+
+
+def label(value: Any) -> str:
+    return value.label if isinstance(value, BackboneSpec) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def point_key(params: dict[str, Any]) -> str:
+    text = "_".join(f"{k}={label(v)}" for k, v in params.items())
+    return re.sub(r"[^A-Za-z0-9=._@+-]", "-", text)
+
+
+def sweep(
+    out_dir: str | os.PathLike,
+    data: DataOptions,
+    base: RunOptions,
+    extract: ExtractOptions,
+    varies: list[tuple[str, list[Any]]],
+    reuse: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every point of the grid (T trials each); return {"vary", "points": [{"params", "summary"}], ...}."""
+    if not varies:
+        raise W2SError("sweep needs at least one --vary PARAM=V1,V2,...")
+    names = [n for n, _ in varies]
+    if len(set(names)) != len(names):
+        raise W2SError(f"--vary {names[0]}: given twice; give each parameter once with all its values")
+    if base.trials < 1:
+        raise W2SError(f"--trials must be at least 1, got {base.trials}")
+    grid = []
+    for combo in itertools.product(*(values for _, values in varies)):
+        options, params = base, {}
+        for (name, _), value in zip(varies, combo, strict=True):
+            options, params[name] = with_value(options, name, value), value
+        options.split.check()
+        grid.append((params, options))
+    out_dir = Path(out_dir)
+    source = LazySource(data)
+    limit = base.limit
+    if limit is None:
+        need = max(o.split.n_labeled + o.split.n_pseudo for _, o in grid)
+        limit = auto_limit(source().split, max(o.split.n_test for _, o in grid), need)
+    cache = EmbeddingCache(out_dir / "embeddings", data, extract, limit, base.seed, reuse, source)
+    total, done, points = len(grid) * base.trials, 0, []
+    for params, options in grid:
+        key = point_key(params)
+        paths = {"weak": cache.get(options.weak), "strong": cache.get(options.strong)}
+        folder = out_dir / "points" / key
+
+        def tick(key: str = key) -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total, key)
+
+        results = run_trials(paths, folder, options, quiet=True, progress=tick, resume=reuse)
+        path = combine([store.load(p, "result") for p in results], folder / "result.safetensors")
+        points.append(
+            {
+                "params": {k: label(v) for k, v in params.items()},
+                "key": key,
+                "result": str(path),
+                "summary": summary(load_result(path)),
+            }
+        )
+    out: dict[str, Any] = {"vary": names, "trials": base.trials, "points": points, "extract_seconds": cache.seconds}
+    if any(n in ("weak", "strong") for n in names):
+        out["spearman_pgr_vs_overlap"] = overlap_correlations(points, [n for n in names if n not in ("weak", "strong")])
+    return out
+
+
+def overlap_correlations(points: list[dict[str, Any]], others: list[str]) -> dict[str, float | None]:
+    """Spearman's rank correlation of PGR with d_sw/d_w across backbones, for each setting of the other
+    varied parameters (e.g. once for a fixed subspace size and once for the energy rule)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault(", ".join(f"{k}={p['params'][k]}" for k in others) or "all", []).append(p["summary"])
+    return {
+        name: spearman(
+            [s["dimensions"]["d_sw"] / s["dimensions"]["d_w"] if "dimensions" in s else None for s in ss],
+            [s["pgr"] for s in ss],
+        )
+        for name, ss in groups.items()
+    }
+
+
+def spearman(x: list[float | None], y: list[float | None]) -> float | None:
+    """Spearman's rank correlation of the pairs where both are defined (None below three pairs)."""
+    from scipy.stats import spearmanr
+
+    pairs = [(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None]
+    if len(pairs) < 3:
+        return None
+    return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+
+
+def rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The sweep as a table: one row per point (see the module docstring)."""
+    names = result["vary"]
+    header = list(names) + [
+        "trials",
+        "n_labeled",
+        "n_pseudo",
+        "label_noise",
+        "weak",
+        "strong",
+        "d_w",
+        "d_s",
+        "d_sw",
+        "d_sw_null",
+        "d_sw_corrected",
+        "d_sw_over_d_w",
+    ]
+    for k in MODELS:
+        header += [
+            f"error_{k}",
+            f"error_{k}_se",
+            f"accuracy_{k}",
+            f"accuracy_{k}_se",
+            f"error_{k}_predicted",
+            f"variance_{k}_exact",
+            f"variance_{k}_theory",
+        ]
+    header += ["pgr", "pgr_se", "opr", "opr_se", "pgr_predicted", "opr_predicted", "pgr_theory", "opr_theory"]
+    body = []
+    for p in result["points"]:
+        s = p["summary"]
+        d = s.get("dimensions") or {}
+        row = [p["params"][n] for n in names]
+        row += [
+            s["trials"],
+            s["n_labeled"],
+            s["n_pseudo"],
+            (s.get("label_noise") or {}).get("rate"),
+            f"{s['weak_model']}@{s['weak_input_size']}",
+            f"{s['strong_model']}@{s['strong_input_size']}",
+        ]
+        row += [d.get(k) for k in ("d_w", "d_s", "d_sw", "d_sw_null", "d_sw_corrected")]
+        row.append(d["d_sw"] / d["d_w"] if d.get("d_w") else None)
+        for k in MODELS:
+            var = (s.get("variance") or {}).get(k) or {}
+            row += [
+                s["error"][k],
+                s["error_stderr"].get(k),
+                (s.get("accuracy") or {}).get(k),
+                (s.get("accuracy_stderr") or {}).get(k),
+                ((s.get("predicted") or {}).get("error") or {}).get(k),
+                var.get("exact"),
+                var.get("theory"),
+            ]
+        pred, theory = s.get("predicted") or {}, s.get("theory") or {}
+        row += [
+            s["pgr"],
+            s.get("pgr_stderr"),
+            s["opr"],
+            s.get("opr_stderr"),
+            pred.get("pgr"),
+            pred.get("opr"),
+            theory.get("pgr"),
+            theory.get("opr"),
+        ]
+        body.append(row)
+    return header, body

@@ -1,0 +1,161 @@
+"""`w2s rank-teachers`: which weak teacher will transfer best, before paying for students.
+
+Every candidate is scored from the n labelled rows and unlabelled embeddings only (no test label, no label
+of the N pseudo rows): the label-light predictions of the W2S student's error, PGR and OPR
+(stages/analysis.py). The split is the one `w2s run` would draw with the same seed, so `--measure`
+(which trains every pipeline) compares like with like. Candidates share the labelled rows, so the
+ranking's near-ties are judged by paired standard errors over those rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2s_cli.errors import W2SError
+from w2s_cli.numerics.stats import mean_and_sem
+from w2s_cli.numerics.variance import LabelNoise, fit_rows
+from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SplitOptions
+from w2s_cli.report.summary import load_result, summary
+from w2s_cli.stages.analysis import fit_on, predictions
+from w2s_cli.stages.design import gather
+from w2s_cli.stages.heads import shared_basis
+from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, combine, run_trials
+from w2s_cli.stages.split import draw_split, noisy_values
+from w2s_cli.stages.sweep import spearman
+from w2s_cli.stages.teacher import observed
+from w2s_cli.store import artifact as store
+from w2s_cli.store.embeddings import EmbeddingSet
+
+
+def predict_w2s(weak: str | os.PathLike, strong: str | os.PathLike, options: RunOptions, seed: int) -> dict[str, Any]:
+    """The label-light predictions for one teacher and one split draw (ridgeless heads, soft labels)."""
+    emb_w, emb_s = EmbeddingSet(weak, "weak embeddings"), EmbeddingSet(strong, "strong embeddings")
+    store.require_same_samples(emb_w.meta, emb_s.meta, f"weak {weak}", f"strong {strong}")
+    sp = SplitOptions(**{**options.split.__dict__, "seed": seed})
+    s = draw_split(emb_w.n_rows, emb_w.split, sp, options.split.n_pseudo)
+    noisy = noisy_values(emb_w.values(), emb_w.n_classes, sp.label_noise, seed)
+    n = len(s.labeled)
+    basis_w, _, _ = shared_basis(emb_w, s.train, options.weak_subspace.parsed(), options.weak_subspace.energy, n)
+    basis_s, _, _ = shared_basis(emb_s, s.train, options.strong_subspace.parsed(), options.strong_subspace.energy, n)
+    Y_L = observed(emb_w, noisy, s.labeled)
+    teacher = fit_rows(basis_w.transform(emb_w.rows(s.labeled)), Y_L)
+    pseudo = np.concatenate([teacher.predict(basis_w.transform(block)) for _, block in emb_w.chunks(s.pseudo)])
+    unlabelled = np.zeros_like(pseudo)  # the N rows' labels are never read
+
+    def targets_P(pos: np.ndarray) -> np.ndarray:
+        return np.hstack([pseudo[pos], unlabelled[pos]])
+
+    design = gather(emb_s, emb_w, basis_s, basis_w, s.labeled, s.pseudo, s.test, Y_L, targets_P)
+    fits = {
+        "w2s": fit_on(design.P, design.zs, design.y),
+        "strong_sft": fit_on(design.L, design.zs, design.y),
+        "ceiling": fit_on(design.train(), design.zs, design.y),  # only its design enters (v_c)
+    }
+    out = predictions(design, fits, LabelNoise(sp.label_noise, emb_w.n_classes))
+    loo = out["loo"]["w2s"]
+    return {
+        "d_w": out["dimensions"]["d_w"],
+        "d_s": out["dimensions"]["d_s"],
+        "d_sw": out["dimensions"]["d_sw"],
+        "predicted": out["predicted"],
+        "w2s_rows": None if loo is None else (loo**2).mean(axis=1),
+    }
+
+
+def rank_teachers(
+    out_dir: str | os.PathLike,
+    data: DataOptions,
+    base: RunOptions,
+    extract: ExtractOptions,
+    teachers: list[BackboneSpec],
+    measure: bool = False,
+    reuse: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Rank `teachers` by predicted W2S error (lowest first); with `measure`, also train them all."""
+    if len(teachers) < 2:
+        raise W2SError("rank-teachers needs at least two --weak teachers to rank")
+    if len({t.label for t in teachers}) != len(teachers):
+        raise W2SError("a --weak teacher is given twice")
+    base.split.check()
+    out_dir = Path(out_dir)
+    source = LazySource(data)
+    limit = base.limit
+    if limit is None:
+        limit = auto_limit(source().split, base.split.n_test, base.split.n_labeled + base.split.n_pseudo)
+    cache = EmbeddingCache(out_dir / "embeddings", data, extract, limit, base.seed, reuse, source)
+    strong = cache.get(base.strong)
+    entries, rows = [], {}
+    for spec in teachers:
+        weak = cache.get(spec)
+        draws = [predict_w2s(weak, strong, base, base.split.seed + t) for t in range(base.trials)]
+        errors = {k: [d["predicted"]["error"][k] for d in draws] for k in ("weak", "w2s")}
+        # the standard error of the predicted W2S error: over trials, or over the n labelled rows for one
+        se = mean_and_sem(errors["w2s"])[1] if base.trials > 1 else _row_sem(draws[0]["w2s_rows"])
+        entry: dict[str, Any] = {
+            "weak": spec.label,
+            **{k: float(np.mean([d[k] for d in draws])) for k in ("d_w", "d_s", "d_sw")},
+            "predicted": {
+                "error_w2s": mean_and_sem(errors["w2s"])[0],
+                "error_w2s_stderr": se,
+                "error_weak": mean_and_sem(errors["weak"])[0],
+                "pgr": mean_and_sem([d["predicted"]["pgr"] for d in draws])[0],
+                "opr": mean_and_sem([d["predicted"]["opr"] for d in draws])[0],
+            },
+        }
+        rows[spec.label] = draws[0]["w2s_rows"]
+        if measure:
+            folder = out_dir / "teachers" / spec.label.replace("/", "_").replace(":", "-")
+            options = RunOptions(**{**base.__dict__, "weak": spec})
+            results = run_trials({"weak": weak, "strong": strong}, folder, options, quiet=True, resume=reuse)
+            s = summary(load_result(combine([store.load(p, "result") for p in results], folder / "result.safetensors")))
+            entry["measured"] = {
+                "error_w2s": s["error"]["w2s"],
+                "error_w2s_stderr": s["error_stderr"]["w2s"],
+                "error_weak": s["error"]["weak"],
+                "pgr": s["pgr"],
+                "opr": s["opr"],
+            }
+        entries.append(entry)
+        if progress is not None:
+            progress(spec.label)
+    entries.sort(key=lambda e: (e["predicted"]["error_w2s"] is None, e["predicted"]["error_w2s"] or 0.0))
+    result: dict[str, Any] = {
+        "strong": base.strong.label,
+        "n_labeled": base.split.n_labeled,
+        "n_pseudo": base.split.n_pseudo,
+        "trials": base.trials,
+        "teachers": entries,
+        "near_ties": near_ties(entries, rows),
+    }
+    if measure:
+        pred = [e["predicted"]["error_w2s"] for e in entries]
+        meas = [e["measured"]["error_w2s"] for e in entries]
+        result["spearman"] = spearman(pred, meas)
+        result["max_relative_error"] = max(
+            (abs(p - m) / m for p, m in zip(pred, meas, strict=True) if p is not None and m), default=None
+        )
+    return result
+
+
+def _row_sem(rows: np.ndarray | None) -> float | None:
+    return None if rows is None else mean_and_sem(rows.tolist())[1]
+
+
+def near_ties(entries: list[dict[str, Any]], rows: dict[str, np.ndarray | None]) -> list[dict[str, Any]]:
+    """Neighbours in the ranking whose predicted W2S errors differ by less than two paired standard errors
+    over the shared labelled rows: their order is not settled by the n labels."""
+    ties = []
+    for a, b in zip(entries, entries[1:], strict=False):
+        ra, rb = rows.get(a["weak"]), rows.get(b["weak"])
+        if ra is None or rb is None:
+            continue
+        diff, se = mean_and_sem((rb - ra).tolist())
+        if se is not None and abs(diff) < 2 * se:
+            ties.append({"teachers": [a["weak"], b["weak"]], "difference": diff, "stderr": se})
+    return ties
