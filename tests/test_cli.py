@@ -204,3 +204,46 @@ def test_regression_task_end_to_end(tmp_path):
         w2s("train-weak", tmp_path / "weak.safetensors", "--solver", "logistic", "--n-test", 60),
         "needs a classification dataset",
     )
+
+
+def test_a_moved_run_folder_still_resolves_its_references(chain, session_dir, weak_emb, strong_emb, tmp_path):
+    """Results record their inputs relative to their own folder too: move everything, and the chain
+    (recorded weak embeddings included) still resolves, with content ids recorded."""
+    import shutil
+
+    src = tmp_path / "run"
+    src.mkdir()
+    for name, path in (("weak", weak_emb), ("strong", strong_emb)):
+        shutil.copy(path, src / f"{name}.safetensors")
+    t = w2s(
+        "train-weak",
+        src / "weak.safetensors",
+        "--n-labeled",
+        300,
+        "--n-test",
+        300,
+        "--subspace",
+        20,
+        "-o",
+        src / "t.safetensors",
+    )
+    assert t.exit_code == 0, t.output
+    moved = tmp_path / "moved"
+    shutil.move(src, moved)
+    p = w2s("pseudolabel", moved / "t.safetensors", "--n-pseudo", 500, "-o", moved / "p.safetensors")
+    assert p.exit_code == 0, p.output
+    r = w2s(
+        "fit-student",
+        moved / "p.safetensors",
+        "--strong",
+        moved / "strong.safetensors",
+        "--subspace",
+        20,
+        "-o",
+        moved / "r.safetensors",
+    )
+    assert r.exit_code == 0 and "no theory analysis" not in r.stderr, r.output
+    meta = store.read_meta(moved / "r.safetensors")
+    assert meta["weak_embeddings"]["relpath"] == "weak.safetensors"
+    assert meta["strong_embeddings"]["artifact_id"] == store.read_meta(moved / "strong.safetensors")["artifact_id"]
+    assert meta["fits"]["w2s"]["rank"] == 20 and meta["fits"]["w2s"]["condition_number"] > 1

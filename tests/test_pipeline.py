@@ -35,3 +35,37 @@ def test_auto_limit_keeps_enough_test_samples():
     assert auto_limit(split, n_test=2000, n_train=9000) == 14000
     assert auto_limit(None, 10, 10) is None
     assert auto_limit(split, n_test=20000, n_train=10) is None  # needs everything
+
+
+def test_logistic_heads_run_and_are_labelled(tmp_path, weak_weights):
+    r = w2s(
+        "run",
+        "--data",
+        "digits",
+        "--weak",
+        "test_efficientnet@32",
+        "--strong",
+        "tf_efficientnet_lite0@32",
+        "--weak-weights",
+        weak_weights,
+        "--n-labeled",
+        200,
+        "--n-pseudo",
+        800,
+        "--n-test",
+        300,
+        "--subspace",
+        20,
+        "--head",
+        "logistic",
+        "--num-workers",
+        0,
+        "--out-dir",
+        tmp_path,
+        "-q",
+    )
+    assert r.exit_code == 0, r.output
+    assert "Brier" in r.stdout and "teacher logistic, student/SFT/ceiling logistic" in r.stdout
+    s = json.loads(w2s("report", tmp_path / "result.safetensors", "--json").stdout)
+    assert s["solver"] == {"teacher": "logistic", "student": "logistic"} and "variance" not in s
+    assert s["accuracy"]["ceiling"] > 0.8 and "ridgeless" in s["analysis_note"]

@@ -120,20 +120,8 @@ def test_bad_vary_values_are_refused(tmp_path):
 
 def test_rank_teachers_predicts_and_measures(tmp_path):
     weak = ["--weak", "test_efficientnet@32", "--weak", "test_efficientnet@24", "--weak", "test_resnet@24"]
-    r = w2s(
-        "rank-teachers",
-        "--strong",
-        "test_resnet@32",
-        *weak,
-        "--no-pretrained",
-        *SMALL,
-        "--n-pseudo",
-        600,
-        "--out-dir",
-        tmp_path,
-        "--measure",
-        "--json",
-    )
+    args = ["rank-teachers", "--strong", "test_resnet@32", *weak, "--no-pretrained", *SMALL, "--n-pseudo", 600]
+    r = w2s(*args, "--out-dir", tmp_path, "--measure", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert len(out["teachers"]) == 3 and {t["weak"] for t in out["teachers"]} == {
@@ -147,18 +135,7 @@ def test_rank_teachers_predicts_and_measures(tmp_path):
         assert set(t) >= {"weak", "d_w", "d_sw", "predicted", "measured"}
         assert set(t["predicted"]) >= {"error_w2s", "pgr", "opr"} and set(t["measured"]) >= {"error_w2s", "pgr", "opr"}
     assert -1 <= out["spearman"] <= 1 and "near_ties" in out
-    table = w2s(
-        "rank-teachers",
-        "--strong",
-        "test_resnet@32",
-        *weak,
-        "--no-pretrained",
-        *SMALL,
-        "--n-pseudo",
-        600,
-        "--out-dir",
-        tmp_path,
-    )
+    table = w2s(*args, "--out-dir", tmp_path)
     assert table.exit_code == 0 and "ranked by predicted W2S" in table.stdout and "measured" not in table.stdout
     assert_user_error(
         w2s("rank-teachers", "--strong", "test_resnet@32", "--weak", "test_resnet@24", *SMALL, "--out-dir", tmp_path),

@@ -25,6 +25,16 @@ from w2s_cli.options import (
     SubspaceOptions,
 )
 
+# the option groups of `run` and `sweep`
+RUN_GROUPS = {
+    "data": DataOptions,
+    "extract": ExtractOptions,
+    "split": SplitOptions,
+    "head": HeadOptions,
+    "models": ModelFlags,
+    "flags": ExperimentFlags,
+}
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -181,14 +191,7 @@ def report(
 
 
 @app.command()
-@takes(
-    data=DataOptions,
-    extract=ExtractOptions,
-    split=SplitOptions,
-    head=HeadOptions,
-    models=ModelFlags,
-    flags=ExperimentFlags,
-)
+@takes(**RUN_GROUPS)
 def run(
     data: DataOptions,
     extract: ExtractOptions,
@@ -208,14 +211,7 @@ def run(
 
 
 @app.command()
-@takes(
-    data=DataOptions,
-    extract=ExtractOptions,
-    split=SplitOptions,
-    head=HeadOptions,
-    models=ModelFlags,
-    flags=ExperimentFlags,
-)
+@takes(**RUN_GROUPS)
 def sweep(
     data: DataOptions,
     extract: ExtractOptions,

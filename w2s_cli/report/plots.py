@@ -210,8 +210,12 @@ def plot_sweep(result: dict[str, Any], path) -> Path:
             ax.set_ylabel(panel.upper())
         if xname in ("n-pseudo", "n-labeled"):
             _log_x(ax)
-        if xname == "d_sw / d_w" and panel == "pgr":  # name each teacher
-            for xi, si, lab in zip(x, s, labels, strict=True):
+            ticks = sorted(set(x))
+            ax.set_xticks(ticks, [f"{v:g}" for v in ticks], fontsize=7)
+        if xname == "d_sw / d_w" and panel == "pgr":  # name each teacher (without their common prefix)
+            prefix = os.path.commonprefix(labels).rpartition("_")[0]
+            names = [lab[len(prefix) + 1 :] if prefix else lab for lab in labels]
+            for xi, si, lab in zip(x, s, names, strict=True):
                 if si["pgr"] is not None:
                     ax.annotate(lab, (xi, si["pgr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         if categorical:

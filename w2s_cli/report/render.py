@@ -43,7 +43,7 @@ def show(blocks: list[Block], markdown: bool = False, out=None) -> None:
         if b.columns:
             table = Table(title=b.title)
             for c in b.columns:
-                table.add_column(c)
+                table.add_column(c, overflow="fold")
             for r in b.rows:
                 table.add_row(*r)
             console.print(table)
@@ -56,6 +56,8 @@ def show(blocks: list[Block], markdown: bool = False, out=None) -> None:
 def fmt(x: float | None, se: float | None = None, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "undefined"
+    if abs(x) < 0.5 * 10**-digits:
+        x = 0.0  # no "-0.0000"
     text = f"{x:.{digits}f}"
     if se is not None and isinstance(se, float) and math.isfinite(se):
         text += f" ± {se:.{digits}f}"
@@ -116,6 +118,8 @@ def report_blocks(s: dict[str, Any]) -> list[Block]:
             row.append(fmt(pred["error"].get(k)))
         rows.append(row)
     task = " vs one-hot label" if s.get("task") == "classification" else ""
+    if (s.get("solver") or {}).get("student") == "logistic":
+        task = " of the softmax vs one-hot label: Brier / C, the authors' error"
     title = f"W2S on {s['dataset']}: test error (mean squared error{task})"
     pgr = fmt(s["pgr"], s.get("pgr_stderr"), 3)
     if s["pgr"] is None:
