@@ -3,8 +3,8 @@ artifacts of R rows, with peak memory and seconds per stage.
 
     python bench/scale.py --rows 1000000 [--rows 250000] [--width 1280] [--n-labeled 10000] [--dir DIR]
 
-Each stage runs as its own process and its peak resident memory is read from the kernel (wait4's
-ru_maxrss). The artifacts are written in row blocks (never whole in memory): weak and strong embeddings of
+Each stage runs as its own process and its peak resident memory is read from the kernel (VmHWM).
+The artifacts are written in row blocks (never whole in memory): weak and strong embeddings of
 R x width float32 from 96 latent factors (48 shared), 10 classes from the shared ones, a 10% test split.
 With two --rows the slope in seconds per million rows is printed. The last line is
 `rows=R width=D seconds=S peak_rss_mib=M` for the largest R.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -86,18 +85,25 @@ def write(path: Path, rows: int, width: int, role: str) -> None:
 
 
 def stage(args: list, cwd: Path) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MiB, stdout) of one CLI stage in its own process."""
+    """(seconds, peak resident memory in MiB, stdout) of one CLI stage in its own process. The peak is the
+    kernel's high-water mark of the stage's own address space (VmHWM), read while it runs: wait4's
+    ru_maxrss would also count this (large) parent's memory at the fork."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(BIN / "w2s"), *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out = proc.stdout.read().decode()
-    err = proc.stderr.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{args[0]} failed: {err}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024, out
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([str(BIN / "w2s"), *map(str, args)], cwd=cwd, stdout=out, stderr=err)
+        peak = 0.0
+        while proc.poll() is None:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) / 1024)
+            except (OSError, IndexError, ValueError):  # the process is exiting
+                pass
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{args[0]} failed: {err.read().decode()}")
+        return seconds, peak, out.read().decode()
 
 
 def run(rows: int, width: int, n_labeled: int, folder: Path) -> dict:

@@ -81,74 +81,108 @@ class Artifact:
     ) -> None:
         self.kind, self.meta, self.path = kind, meta, path
         self.tensors: dict[str, Any] = dict(tensors or {})
-        self._names: list[str] | None = None
+        self._index: dict | None = None
 
     # reading ------------------------------------------------------------------------------------------
-    def _open(self):
-        try:
-            return safe_open(str(self.path), framework="numpy")
-        except (SafetensorError, OSError) as exc:
-            raise W2SError(f"{printable(self.path)}: unreadable tensors ({_reason(exc)})") from None
+    # Tensors are read with plain file reads at the offsets of the safetensors header, not through the
+    # library's memory map: mapped pages count as this process's resident memory, so reading rows of a
+    # 5 GB embedding matrix that way grows a stage to 5 GB (measured by bench/scale.py).
+    def _layout(self) -> dict[str, tuple[np.dtype, tuple[int, ...], int]]:
+        """name -> (dtype, shape, byte offset in the file), from the safetensors header, checked."""
+        if self._index is None:
+            name = printable(self.path)
+            try:
+                size = os.path.getsize(self.path)
+                with open(self.path, "rb") as f:
+                    n = int.from_bytes(f.read(8), "little")
+                    if not 0 < n <= size - 8:
+                        raise ValueError("bad header length")
+                    header = json.loads(f.read(n))
+            except OSError as exc:
+                raise W2SError(f"{name}: cannot read ({_reason(exc)})") from None
+            except (ValueError, UnicodeDecodeError):
+                raise W2SError(f"{name}: not a safetensors file (damaged header)") from None
+            index = {}
+            for key, info in header.items():
+                if key == "__metadata__":
+                    continue
+                try:
+                    dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
+                    shape = tuple(int(d) for d in info["shape"])
+                    begin, end = (int(o) for o in info["data_offsets"])
+                except (KeyError, TypeError, ValueError):
+                    raise W2SError(f"{name}: tensor '{printable(key)}' has an unreadable description") from None
+                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if end - begin != nbytes or 8 + n + end > size:
+                    raise W2SError(f"{name}: tensor '{printable(key)}' is truncated or damaged")
+                index[key] = (dtype, shape, 8 + n + begin)
+            self._index = index
+        return self._index
 
     def names(self) -> list[str]:
         if self.path is None:
             return list(self.tensors)
-        if self._names is None:
-            with self._open() as f:
-                self._names = list(f.keys())
-        return self._names
+        return list(self._layout())
 
     def has(self, name: str) -> bool:
         return name in self.tensors or name in self.names()
+
+    def _missing(self, name: str) -> W2SError:
+        return W2SError(
+            f"{printable(self.path)}: artifact of kind '{self.kind}' has no tensor '{name}' (not made by this w2s, "
+            "or damaged)"
+        )
+
+    def _read(self, f, name: str, start: int, count: int) -> np.ndarray:
+        """Rows [start, start + count) of tensor `name` from the open file f."""
+        dtype, shape, offset = self._layout()[name]
+        row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+        f.seek(offset + start * row * dtype.itemsize)
+        out = np.fromfile(f, dtype=dtype, count=count * row)
+        if len(out) != count * row:
+            raise W2SError(f"{printable(self.path)}: tensor '{name}' is truncated")
+        return out.reshape((count, *shape[1:])).astype(dtype.newbyteorder("="), copy=False)
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The whole tensor (read once, then kept)."""
         if name not in self.tensors:
             if not self.has(name):
-                raise W2SError(
-                    f"{printable(self.path)}: artifact of kind '{self.kind}' has no tensor '{name}' (not made by "
-                    "this w2s, or damaged)"
-                )
+                raise self._missing(name)
+            shape = self._layout()[name][1]
             try:
-                with self._open() as f:
-                    self.tensors[name] = f.get_tensor(name)
-            except (SafetensorError, OSError, ValueError) as exc:
+                with open(self.path, "rb") as f:
+                    block = self._read(f, name, 0, shape[0] if shape else 1)
+            except OSError as exc:
                 raise W2SError(f"{printable(self.path)}: unreadable tensor '{name}' ({_reason(exc)})") from None
+            self.tensors[name] = block.reshape(shape)
         return self.tensors[name]
 
     def shape(self, name: str) -> tuple[int, ...]:
         if name in self.tensors:
             return tuple(self.tensors[name].shape)
         if not self.has(name):
-            return self[name].shape  # raises the missing-tensor error
-        with self._open() as f:
-            return tuple(f.get_slice(name).get_shape())
+            raise self._missing(name)
+        return self._layout()[name][1]
 
     def rows(self, name: str, idx: np.ndarray) -> np.ndarray:
-        """Rows `idx` (any order) of a 2-D tensor, reading only the row ranges that hold them."""
+        """Rows `idx` (any order) of a tensor, reading only the row ranges that hold them."""
         idx = np.asarray(idx, dtype=np.int64)
         if name in self.tensors:
             return np.asarray(self.tensors[name])[idx]
+        shape = self.shape(name)
+        n = shape[0]
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise W2SError(f"{printable(self.path)}: rows out of range for tensor '{name}' ({n} rows)")
         order = np.argsort(idx, kind="stable")
-        out = None
+        out = np.empty((len(idx), *shape[1:]), dtype=self._layout()[name][0].newbyteorder("="))
         try:
-            with self._open() as f:
-                sl = f.get_slice(name)
-                n = sl.get_shape()[0]
-                if len(idx) and (idx.min() < 0 or idx.max() >= n):
-                    raise W2SError(f"{printable(self.path)}: rows out of range for tensor '{name}' ({n} rows)")
+            with open(self.path, "rb") as f:
                 pos = 0
-                for block in _row_blocks(sl, idx[order]):
-                    if out is None:
-                        out = np.empty((len(idx), *block.shape[1:]), dtype=block.dtype)
+                for block in _row_blocks(lambda a, b: self._read(f, name, a, b - a), idx[order]):
                     out[order[pos : pos + len(block)]] = block
                     pos += len(block)
-        except (SafetensorError, OSError, ValueError) as exc:
+        except OSError as exc:
             raise W2SError(f"{printable(self.path)}: unreadable tensor '{name}' ({_reason(exc)})") from None
-        if out is None:  # no rows asked for
-            with self._open() as f:
-                sl = f.get_slice(name)
-                out = sl[0:0]
         return out
 
     def chunks(
@@ -162,9 +196,9 @@ class Artifact:
             yield part, self.rows(name, part)
 
 
-def _row_blocks(sl, idx: np.ndarray) -> Iterator[np.ndarray]:
-    """Blocks of the rows idx (sorted) of a safetensors slice: a dense window is read whole and subset,
-    sparse rows are read in runs of consecutive indices."""
+def _row_blocks(read, idx: np.ndarray) -> Iterator[np.ndarray]:
+    """Blocks of the rows idx (sorted), read(start, stop) giving rows [start, stop): a dense window is read
+    whole and subset, sparse rows are read in runs of consecutive indices."""
     start = 0
     while start < len(idx):
         lo = idx[start]
@@ -172,12 +206,10 @@ def _row_blocks(sl, idx: np.ndarray) -> Iterator[np.ndarray]:
         members = idx[start:stop]
         hi = int(members[-1]) + 1
         if len(members) * 8 >= hi - lo:
-            window = sl[int(lo) : hi]
-            yield window[members - lo]
+            yield read(int(lo), hi)[members - lo]
         else:
             breaks = np.flatnonzero(np.diff(members) != 1) + 1
-            parts = [sl[int(run[0]) : int(run[-1]) + 1] for run in np.split(members, breaks)]
-            yield np.concatenate(parts)
+            yield np.concatenate([read(int(run[0]), int(run[-1]) + 1) for run in np.split(members, breaks)])
         start = stop
 
 
