@@ -19,6 +19,7 @@ import numpy as np
 
 from w2s_cli.distributed import main_writes
 from w2s_cli.errors import W2SError, printable
+from w2s_cli.numerics.moments import Moments, select
 from w2s_cli.numerics.stats import evaluate, one_hot
 from w2s_cli.numerics.subspaces import PrincipalBasis
 from w2s_cli.numerics.variance import LabelNoise
@@ -162,9 +163,8 @@ def fit_student(
     return main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
 
 
-def _cols(m, x: np.ndarray, y: np.ndarray):
-    from w2s_cli.numerics.moments import select
-
+def _cols(m: Moments, x: np.ndarray, y: np.ndarray) -> Moments:
+    """The moments of columns x then y (a head's [Z | Y])."""
     return select(m, np.concatenate([x, y]))
 
 
