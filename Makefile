@@ -30,7 +30,7 @@ data:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing dataset-fashion-mnist (Debian)"; \
 		apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
-	else echo "note: Fashion-MNIST not installed (needs root on Debian); w2s run --data digits works anywhere"; fi
+	else echo "note: Fashion-MNIST not installed (needs root on Debian); w2s run --data digits --n-labeled 300 --n-pseudo 1000 --n-test 400 works anywhere"; fi
 
 demo: install data
 	$(VENV)/bin/w2s run --out-dir w2s-run

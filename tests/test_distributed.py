@@ -131,3 +131,12 @@ def test_torchrun_extraction_and_streamed_solves_match_one_process(tmp_path):
         assert b["variance"][k]["exact"] == pytest.approx(a["variance"][k]["exact"], rel=1e-8)
         assert b["predicted"]["error"][k] == pytest.approx(a["predicted"]["error"][k], rel=1e-8)
     assert b["dimensions"]["d_sw"] == pytest.approx(a["dimensions"]["d_sw"], rel=1e-8)
+
+
+@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
+def test_under_torchrun_a_user_mistake_is_said_once(tmp_path):
+    missing, strong = tmp_path / "missing.safetensors", tmp_path / "s.safetensors"
+    done = torchrun("fit-student", missing, "--strong", strong, check=False)
+    ours = [line for line in done.stderr.splitlines() if line.startswith("w2s:")]
+    assert done.returncode != 0 and len(ours) == 1, done.stderr
+    assert ours[0].startswith("w2s: error: ") and "missing.safetensors: no such file" in ours[0]

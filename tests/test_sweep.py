@@ -75,6 +75,26 @@ def test_sweep_points_csv_plot_and_json(tmp_path):
     ]
 
 
+def test_run_and_sweep_share_embeddings_and_check_sizes_before_extracting(tmp_path):
+    small = [*MODELS, *SMALL, "--n-pseudo", 300, "--out-dir", tmp_path]
+    assert w2s("run", *small).exit_code == 0
+    made = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    r = w2s("sweep", *small, "--vary", "label-noise=0,0.1", "--trials", 2)
+    assert r.exit_code == 0, r.output
+    reused = [line for line in r.stderr.splitlines() if line.startswith("reusing")]
+    assert len(reused) == 2 and not (tmp_path / "embeddings").exists()  # the run's files, each said once
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == made
+    # sizes the samples cannot hold, or flips above 1, are refused before any extraction
+    new = tmp_path / "new"
+    for args, pattern in (
+        (["--n-test", 2000], "these embeddings hold 1797 samples in all"),
+        (["--n-pseudo", 300, "--label-noise", 1.5], "at most 1, got 1.5"),
+    ):
+        assert_user_error(w2s("run", *MODELS, *SMALL, *args, "--out-dir", new), pattern)
+        assert_user_error(w2s("sweep", *MODELS, *SMALL, *args, "--vary", "n-pseudo=300", "--out-dir", new), pattern)
+        assert not new.exists()
+
+
 def test_a_killed_sweep_resumes_without_redoing_finished_trials(tmp_path):
     data = DataOptions("digits")
     base = RunOptions(

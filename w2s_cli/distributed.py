@@ -53,6 +53,11 @@ def world() -> World:
     return _WORLD
 
 
+def joined() -> World | None:
+    """This process's World if it has met the other ranks (or checked that it is alone), else None."""
+    return _WORLD
+
+
 def barrier() -> None:
     if world().size > 1:
         import torch.distributed as dist

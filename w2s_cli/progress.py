@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-stderr = Console(stderr=True, highlight=False)
+# soft_wrap: a note is one line however narrow the terminal or log (no hard breaks mid-path)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def progress_bar(quiet: bool = False) -> Progress:

@@ -7,6 +7,7 @@ exits 2. Stage modules are imported inside their commands so that `w2s --help` a
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -385,6 +386,21 @@ def _is(exc: BaseException, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(exc).__mro__)
 
 
+def _says_errors() -> bool:
+    """Under torchrun, a mistake found before the ranks meet (the same inputs, so the same error on every
+    rank) is said once, by rank 0; one found after, by every rank that meets it, tagged with its rank."""
+    from w2s_cli.distributed import joined
+
+    return joined() is not None or os.environ.get("RANK", "0") == "0"
+
+
+def _rank_tag() -> str:
+    from w2s_cli.distributed import joined
+
+    w = joined()
+    return f"rank {w.rank}: " if w is not None and w.size > 1 else ""
+
+
 def main() -> None:
     """Entry point: every user mistake, usage errors included, becomes one line and exit code 2."""
     signal.signal(signal.SIGTERM, _interrupt)
@@ -395,7 +411,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except W2SError as exc:
-        sys.stderr.write(f"w2s: error: {printable(' '.join(exc.message.split()))}\n")
+        if _says_errors():
+            sys.stderr.write(f"w2s: error: {_rank_tag()}{printable(' '.join(exc.message.split()))}\n")
         code = 2
     except (KeyboardInterrupt, Interrupted):
         sys.stderr.write("w2s: interrupted (rerun the same command to resume an extraction)\n")

@@ -38,7 +38,9 @@ def show(blocks: list[Block], markdown: bool = False, out=None) -> None:
             parts.append("\n".join(text))
         out.write("\n\n".join(parts) + "\n")
         return
-    console = Console(file=out, width=max(120, Console().width), highlight=False)
+    # a terminal folds what does not fit; a file or pipe gets every table at its natural width
+    terminal = Console(file=out).is_terminal
+    console = Console(file=out, width=max(120, Console().width) if terminal else 100_000, highlight=False)
     for b in blocks:
         if b.columns:
             table = Table(title=b.title)

@@ -57,7 +57,10 @@ class LazySource:
 
 class EmbeddingCache:
     """Embeddings of several backbones over the same samples of one dataset, extracted once into a folder
-    (resuming unfinished shards) and reused while their request and data are unchanged."""
+    (resuming unfinished shards) and reused while their request and data are unchanged.
+
+    `run` keeps them as OUT/weak-NAME and OUT/strong-NAME, `sweep` and `rank-teachers` as OUT/embeddings/NAME;
+    each looks in all three places, so a sweep in a run's folder reuses the run's embeddings and vice versa."""
 
     def __init__(
         self,
@@ -79,31 +82,61 @@ class EmbeddingCache:
         )
         self.source = source or LazySource(data)
         self.seconds: dict[str, float] = {}
+        self.found: dict[tuple[BackboneSpec, str], Path] = {}
 
-    def path(self, spec: BackboneSpec, prefix: str = "") -> Path:
-        name = f"{spec.model}-{spec.image_size or 'native'}px".replace("/", "_").replace(":", "-")
-        return self.folder / f"{prefix}{name}.safetensors"
+    @staticmethod
+    def name(spec: BackboneSpec) -> str:
+        return f"{spec.model}-{spec.image_size or 'native'}px".replace("/", "_").replace(":", "-") + ".safetensors"
 
-    def get(self, spec: BackboneSpec, prefix: str = "", key: str | None = None) -> Path:
-        out = self.path(spec, prefix)
+    def path(self, spec: BackboneSpec, role: str | None = None) -> Path:
+        """Where an extraction for `role` ('weak', 'strong' in a run; None in a sweep) is written."""
+        return self.folder / f"{role}-{self.name(spec)}" if role else self.folder / "embeddings" / self.name(spec)
+
+    def candidates(self, spec: BackboneSpec, role: str | None) -> list[Path]:
+        others = [self.folder / f"{r}-{self.name(spec)}" for r in ("weak", "strong")]
+        others.append(self.folder / "embeddings" / self.name(spec))
+        first = self.path(spec, role)
+        return [first] + [p for p in others if p != first]
+
+    def matches(self, path: Path, request: dict[str, Any]) -> bool:
+        try:
+            meta = store.read_meta(path)
+            return meta.get("request") == request and meta["dataset"]["fingerprint"] == self.source().fingerprint
+        except (W2SError, KeyError, TypeError):  # an unreadable or foreign cache entry is simply not reused
+            return False
+
+    def get(self, spec: BackboneSpec, role: str | None = None, key: str | None = None) -> Path:
+        if (spec, role or "") in self.found:
+            return self.found[spec, role or ""]
         request = extraction_request(self.data, spec, self.limit, self.seed)
-        if self.reuse and out.exists():
-            try:
-                meta = store.read_meta(out)
-                if meta.get("request") == request and meta["dataset"]["fingerprint"] == self.source().fingerprint:
-                    stderr.print(f"reusing {out} (same request and data; --no-reuse to extract again)")
-                    self.seconds[key or spec.label] = 0.0
-                    return out
-            except (W2SError, KeyError):  # an unreadable or foreign cache entry is simply extracted again
-                pass
-        from w2s_cli.extraction.extract import extract
+        found = (p for p in self.candidates(spec, role) if self.reuse and self.matches(p, request))
+        reused = next(found, None)
+        if reused is not None:
+            stderr.print(f"reusing {reused} (same request and data; --no-reuse to extract again)")
+            self.seconds[key or spec.label] = 0.0
+            out = reused
+        else:
+            from w2s_cli.extraction.extract import extract
 
-        start = time.perf_counter()
-        extract(
-            self.data, spec, out, self.extract, limit=self.limit, seed=self.seed, request=request, source=self.source()
-        )
-        self.seconds[key or spec.label] = time.perf_counter() - start
+            out = self.path(spec, role)
+            start = time.perf_counter()
+            source, limit = self.source(), self.limit
+            extract(self.data, spec, out, self.extract, limit=limit, seed=self.seed, request=request, source=source)
+            self.seconds[key or spec.label] = time.perf_counter() - start
+        self.found[spec, role or ""] = out
         return out
+
+
+def check_sizes(source: ImageSource, options: RunOptions, limit: int | None) -> None:
+    """Refuse, before anything is extracted, a split or label noise that these samples cannot give."""
+    from w2s_cli.inputs.sources import subset
+    from w2s_cli.stages.split import draw_split, noisy_values
+
+    ids = subset(source, limit, options.seed)
+    split = None if source.split is None else source.split[ids]
+    draw_split(len(ids), split, options.split, options.split.n_pseudo)
+    classes = int(source.targets.max()) + 1 if source.task == "classification" else None
+    noisy_values(source.targets[:1], classes, options.split.label_noise, 0)
 
 
 def embeddings_for(
@@ -115,9 +148,10 @@ def embeddings_for(
     if limit is None:
         sp = options.split
         limit = auto_limit(source().split, sp.n_test, sp.n_labeled + sp.n_pseudo)
+    check_sizes(source(), options, limit)
     cache = EmbeddingCache(out_dir, data, extract_opts, limit, options.seed, reuse, source)
     paths = {
-        role: cache.get(spec, f"{role}-", f"extract_{role}")
+        role: cache.get(spec, role, f"extract_{role}")
         for role, spec in (("weak", options.weak), ("strong", options.strong))
     }
     return paths, cache.seconds

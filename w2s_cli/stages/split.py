@@ -52,7 +52,10 @@ def draw_split(n_rows: int, dataset_split: np.ndarray | None, options: SplitOpti
         test = np.random.default_rng(options.test_seed).choice(test_candidates, size=n_test, replace=False)
     else:
         if n_test >= n_rows:
-            raise W2SError(f"--n-test {n_test} leaves no training samples out of {n_rows}")
+            raise W2SError(
+                f"--n-test {n_test} leaves no training samples: these embeddings hold {n_rows} samples in all "
+                f"(no test split of their own); choose --n-test + --n-labeled + --n-pseudo of at most {n_rows}"
+            )
         test = np.random.default_rng(options.test_seed).choice(rows, size=n_test, replace=False)
         train_rows = np.setdiff1d(rows, test)
     if n_labeled >= len(train_rows):

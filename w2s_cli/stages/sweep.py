@@ -21,7 +21,7 @@ from w2s_cli.errors import W2SError, printable
 from w2s_cli.numerics.stats import MODELS
 from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SubspaceOptions, parse_subspace
 from w2s_cli.report.summary import load_result, summary
-from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, combine, run_trials
+from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, combine, run_trials
 from w2s_cli.store import artifact as store
 
 PARAMETERS = ("n-pseudo", "n-labeled", "label-noise", "subspace", "weak-subspace", "strong-subspace", "weak", "strong")
@@ -125,7 +125,9 @@ def sweep(
     if limit is None:
         need = max(o.split.n_labeled + o.split.n_pseudo for _, o in grid)
         limit = auto_limit(source().split, max(o.split.n_test for _, o in grid), need)
-    cache = EmbeddingCache(out_dir / "embeddings", data, extract, limit, base.seed, reuse, source)
+    for _, options in grid:
+        check_sizes(source(), options, limit)
+    cache = EmbeddingCache(out_dir, data, extract, limit, base.seed, reuse, source)
     total, done, points = len(grid) * base.trials, 0, []
     for params, options in grid:
         key = point_key(params)

@@ -24,7 +24,7 @@ from w2s_cli.report.summary import load_result, summary
 from w2s_cli.stages.analysis import fit_on, predictions
 from w2s_cli.stages.design import gather
 from w2s_cli.stages.heads import shared_basis
-from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, combine, run_trials
+from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, combine, run_trials
 from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.sweep import spearman
 from w2s_cli.stages.teacher import observed
@@ -88,7 +88,8 @@ def rank_teachers(
     limit = base.limit
     if limit is None:
         limit = auto_limit(source().split, base.split.n_test, base.split.n_labeled + base.split.n_pseudo)
-    cache = EmbeddingCache(out_dir / "embeddings", data, extract, limit, base.seed, reuse, source)
+    check_sizes(source(), base, limit)
+    cache = EmbeddingCache(out_dir, data, extract, limit, base.seed, reuse, source)
     strong = cache.get(base.strong)
     entries, rows = [], {}
     for spec in teachers:

@@ -2,10 +2,10 @@
 
 The record says what produced the tensors (kind, command, versions, seed, model, dataset fingerprint,
 sample-id hash, split, solver, the content hash of every tensor) so that a consumer can refuse inputs that
-do not belong together. Tensors are read lazily: whole small ones, or selected rows of a large one through
-safetensors slices, so no stage needs a whole embedding matrix in memory. Writes are atomic (a temp file
-in the target folder, then a rename) and follow the user's umask; a tensor too large for memory can be
-written from an iterator of row blocks.
+do not belong together. Tensors are read lazily: whole small ones, or selected rows of a large one by
+plain file reads at the offsets the safetensors header gives, so no stage needs a whole embedding matrix
+in memory. Writes are atomic (a temp file in the target folder, then a rename) and follow the user's
+umask; a tensor too large for memory can be written from an iterator of row blocks.
 """
 
 from __future__ import annotations
