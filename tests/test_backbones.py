@@ -127,3 +127,19 @@ def test_device_preprocessing_is_close_to_timm():
     assert got.shape == expected.shape
     # 8x8 digits upsampled 5x: mean difference 0.054 of a [-1, 1] range (Fashion-MNIST at 112 px: 0.002)
     assert (got - expected).abs().mean() < 0.08
+
+
+def test_non_finite_embeddings_are_refused_and_leave_nothing(tmp_path):
+    """The shard check runs in the writer thread; its error still reaches the user, and no file is left."""
+    from conftest import assert_user_error, w2s
+    from safetensors.torch import save_file
+
+    model = timm.create_model("test_efficientnet", pretrained=False)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["conv_stem.weight"] = torch.full_like(state["conv_stem.weight"], float("nan"))
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    out = tmp_path / "e.safetensors"
+    args = ["--data", "digits", "--model", "test_efficientnet", "--image-size", 32, "--num-workers", 0, "-q"]
+    r = w2s("extract", *args, "--weights", tmp_path / "nan.safetensors", "--limit", 300, "--shard-rows", 100, "-o", out)
+    assert_user_error(r, "non-finite embeddings")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,22 @@ def embed_shards(
     k = next(pending, None)
     buffer: list[torch.Tensor] = []
     filled = 0
-    with progress_bar(options.quiet or not w.main) as bar, torch.inference_mode(), _autocast(dev, options.precision):
+
+    def store_shard(k: int, block: np.ndarray) -> None:
+        if not np.isfinite(block).all():
+            raise W2SError(f"{backbone.name} produced non-finite embeddings (NaN/inf); check the weights")
+        plan.write(k, block)
+
+    # a shard is checked and written (with fsync) by a thread while the next one is embedded; at most one
+    # is in flight, and leaving the block (done, error or interrupt) waits for it, so no write is cut short
+    with (
+        ThreadPoolExecutor(max_workers=1) as writer,
+        progress_bar(options.quiet or not w.main) as bar,
+        torch.inference_mode(),
+        _autocast(dev, options.precision),
+    ):
         task = bar.add_task(f"extract {backbone.name}", total=total)
+        written = None
         for x, errors in loader:
             bad = next((e for e in errors if e), None)
             if bad:
@@ -131,16 +146,17 @@ def embed_shards(
             start, stop = plan.rows(k)
             if filled == stop - start:
                 block = torch.cat(buffer).cpu().numpy()
-                if not np.isfinite(block).all():
-                    raise W2SError(f"{backbone.name} produced non-finite embeddings (NaN/inf); check the weights")
-                plan.write(k, block)
+                if written is not None:
+                    written.result()  # the previous shard's error, if any, surfaces here
+                written = writer.submit(store_shard, k, block)
                 buffer, filled, k = [], 0, next(pending, None)
+        if written is not None:
+            written.result()
 
 
 def array_batches(images: np.ndarray, sample_ids: np.ndarray, batches: list[list[int]], dev: torch.device):
     """(uint8 (B, 3, H, W) batch, no errors) for each batch of row positions, sliced from an in-memory image
     array (m, H, W) or (m, H, W, 3) by a background thread that keeps a few pinned batches ready."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def host(rows: list[int]) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(images[sample_ids[rows]]))

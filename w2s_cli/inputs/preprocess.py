@@ -53,7 +53,9 @@ class DeviceFinish:
             ch, cw = self.crop
             top, left = int(round((x.shape[-2] - ch) / 2.0)), int(round((x.shape[-1] - cw) / 2.0))
             x = x[..., top : top + ch, left : left + cw]
-        return x.div_(255).sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+        if self.mean.device != x.device:  # moved once: a copy from pageable memory would sync every batch
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return x.div_(255).sub_(self.mean).div_(self.std)
 
 
 def split_transform(config: dict[str, Any], resize_on_device: bool = False) -> tuple[Any, DeviceFinish]:
