@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from w2s_cli.errors import W2SError
-from w2s_cli.inputs.sources import TEST, ImageSource
+from w2s_cli.inputs.sources import TEST, ImageSource, subset
 from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SplitOptions
 from w2s_cli.progress import stderr
+from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
@@ -129,9 +130,6 @@ class EmbeddingCache:
 
 def check_sizes(source: ImageSource, options: RunOptions, limit: int | None) -> None:
     """Refuse, before anything is extracted, a split or label noise that these samples cannot give."""
-    from w2s_cli.inputs.sources import subset
-    from w2s_cli.stages.split import draw_split, noisy_values
-
     ids = subset(source, limit, options.seed)
     split = None if source.split is None else source.split[ids]
     draw_split(len(ids), split, options.split, options.split.n_pseudo)
