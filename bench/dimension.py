@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from w2s_cli.numerics.moments import Moments, accumulate
+from w2s_cli.numerics.moments import accumulate
 from w2s_cli.numerics.spectra import Spectrum, energy_dimension
 from w2s_cli.numerics.subspaces import overlap
 
@@ -81,9 +81,9 @@ def main() -> None:
 
     def joint() -> dict:
         Vs, Vw = sp.vectors[:, :d], sp_w.vectors[:, :d_w]
-        total = Moments.empty(d + d_w)
-        for s, w in zip(chunks(S), chunks(W), strict=True):
-            total = total.merge(Moments.of(np.hstack([(s - sp.mean) @ Vs, (w - sp_w.mean) @ Vw])))
+        pairs = zip(chunks(S), chunks(W), strict=True)
+        blocks = (np.hstack([(s - sp.mean) @ Vs, (w - sp_w.mean) @ Vw]) for s, w in pairs)
+        total = accumulate(blocks, d + d_w)
         return overlap(total.cross, total.count, slice(0, d), slice(d, None))
 
     (ov, t_ov, mem_ov) = measure(joint)

@@ -41,16 +41,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     cfg = SynthConfig(trials=args.trials)
-    best = {"vectorised": np.inf, "loop": np.inf}
+    best, results = {"vectorised": np.inf, "loop": np.inf}, {}
     for _ in range(args.repeats):  # interleaved, so both see the same machine load
         for name, fn in (("vectorised", lambda: simulate(cfg)["w2s"]), ("loop", lambda: loop(cfg))):
             start = time.perf_counter()
-            result = fn()
+            results[name] = fn()
             best[name] = min(best[name], time.perf_counter() - start)
-            if name == "vectorised":
-                fast = result
-            else:
-                slow = result
+    fast, slow = results["vectorised"], results["loop"]
     print(
         f"trials={cfg.trials}  best of {args.repeats}: vectorised {best['vectorised'] * 1e3:.1f} ms  "
         f"per-trial loop {best['loop'] * 1e3:.0f} ms  speed-up {best['loop'] / best['vectorised']:.1f}x"

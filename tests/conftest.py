@@ -37,11 +37,6 @@ def weak_weights(session_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def strong_weights(session_dir) -> Path:
-    return save_random(STRONG_MODEL, session_dir / "strong-weights.safetensors", 2)
-
-
-@pytest.fixture(scope="session")
 def weak_emb(session_dir, weak_weights) -> Path:
     """Digits through a tiny random-weight timm model loaded from a local weights file."""
     spec = BackboneSpec(WEAK_MODEL, 32, str(weak_weights))
@@ -118,12 +113,14 @@ def w2s(*args, input: str | None = None) -> CliResult:
     """`w2s ARGS` in this process, through the real entry point (usage errors and all)."""
     import contextlib
     import io
+    import signal
     import sys
 
     from w2s_cli.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv, sys.stdin
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # main() installs its own
     sys.argv, sys.stdin = ["w2s", *map(str, args)], io.StringIO(input or "")
     code = 0
     try:
@@ -131,9 +128,11 @@ def w2s(*args, input: str | None = None) -> CliResult:
             try:
                 main()
             except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
+                code = exc.code
     finally:
         sys.argv, sys.stdin = saved
+        for s, h in handlers.items():
+            signal.signal(s, h)
     return CliResult(code, out.getvalue(), err.getvalue())
 
 

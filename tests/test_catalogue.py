@@ -230,7 +230,6 @@ class Case:
     runner: str = "inprocess"  # inprocess | unprivileged (no DAC override) | small_files (RLIMIT_FSIZE)
     hint: bool = False  # a usage error: the line ends with a --help hint
     absent: tuple[str, ...] = ()  # anything else (e.g. an unfinished-work folder) that must not exist
-    xfail: str | None = None
 
 
 def usage(id, args, expect, **kw) -> Case:
@@ -1184,10 +1183,7 @@ CASES = [
 
 
 def _params(cases: list[Case]) -> list:
-    return [
-        pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else [])
-        for c in cases
-    ]
+    return [pytest.param(c, id=c.id) for c in cases]
 
 
 # running a row -----------------------------------------------------------------------------------------------------
@@ -1301,29 +1297,16 @@ def test_bad_input(case: Case, base, tmp_path, monkeypatch):
 
 # edge cases the checks must let through ----------------------------------------------------------------------------
 POSITIVE = [
-    (
-        "train-weak-252-char-name",
-        ("train-weak", "{weak}", "--n-labeled", 100, "--n-test", 100),
-        "{tmp}/" + NAME_252,
-        None,
-    ),
-    (
-        "extract-252-char-name",
-        ("extract", *DIGITS, "--limit", 40),
-        "{tmp}/" + NAME_252,
-        None,
-    ),
-    ("intrinsic-dim-252-char-name", ("intrinsic-dim", "{weak}", "--estimator", "spectral"), "{tmp}/" + NAME_252, None),
-    ("vit-size-64-works", ("extract", *VIT_64, "--limit", 20), "{tmp}/vit.safetensors", None),
+    ("train-weak-252-char-name", ("train-weak", "{weak}", "--n-labeled", 100, "--n-test", 100), "{tmp}/" + NAME_252),
+    ("extract-252-char-name", ("extract", *DIGITS, "--limit", 40), "{tmp}/" + NAME_252),
+    ("intrinsic-dim-252-char-name", ("intrinsic-dim", "{weak}", "--estimator", "spectral"), "{tmp}/" + NAME_252),
+    ("vit-size-64-works", ("extract", *VIT_64, "--limit", 20), "{tmp}/vit.safetensors"),
 ]
 
 
 @pytest.mark.parametrize(
     "args, out",
-    [
-        pytest.param(a, o, id=i, marks=[pytest.mark.xfail(reason=x, strict=True)] if x else [])
-        for i, a, o, x in POSITIVE
-    ],
+    [pytest.param(a, o, id=i) for i, a, o in POSITIVE],
 )
 def test_edge_case_works(args, out, base, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

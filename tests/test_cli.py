@@ -206,7 +206,7 @@ def test_regression_task_end_to_end(tmp_path):
     )
 
 
-def test_a_moved_run_folder_still_resolves_its_references(chain, session_dir, weak_emb, strong_emb, tmp_path):
+def test_a_moved_run_folder_still_resolves_its_references(weak_emb, strong_emb, tmp_path):
     """Results record their inputs relative to their own folder too: move everything, and the chain
     (recorded weak embeddings included) still resolves, with content ids recorded."""
     import shutil

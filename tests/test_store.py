@@ -56,7 +56,7 @@ def test_chunked_tensor_streams_to_the_same_file(tmp_path):
     np.testing.assert_array_equal(load_file(str(streamed))["embeddings"], X)
 
 
-def test_lazy_rows_in_any_order(tmp_path, monkeypatch):
+def test_lazy_rows_in_any_order(tmp_path):
     X = np.arange(50_000 * 3, dtype=np.float32).reshape(50_000, 3)
     path = store.save(_art("embeddings", embeddings=X), tmp_path / "x.safetensors")
     art = store.load(path)

@@ -8,7 +8,7 @@ from several processes are combined (see `w2s_cli.distributed`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,14 +94,6 @@ def merge_all(parts: Iterable[Moments]) -> Moments:
     for m in parts[1:]:
         total = total.merge(m)
     return total
-
-
-Reducer = Callable[[Moments], Moments]
-
-
-def local(m: Moments) -> Moments:
-    """The reducer of a single process: nothing to combine."""
-    return m
 
 
 def select(m: Moments, columns: np.ndarray | list[int]) -> Moments:

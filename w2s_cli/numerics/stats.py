@@ -30,6 +30,12 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
+def as_targets(values: np.ndarray, n_classes: int | None) -> np.ndarray:
+    """(len, C) float64 targets of labels (one-hot over n_classes) or of numbers (one column)."""
+    values = np.asarray(values)
+    return one_hot(values.astype(np.int64), n_classes) if n_classes else values.astype(np.float64)[:, None]
+
+
 def squared_errors(output: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Per-row squared error, averaged over output columns: shape (m,)."""
     output = np.asarray(output, np.float64).reshape(len(output), -1)

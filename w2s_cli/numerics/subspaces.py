@@ -59,36 +59,14 @@ def fit_basis(
 ) -> tuple[PrincipalBasis, dict, Spectrum]:
     """The shared basis of one backbone from the moments of its training rows, its record and spectrum."""
     spectrum = Spectrum.of(moments)
-    total = float(spectrum.values.sum())
+    record = {"energy": energy, "width": len(spectrum.values), "rank": spectrum.rank, "rows": moments.count}
     if spec is None:
-        return (
-            PrincipalBasis(moments.mean, None),
-            {
-                "dim": None,
-                "rule": "none (full embedding)",
-                "energy": energy,
-                "width": len(spectrum.values),
-                "rank": spectrum.rank,
-                "rows": moments.count,
-            },
-            spectrum,
-        )
+        return PrincipalBasis(moments.mean, None), {"dim": None, "rule": "none (full embedding)", **record}, spectrum
     k, rule = choose_dimension(spec, spectrum, energy, cap)
+    total = float(spectrum.values.sum())
     held = float(spectrum.values[:k].sum() / total) if total > 0 else 1.0
     basis = PrincipalBasis(moments.mean, spectrum.vectors[:, :k].copy(), held)
-    return (
-        basis,
-        {
-            "dim": k,
-            "rule": rule,
-            "energy": energy,
-            "energy_held": held,
-            "width": len(spectrum.values),
-            "rank": spectrum.rank,
-            "rows": moments.count,
-        },
-        spectrum,
-    )
+    return basis, {"dim": k, "rule": rule, **record, "energy_held": held}, spectrum
 
 
 def _index(cols: slice | np.ndarray, size: int) -> np.ndarray:

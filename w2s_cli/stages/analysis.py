@@ -36,7 +36,7 @@ def fit_on(m, x: np.ndarray, y: np.ndarray) -> LinearFit:
 
 
 def dimensions(design: Design) -> dict[str, Any]:
-    ov = overlap(design.train().cross, design.train().count, design.zs, design.zw)
+    ov = overlap(design.train.cross, design.train.count, design.zs, design.zw)
     return {
         "d_w": design.d_w,
         "d_s": design.d_s,
@@ -117,13 +117,14 @@ def analyse(
         "ceiling": None if s2c is None else s2c * exact["ceiling"],
     }
     out["sigma2"] = {"weak": s2w, "strong": s2c}
-    out["decomposition"] = decompose(errors, var, inherited_bias(design, design.train(), outputs["ceiling"]))
+    out["decomposition"] = decompose(errors, var, inherited_bias(design, outputs["ceiling"]))
     return out
 
 
-def inherited_bias(design: Design, train, ceiling_test: np.ndarray) -> float | None:
+def inherited_bias(design: Design, ceiling_test: np.ndarray) -> float | None:
     """||P_s f_w* - f_s*||^2 on the test rows: f_w* the weak fit on all n + N training labels, projected
     on the strong subspace by least squares over the same rows, against the strong ceiling."""
+    train = design.train
     weak_ceiling = fit_on(train, design.zw, design.y)
     Gp, _, _ = gram_pinv(select(train, design.zs).cross, train.count)
     coef = Gp @ (train.cross[np.ix_(design.zs, design.zw)] @ weak_ceiling.coef)

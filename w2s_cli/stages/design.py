@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -53,6 +54,7 @@ class Design:
         """Columns of the observed (true, after label noise) labels in P."""
         return self.y + self.n_outputs
 
+    @cached_property
     def train(self) -> Moments:
         """[z_s | z_w | observed] over the n + N training rows."""
         P = select(self.P, np.concatenate([np.arange(self.d_s + self.d_w), self.y_observed_P]))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from w2s_cli.distributed import CHUNK_ROWS
-from w2s_cli.numerics.moments import Moments
+from w2s_cli.numerics.moments import Moments, accumulate
 from w2s_cli.numerics.solvers import LogisticClassifier, make_solver, softmax
 from w2s_cli.numerics.subspaces import PrincipalBasis, fit_basis
 from w2s_cli.numerics.variance import LinearFit, fit_moments, fit_rows
@@ -38,10 +38,7 @@ def train_moments(emb: EmbeddingSet, rows: np.ndarray) -> Moments:
     """Moments of the embeddings over `rows`, read in chunks (split over torchrun ranks, then combined)."""
     from w2s_cli.distributed import all_reduce_moments
 
-    total = Moments.empty(emb.width)
-    for _, block in my_blocks(emb, rows):
-        total = total.merge(Moments.of(block))
-    return all_reduce_moments(total)
+    return all_reduce_moments(accumulate((block for _, block in my_blocks(emb, rows)), emb.width))
 
 
 def shared_basis(

@@ -20,7 +20,7 @@ import numpy as np
 from w2s_cli.distributed import main_writes
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.numerics.moments import Moments, select
-from w2s_cli.numerics.stats import evaluate, one_hot
+from w2s_cli.numerics.stats import as_targets, evaluate
 from w2s_cli.numerics.subspaces import PrincipalBasis
 from w2s_cli.numerics.variance import LabelNoise
 from w2s_cli.options import Solver, SubspaceOptions
@@ -32,10 +32,6 @@ from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
-
-
-def _observed(values: np.ndarray, n_classes: int | None) -> np.ndarray:
-    return one_hot(values.astype(np.int64), n_classes) if n_classes else values.astype(np.float64)[:, None]
 
 
 def fit_student(
@@ -51,10 +47,9 @@ def fit_student(
     start = time.perf_counter()
     solver, sub_opts = Solver(solver), subspace or SubspaceOptions()
     spec = sub_opts.parsed()
-    check_output(out, inputs=[pseudo_path, strong, weak])
     pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
     recorded = store.resolve(pseudo.meta["embeddings"], pseudo.path, weak)
-    out = check_output(out, inputs=[pseudo_path, strong, recorded])
+    out = check_output(out, inputs=[pseudo_path, strong, weak, recorded])
     emb_s = EmbeddingSet(strong, "strong embeddings")
     store.require_same_samples(
         pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
@@ -70,7 +65,7 @@ def fit_student(
         )
     test, labeled, rows = (np.asarray(pseudo[k]) for k in ("test_rows", "labeled_rows", "pseudo_rows"))
     n, N, C = len(labeled), len(rows), emb_s.n_outputs
-    Y_L = _observed(np.asarray(pseudo["labeled_observed"]), emb_s.n_classes)
+    Y_L = as_targets(pseudo["labeled_observed"], emb_s.n_classes)
     observed_P = np.asarray(pseudo["pseudo_observed"])
     shape = pseudo.shape("pseudo_labels")
     if shape != (N, C):
@@ -79,7 +74,7 @@ def fit_student(
     def targets_P(pos: np.ndarray) -> np.ndarray:
         """[pseudo-labels | observed labels] of the pseudo rows at positions pos, read and built per chunk."""
         return np.hstack(
-            [pseudo.rows("pseudo_labels", pos).astype(np.float64), _observed(observed_P[pos], emb_s.n_classes)]
+            [pseudo.rows("pseudo_labels", pos).astype(np.float64), as_targets(observed_P[pos], emb_s.n_classes)]
         )
 
     if solver == Solver.logistic and emb_s.labels is None:
@@ -93,15 +88,14 @@ def fit_student(
     design = gather(emb_s, emb_w, basis_s, basis_w, labeled, rows, test, Y_L, targets_P, keep_rows)
     zs = design.zs
     if keep_rows:  # heads that need their rows (ridge, logistic, or fewer rows than coordinates)
-        all_P = np.arange(N)
-        targets, Y_P = np.asarray(pseudo["pseudo_labels"], np.float64), _observed(observed_P[all_P], emb_s.n_classes)
+        targets, Y_P = np.asarray(pseudo["pseudo_labels"], np.float64), as_targets(observed_P, emb_s.n_classes)
         Zs_LP, Y_LP = np.vstack([design.Zs_L, design.Zs_P]), np.vstack([Y_L, Y_P])
     else:
         targets = Zs_LP = Y_LP = None
     heads = {
         "w2s": fit_head(solver, design.Zs_P, targets, _cols(design.P, zs, design.y), d_s),
         "strong_sft": fit_head(solver, design.Zs_L, Y_L, _cols(design.L, zs, design.y), d_s),
-        "ceiling": fit_head(solver, Zs_LP, Y_LP, _cols(design.train(), zs, design.y), d_s),
+        "ceiling": fit_head(solver, Zs_LP, Y_LP, _cols(design.train, zs, design.y), d_s),
     }
     outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
     outputs.update({k: h.outputs(design.Zs_test) for k, h in heads.items()})

@@ -60,25 +60,21 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
     return name, parsed
 
 
+SPLIT_FIELDS = {"n-pseudo": "n_pseudo", "n-labeled": "n_labeled", "label-noise": "label_noise"}
+SUBSPACE_FIELDS = {
+    "subspace": ("weak_subspace", "strong_subspace"),
+    "weak-subspace": ("weak_subspace",),
+    "strong-subspace": ("strong_subspace",),
+}
+
+
 def with_value(options: RunOptions, name: str, value: Any) -> RunOptions:
     """options with one parameter set (weak/strong keep the run's weights and pretrained choice)."""
-    split = options.split
-    if name == "n-pseudo":
-        return dataclasses.replace(options, split=dataclasses.replace(split, n_pseudo=value))
-    if name == "n-labeled":
-        return dataclasses.replace(options, split=dataclasses.replace(split, n_labeled=value))
-    if name == "label-noise":
-        return dataclasses.replace(options, split=dataclasses.replace(split, label_noise=value))
-    if name == "subspace":
-        return dataclasses.replace(
-            options,
-            weak_subspace=SubspaceOptions(value, options.weak_subspace.energy),
-            strong_subspace=SubspaceOptions(value, options.strong_subspace.energy),
-        )
-    if name == "weak-subspace":
-        return dataclasses.replace(options, weak_subspace=SubspaceOptions(value, options.weak_subspace.energy))
-    if name == "strong-subspace":
-        return dataclasses.replace(options, strong_subspace=SubspaceOptions(value, options.strong_subspace.energy))
+    if name in SPLIT_FIELDS:
+        return dataclasses.replace(options, split=dataclasses.replace(options.split, **{SPLIT_FIELDS[name]: value}))
+    if name in SUBSPACE_FIELDS:
+        fields = SUBSPACE_FIELDS[name]
+        return dataclasses.replace(options, **{f: SubspaceOptions(value, getattr(options, f).energy) for f in fields})
     role = getattr(options, name)
     spec = BackboneSpec(
         value.model, value.image_size, role.weights if role.model == value.model else None, role.pretrained

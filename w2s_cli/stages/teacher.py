@@ -11,7 +11,7 @@ import numpy as np
 
 from w2s_cli.distributed import gather_rows, main_writes
 from w2s_cli.errors import W2SError
-from w2s_cli.numerics.stats import accuracy, one_hot, squared_errors
+from w2s_cli.numerics.stats import accuracy, as_targets, one_hot, squared_errors
 from w2s_cli.numerics.variance import loo_residuals
 from w2s_cli.options import Solver, SplitOptions, SubspaceOptions
 from w2s_cli.stages.heads import apply, fit_head, my_blocks, shared_basis, to_embedding_space
@@ -20,13 +20,6 @@ from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
-
-
-def observed(emb: EmbeddingSet, noisy: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(len, C) training targets of `rows` after label noise: one-hot labels, or targets as one column."""
-    if emb.labels is not None:
-        return one_hot(noisy[rows], emb.n_classes)
-    return noisy[rows][:, None].astype(np.float64)
 
 
 def train_weak(
@@ -51,7 +44,7 @@ def train_weak(
     noisy = noisy_values(emb.values(), emb.n_classes, split_opts.label_noise, split_opts.seed)
     basis, basis_record, spectrum = shared_basis(emb, s.train, spec, sub_opts.energy, split_opts.n_labeled)
     Z_L = basis.transform(emb.rows(s.labeled))
-    Y_L = observed(emb, noisy, s.labeled)
+    Y_L = as_targets(noisy[s.labeled], emb.n_classes)  # after label noise
     head = fit_head(solver, Z_L, Y_L)
     coef, intercept = to_embedding_space(basis, *head.linear())
     link = "softmax" if solver == Solver.logistic else "identity"
@@ -116,10 +109,9 @@ def pseudolabel(
     """Label the teacher's N pseudo rows (or n_pseudo of them) with its outputs; write a `pseudolabels`
     artifact that carries everything fit-student needs (rows, training labels, the weak basis)."""
     start = time.perf_counter()
-    check_output(out, inputs=[teacher_path, embeddings])
     teacher = store.load(teacher_path, "teacher", what="teacher")
     recorded = store.resolve(teacher.meta["embeddings"], teacher.path, embeddings)
-    out = check_output(out, inputs=[teacher_path, recorded])
+    out = check_output(out, inputs=[teacher_path, embeddings, recorded])
     emb = emb_store.find(teacher.meta["embeddings"], teacher.path, embeddings, "weak embeddings")
     if hard and emb.labels is None:
         raise W2SError("--hard needs a classification dataset; this one has numeric targets")

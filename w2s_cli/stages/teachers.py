@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from w2s_cli.errors import W2SError
-from w2s_cli.numerics.stats import mean_and_sem
+from w2s_cli.numerics.stats import as_targets, mean_and_sem
+from w2s_cli.numerics.subspaces import PrincipalBasis
 from w2s_cli.numerics.variance import LabelNoise, fit_rows
 from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SplitOptions
 from w2s_cli.report.summary import load_result, summary
@@ -27,13 +28,19 @@ from w2s_cli.stages.heads import shared_basis
 from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, combine, run_trials
 from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.sweep import spearman
-from w2s_cli.stages.teacher import observed
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
 
 
-def predict_w2s(weak: str | os.PathLike, strong: str | os.PathLike, options: RunOptions, seed: int) -> dict[str, Any]:
-    """The label-light predictions for one teacher and one split draw (ridgeless heads, soft labels)."""
+def predict_w2s(
+    weak: str | os.PathLike,
+    strong: str | os.PathLike,
+    options: RunOptions,
+    seed: int,
+    strong_bases: dict[int, PrincipalBasis] | None = None,
+) -> dict[str, Any]:
+    """The label-light predictions for one teacher and one split draw (ridgeless heads, soft labels).
+    strong_bases: the strong basis of each seed's split, shared by all teachers (filled on first use)."""
     emb_w, emb_s = EmbeddingSet(weak, "weak embeddings"), EmbeddingSet(strong, "strong embeddings")
     store.require_same_samples(emb_w.meta, emb_s.meta, f"weak {weak}", f"strong {strong}")
     sp = SplitOptions(**{**options.split.__dict__, "seed": seed})
@@ -41,8 +48,12 @@ def predict_w2s(weak: str | os.PathLike, strong: str | os.PathLike, options: Run
     noisy = noisy_values(emb_w.values(), emb_w.n_classes, sp.label_noise, seed)
     n = len(s.labeled)
     basis_w, _, _ = shared_basis(emb_w, s.train, options.weak_subspace.parsed(), options.weak_subspace.energy, n)
-    basis_s, _, _ = shared_basis(emb_s, s.train, options.strong_subspace.parsed(), options.strong_subspace.energy, n)
-    Y_L = observed(emb_w, noisy, s.labeled)
+    strong_bases = {} if strong_bases is None else strong_bases
+    if seed not in strong_bases:
+        sub = options.strong_subspace
+        strong_bases[seed] = shared_basis(emb_s, s.train, sub.parsed(), sub.energy, n)[0]
+    basis_s = strong_bases[seed]
+    Y_L = as_targets(noisy[s.labeled], emb_w.n_classes)
     teacher = fit_rows(basis_w.transform(emb_w.rows(s.labeled)), Y_L)
     pseudo = np.concatenate([teacher.predict(basis_w.transform(block)) for _, block in emb_w.chunks(s.pseudo)])
     unlabelled = np.zeros_like(pseudo)  # the N rows' labels are never read
@@ -54,7 +65,7 @@ def predict_w2s(weak: str | os.PathLike, strong: str | os.PathLike, options: Run
     fits = {
         "w2s": fit_on(design.P, design.zs, design.y),
         "strong_sft": fit_on(design.L, design.zs, design.y),
-        "ceiling": fit_on(design.train(), design.zs, design.y),  # only its design enters (v_c)
+        "ceiling": fit_on(design.train, design.zs, design.y),  # only its design enters (v_c)
     }
     out = predictions(design, fits, LabelNoise(sp.label_noise, emb_w.n_classes))
     loo = out["loo"]["w2s"]
@@ -91,10 +102,10 @@ def rank_teachers(
     check_sizes(source(), base, limit)
     cache = EmbeddingCache(out_dir, data, extract, limit, base.seed, reuse, source)
     strong = cache.get(base.strong)
-    entries, rows = [], {}
+    entries, rows, strong_bases = [], {}, {}
     for spec in teachers:
         weak = cache.get(spec)
-        draws = [predict_w2s(weak, strong, base, base.split.seed + t) for t in range(base.trials)]
+        draws = [predict_w2s(weak, strong, base, base.split.seed + t, strong_bases) for t in range(base.trials)]
         errors = {k: [d["predicted"]["error"][k] for d in draws] for k in ("weak", "w2s")}
         # the standard error of the predicted W2S error: over trials, or over the n labelled rows for one
         se = mean_and_sem(errors["w2s"])[1] if base.trials > 1 else _row_sem(draws[0]["w2s_rows"])

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.numerics.stats import one_hot
+from w2s_cli.numerics.stats import as_targets
 from w2s_cli.store import artifact as store
 
 
@@ -59,9 +59,7 @@ class EmbeddingSet:
 
     def truth(self, rows: np.ndarray) -> np.ndarray:
         """(len, C) float64: one-hot labels (classification) or the targets as one column (regression)."""
-        if self.labels is not None:
-            return one_hot(self.labels[rows], self.n_classes)
-        return self.targets[rows][:, None]
+        return as_targets(self.values()[rows], self.n_classes)
 
     def values(self) -> np.ndarray:
         """Labels (int64) or targets (float64) of every row."""
