@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from w2s_cli.errors import W2SError
+from w2s_cli.finetune.recipe import FinetuneRecipe
 
 
 class Device(str, Enum):
@@ -38,6 +39,13 @@ class Solver(str, Enum):
     ridgeless = "ridgeless"
     ridge = "ridge"
     logistic = "logistic"
+
+
+class StudentKind(str, Enum):
+    """probe: linear heads on the frozen embeddings (fit-student); finetune: the strong network finetuned."""
+
+    probe = "probe"
+    finetune = "finetune"
 
 
 class Head(str, Enum):
@@ -189,3 +197,5 @@ class RunOptions:
     limit: int | None = None
     seed: int = 0  # of the extraction's --limit draw and of random weights
     dimensions: bool = True
+    student: StudentKind = StudentKind.probe
+    finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)

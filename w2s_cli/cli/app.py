@@ -16,6 +16,7 @@ import typer
 
 from w2s_cli.cli.options import SUBSPACE_HELP, ExperimentFlags, ModelFlags, takes
 from w2s_cli.errors import W2SError, printable
+from w2s_cli.finetune.recipe import FinetuneRecipe
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
@@ -34,6 +35,7 @@ RUN_GROUPS = {
     "head": HeadOptions,
     "models": ModelFlags,
     "flags": ExperimentFlags,
+    "recipe": FinetuneRecipe,
 }
 
 app = typer.Typer(
@@ -182,6 +184,40 @@ def fit_student(
 
 
 @app.command()
+@takes(recipe=FinetuneRecipe, extract=ExtractOptions)
+def finetune(
+    recipe: FinetuneRecipe,
+    extract: ExtractOptions,
+    pseudo: str | None = typer.Argument(None, help="Pseudo-labels artifact (or '-' / stdin)."),
+    strong: str = typer.Option(..., "--strong", help="Strong embeddings artifact: its network is finetuned."),
+    subspace: str = typer.Option("auto", "--subspace", help="The strong basis of the LP-FT heads. " + SUBSPACE_HELP),
+    energy: float = typer.Option(0.90, "--energy", help="Variance fraction for --subspace auto."),
+    data: str | None = typer.Option(None, "--data", help="The images, when not where STRONG's record says."),
+    root: str | None = typer.Option(None, "--root", help="Folder holding the dataset files (with --data)."),
+    out: Path | None = typer.Option(None, "-o", "--out"),
+) -> None:
+    """Finetune the strong network on the teacher's labels (W2S), on n labels (SFT) and n + N (ceiling)."""
+    from w2s_cli.stages.finetune import finetune as run
+    from w2s_cli.store.artifact import read_meta
+    from w2s_cli.store.outputs import default_out
+
+    src = input_path(pseudo, "pseudo-labels")
+    images = DataOptions(data, root) if data else None
+    path = run(
+        src,
+        strong,
+        out=out or default_out(src, "finetuned"),
+        recipe=recipe,
+        subspace=SubspaceOptions(subspace, energy),
+        data=images,
+        extract=extract,
+    )
+    t = read_meta(path)["trials"][0]
+    pgr = "undefined" if t["pgr"] is None else f"{t['pgr']:.3f}"
+    emit_path(path, f"test MSE: weak {t['error']['weak']:.4f}, finetuned w2s {t['error']['w2s']:.4f}; PGR {pgr}")
+
+
+@app.command()
 def report(
     result: str | None = typer.Argument(None, help="Result artifact (or '-' / stdin)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
@@ -200,13 +236,14 @@ def run(
     head: HeadOptions,
     models: ModelFlags,
     flags: ExperimentFlags,
+    recipe: FinetuneRecipe,
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
 ) -> None:
-    """The whole pipeline: extract weak and strong, train-weak, pseudolabel, fit-student, report."""
+    """The whole pipeline: extract weak and strong, train-weak, pseudolabel, fit-student (or finetune), report."""
     from w2s_cli.stages.run import run as run_all
 
-    path = run_all(flags.out_dir, data, flags.options(*models.specs(), split, head), extract, flags.reuse)
+    path = run_all(flags.out_dir, data, flags.options(*models.specs(), split, head, recipe), extract, flags.reuse)
     sys.stderr.write(f"result: {path}\n")
     _show_report(path, as_json, as_markdown)
 
@@ -220,12 +257,13 @@ def sweep(
     head: HeadOptions,
     models: ModelFlags,
     flags: ExperimentFlags,
+    recipe: FinetuneRecipe,
     vary: list[str] = typer.Option(
         ...,
         "--vary",
         help="PARAM=V1,V2,... (repeatable: a grid). PARAM: "
         "n-pseudo, n-labeled, label-noise, subspace, weak-subspace, strong-subspace, "
-        "weak, strong (MODEL@PX).",
+        "weak, strong (MODEL@PX), student (probe,finetune), train, loss, epochs, lr.",
     ),
     csv_out: Path | None = typer.Option(None, "--csv", help="One row per point."),
     plot: Path | None = typer.Option(None, "--plot", help="PNG: measured ± 2 se as points, predictions as lines."),
@@ -250,7 +288,13 @@ def sweep(
             bar.update(task, completed=done, total=total, description=f"sweep {key}")
 
         result = run_sweep(
-            flags.out_dir, data, flags.options(*models.specs(), split, head), extract, varies, flags.reuse, progress
+            flags.out_dir,
+            data,
+            flags.options(*models.specs(), split, head, recipe),
+            extract,
+            varies,
+            flags.reuse,
+            progress,
         )
     header, body = rows(result)
     if csv_out is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from w2s_cli.finetune.recipe import FinetuneRecipe
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
@@ -21,6 +22,7 @@ from w2s_cli.options import (
     HeadOptions,
     RunOptions,
     SplitOptions,
+    StudentKind,
     SubspaceOptions,
 )
 
@@ -66,11 +68,19 @@ class ExperimentFlags:
     reuse: bool = True
     dimensions: bool = True
     out_dir: Path = Path("w2s-run")
+    student: StudentKind = StudentKind.probe
 
     def options(
-        self, weak: BackboneSpec, strong: BackboneSpec, split: SplitOptions, head: HeadOptions | None = None
+        self,
+        weak: BackboneSpec,
+        strong: BackboneSpec,
+        split: SplitOptions,
+        head: HeadOptions | None = None,
+        recipe: FinetuneRecipe | None = None,
     ) -> RunOptions:
         return RunOptions(
+            student=self.student,
+            finetune=recipe or FinetuneRecipe(),
             weak=weak,
             strong=strong,
             split=split,
@@ -85,6 +95,27 @@ class ExperimentFlags:
 
 
 DECLARATIONS: dict[type, dict[str, Any]] = {
+    FinetuneRecipe: {
+        "train": typer.Option(
+            "last:2", "--train", help="What trains: head, last:K (blocks), lora:R (rank), all. Frozen BN, no dropout."
+        ),
+        "loss": typer.Option("mse", "--loss", help="mse (the paper's), xent (soft cross-entropy), logconf (Burns)."),
+        "epochs": typer.Option(5, "--epochs", help="Epochs over each fit's training rows."),
+        "lr": typer.Option(3e-4, "--lr", help="Peak learning rate."),
+        "batch_size": typer.Option(64, "--ft-batch-size", help="Finetuning batch size."),
+        "weight_decay": typer.Option(0.0, "--weight-decay", help="Weight decay (not on biases and norms)."),
+        "opt": typer.Option("adamw", "--opt", help="Optimiser, by timm's create_optimizer_v2 name."),
+        "sched": typer.Option("cosine", "--sched", help="Schedule, by timm's create_scheduler_v2 name."),
+        "warmup_epochs": typer.Option(0.5, "--warmup-epochs", help="Linear warm-up, in epochs."),
+        "val_fraction": typer.Option(
+            0.1, "--val-fraction", help="Held-out share of each fit's rows (the W2S student's: pseudo-labelled)."
+        ),
+        "select": typer.Option("best", "--select", help="best: the epoch of lowest validation loss; last."),
+        "aux_weight": typer.Option(0.5, "--aux-weight", help="logconf: weight of the self-hardened term."),
+        "aux_warmup": typer.Option(0.2, "--aux-warmup", help="logconf: share of updates to ramp that weight up."),
+        "augment": typer.Option(False, "--augment/--no-augment", help="timm's train transform (lora:R, all)."),
+        "precision": typer.Option("fp32", "--ft-precision", help="Finetuning precision on a GPU (bf16/fp16: AMP)."),
+    },
     ModelFlags: {
         "weak": typer.Option("tf_efficientnet_lite0", "--weak", help="Weak timm model, MODEL or MODEL@PX."),
         "weak_size": typer.Option(64, "--weak-size", help="Weak input size (px) when --weak has no @PX."),
@@ -104,6 +135,9 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
         "reuse": typer.Option(True, "--reuse/--no-reuse", help="Reuse embeddings and finished trials in --out-dir."),
         "dimensions": typer.Option(True, "--dimensions/--no-dimensions", help="Analyse d_sw, variance, bias."),
         "out_dir": typer.Option(Path("w2s-run"), "--out-dir"),
+        "student": typer.Option(
+            "probe", "--student", help="probe: linear heads on frozen embeddings; finetune: the strong network."
+        ),
     },
     DataOptions: {
         "data": typer.Option("fashion-mnist", "--data", help=SPEC_HELP),

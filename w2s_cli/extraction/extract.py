@@ -4,9 +4,11 @@ atomic shards so that a killed run resumes, split over torchrun ranks, finished 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ from w2s_cli.options import BackboneSpec, DataOptions, Device, ExtractOptions, P
 from w2s_cli.progress import progress_bar, stderr
 from w2s_cli.store import artifact as store
 from w2s_cli.store.outputs import check_output
+
+# given the backbone: the function whose outputs an extraction writes, and its record
+FeatureMap = Callable[[Backbone], tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]]
 
 
 class ImageRows(Dataset):
@@ -93,9 +98,12 @@ def embed_shards(
     options: ExtractOptions,
     dev: torch.device,
     w: World,
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> None:
-    """Embed the rows of the shards `todo` and write each shard as soon as it is complete."""
+    """Embed the rows of the shards `todo` and write each shard as soon as it is complete. `features`: what
+    to write per sample instead of the penultimate embedding (flattened), e.g. a frozen prefix's output."""
     model = backbone.model.to(dev).to(memory_format=torch.channels_last)
+    embed = features or (lambda x: embed_batch(model, x))
     workers = default_workers(w) if options.num_workers is None else options.num_workers
     resize_on_device = options.preprocess == Preprocess.device and isinstance(source.load, ArrayImages)
     transform, finish = split_transform(backbone.data_config, resize_on_device)
@@ -139,7 +147,7 @@ def embed_shards(
             if bad:
                 raise W2SError(bad)
             x = finish(x.to(dev, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-            z = embed_batch(model, x).float()  # stays on the device until its shard is complete: no sync per batch
+            z = embed(x).flatten(1).float()  # stays on the device until its shard is complete: no sync per batch
             buffer.append(z)
             filled += len(z)
             bar.advance(task, len(z))
@@ -197,12 +205,15 @@ def extract(
     seed: int = 0,
     request: dict[str, Any] | None = None,
     source: ImageSource | None = None,
+    features: FeatureMap | None = None,
 ) -> Path:
     """Run a backbone over a dataset and write an `embeddings` artifact at `out`; returns its path.
 
     Rerunning the same extraction after it was killed resumes from its last complete shard. Under torchrun
     every rank embeds its own shards (k = rank, rank + world, ...) and rank 0 writes the artifact.
-    `source`: the already opened data source (saves opening it again).
+    `source`: the already opened data source (saves opening it again). `features`: given the backbone, the
+    function whose (flattened) outputs are written instead of the embeddings, and its record (the
+    artifact's `features`); e.g. the frozen prefix of a finetune.
     """
     options = options or ExtractOptions()
     options.check()
@@ -214,8 +225,11 @@ def extract(
     if source is None:
         source = open_source(data)
     bb = create_backbone(backbone, seed=seed)
+    fn, feature_record = features(bb) if features is not None else (None, {"kind": "embeddings"})
+    width = bb.width if fn is None else _width(bb, fn)
     sample_ids = subset(source, limit, seed)
-    plan = ShardPlan(out, identity(bb, source, sample_ids, options), len(sample_ids), options.shard_rows)
+    work = {**identity(bb, source, sample_ids, options), "features": feature_record}
+    plan = ShardPlan(out, work, len(sample_ids), options.shard_rows)
     start_time = time.perf_counter()
     if w.main:
         note = plan.prepare()
@@ -229,7 +243,7 @@ def extract(
         row = plan.rows(first)[0] if first < plan.count else plan.n_rows
         stderr.print(f"resuming {out} from row {row}: {len(done)} of {plan.count} shards already done")
     try:
-        embed_shards(bb, source, sample_ids, plan, todo, options, dev, w)
+        embed_shards(bb, source, sample_ids, plan, todo, options, dev, w, fn)
     except W2SError:
         if w.main and not any(plan.done(k) for k in range(plan.count)):
             plan.remove()  # nothing to resume: leave no work folder behind
@@ -239,16 +253,25 @@ def extract(
         missing = [k for k in range(plan.count) if not plan.done(k)]
         if missing:
             raise W2SError(f"shard {missing[0]} of {out} is missing after every rank finished; rerun to resume")
-        _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, request, time.perf_counter() - start_time)
+        record = {"features": feature_record, "width": width, "data": dataclasses.asdict(data), "request": request}
+        _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, time.perf_counter() - start_time)
     barrier()
     return out
 
 
-def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, request, seconds) -> None:
+def _width(bb: Backbone, fn: Callable[[torch.Tensor], torch.Tensor]) -> int:
+    """Values per sample that `fn` gives (one forward pass on a blank input)."""
+    with torch.inference_mode():
+        return int(fn(torch.zeros(1, *bb.input_size)).numel())
+
+
+def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, seconds) -> None:
     meta: dict[str, Any] = store.base_meta("embeddings", seed)
+    width = record.pop("width")
     meta.update(
         {
             "model": {"name": bb.name, "weights": bb.weights, "width": bb.width},
+            **record,
             "preprocessing": {
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in bb.data_config.items()},
                 "grey_to_rgb": True,
@@ -260,7 +283,6 @@ def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, request,
             "dtype": "float32",
             "dataset": source.record(),
             "limit": limit,
-            "request": request,
             "n_samples": len(sample_ids),
             "sample_ids_sha256": store.ids_sha256(sample_ids),
             "extraction": {
@@ -274,7 +296,7 @@ def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, request,
         }
     )
     tensors: dict[str, Any] = {
-        "embeddings": store.Chunked((len(sample_ids), bb.width), np.dtype(np.float32), plan.blocks()),
+        "embeddings": store.Chunked((len(sample_ids), width), np.dtype(np.float32), plan.blocks()),
         "sample_ids": sample_ids,
         "labels" if source.task == "classification" else "targets": source.targets[sample_ids],
     }

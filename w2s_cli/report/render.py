@@ -102,6 +102,8 @@ def _trained_on(s: dict[str, Any]) -> dict[str, str]:
 def _dim(s: dict[str, Any], k: str) -> str:
     fit = (s.get("fits") or {}).get(k) or {}
     rank, rows = fit.get("rank"), fit.get("rows")
+    if fit.get("solver") == "finetune":
+        return f"ft/{rows}"
     return "" if rank is None else f"{rank}/{rows}"
 
 
@@ -111,6 +113,8 @@ def report_blocks(s: dict[str, Any]) -> list[Block]:
     pred = s.get("predicted") or {}
     cols = ["model", "trained on", "d/rows", "test MSE"] + (["accuracy"] if classification else [])
     cols += ["label-light prediction"] if pred else []
+    start = s.get("init")
+    cols += ["test MSE at epoch 0 (LP-FT start)"] if start else []
     rows = []
     for k in MODELS:
         row = [LABELS[k], trained[k], _dim(s, k), fmt(s["error"][k], s["error_stderr"].get(k))]
@@ -118,6 +122,8 @@ def report_blocks(s: dict[str, Any]) -> list[Block]:
             row.append(fmt(s["accuracy"][k], (s.get("accuracy_stderr") or {}).get(k)))
         if pred:
             row.append(fmt(pred["error"].get(k)))
+        if start:
+            row.append("" if k == "weak" else fmt(start["error"][k], start["error_stderr"].get(k)))
         rows.append(row)
     task = " vs one-hot label" if s.get("task") == "classification" else ""
     if (s.get("solver") or {}).get("student") == "logistic":
@@ -145,6 +151,15 @@ def report_blocks(s: dict[str, Any]) -> list[Block]:
             else ""
         ),
     ]
+    if start:
+        chosen = ", ".join(
+            f"{LABELS[k]} {(s['fits'] or {}).get(k, {}).get('chosen_epoch')}" for k in MODELS if k != "weak"
+        )
+        lines.append(f"student: {s['student']['description']} (chosen epoch: {chosen}; last trial)")
+        lines.append(
+            f"at epoch 0 (the linear students): PGR = {fmt(start['pgr'], start.get('pgr_stderr'), 3)}   "
+            f"OPR = {fmt(start['opr'], start.get('opr_stderr'), 3)}"
+        )
     if "pseudo_label_accuracy" in s:
         lines.append(f"pseudo-label accuracy: {s['pseudo_label_accuracy']:.4f}")
     sub = s.get("subspace") or {}

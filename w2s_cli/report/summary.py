@@ -56,6 +56,11 @@ def summary(result: store.Artifact) -> dict[str, Any]:
             "seeds": [t.get("seed") for t in trials],
         }
     )
+    if meta.get("student"):  # a finetuned student: its recipe, and its LP-FT start (epoch 0) measured alike
+        s["student"] = meta["student"]
+        starts = [t.get("init") for t in trials]
+        if all(starts):
+            s["init"] = summarize_trials([{**i, "n_test": t["n_test"]} for i, t in zip(starts, trials, strict=True)])
     pla = [t.get("pseudo_label_accuracy") for t in trials]
     if all(p is not None for p in pla):
         s["pseudo_label_accuracy"] = float(np.mean(pla))

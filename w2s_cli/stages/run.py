@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 from w2s_cli.errors import W2SError
 from w2s_cli.inputs.sources import TEST, ImageSource, subset
-from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SplitOptions
+from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SplitOptions, StudentKind
 from w2s_cli.progress import stderr
 from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.student import fit_student
@@ -167,12 +168,14 @@ def trial_identity(meta: dict[str, Any]) -> dict[str, Any]:
         "solver": meta["solver"],
         "labels": meta["labels"],
         "analysed": meta.get("analysis_note") != "--no-dimensions",
+        "student": (meta.get("student") or {}).get("recipe"),
         "w2s": meta["versions"].get("w2s"),
     }
 
 
 def wanted_identity(paths: dict[str, Path], options: RunOptions, seed: int) -> dict[str, Any]:
     teacher_solver, student_solver = options.head.solvers()
+    finetuned = options.student == StudentKind.finetune
     sp = options.split
     return {
         "weak": store.read_meta(paths["weak"])["artifact_id"],
@@ -191,9 +194,10 @@ def wanted_identity(paths: dict[str, Path], options: RunOptions, seed: int) -> d
             options.strong_subspace.subspace,
             options.strong_subspace.energy,
         ],
-        "solver": {"teacher": teacher_solver.value, "student": student_solver.value},
+        "solver": {"teacher": teacher_solver.value, "student": "finetune" if finetuned else student_solver.value},
         "labels": "hard" if options.head.hard else "soft",
-        "analysed": options.dimensions,
+        "analysed": options.dimensions and not finetuned,
+        "student": options.finetune.record() if finetuned else None,
         "w2s": store.package_versions().get("w2s"),
     }
 
@@ -208,6 +212,13 @@ def finished(path: Path, wanted: dict[str, Any]) -> bool:
         return False
 
 
+def result_name(options: RunOptions) -> str:
+    """A trial's (and a run's) result file: probe and finetuned students side by side, one per recipe."""
+    if options.student == StudentKind.finetune:
+        return f"result-finetune-{options.finetune.key()}.safetensors"
+    return "result.safetensors"
+
+
 def run_trials(
     paths: dict[str, Path],
     folder: Path,
@@ -215,15 +226,17 @@ def run_trials(
     quiet: bool = False,
     progress=None,
     resume: bool = True,
+    extract: ExtractOptions | None = None,
 ) -> list[Path]:
-    """T trials (seeds seed..seed+T-1, the test split fixed) of train-weak, pseudolabel, fit-student.
-    With `resume`, a trial whose result is already in `folder` (same inputs and options) is not redone."""
+    """T trials (seeds seed..seed+T-1, the test split fixed) of train-weak, pseudolabel, fit-student (or
+    finetune). With `resume`, a trial whose result is already in `folder` (same inputs and options) is not
+    redone."""
     teacher_solver, student_solver = options.head.solvers()
     results = []
     for t in range(options.trials):
         s = options.split.seed + t
         sub = folder / f"trial-{s}"
-        target = sub / "result.safetensors"
+        target = sub / result_name(options)
         if resume and finished(target, wanted_identity(paths, options, s)):
             results.append(target)
         else:
@@ -237,16 +250,31 @@ def run_trials(
                 n_pseudo=options.split.n_pseudo,
             )
             pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
-            results.append(
-                fit_student(
-                    pseudo,
-                    paths["strong"],
-                    target,
-                    student_solver,
-                    options.strong_subspace,
-                    dimensions=options.dimensions,
+            if options.student == StudentKind.finetune:
+                from w2s_cli.stages.finetune import finetune
+
+                ft_extract = dataclasses.replace(extract or ExtractOptions(), quiet=quiet or progress is not None)
+                results.append(
+                    finetune(
+                        pseudo,
+                        paths["strong"],
+                        out=target,
+                        recipe=options.finetune,
+                        subspace=options.strong_subspace,
+                        extract=ft_extract,
+                    )
                 )
-            )
+            else:
+                results.append(
+                    fit_student(
+                        pseudo,
+                        paths["strong"],
+                        target,
+                        student_solver,
+                        options.strong_subspace,
+                        dimensions=options.dimensions,
+                    )
+                )
         if progress is not None:
             progress()
         elif not quiet:
@@ -272,8 +300,8 @@ def run(
     if out_dir.exists() and not out_dir.is_dir():
         raise W2SError(f"--out-dir {out_dir}: is a file, not a folder")
     paths, seconds = embeddings_for(out_dir, data, options, extract, reuse)
-    results = run_trials(paths, out_dir, options, extract.quiet, resume=reuse)
-    return combine([store.load(p, "result") for p in results], out_dir / "result.safetensors", seconds)
+    results = run_trials(paths, out_dir, options, extract.quiet, resume=reuse, extract=extract)
+    return combine([store.load(p, "result") for p in results], out_dir / result_name(options), seconds)
 
 
 def combine(results: list[store.Artifact], out: Path, extra_seconds: dict[str, float] | None = None) -> Path:
@@ -281,7 +309,7 @@ def combine(results: list[store.Artifact], out: Path, extra_seconds: dict[str, f
     first = results[0].meta
     for r in results[1:]:
         for key in ("weak_model", "strong_model", "n_labeled", "n_pseudo", "n_test", "solver", "sample_ids_sha256"):
-            if r.meta[key] != first[key]:
+            if r.meta[key] != first[key] or r.meta.get("student") != first.get("student"):
                 raise W2SError(f"cannot combine results that differ in {key}")
     meta = copy.deepcopy(first)
     meta.update(store.base_meta("result", first["seed"]))

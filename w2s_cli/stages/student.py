@@ -119,6 +119,39 @@ def fit_student(
     elif dimensions:
         stderr.print(f"note: no theory analysis: {why_not}")
     trial["analysis"] = analysis
+    meta = result_meta(
+        pseudo,
+        emb_s,
+        out,
+        student=solver.value,
+        strong_subspace={"requested": sub_opts.subspace, **basis_record},
+        fits={k: h.record() for k, h in heads.items()},
+        trial=trial,
+        seconds=seconds,
+        analysis_note=why_not,
+    )
+    tensors: dict[str, Any] = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
+    tensors.update({"test_rows": test, "strong_basis_mean": basis_s.mean})
+    if basis_s.components is not None:
+        tensors["strong_basis"] = basis_s.components
+    return main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
+
+
+def result_meta(
+    pseudo: store.Artifact,
+    emb_s: EmbeddingSet,
+    out: Path,
+    *,
+    student: str,
+    strong_subspace: dict[str, Any],
+    fits: dict[str, Any],
+    trial: dict[str, Any],
+    seconds: dict[str, float],
+    analysis_note: str | None,
+) -> dict[str, Any]:
+    """The record of a `result` artifact (a linear or a finetuned student): where its inputs came from, the
+    experiment, each fit's record and the one trial."""
+    weak_sig = pseudo.meta["embeddings"]["signature"]
     meta = store.base_meta("result", pseudo.meta["seed"])
     meta.update(
         {
@@ -136,25 +169,18 @@ def fit_student(
             "split": pseudo.meta["split"],
             "label_noise": pseudo.meta["label_noise"],
             "labels": pseudo.meta["labels"],
-            "solver": {"teacher": pseudo.meta["teacher"]["solver"], "student": solver.value},
-            "subspace": {
-                "weak": pseudo.meta["teacher"]["subspace"],
-                "strong": {"requested": sub_opts.subspace, **basis_record},
-            },
-            "fits": {"weak": pseudo.meta["teacher"]["fit"], **{k: h.record() for k, h in heads.items()}},
-            "n_labeled": n,
-            "n_pseudo": N,
-            "n_test": len(test),
+            "solver": {"teacher": pseudo.meta["teacher"]["solver"], "student": student},
+            "subspace": {"weak": pseudo.meta["teacher"]["subspace"], "strong": strong_subspace},
+            "fits": {"weak": pseudo.meta["teacher"]["fit"], **fits},
+            "n_labeled": trial["n_labeled"],
+            "n_pseudo": trial["n_pseudo"],
+            "n_test": trial["n_test"],
             "trials": [trial],
-            "analysis_note": why_not,
+            "analysis_note": analysis_note,
             "seconds": seconds,
         }
     )
-    tensors: dict[str, Any] = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
-    tensors.update({"test_rows": test, "strong_basis_mean": basis_s.mean})
-    if basis_s.components is not None:
-        tensors["strong_basis"] = basis_s.components
-    return main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
+    return meta
 
 
 def _cols(m: Moments, x: np.ndarray, y: np.ndarray) -> Moments:

@@ -14,17 +14,56 @@ import itertools
 import os
 import re
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from w2s_cli.errors import W2SError, printable
+from w2s_cli.finetune.recipe import FinetuneRecipe, Loss, TrainSpec
 from w2s_cli.numerics.stats import MODELS
-from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SubspaceOptions, parse_subspace
+from w2s_cli.options import (
+    BackboneSpec,
+    DataOptions,
+    ExtractOptions,
+    RunOptions,
+    StudentKind,
+    SubspaceOptions,
+    parse_subspace,
+)
 from w2s_cli.report.summary import load_result, summary
-from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, combine, run_trials
+from w2s_cli.stages.run import (
+    EmbeddingCache,
+    LazySource,
+    auto_limit,
+    check_sizes,
+    combine,
+    result_name,
+    run_trials,
+)
 from w2s_cli.store import artifact as store
 
-PARAMETERS = ("n-pseudo", "n-labeled", "label-noise", "subspace", "weak-subspace", "strong-subspace", "weak", "strong")
+PARAMETERS = (
+    "n-pseudo",
+    "n-labeled",
+    "label-noise",
+    "subspace",
+    "weak-subspace",
+    "strong-subspace",
+    "weak",
+    "strong",
+    "student",
+    "train",
+    "loss",
+    "epochs",
+    "lr",
+)
+# the finetuning recipe's fields a sweep can vary, and how a value is read
+RECIPE_FIELDS = {
+    "train": ("train", lambda v: str(TrainSpec.parse(v))),
+    "loss": ("loss", Loss),
+    "epochs": ("epochs", int),
+    "lr": ("lr", float),
+}
 
 
 def parse_vary(text: str) -> tuple[str, list[Any]]:
@@ -51,6 +90,13 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
             parsed = [str(v) for v in values]
             for v in parsed:
                 parse_subspace(v)
+        elif name == "student":
+            parsed = [StudentKind(v) for v in values]
+        elif name in RECIPE_FIELDS:
+            field, read = RECIPE_FIELDS[name]
+            parsed = [read(v) for v in values]
+            for v in parsed:
+                dataclasses.replace(FinetuneRecipe(), **{field: v})
         else:
             parsed = [BackboneSpec.parse(v) for v in values]
     except ValueError:
@@ -75,6 +121,11 @@ def with_value(options: RunOptions, name: str, value: Any) -> RunOptions:
     if name in SUBSPACE_FIELDS:
         fields = SUBSPACE_FIELDS[name]
         return dataclasses.replace(options, **{f: SubspaceOptions(value, getattr(options, f).energy) for f in fields})
+    if name == "student":
+        return dataclasses.replace(options, student=value)
+    if name in RECIPE_FIELDS:
+        recipe = dataclasses.replace(options.finetune, **{RECIPE_FIELDS[name][0]: value})
+        return dataclasses.replace(options, finetune=recipe)
     role = getattr(options, name)
     spec = BackboneSpec(
         value.model, value.image_size, role.weights if role.model == value.model else None, role.pretrained
@@ -83,6 +134,8 @@ def with_value(options: RunOptions, name: str, value: Any) -> RunOptions:
 
 
 def label(value: Any) -> str:
+    if isinstance(value, Enum):
+        return value.value
     return value.label if isinstance(value, BackboneSpec) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -136,8 +189,8 @@ def sweep(
             if progress is not None:
                 progress(done, total, key)
 
-        results = run_trials(paths, folder, options, quiet=True, progress=tick, resume=reuse)
-        path = combine([store.load(p, "result") for p in results], folder / "result.safetensors")
+        results = run_trials(paths, folder, options, quiet=True, progress=tick, resume=reuse, extract=extract)
+        path = combine([store.load(p, "result") for p in results], folder / result_name(options))
         points.append(
             {
                 "params": {k: label(v) for k, v in params.items()},
@@ -181,6 +234,7 @@ def rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The sweep as a table: one row per point (see the module docstring)."""
     names = result["vary"]
     header = list(names) + [
+        "student",
         "trials",
         "n_labeled",
         "n_pseudo",
@@ -205,12 +259,14 @@ def rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             f"variance_{k}_theory",
         ]
     header += ["pgr", "pgr_se", "opr", "opr_se", "pgr_predicted", "opr_predicted", "pgr_theory", "opr_theory"]
+    header += [f"error_{k}_epoch0" for k in MODELS[1:]] + ["pgr_epoch0", "pgr_epoch0_se"]
     body = []
     for p in result["points"]:
         s = p["summary"]
         d = s.get("dimensions") or {}
         row = [p["params"][n] for n in names]
         row += [
+            (s.get("student") or {}).get("description", "linear probe"),
             s["trials"],
             s["n_labeled"],
             s["n_pseudo"],
@@ -242,5 +298,7 @@ def rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             theory.get("pgr"),
             theory.get("opr"),
         ]
+        start = s.get("init") or {}
+        row += [(start.get("error") or {}).get(k) for k in MODELS[1:]] + [start.get("pgr"), start.get("pgr_stderr")]
         body.append(row)
     return header, body

@@ -1,0 +1,236 @@
+"""`w2s finetune`: the strong network finetuned on the teacher's labels, on a tiny real timm model (random
+weights from a local file) over real digits images."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUIET, assert_user_error, save_random, w2s
+from safetensors.torch import load_file
+
+from w2s_cli.extraction.extract import embed_batch, extract
+from w2s_cli.finetune.network import cut, flat_blocks
+from w2s_cli.finetune.recipe import FinetuneRecipe, TrainSpec
+from w2s_cli.options import BackboneSpec, DataOptions, SplitOptions, SubspaceOptions
+from w2s_cli.stages.finetune import finetune
+from w2s_cli.stages.student import fit_student
+from w2s_cli.stages.teacher import pseudolabel, train_weak
+from w2s_cli.store import artifact as store
+
+FAST = dict(epochs=2, batch_size=32, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, weak_emb):
+    """Digits: the conftest weak teacher's pseudo-labels, and a tiny random-weight strong network."""
+    d = tmp_path_factory.mktemp("finetune")
+    weights = save_random("test_efficientnet", d / "strong-weights.safetensors", 2)
+    strong = extract(
+        DataOptions("digits"), BackboneSpec("test_efficientnet", 32, str(weights)), d / "s.safetensors", QUIET
+    )
+    split = SplitOptions(n_labeled=100, n_pseudo=300, n_test=200)
+    teacher = train_weak(weak_emb, d / "t.safetensors", split, SubspaceOptions("30"))
+    pseudo = pseudolabel(teacher, d / "p.safetensors")
+    return d, pseudo, strong
+
+
+def run_ft(tiny, name: str, **recipe) -> Path:
+    d, pseudo, strong = tiny
+    out = d / f"{name}.safetensors"
+    return finetune(
+        pseudo,
+        strong,
+        out=out,
+        recipe=FinetuneRecipe(**{**FAST, **recipe}),
+        subspace=SubspaceOptions("20"),
+        extract=QUIET,
+    )
+
+
+def weights(result: Path, fit: str) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(f"{result}.fits") / fit / "final.safetensors"))
+
+
+def test_prefix_then_suffix_is_the_embedding():
+    import timm
+
+    model = timm.create_model("test_efficientnet").eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        whole = embed_batch(model, x)
+        for k in (1, 3, len(flat_blocks(model))):
+            c = cut(model, TrainSpec("last", k), "test_efficientnet")
+            assert torch.allclose(c.suffix(c.prefix(x)), whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("train", ["head", "last:2", "lora:2", "all"])
+def test_every_train_spec_runs_and_reports(tiny, train):
+    r = run_ft(tiny, f"ft-{train.replace(':', '')}", train=train)
+    meta = store.read_meta(r)
+    fits = meta["fits"]
+    assert meta["solver"]["student"] == "finetune" and meta["student"]["recipe"]["train"] == train
+    assert [h["epoch"] for h in fits["w2s"]["history"]] == [0, 1, 2]
+    assert fits["w2s"]["train_rows"] == 270 and fits["w2s"]["val_rows"] == 30  # 10% of the 300 pseudo rows
+    n_trained = {k: fits[k]["trained_parameters"] for k in ("w2s", "strong_sft", "ceiling")}
+    assert len(set(n_trained.values())) == 1  # one recipe for all three fits
+    head = 256 * 10 + 10
+    if train == "head":
+        assert n_trained["w2s"] == head
+    else:
+        assert n_trained["w2s"] > head
+    t = meta["trials"][0]
+    assert set(t["error"]) == {"weak", "w2s", "strong_sft", "ceiling"} and "init" in t
+    rep = w2s("report", r, "--json")
+    assert rep.exit_code == 0, rep.output
+    s = json.loads(rep.stdout)
+    assert s["student"]["description"].startswith("finetuned: ") and "LP-FT" in s["student"]["description"]
+    assert s["init"]["error"]["w2s"] > 0
+
+
+@pytest.mark.parametrize("loss", ["xent", "logconf"])
+def test_cross_entropy_losses_evaluate_the_softmax(tiny, loss):
+    r = run_ft(tiny, f"ft-{loss}", train="head", loss=loss)
+    out = store.load(r)["test_output_w2s"]
+    assert np.allclose(out.sum(axis=1), 1.0) and (out >= 0).all()
+
+
+def test_step_zero_is_the_linear_student(tiny):
+    """LP-FT: with every row used for training (no validation slice), epoch 0 reproduces fit-student."""
+    d, pseudo, strong = tiny
+    linear = fit_student(pseudo, strong, d / "linear.safetensors", subspace=SubspaceOptions("20"))
+    r = run_ft(tiny, "ft-step0", train="last:2", val_fraction=0.0, select="last", epochs=1)
+    lin, ft = store.load(linear), store.load(r)
+    for k in ("w2s", "strong_sft", "ceiling"):
+        a, b = lin[f"test_output_{k}"], ft[f"init_output_{k}"]
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), k
+
+
+def test_ground_truth_never_reaches_the_w2s_student(tiny, tmp_path):
+    """Scrambling the true labels of the pseudo-labelled pool changes nothing in the W2S student's weights
+    (the ceiling, which trains on them, does change)."""
+    d, pseudo, strong = tiny
+    art = store.load(pseudo)
+    tensors = {k: np.asarray(art[k]) for k in art.names()}
+    observed = tensors["pseudo_observed"]
+    tensors["pseudo_observed"] = (observed + 1 + np.arange(len(observed)) % 3) % 10
+    assert (tensors["pseudo_observed"] != observed).all()
+    meta = {k: v for k, v in art.meta.items() if k not in ("artifact_id", "content_sha256")}
+    scrambled = store.save(store.Artifact("pseudolabels", meta, tensors), tmp_path / "p-scrambled.safetensors")
+    recipe = FinetuneRecipe(**{**FAST, "train": "last:1"})
+    kw = dict(recipe=recipe, subspace=SubspaceOptions("20"), extract=QUIET)
+    a = finetune(pseudo, strong, out=tmp_path / "a.safetensors", **kw)
+    b = finetune(scrambled, strong, out=tmp_path / "b.safetensors", **kw)
+    wa, wb = weights(a, "w2s"), weights(b, "w2s")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert np.array_equal(store.load(a)["test_output_w2s"], store.load(b)["test_output_w2s"])
+    ca, cb = weights(a, "ceiling"), weights(b, "ceiling")
+    assert not all(torch.equal(ca[k], cb[k]) for k in ca)
+
+
+def _cli(tiny, out: Path, *extra: str) -> list[str]:
+    d, pseudo, strong = tiny
+    return [
+        sys.executable,
+        "-m",
+        "w2s_cli",
+        "finetune",
+        str(pseudo),
+        "--strong",
+        str(strong),
+        "--subspace",
+        "20",
+        "--train",
+        "last:2",
+        "--epochs",
+        "4",
+        "--ft-batch-size",
+        "16",
+        "--lr",
+        "1e-3",
+        "-q",
+        "--num-workers",
+        "0",
+        "-o",
+        str(out),
+        *extra,
+    ]
+
+
+def test_killed_finetune_resumes_to_identical_weights(tiny, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = tmp_path / "whole.safetensors"
+    subprocess.run(_cli(tiny, whole), check=True, env=env, capture_output=True)
+    killed = tmp_path / "killed.safetensors"
+    proc = subprocess.Popen(_cli(tiny, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = Path(f"{killed}.fits") / "w2s" / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not killed.exists()  # killed mid-way through the W2S fit
+    done = subprocess.run(_cli(tiny, killed), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    meta = store.read_meta(killed)
+    assert meta["fits"]["w2s"]["resumed_from_epoch"] >= 1
+    for fit in ("w2s", "strong_sft", "ceiling"):
+        a, b = weights(whole, fit), weights(killed, fit)
+        assert all(torch.equal(a[k], b[k]) for k in a), fit
+    assert np.array_equal(store.load(whole)["test_output_w2s"], store.load(killed)["test_output_w2s"])
+
+
+def test_torchrun_two_processes_match_one(tiny, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    one = tmp_path / "one.safetensors"
+    two = tmp_path / "two.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(tiny, one, "--epochs", "2"), check=True, env=env, capture_output=True)
+    args = _cli(tiny, two, "--epochs", "2")[3:]  # after `python -m w2s_cli`
+    r = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "-m", "w2s_cli", *args], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    a, b = store.load(one), store.load(two)
+    for k in ("w2s", "strong_sft", "ceiling"):
+        assert np.allclose(a[f"test_output_{k}"], b[f"test_output_{k}"], rtol=1e-4, atol=1e-5), k
+    assert store.read_meta(two)["fits"]["w2s"]["updates"] == store.read_meta(one)["fits"]["w2s"]["updates"]
+
+
+def test_bad_finetune_input_is_one_line(tiny, tmp_path):
+    d, pseudo, strong = tiny
+    base = ["finetune", str(pseudo), "--strong", str(strong), "--subspace", "20", "-q", "-o", str(tmp_path / "x")]
+    assert_user_error(w2s(*base, "--train", "lora:0"), "--train lora:0: lora:N needs a LoRA rank R of at least 1")
+    assert_user_error(w2s(*base, "--train", "last:9"), "has only 5 blocks")
+    assert_user_error(w2s(*base, "--train", "some"), "--train must be head, last:K, lora:R or all")
+    assert_user_error(w2s(*base, "--val-fraction", "0"), "--select best needs validation rows")
+    assert not (tmp_path / "x").exists()
+
+
+def test_images_that_can_no_longer_be_read_are_refused(tiny, tmp_path, image_folder):
+    """A strong artifact made from a folder that has since gone: one line, nothing written."""
+    folder = tmp_path / "imgs"
+    shutil.copytree(image_folder, folder)
+    data = DataOptions(f"folder:{folder}")
+    weights_file = tiny[0] / "strong-weights.safetensors"
+    spec = BackboneSpec("test_efficientnet", 32, str(weights_file))
+    weak = extract(data, spec, tmp_path / "w.safetensors", QUIET)
+    strong = extract(data, BackboneSpec("test_efficientnet", 40, str(weights_file)), tmp_path / "s.safetensors", QUIET)
+    teacher = train_weak(
+        weak, tmp_path / "t.safetensors", SplitOptions(n_labeled=20, n_pseudo=30, n_test=10), SubspaceOptions("5")
+    )
+    pseudo = pseudolabel(teacher, tmp_path / "p.safetensors")
+    shutil.rmtree(folder)
+    out = tmp_path / "r.safetensors"
+    r = w2s("finetune", pseudo, "--strong", strong, "--subspace", "5", "--train", "all", "-q", "-o", out)
+    assert_user_error(r, "their images (folder:")
+    assert "can no longer be read" in r.stderr and not out.exists()

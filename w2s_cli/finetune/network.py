@@ -1,0 +1,172 @@
+"""The strong network as finetuning sees it: rebuilt from its embeddings' record (same weights, checked by
+hash), cut into a frozen prefix (run once, its outputs cached) and a trained suffix, with a linear head.
+
+The network stays in eval mode throughout: batch norm keeps its pretrained statistics (its affine weights
+train when their layer does), dropout and drop-path are off. A finetune is then a deterministic function of
+the trained parameters, step 0 reproduces the extracted embeddings, and the linearised view (gradient
+features) describes the same function.
+
+Cuts (`last:K`) are defined for timm's EfficientNet/MobileNet-style models (conv_stem, bn1, blocks, conv_head,
+bn2) and ViT-style models (patch_embed, blocks, norm); blocks are counted flat across stages. `head`, `lora:R`
+and `all` work for any timm model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from w2s_cli.errors import W2SError, printable
+from w2s_cli.extraction.extract import embed_batch
+from w2s_cli.finetune.recipe import TrainSpec
+from w2s_cli.inputs.backbones import Backbone, create_backbone
+from w2s_cli.options import BackboneSpec
+
+
+def spec_from_record(meta: dict[str, Any]) -> tuple[BackboneSpec, int]:
+    """The backbone an embeddings artifact was made with (model name, weights, input size) and the
+    extraction's seed (of its --limit draw and of random weights)."""
+    weights = meta["model"]["weights"]
+    source = weights.get("source")
+    size = meta["preprocessing"]["input_size"][-1]
+    if source == "file":
+        spec = BackboneSpec(meta["model"]["name"], size, weights["file"])
+    else:
+        spec = BackboneSpec(meta["model"]["name"], size, pretrained=source != "random")
+    return spec, int(weights.get("init_seed", meta.get("seed") or 0))
+
+
+def backbone_from_record(meta: dict[str, Any], where: str) -> Backbone:
+    """The timm model an embeddings artifact was made with, refused unless its weights hash to the recorded
+    state dict."""
+    spec, seed = spec_from_record(meta)
+    bb = create_backbone(spec, seed=seed)
+    if bb.weights["state_dict_sha256"] != meta["model"]["weights"]["state_dict_sha256"]:
+        raise W2SError(
+            f"{where}: the weights of {printable(spec.model)} found now ({bb.weights.get('source')}) are not the ones "
+            "these embeddings were made with (state-dict hash differs)"
+        )
+    return bb
+
+
+def flat_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's blocks in forward order, flattened across stages (EfficientNet: blocks[stage][block])."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential):
+        return []
+    flat: list[nn.Module] = []
+    for b in blocks:
+        flat.extend(b) if isinstance(b, nn.Sequential) else flat.append(b)
+    return flat
+
+
+def _family(model: nn.Module) -> str | None:
+    if all(hasattr(model, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
+        return "efficientnet"
+    if all(hasattr(model, a) for a in ("patch_embed", "_pos_embed", "blocks", "norm")):
+        return "vit"
+    return None
+
+
+@dataclass
+class Cut:
+    """Where the network is cut: `prefix(images)` gives what the trained part takes (cached for `head` and
+    `last:K`), `suffix(that)` the embedding; `trained` are the backbone modules whose parameters train."""
+
+    prefix: Callable[[torch.Tensor], torch.Tensor]
+    suffix: Callable[[torch.Tensor], torch.Tensor]
+    trained: list[nn.Module] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cached(self) -> bool:
+        """Whether the prefix is frozen (run once, its outputs cached) rather than the identity on images."""
+        return self.record["input"] != "images"
+
+
+def cut(model: nn.Module, spec: TrainSpec, name: str) -> Cut:
+    """The cut that `--train spec` asks for, or one clear error."""
+    if spec.kind == "head":
+        return Cut(lambda x: embed_batch(model, x), lambda a: a, [], {"input": "embeddings"})
+    if spec.kind in ("all", "lora"):
+        return Cut(lambda x: x, lambda x: embed_batch(model, x), [model], {"input": "images"})
+    blocks, family = flat_blocks(model), _family(model)
+    if family is None:
+        raise W2SError(
+            f"--train last:K: {printable(name)} is not an EfficientNet/MobileNet-style or ViT-style timm model "
+            "(no blocks to cut); use --train head, lora:R or all"
+        )
+    K = spec.size
+    if K > len(blocks):
+        raise W2SError(f"--train last:{K}: {printable(name)} has only {len(blocks)} blocks")
+    first, rest = blocks[: len(blocks) - K], blocks[len(blocks) - K :]
+    if family == "efficientnet":
+        stem, tail = [model.conv_stem, model.bn1], [model.conv_head, model.bn2]
+    else:
+        stem, tail = [model.patch_embed, model._pos_embed, model.patch_drop, model.norm_pre], [model.norm]
+
+    def prefix(x: torch.Tensor) -> torch.Tensor:
+        for m in stem + first:
+            x = m(x)
+        return x
+
+    def suffix(a: torch.Tensor) -> torch.Tensor:
+        for m in rest + tail:
+            a = m(a)
+        return model.forward_head(a, pre_logits=True)
+
+    trained = rest + [m for m in tail if isinstance(m, nn.Module)]
+    return Cut(prefix, suffix, trained, {"input": "activations", "before_block": len(first), "blocks": len(blocks)})
+
+
+class Student(nn.Module):
+    """The finetuned model: the trained part of the backbone, then a linear head (C outputs)."""
+
+    def __init__(self, backbone: nn.Module, c: Cut, coef: np.ndarray, intercept: np.ndarray) -> None:
+        super().__init__()
+        self.backbone, self.cut = backbone, c
+        self.head = nn.Linear(coef.shape[0], coef.shape[1])
+        with torch.no_grad():
+            self.head.weight.copy_(torch.as_tensor(coef.T, dtype=torch.float32))
+            self.head.bias.copy_(torch.as_tensor(intercept, dtype=torch.float32))
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> Student:  # the backbone stays in eval mode (see the module doc)
+        return self
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.head(self.cut.suffix(a))
+
+
+def set_trainable(student: Student, spec: TrainSpec, lora_names: list[str]) -> list[str]:
+    """Freeze everything but what `spec` trains; return the names of the trained parameters (sorted)."""
+    for p in student.parameters():
+        p.requires_grad_(False)
+    student.head.requires_grad_(True)
+    if spec.kind == "all":
+        student.backbone.requires_grad_(True)
+    elif spec.kind == "last":
+        for m in student.cut.trained:
+            m.requires_grad_(True)
+    elif spec.kind == "lora":
+        named = dict(student.backbone.named_parameters())
+        for n in lora_names:
+            named[n].requires_grad_(True)
+    return sorted(n for n, p in student.named_parameters() if p.requires_grad)
+
+
+def trained_state(student: Student) -> dict[str, torch.Tensor]:
+    """The trained parameters (what a checkpoint and the final weights hold)."""
+    return {n: p.detach().clone().contiguous() for n, p in student.named_parameters() if p.requires_grad}
+
+
+def load_trained(student: Student, state: dict[str, torch.Tensor]) -> None:
+    named = dict(student.named_parameters())
+    with torch.no_grad():
+        for n, t in state.items():
+            named[n].copy_(t)

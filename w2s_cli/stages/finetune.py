@@ -1,0 +1,366 @@
+"""`w2s finetune`: the strong backbone itself finetuned, three times with one recipe, on the split the
+pipeline drew, beside (not instead of) the linear student of `fit-student`:
+
+* W2S student: the N pseudo rows with the teacher's labels (validation: a held-out slice of those rows, with
+  the teacher's labels: no true label of the pool is ever read for it);
+* strong SFT:  the n labelled rows with their observed labels;
+* ceiling:     the n + N rows with their observed labels.
+
+LP-FT: each head starts from the ridgeless linear fit on the same training rows and targets, in the strong
+shared basis that `fit-student` uses, mapped back to the embedding; so epoch 0 is the linear student and
+every later epoch is what finetuning adds. With `--train head` or `last:K`, the frozen part of the network
+runs once: its outputs for every row are cached beside the strong embeddings (sharded and resumable, like an
+extraction) and shared by the three fits, by trials and by sweep points. The result has the schema of
+`fit-student`'s, so report, run and sweep read it unchanged; test labels are read only to evaluate.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2s_cli.distributed import main_writes, world
+from w2s_cli.errors import W2SError, printable
+from w2s_cli.finetune.recipe import FinetuneRecipe, Loss
+from w2s_cli.numerics.stats import as_targets, evaluate
+from w2s_cli.options import DataOptions, ExtractOptions, Solver, SubspaceOptions
+from w2s_cli.progress import stderr
+from w2s_cli.stages.heads import fit_head, shared_basis, to_embedding_space
+from w2s_cli.stages.student import result_meta
+from w2s_cli.store import artifact as store
+from w2s_cli.store.embeddings import EmbeddingSet
+from w2s_cli.store.outputs import check_output
+
+FITS = ("w2s", "strong_sft", "ceiling")
+
+
+@dataclasses.dataclass
+class Rows:
+    """One fit's training rows (row indices of the embeddings) and targets; nothing else reaches the fit."""
+
+    rows: np.ndarray
+    targets: np.ndarray
+
+
+def finetune(
+    pseudo_path: str | os.PathLike,
+    strong: str | os.PathLike,
+    *,
+    out: str | os.PathLike,
+    recipe: FinetuneRecipe | None = None,
+    subspace: SubspaceOptions | None = None,
+    data: DataOptions | None = None,
+    extract: ExtractOptions | None = None,
+) -> Path:
+    """Finetune the W2S student, strong SFT and ceiling; evaluate them with the teacher; write a `result`.
+    `data`: where the images are now, when not where STRONG's record says; `extract`: device, batch size,
+    workers and quiet for the frozen prefix's cache and the image loaders."""
+    start = time.perf_counter()
+    recipe, sub_opts, extract = recipe or FinetuneRecipe(), subspace or SubspaceOptions(), extract or ExtractOptions()
+    pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
+    out = check_output(out, inputs=[pseudo_path, strong])
+    emb_s = EmbeddingSet(strong, "strong embeddings")
+    store.require_same_samples(
+        pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
+    )
+    if recipe.loss != Loss.mse and emb_s.labels is None:
+        raise W2SError(f"--loss {recipe.loss.value} needs classes; this dataset has numeric targets (use --loss mse)")
+    fits = fit_rows(pseudo, emb_s)
+    train_rows = np.concatenate([fits["strong_sft"].rows, fits["w2s"].rows])
+    basis, basis_record, _ = shared_basis(
+        emb_s, train_rows, sub_opts.parsed(), sub_opts.energy, len(fits["strong_sft"].rows)
+    )
+    from w2s_cli.finetune.network import backbone_from_record, cut
+
+    bb = backbone_from_record(emb_s.meta, f"strong embeddings {printable(strong)}")
+    test = np.asarray(pseudo["test_rows"])
+    job = Job(recipe, bb, emb_s, np.unique(np.concatenate([test, train_rows])), test, extract)
+    job.inputs = _inputs(cut(bb.model, recipe.spec, bb.name), job, data)
+    identity = {
+        "recipe": recipe.record(),
+        "pseudolabels": pseudo.meta["artifact_id"],
+        "strong": emb_s.meta["artifact_id"],
+        "subspace": [sub_opts.subspace, sub_opts.energy],
+        "world_size": world().size,
+    }
+    folder = Path(f"{out}.fits")
+    done = {
+        name: job.run(
+            name,
+            k,
+            fits[name],
+            _lp_head(emb_s, basis, fits[name], recipe.loss),
+            int(pseudo.meta["seed"]),
+            folder / name,
+            {**identity, "fit": name},
+            out,
+        )
+        for k, name in enumerate(FITS)
+    }
+    outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
+    init = dict(outputs)
+    for name, (first, last, _) in done.items():
+        init[name], outputs[name] = first, last
+    labels = emb_s.labels[test] if emb_s.labels is not None else None
+    truth = emb_s.truth(test)
+    trial = evaluate(outputs, truth, labels)
+    trial.update(
+        {
+            "seed": pseudo.meta["seed"],
+            "n_labeled": len(fits["strong_sft"].rows),
+            "n_pseudo": len(fits["w2s"].rows),
+            "pseudo_label_accuracy": pseudo.meta.get("pseudo_label_accuracy"),
+            "init": {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"},
+            "analysis": None,
+        }
+    )
+    seconds = {**pseudo.meta["seconds"], "finetune": round(time.perf_counter() - start, 3)}
+    meta = result_meta(
+        pseudo,
+        emb_s,
+        out,
+        student="finetune",
+        strong_subspace={"requested": sub_opts.subspace, **basis_record},
+        fits={name: record for name, (_, _, record) in done.items()},
+        trial=trial,
+        seconds=seconds,
+        analysis_note="finetuned students: the variance analysis is about linear fits on fixed features",
+    )
+    meta["student"] = {
+        "kind": "finetune",
+        "recipe": recipe.record(),
+        "description": recipe.describe(),
+        "inputs": job.inputs_record,
+        "device": str(job.dev),
+    }
+    tensors: dict[str, Any] = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
+    tensors.update({f"init_output_{k}": np.asarray(init[k], np.float64) for k in FITS})
+    tensors.update({"test_rows": test, "strong_basis_mean": basis.mean})
+    if basis.components is not None:
+        tensors["strong_basis"] = basis.components
+    return main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
+
+
+def fit_rows(pseudo: store.Artifact, emb_s: EmbeddingSet) -> dict[str, Rows]:
+    """The three fits' rows and targets. The W2S student's are the pseudo rows and the teacher's labels only:
+    the observed labels of those rows go to the ceiling and nowhere else."""
+    C = emb_s.n_outputs
+    labeled, pool = np.asarray(pseudo["labeled_rows"]), np.asarray(pseudo["pseudo_rows"])
+    teacher = np.asarray(pseudo["pseudo_labels"], np.float64)
+    if teacher.shape != (len(pool), C):
+        raise W2SError(
+            f"pseudo-labels {printable(pseudo.path)}: labels of shape {teacher.shape}, expected {(len(pool), C)}"
+        )
+    if not np.isfinite(teacher).all():
+        bad = int(np.flatnonzero(~np.isfinite(teacher).all(axis=1))[0])
+        raise W2SError(
+            f"pseudo-labels {printable(pseudo.path)}: tensor 'pseudo_labels' holds NaN or inf (first: row {bad})"
+        )
+    Y_L = as_targets(pseudo["labeled_observed"], emb_s.n_classes)
+    Y_P = as_targets(pseudo["pseudo_observed"], emb_s.n_classes)
+    return {
+        "w2s": Rows(pool, teacher),
+        "strong_sft": Rows(labeled, Y_L),
+        "ceiling": Rows(np.concatenate([labeled, pool]), np.vstack([Y_L, Y_P])),
+    }
+
+
+class Job:
+    """What the three fits share: the recipe, the pretrained network, the inputs of its trained part over
+    every row they and the test need (`needed`, sorted), the device."""
+
+    def __init__(self, recipe, bb, emb_s: EmbeddingSet, needed: np.ndarray, test: np.ndarray, extract) -> None:
+        from w2s_cli.extraction.extract import resolve_device
+
+        self.recipe, self.bb, self.emb_s, self.extract = recipe, bb, emb_s, extract
+        self.needed, self.test = needed, test
+        self.dev = resolve_device(extract.device)
+        self.inputs: Any = None
+        self.inputs_record: dict[str, Any] = {}
+
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.needed, rows)
+
+    def run(self, name: str, k: int, f: Rows, head, seed: int, folder: Path, identity: dict, out: Path):
+        """One fit from its LP-FT head: (test outputs at epoch 0, after finetuning, its record)."""
+        import torch
+
+        from w2s_cli.finetune.network import Student, cut, set_trainable
+        from w2s_cli.finetune.train import Fit, predictions, raw_outputs, train_fit
+
+        recipe, spec = self.recipe, self.recipe.spec
+        begin = time.perf_counter()
+        torch.manual_seed(seed)  # LoRA's A matrices
+        model = copy.deepcopy(self.bb.model)
+        lora = add_lora_adapters(model, spec.size) if spec.kind == "lora" else []
+        student = Student(model, cut(model, spec, self.bb.name), *head).to(self.dev)
+        trained = set_trainable(student, spec, lora)
+        train, val = validation_split(len(f.rows), recipe.val_fraction, seed, k)
+        targets = np.zeros((len(self.needed), f.targets.shape[1]), np.float32)
+        targets[self.positions(f.rows)] = f.targets if recipe.loss == Loss.mse else probabilities(f.targets)
+        fit = Fit(name, self.inputs, targets, self.positions(f.rows[train]), self.positions(f.rows[val]))
+        test = self.positions(self.test)
+        first = predictions(raw_outputs(student, self.inputs, test, recipe, self.dev), recipe.loss)
+        log = train_fit(
+            student, fit, recipe, seed=seed, folder=folder, identity=identity, dev=self.dev, quiet=self.extract.quiet
+        )
+        last = predictions(raw_outputs(student, self.inputs, test, recipe, self.dev), recipe.loss)
+        weights = folder / "final.safetensors"
+        main_writes(lambda: save_weights(student, weights), weights)
+        record = {
+            "solver": "finetune",
+            "rows": len(f.rows),
+            "train_rows": len(train),
+            "val_rows": len(val),
+            "trained_parameters": int(sum(p.numel() for p in student.parameters() if p.requires_grad)),
+            "trained_tensors": len(trained),
+            "weights": os.path.relpath(weights.resolve(), Path(out).resolve().parent),
+            "seconds": round(time.perf_counter() - begin, 3),
+            **log.record(),
+        }
+        return first, last, record
+
+
+def probabilities(Y: np.ndarray) -> np.ndarray:
+    from w2s_cli.finetune.train import probabilities as to_probabilities
+
+    return to_probabilities(Y)
+
+
+def validation_split(n: int, fraction: float, seed: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (sorted) of a fit's training and validation rows: round(fraction * n) held out, drawn
+    from (seed, 3, k) for the k-th fit."""
+    order = np.random.default_rng([seed, 3, k]).permutation(n)
+    n_val = int(round(fraction * n))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _lp_head(emb_s: EmbeddingSet, basis, f: Rows, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
+    """LP-FT: the linear fit on the fit's rows and targets in the strong shared basis (ridgeless for mse, the
+    soft-target logistic head for the cross-entropies), as (coef (width, C), intercept (C,)) on embeddings."""
+    Z = basis.transform(emb_s.rows(f.rows))
+    if loss == Loss.mse:
+        head = fit_head(Solver.ridgeless, Z, f.targets)
+    else:
+        head = fit_head(Solver.logistic, Z, probabilities(f.targets))
+    return to_embedding_space(basis, *head.linear())
+
+
+def add_lora_adapters(model, rank: int) -> list[str]:
+    from w2s_cli.finetune.lora import add_lora
+
+    return add_lora(model, rank)
+
+
+def save_weights(student, path: Path) -> None:
+    """The trained parameters of a finished fit (safetensors, written atomically)."""
+    from safetensors.torch import save_file
+
+    from w2s_cli.finetune.network import trained_state
+
+    with store.atomic_output(path) as tmp:
+        save_file(trained_state(student), str(tmp))
+
+
+def data_options(meta: dict[str, Any]) -> DataOptions:
+    """Where an embeddings artifact's images came from, as recorded (older records: the request or name)."""
+    if isinstance(meta.get("data"), dict):
+        return DataOptions(**meta["data"])
+    if isinstance(meta.get("request"), dict) and meta["request"].get("data"):
+        return DataOptions(meta["request"]["data"])
+    return DataOptions(meta["dataset"]["name"])
+
+
+def open_images(emb_s: EmbeddingSet, data: DataOptions | None):
+    """The data source of the strong embeddings, refused unless it still holds the very same images."""
+    from w2s_cli.inputs.sources import open_source
+
+    opts = data or data_options(emb_s.meta)
+    where = f"strong embeddings {printable(emb_s.path)}"
+    try:
+        source = open_source(opts)
+    except W2SError as exc:
+        raise W2SError(f"{where}: their images ({printable(opts.data)}) can no longer be read: {exc.message}") from None
+    if source.fingerprint != emb_s.meta["dataset"]["fingerprint"]:
+        raise W2SError(
+            f"{where}: the images of {printable(opts.data)} are not the ones these embeddings were made from "
+            "(dataset fingerprint differs); give the original with --data/--root"
+        )
+    return source
+
+
+def _inputs(c, job: Job, data: DataOptions | None):
+    """The inputs of the trained part over job.needed: the strong embeddings themselves (`head`), the frozen
+    prefix's cached outputs (`last:K`), or the images (`lora:R`, `all`)."""
+    import torch
+
+    from w2s_cli.finetune.train import ImageInputs, TensorInputs
+
+    emb_s, kind = job.emb_s, c.record["input"]
+    if kind == "embeddings":
+        job.inputs_record = {"input": "embeddings", "path": str(emb_s.path)}
+        return TensorInputs(emb_s.rows(job.needed), (emb_s.width,))
+    if kind == "images":
+        source = open_images(emb_s, data)
+        ids = np.asarray(emb_s.art["sample_ids"])[job.needed]
+        workers = job.extract.num_workers
+        if workers is None:
+            from w2s_cli.extraction.extract import default_workers
+
+            workers = default_workers()
+        job.inputs_record = {"input": "images", "data": dataclasses.asdict(data or data_options(emb_s.meta))}
+        return ImageInputs(source, ids, job.bb.data_config, job.recipe.augment, workers)
+    with torch.inference_mode():
+        shape = tuple(c.prefix(torch.zeros(1, *job.bb.input_size)).shape[1:])
+    path = prefix_cache(c, job, data, shape)
+    job.inputs_record = {"input": "activations", "path": str(path), "shape": list(shape), **c.record}
+    return TensorInputs(EmbeddingSet(path, "cached activations").rows(job.needed), shape)
+
+
+def prefix_cache(c, job: Job, data: DataOptions | None, shape: tuple[int, ...]) -> Path:
+    """The frozen prefix's outputs for every row of the strong embeddings, beside them: reused when made
+    from the same network and samples, else extracted (sharded and resumable, torchrun-ready)."""
+    from w2s_cli.extraction.extract import extract
+    from w2s_cli.finetune.network import cut, spec_from_record
+
+    emb_s = job.emb_s
+    record = {"kind": "activations", **c.record, "shape": list(shape)}
+    stem = emb_s.path.name.removesuffix(".safetensors")
+    path = emb_s.path.with_name(f"{stem}.prefix-{c.record['before_block']}of{c.record['blocks']}.safetensors")
+
+    def same(meta: dict[str, Any]) -> bool:
+        return (
+            meta.get("features") == record
+            and meta["sample_ids_sha256"] == emb_s.meta["sample_ids_sha256"]
+            and meta["model"]["weights"]["state_dict_sha256"] == emb_s.meta["model"]["weights"]["state_dict_sha256"]
+            and meta["preprocessing"]["input_size"] == emb_s.meta["preprocessing"]["input_size"]
+        )
+
+    try:
+        if path.exists() and same(store.read_meta(path)):
+            stderr.print(f"reusing {path} (the frozen prefix's outputs)")
+            return path
+    except (W2SError, KeyError, TypeError):
+        pass
+    spec, seed = spec_from_record(emb_s.meta)
+    source = open_images(emb_s, data)
+    name = job.bb.name
+    extract(
+        data or data_options(emb_s.meta),
+        spec,
+        path,
+        job.extract,
+        limit=emb_s.meta.get("limit"),
+        seed=seed,
+        source=source,
+        features=lambda bb: (cut(bb.model, job.recipe.spec, name).prefix, record),
+    )
+    if not same(store.read_meta(path)):
+        raise W2SError(f"{printable(path)}: cached activations that do not match {printable(emb_s.path)}")
+    return path
