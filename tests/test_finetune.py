@@ -234,3 +234,30 @@ def test_images_that_can_no_longer_be_read_are_refused(tiny, tmp_path, image_fol
     r = w2s("finetune", pseudo, "--strong", strong, "--subspace", "5", "--train", "all", "-q", "-o", out)
     assert_user_error(r, "their images (folder:")
     assert "can no longer be read" in r.stderr and not out.exists()
+
+
+def test_run_and_sweep_keep_probe_and_finetuned_students_apart(tiny, tmp_path, weak_weights):
+    d = tiny[0]
+    base = (
+        "--data digits --weak test_efficientnet@32 --strong test_efficientnet@40 --n-labeled 100 --n-pseudo 300"
+        " --n-test 200 --subspace 20 --num-workers 0 --train last:1 --epochs 1 -q"
+    ).split() + ["--weak-weights", str(weak_weights), "--strong-weights", str(d / "strong-weights.safetensors")]
+    out = ["--out-dir", str(tmp_path)]
+    probe = w2s("run", *base, *out, "--json")
+    tuned = w2s("run", *base, *out, "--student", "finetune", "--json")
+    assert probe.exit_code == 0 and tuned.exit_code == 0, probe.output + tuned.output
+    p, f = json.loads(probe.stdout), json.loads(tuned.stdout)
+    assert "student" not in p and f["student"]["description"].startswith("finetuned: last 1 block, LP-FT")
+    assert f["init"]["error"]["w2s"] == pytest.approx(p["error"]["w2s"], rel=1e-3)  # epoch 0 ~ the probe (90% rows)
+    key = FinetuneRecipe(train="last:1", epochs=1).key()
+    assert (tmp_path / "result.safetensors").exists() and (tmp_path / f"result-finetune-{key}.safetensors").exists()
+    csv = tmp_path / "sweep.csv"
+    s = w2s("sweep", *base, *out, "--vary", "student=probe,finetune", "--csv", csv, "--json")
+    assert s.exit_code == 0, s.output
+    points = json.loads(s.stdout)["points"]
+    assert [pt["params"]["student"] for pt in points] == ["probe", "finetune"]
+    assert points[1]["summary"]["error"] == f["error"]  # deterministic: the same numbers as the run
+    header = csv.read_text().splitlines()[0].split(",")
+    assert "student" in header and "pgr_epoch0" in header
+    bad = w2s("sweep", *base, *out, "--vary", "train=head,lora:0")
+    assert_user_error(bad, "lora:N needs a LoRA rank R of at least 1")

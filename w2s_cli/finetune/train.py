@@ -68,12 +68,19 @@ class ImageInputs:
 
     def batches(self, order: np.ndarray, size: int, dev: torch.device) -> Iterator[torch.Tensor]:
         plan = [order[s : s + size].tolist() for s in range(0, len(order), size)]
-        loader = DataLoader(self.rows, batch_sampler=plan, num_workers=self.workers)
+        loader = DataLoader(
+            self.rows,
+            batch_sampler=plan,
+            num_workers=self.workers,
+            pin_memory=dev.type == "cuda",
+            persistent_workers=False,
+        )
         for x, errors in loader:
             bad = next((e for e in errors if e), None)
             if bad:
                 raise W2SError(bad)
-            yield self.finish(x.to(dev)).float()
+            x = self.finish(x.to(dev, non_blocking=True)).float()
+            yield x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x
 
 
 @dataclass

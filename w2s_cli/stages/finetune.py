@@ -69,6 +69,10 @@ def finetune(
     store.require_same_samples(
         pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
     )
+    if recipe.augment and recipe.spec.kind not in ("lora", "all"):
+        raise W2SError(
+            f"--augment needs images: --train lora:R or all (--train {recipe.train} trains on cached inputs)"
+        )
     if recipe.loss != Loss.mse and emb_s.labels is None:
         raise W2SError(f"--loss {recipe.loss.value} needs classes; this dataset has numeric targets (use --loss mse)")
     fits = fit_rows(pseudo, emb_s)
@@ -200,6 +204,8 @@ class Job:
         model = copy.deepcopy(self.bb.model)
         lora = add_lora_adapters(model, spec.size) if spec.kind == "lora" else []
         student = Student(model, cut(model, spec, self.bb.name), *head).to(self.dev)
+        if self.dev.type == "cuda":
+            student = student.to(memory_format=torch.channels_last)
         trained = set_trainable(student, spec, lora)
         train, val = validation_split(len(f.rows), recipe.val_fraction, seed, k)
         targets = np.zeros((len(self.needed), f.targets.shape[1]), np.float32)
