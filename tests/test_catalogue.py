@@ -327,6 +327,21 @@ CASES = [
     bad("pseudolabel-n-pseudo-too-many", ("pseudolabel", "{T}", "--n-pseudo", 10**6), "is larger than"),
     bad("fit-student-energy-1.5", ("fit-student", "{P}", "--strong", "{strong}", "--energy", 1.5), "--energy"),
     bad("fit-student-subspace-0", ("fit-student", "{P}", "--strong", "{strong}", "--subspace", 0), "--subspace"),
+    usage("finetune-no-strong", ("finetune", "{P}"), "Missing option '--strong'"),
+    usage(
+        "finetune-loss-magic", ("finetune", "{P}", "--strong", "{strong}", "--loss", "magic"), "'magic' is not one of"
+    ),
+    bad(
+        "finetune-lora-0", ("finetune", "{P}", "--strong", "{strong}", "--train", "lora:0"), "LoRA rank R of at least 1"
+    ),
+    bad("finetune-last-0", ("finetune", "{P}", "--strong", "{strong}", "--train", "last:0"), "blocks K of at least 1"),
+    bad("finetune-train-x", ("finetune", "{P}", "--strong", "{strong}", "--train", "x"), "--train must be head"),
+    bad("finetune-epochs-negative", ("finetune", "{P}", "--strong", "{strong}", "--epochs", -1), "--epochs must be"),
+    bad("finetune-lr-0", ("finetune", "{P}", "--strong", "{strong}", "--lr", 0), "--lr must be positive"),
+    bad("finetune-val-0.7", ("finetune", "{P}", "--strong", "{strong}", "--val-fraction", 0.7), "--val-fraction"),
+    bad("finetune-augment-head", ("finetune", "{P}", "--strong", "{strong}", "--augment"), "--augment needs images"),
+    bad("finetune-not-a-network", ("finetune", "{P}", "--strong", "{strong}"), "cannot be rebuilt", "strong-net"),
+    bad("finetune-strong-is-weak-kind", ("finetune", "{P}", "--strong", "{T}"), "is a 'teacher' artifact"),
     bad("run-trials-0", ("run", *RUN, "--trials", 0), "--trials must be at least 1", out=None),
     bad("run-n-test-0", ("run", *RUN, "--n-test", 0), "--n-test must be positive", out=None),
     bad("run-label-noise-negative", ("run", *RUN, "--label-noise", -1), "--label-noise must be 0", out=None),

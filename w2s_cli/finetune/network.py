@@ -45,7 +45,10 @@ def backbone_from_record(meta: dict[str, Any], where: str) -> Backbone:
     """The timm model an embeddings artifact was made with, refused unless its weights hash to the recorded
     state dict."""
     spec, seed = spec_from_record(meta)
-    bb = create_backbone(spec, seed=seed)
+    try:
+        bb = create_backbone(spec, seed=seed)
+    except W2SError as exc:
+        raise W2SError(f"{where}: their network cannot be rebuilt ({exc.message})") from None
     if bb.weights["state_dict_sha256"] != meta["model"]["weights"]["state_dict_sha256"]:
         raise W2SError(
             f"{where}: the weights of {printable(spec.model)} found now ({bb.weights.get('source')}) are not the ones "

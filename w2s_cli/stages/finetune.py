@@ -148,7 +148,11 @@ def finetune(
     tensors.update({"test_rows": test, "strong_basis_mean": basis.mean})
     if basis.components is not None:
         tensors["strong_basis"] = basis.components
-    return main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
+    main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
+    if world().main:  # the result is written: the fits' checkpoints are no longer needed (their weights stay)
+        for name in FITS:
+            (folder / name / "checkpoint.safetensors").unlink(missing_ok=True)
+    return out
 
 
 def fit_rows(pseudo: store.Artifact, emb_s: EmbeddingSet) -> dict[str, Rows]:
