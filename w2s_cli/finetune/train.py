@@ -200,7 +200,6 @@ def train_fit(
         updates_per_epoch=steps,
     )
     scaler = torch.amp.GradScaler("cuda") if recipe.precision == "fp16" and dev.type == "cuda" else None
-    params = [p for p in student.parameters() if p.requires_grad]
     log, best = FitLog(), None
     ckpt = folder / "checkpoint.safetensors"
     start = _resume(ckpt, identity, student, opt, log)
@@ -221,22 +220,9 @@ def train_fit(
                 rows = order[k * recipe.batch_size : (k + 1) * recipe.batch_size]
                 y = torch.from_numpy(fit.targets[rows[w.rank :: w.size]]).to(dev)
                 aux = recipe.aux_weight * min(1.0, log.updates / max(recipe.aux_warmup * total, 1e-12))
-                opt.zero_grad(set_to_none=True)
-                if x is None:  # no row of this batch is this rank's: it adds nothing to the summed gradient
-                    loss = torch.zeros(())
-                else:
-                    with _autocast(dev, recipe.precision):
-                        out = student(x).float()
-                    loss = row_losses(out, y, recipe.loss, aux).sum() / len(rows)
-                    (scaler.scale(loss) if scaler else loss).backward()
-                _sum_gradients(params, w)
-                if scaler:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
+                loss = _step(student, x, y, len(rows), recipe, aux, opt, scaler, dev)
                 log.updates += 1
-                value = float(loss.detach())
+                value = float(loss)
                 running = 0.9 * running + 0.1 * value if k else value
                 bar.update(task, advance=1, description=f"finetune {fit.name} e{epoch + 1} loss {running:.4f}")
             log.history.append({"epoch": epoch + 1, "val_loss": _val_loss(student, fit, recipe, dev)})
@@ -249,6 +235,25 @@ def train_fit(
     if recipe.select == Select.best and best is not None:
         load_trained(student, best)
     return log
+
+
+def _step(student: Student, x, y, batch: int, recipe: FinetuneRecipe, aux: float, opt, scaler, dev) -> float:
+    """One update: this rank's rows' loss (normalised by the whole batch), gradients summed across ranks."""
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt.zero_grad(set_to_none=True)
+    loss = torch.zeros(())
+    if x is not None:  # None: no row of this batch is this rank's; it adds nothing to the summed gradient
+        with _autocast(dev, recipe.precision):
+            out = student(x).float()
+        loss = row_losses(out, y, recipe.loss, aux).sum() / batch
+        (scaler.scale(loss) if scaler else loss).backward()
+    _sum_gradients(params, world())
+    if scaler:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return float(loss.detach())
 
 
 def _local_batches(fit: Fit, order: np.ndarray, size: int, w, dev: torch.device) -> Iterator[torch.Tensor | None]:

@@ -124,9 +124,13 @@ def _sweep_x(result: dict[str, Any]) -> tuple[str, list[float], list[str]]:
     """The x axis of a sweep figure: the first varied parameter, or d_sw/d_w when it is a backbone."""
     first = result["vary"][0]
     labels = [p["params"][first] for p in result["points"]]
-    if first in ("weak", "strong"):
-        x = [p["summary"]["dimensions"]["d_sw"] / p["summary"]["dimensions"]["d_w"] for p in result["points"]]
-        return "d_sw / d_w", x, labels
+    if first in ("weak", "strong"):  # a finetuned point takes the overlap of its probe twin (same backbones)
+        ratio = {
+            p["params"][first]: p["summary"]["dimensions"]["d_sw"] / p["summary"]["dimensions"]["d_w"]
+            for p in result["points"]
+            if "dimensions" in p["summary"]
+        }
+        return "d_sw / d_w", [ratio.get(lab, np.nan) for lab in labels], labels
     try:
         return first, [float(v) for v in labels], labels
     except ValueError:  # auto / none among subspace values

@@ -69,12 +69,7 @@ def finetune(
     store.require_same_samples(
         pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
     )
-    if recipe.augment and recipe.spec.kind not in ("lora", "all"):
-        raise W2SError(
-            f"--augment needs images: --train lora:R or all (--train {recipe.train} trains on cached inputs)"
-        )
-    if recipe.loss != Loss.mse and emb_s.labels is None:
-        raise W2SError(f"--loss {recipe.loss.value} needs classes; this dataset has numeric targets (use --loss mse)")
+    _check_recipe(recipe, emb_s)
     fits = fit_rows(pseudo, emb_s)
     train_rows = np.concatenate([fits["strong_sft"].rows, fits["w2s"].rows])
     basis, basis_record, _ = shared_basis(
@@ -107,23 +102,7 @@ def finetune(
         )
         for k, name in enumerate(FITS)
     }
-    outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
-    init = dict(outputs)
-    for name, (first, last, _) in done.items():
-        init[name], outputs[name] = first, last
-    labels = emb_s.labels[test] if emb_s.labels is not None else None
-    truth = emb_s.truth(test)
-    trial = evaluate(outputs, truth, labels)
-    trial.update(
-        {
-            "seed": pseudo.meta["seed"],
-            "n_labeled": len(fits["strong_sft"].rows),
-            "n_pseudo": len(fits["w2s"].rows),
-            "pseudo_label_accuracy": pseudo.meta.get("pseudo_label_accuracy"),
-            "init": {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"},
-            "analysis": None,
-        }
-    )
+    outputs, init, trial = _trial(pseudo, emb_s, test, fits, done)
     seconds = {**pseudo.meta["seconds"], "finetune": round(time.perf_counter() - start, 3)}
     meta = result_meta(
         pseudo,
@@ -153,6 +132,37 @@ def finetune(
         for name in FITS:
             (folder / name / "checkpoint.safetensors").unlink(missing_ok=True)
     return out
+
+
+def _check_recipe(recipe: FinetuneRecipe, emb_s: EmbeddingSet) -> None:
+    if recipe.augment and recipe.spec.kind not in ("lora", "all"):
+        raise W2SError(
+            f"--augment needs images: --train lora:R or all (--train {recipe.train} trains on cached inputs)"
+        )
+    if recipe.loss != Loss.mse and emb_s.labels is None:
+        raise W2SError(f"--loss {recipe.loss.value} needs classes; this dataset has numeric targets (use --loss mse)")
+
+
+def _trial(pseudo, emb_s: EmbeddingSet, test: np.ndarray, fits: dict[str, Rows], done: dict):
+    """The four models' test outputs after finetuning and at epoch 0, and the trial's metrics of both."""
+    outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
+    init = dict(outputs)
+    for name, (first, last, _) in done.items():
+        init[name], outputs[name] = first, last
+    labels = emb_s.labels[test] if emb_s.labels is not None else None
+    truth = emb_s.truth(test)
+    trial = evaluate(outputs, truth, labels)
+    trial.update(
+        {
+            "seed": pseudo.meta["seed"],
+            "n_labeled": len(fits["strong_sft"].rows),
+            "n_pseudo": len(fits["w2s"].rows),
+            "pseudo_label_accuracy": pseudo.meta.get("pseudo_label_accuracy"),
+            "init": {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"},
+            "analysis": None,
+        }
+    )
+    return outputs, init, trial
 
 
 def fit_rows(pseudo: store.Artifact, emb_s: EmbeddingSet) -> dict[str, Rows]:
