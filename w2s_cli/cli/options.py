@@ -101,7 +101,7 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
         ),
         "loss": typer.Option("mse", "--loss", help="mse (the paper's), xent (soft cross-entropy), logconf (Burns)."),
         "epochs": typer.Option(5, "--epochs", help="Epochs over each fit's training rows."),
-        "lr": typer.Option(3e-4, "--lr", help="Peak learning rate."),
+        "lr": typer.Option(1e-3, "--lr", help="Peak learning rate."),
         "batch_size": typer.Option(64, "--ft-batch-size", help="Finetuning batch size."),
         "weight_decay": typer.Option(0.0, "--weight-decay", help="Weight decay (not on biases and norms)."),
         "opt": typer.Option("adamw", "--opt", help="Optimiser, by timm's create_optimizer_v2 name."),

@@ -84,7 +84,7 @@ class FinetuneRecipe:
     train: str = "last:2"
     loss: Loss = Loss.mse
     epochs: int = 5
-    lr: float = 3e-4
+    lr: float = 1e-3
     batch_size: int = 64
     weight_decay: float = 0.0
     opt: str = "adamw"
