@@ -54,7 +54,7 @@ def option_names(command: Any) -> dict[str, tuple[Any, bool]]:
 
 
 def _line(text: str, key: str) -> str:
-    match = re.search(rf'^\s*["\']?{re.escape(key)}["\']?\s*[=.]', text, flags=re.M)
+    match = re.search(rf"^[ \t]*(\[+[ \t]*)?[\"']?{re.escape(key)}[\"']?[ \t]*[=.\]]", text, flags=re.M)
     return str(text.count("\n", 0, match.start()) + 1) if match else "?"
 
 
@@ -72,11 +72,11 @@ def load(path: Path, command: Any, name: str) -> dict[str, Any]:
     names, values = option_names(command), {}
     for key, value in doc.items():
         where = f"--config {printable(path)} line {_line(text, key)}"
+        if isinstance(value, dict):
+            raise W2SError(f"{where}: '{printable(key)}' is a table; give options as top-level keys")
         if key not in names or key in NOT_IN_FILES:
             raise W2SError(f"{where}: '{printable(key)}' is not an option of w2s {name} (see w2s {name} --help)")
         param, negative = names[key]
-        if isinstance(value, dict):
-            raise W2SError(f"{where}: '{printable(key)}' is a table; give options as top-level keys")
         if param.multiple:
             value = value if isinstance(value, list) else [value]
         elif isinstance(value, list):
