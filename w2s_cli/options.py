@@ -73,6 +73,7 @@ class ExecutorOptions:
     cpus: int = 2
     mem_gb: float = 8.0
     sbatch: list[str] = field(default_factory=list)
+    dry_run: bool = False  # estimate the work (stages/cost.py) instead of doing it
 
     @property
     def kind(self) -> str:
@@ -102,7 +103,7 @@ class ExecutorOptions:
 
     @property
     def spread(self) -> bool:
-        return self.kind != "inprocess"
+        return self.kind != "inprocess" or self.dry_run
 
 
 @dataclass(frozen=True)

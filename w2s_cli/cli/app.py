@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from w2s_cli.cli.options import SUBSPACE_HELP, ExperimentFlags, ModelFlags, StudyFlags, takes
+from w2s_cli.cli.options import DRY_RUN_HELP, SUBSPACE_HELP, ExperimentFlags, ModelFlags, StudyFlags, takes
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetune.recipe import FinetuneRecipe
 from w2s_cli.options import (
@@ -242,11 +242,17 @@ def run(
     study: StudyFlags,
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """The whole pipeline: extract weak and strong, train-weak, pseudolabel, fit-student (or finetune), report."""
     from w2s_cli.stages.run import run as run_all
 
-    path = run_all(flags.out_dir, data, flags.options(*models.specs(), split, head, recipe), extract, flags.reuse)
+    options = flags.options(*models.specs(), split, head, recipe)
+    if dry_run:
+        from w2s_cli.stages.cost import estimate_run
+
+        return _show_estimate(estimate_run(flags.out_dir, data, options, extract, flags.reuse), flags.out_dir, as_json)
+    path = run_all(flags.out_dir, data, options, extract, flags.reuse)
     sys.stderr.write(f"result: {path}\n")
     _show_report(path, as_json, as_markdown)
 
@@ -282,7 +288,7 @@ def sweep(
     from w2s_cli.progress import progress_bar
     from w2s_cli.report.plots import plot_sweep, write_csv
     from w2s_cli.report.render import print_json, show, sweep_blocks
-    from w2s_cli.stages.executors import Detached
+    from w2s_cli.stages.executors import Detached, Estimated
     from w2s_cli.stages.sweep import parse_vary, rows
     from w2s_cli.stages.sweep import sweep as run_sweep
     from w2s_cli.store.outputs import check_output
@@ -306,7 +312,9 @@ def sweep(
         except Detached as submitted:
             save_configuration(out_dir / "jobs" / "sweep.toml")  # what --collect reads
             return _detached(submitted.record, out_dir, as_json)
-    if spread.spread and collect is None:
+        except Estimated as work:
+            return _show_estimate(work.estimate, out_dir, as_json)
+    if spread.kind != "inprocess" and collect is None:
         save_configuration(out_dir / "jobs" / "sweep.toml")
     result["configuration"] = configuration()
     header, body = rows(result)
@@ -320,6 +328,17 @@ def sweep(
         print_json(result)
     else:
         show(sweep_blocks(result))
+
+
+def _show_estimate(work: dict, out_dir: Path, as_json: bool) -> None:
+    """--dry-run: the work, disk and estimated time, as lines or one JSON object on stdout."""
+    from w2s_cli.report.render import print_json
+    from w2s_cli.stages.cost import describe
+
+    if as_json:
+        print_json(work)
+    else:
+        sys.stdout.write("\n".join(describe(work, out_dir)) + "\n")
 
 
 def _detached(record: dict, out_dir: Path, as_json: bool) -> None:
@@ -359,6 +378,7 @@ def rank_teachers(
     """Rank weak teachers by their predicted W2S student error, from n labels and unlabelled embeddings."""
     from w2s_cli.cli.config import configuration
     from w2s_cli.report.render import print_json, rank_blocks, show
+    from w2s_cli.stages.executors import Estimated
     from w2s_cli.stages.teachers import rank_teachers as run
 
     spread.check()
@@ -366,7 +386,10 @@ def rank_teachers(
         raise W2SError("--detach is for sweep; rank-teachers waits for its --measure jobs")
     teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]
     options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split)
-    result = run(flags.out_dir, data, options, extract, teachers, measure, flags.reuse, executor=spread)
+    try:
+        result = run(flags.out_dir, data, options, extract, teachers, measure, flags.reuse, executor=spread)
+    except Estimated as work:
+        return _show_estimate(work.estimate, flags.out_dir, as_json)
     result["configuration"] = configuration()
     if as_json:
         print_json(result)

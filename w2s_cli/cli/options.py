@@ -28,6 +28,7 @@ from w2s_cli.options import (
 )
 
 SPEC_HELP = "fashion-mnist | digits | folder:PATH | csv:PATH | torchvision:NAME | hf:NAME_OR_PATH[:CONFIG]"
+DRY_RUN_HELP = "Print the work, disk and estimated time (from a few seconds of calibration); run nothing."
 SUBSPACE_HELP = (
     "Shared basis: top-K principal directions of the n + N training rows. none, auto (the smallest K holding "
     "--energy of the variance, at most n/2) or K."
@@ -163,6 +164,7 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
         "cpus": typer.Option(2, "--slurm-cpus", help="slurm: CPUs per job."),
         "mem_gb": typer.Option(8.0, "--slurm-mem-gb", help="slurm: memory per job (GB)."),
         "sbatch": typer.Option([], "--slurm-option", help="slurm: an extra sbatch option KEY=VALUE (repeatable)."),
+        "dry_run": typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
     },
     DataOptions: {
         "data": typer.Option("fashion-mnist", "--data", help=SPEC_HELP),

@@ -248,6 +248,14 @@ def record_submission(folder: Path, subs: list[Submission]) -> Path:
     return path
 
 
+class Estimated(Exception):
+    """Raised by `spread` for --dry-run: the caller prints the estimate instead of a result."""
+
+    def __init__(self, estimate: dict[str, Any]) -> None:
+        super().__init__("estimated")
+        self.estimate = estimate
+
+
 class Detached(Exception):
     """Raised by `spread` after a --detach submission: the caller reports it instead of a result."""
 
@@ -281,9 +289,10 @@ def spread(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> None:
     """Every trial of every task (name, folder, options) finished by the executor, so that the in-process
-    loop then only combines them; with --detach, submitted (raises Detached with the submission's record)."""
+    loop then only combines them; with --detach, submitted (raises Detached with the submission's record);
+    with --dry-run, estimated (raises Estimated with stages/cost.py's estimate)."""
     specs = [s for _, _, o in tasks for s in (o.weak, o.strong)]
-    if options.kind == "local":  # extracted here, once, as the in-process sweep does
+    if options.kind == "local" and not options.dry_run:  # extracted here, once, as the in-process sweep does
         where, extraction = {spec: cache.get(spec) for spec in dict.fromkeys(specs)}, []
     else:
         where, extraction = embeddings_plan(cache, specs, reuse)
@@ -294,6 +303,10 @@ def spread(
     ]
     todo = [j for j in jobs if not is_finished(j)]
     done = len(jobs) - len(todo)
+    if options.dry_run:
+        from w2s_cli.stages.cost import estimate
+
+        raise Estimated(estimate(cache, [o for _, _, o in tasks], reuse=reuse, trials=len(todo), executor=options))
     if options.kind == "collect":
         if todo or extraction:
             first = (extraction or todo)[0].name

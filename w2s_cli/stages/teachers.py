@@ -23,8 +23,9 @@ from w2s_cli.numerics.variance import LabelNoise, fit_rows
 from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, SplitOptions
 from w2s_cli.report.summary import load_result, summary
 from w2s_cli.stages.analysis import fit_on, predictions
+from w2s_cli.stages.cost import estimate
 from w2s_cli.stages.design import gather
-from w2s_cli.stages.executors import spread
+from w2s_cli.stages.executors import Estimated, spread
 from w2s_cli.stages.heads import shared_basis
 from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, combine, run_trials
 from w2s_cli.stages.split import draw_split, noisy_values
@@ -104,6 +105,10 @@ def rank_teachers(
         limit = auto_limit(source().split, base.split.n_test, base.split.n_labeled + base.split.n_pseudo)
     check_sizes(source(), base, limit)
     cache = EmbeddingCache(out_dir, data, extract, limit, base.seed, reuse, source)
+    if executor is not None and executor.dry_run:
+        runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
+        work = estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
+        raise Estimated(work)
     resume = reuse
     if measure and executor is not None and executor.spread:  # the jobs write every trial; the loop combines
         tasks = [
