@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from w2s_cli.errors import W2SError
+from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetune.recipe import FinetuneRecipe
 
 
@@ -54,6 +54,56 @@ class Head(str, Enum):
 
     ridgeless = "ridgeless"
     logistic = "logistic"
+
+
+EXECUTORS = ("inprocess", "local:K", "slurm", "submitit-local")  # and "collect": no jobs, only what they wrote
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where the jobs run. `executor`: inprocess (one after another, in this process), local:K (K worker
+    processes), slurm (a job array through submitit) or submitit-local (submitit's local executor: the
+    slurm path, each job its own process on this machine). The rest are the SLURM job's resources."""
+
+    executor: str = "inprocess"
+    detach: bool = False
+    partition: str | None = None
+    time_min: int = 60
+    gpus: int = 0
+    cpus: int = 2
+    mem_gb: float = 8.0
+    sbatch: list[str] = field(default_factory=list)
+    dry_run: bool = False  # estimate the work (stages/cost.py) instead of doing it
+
+    @property
+    def kind(self) -> str:
+        return self.executor.partition(":")[0]
+
+    @property
+    def workers(self) -> int:
+        """K of local:K."""
+        return int(self.executor.partition(":")[2])
+
+    def check(self) -> None:
+        kind, colon, k = self.executor.partition(":")
+        valid = kind in ("inprocess", "slurm", "submitit-local") and not colon
+        valid = valid or (kind == "local" and k.isdigit() and int(k) >= 1)
+        if not valid:
+            raise W2SError(f"--executor must be one of {', '.join(EXECUTORS)}, not '{printable(self.executor)}'")
+        if self.detach and kind != "slurm":
+            raise W2SError("--detach needs --executor slurm (local workers end with this process)")
+        for name, v in (("--slurm-time", self.time_min), ("--slurm-cpus", self.cpus), ("--slurm-mem-gb", self.mem_gb)):
+            if not v > 0:
+                raise W2SError(f"{name} must be positive, got {v}")
+        if self.gpus < 0:
+            raise W2SError(f"--slurm-gpus must be 0 or more, got {self.gpus}")
+        for opt in self.sbatch:
+            if not opt.partition("=")[0].strip():
+                raise W2SError(f"--slurm-option '{printable(opt)}': expected KEY=VALUE (an sbatch option)")
+
+    @property
+    def spread(self) -> bool:
+        return self.kind != "inprocess" or self.dry_run
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import typer
 
-from w2s_cli.cli.options import SUBSPACE_HELP, ExperimentFlags, ModelFlags, takes
+from w2s_cli.cli.options import DRY_RUN_HELP, SUBSPACE_HELP, ExperimentFlags, ModelFlags, StudyFlags, takes
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetune.recipe import FinetuneRecipe
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
+    ExecutorOptions,
     ExtractOptions,
     HeadOptions,
     Solver,
@@ -184,10 +185,11 @@ def fit_student(
 
 
 @app.command()
-@takes(recipe=FinetuneRecipe, extract=ExtractOptions)
+@takes(recipe=FinetuneRecipe, extract=ExtractOptions, study=StudyFlags)
 def finetune(
     recipe: FinetuneRecipe,
     extract: ExtractOptions,
+    study: StudyFlags,
     pseudo: str | None = typer.Argument(None, help="Pseudo-labels artifact (or '-' / stdin)."),
     strong: str = typer.Option(..., "--strong", help="Strong embeddings artifact: its network is finetuned."),
     subspace: str = typer.Option("auto", "--subspace", help="The strong basis of the LP-FT heads. " + SUBSPACE_HELP),
@@ -228,7 +230,7 @@ def report(
 
 
 @app.command()
-@takes(**RUN_GROUPS)
+@takes(**RUN_GROUPS, study=StudyFlags)
 def run(
     data: DataOptions,
     extract: ExtractOptions,
@@ -237,19 +239,26 @@ def run(
     models: ModelFlags,
     flags: ExperimentFlags,
     recipe: FinetuneRecipe,
+    study: StudyFlags,
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """The whole pipeline: extract weak and strong, train-weak, pseudolabel, fit-student (or finetune), report."""
     from w2s_cli.stages.run import run as run_all
 
-    path = run_all(flags.out_dir, data, flags.options(*models.specs(), split, head, recipe), extract, flags.reuse)
+    options = flags.options(*models.specs(), split, head, recipe)
+    if dry_run:
+        from w2s_cli.stages.cost import estimate_run
+
+        return _show_estimate(estimate_run(flags.out_dir, data, options, extract, flags.reuse), flags.out_dir, as_json)
+    path = run_all(flags.out_dir, data, options, extract, flags.reuse)
     sys.stderr.write(f"result: {path}\n")
     _show_report(path, as_json, as_markdown)
 
 
 @app.command()
-@takes(**RUN_GROUPS)
+@takes(**RUN_GROUPS, spread=ExecutorOptions, study=StudyFlags)
 def sweep(
     data: DataOptions,
     extract: ExtractOptions,
@@ -258,6 +267,8 @@ def sweep(
     models: ModelFlags,
     flags: ExperimentFlags,
     recipe: FinetuneRecipe,
+    spread: ExecutorOptions,
+    study: StudyFlags,
     vary: list[str] = typer.Option(
         ...,
         "--vary",
@@ -268,16 +279,24 @@ def sweep(
     csv_out: Path | None = typer.Option(None, "--csv", help="One row per point."),
     plot: Path | None = typer.Option(None, "--plot", help="PNG: measured ± 2 se as points, predictions as lines."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    collect: Path | None = typer.Option(
+        None, "--collect", help="OUT of a sweep spread over jobs (--detach): merge what its jobs wrote."
+    ),
 ) -> None:
     """`w2s run` over a grid of parameters, T trials per point; resumable; CSV, figure, JSON."""
+    from w2s_cli.cli.config import configuration, save_configuration
     from w2s_cli.progress import progress_bar
     from w2s_cli.report.plots import plot_sweep, write_csv
     from w2s_cli.report.render import print_json, show, sweep_blocks
+    from w2s_cli.stages.executors import Detached, Estimated
     from w2s_cli.stages.sweep import parse_vary, rows
     from w2s_cli.stages.sweep import sweep as run_sweep
     from w2s_cli.store.outputs import check_output
 
     varies = [parse_vary(v) for v in vary]
+    spread.check()
+    out_dir = flags.out_dir if collect is None else collect
+    spread = spread if collect is None else ExecutorOptions("collect")
     for path, option in ((csv_out, "--csv"), (plot, "--plot")):
         if path is not None:
             check_output(path, option=option)
@@ -287,15 +306,17 @@ def sweep(
         def progress(done: int, total: int, key: str) -> None:
             bar.update(task, completed=done, total=total, description=f"sweep {key}")
 
-        result = run_sweep(
-            flags.out_dir,
-            data,
-            flags.options(*models.specs(), split, head, recipe),
-            extract,
-            varies,
-            flags.reuse,
-            progress,
-        )
+        options = flags.options(*models.specs(), split, head, recipe)
+        try:
+            result = run_sweep(out_dir, data, options, extract, varies, flags.reuse, progress, spread)
+        except Detached as submitted:
+            save_configuration(out_dir / "jobs" / "sweep.toml")  # what --collect reads
+            return _detached(submitted.record, out_dir, as_json)
+        except Estimated as work:
+            return _show_estimate(work.estimate, out_dir, as_json)
+    if spread.kind != "inprocess" and collect is None:
+        save_configuration(out_dir / "jobs" / "sweep.toml")
+    result["configuration"] = configuration()
     header, body = rows(result)
     if csv_out is not None:
         write_csv(header, body, csv_out)
@@ -309,13 +330,45 @@ def sweep(
         show(sweep_blocks(result))
 
 
+def _show_estimate(work: dict, out_dir: Path, as_json: bool) -> None:
+    """--dry-run: the work, disk and estimated time, as lines or one JSON object on stdout."""
+    from w2s_cli.report.render import print_json
+    from w2s_cli.stages.cost import describe
+
+    if as_json:
+        print_json(work)
+    else:
+        sys.stdout.write("\n".join(describe(work, out_dir)) + "\n")
+
+
+def _detached(record: dict, out_dir: Path, as_json: bool) -> None:
+    """--detach: what was submitted, and how to merge it once it has run."""
+    from w2s_cli.report.render import print_json
+
+    sys.stderr.write(
+        f"submitted {record['submitted']} jobs (ids and logs: {record['record']}); "
+        f"when they are done: w2s sweep --collect {out_dir}\n"
+    )
+    if as_json:
+        print_json(record)
+
+
 @app.command("rank-teachers")
-@takes(data=DataOptions, extract=ExtractOptions, split=SplitOptions, flags=ExperimentFlags)
+@takes(
+    data=DataOptions,
+    extract=ExtractOptions,
+    split=SplitOptions,
+    flags=ExperimentFlags,
+    spread=ExecutorOptions,
+    study=StudyFlags,
+)
 def rank_teachers(
     data: DataOptions,
     extract: ExtractOptions,
     split: SplitOptions,
     flags: ExperimentFlags,
+    spread: ExecutorOptions,
+    study: StudyFlags,
     strong: str = typer.Option(..., "--strong", help="The strong model, MODEL@PX."),
     weak: list[str] = typer.Option(..., "--weak", help="A candidate weak teacher, MODEL@PX (repeat it)."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
@@ -323,12 +376,21 @@ def rank_teachers(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Rank weak teachers by their predicted W2S student error, from n labels and unlabelled embeddings."""
+    from w2s_cli.cli.config import configuration
     from w2s_cli.report.render import print_json, rank_blocks, show
+    from w2s_cli.stages.executors import Estimated
     from w2s_cli.stages.teachers import rank_teachers as run
 
+    spread.check()
+    if spread.detach:
+        raise W2SError("--detach is for sweep; rank-teachers waits for its --measure jobs")
     teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]
     options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split)
-    result = run(flags.out_dir, data, options, extract, teachers, measure, flags.reuse)
+    try:
+        result = run(flags.out_dir, data, options, extract, teachers, measure, flags.reuse, executor=spread)
+    except Estimated as work:
+        return _show_estimate(work.estimate, flags.out_dir, as_json)
+    result["configuration"] = configuration()
     if as_json:
         print_json(result)
     else:
@@ -453,7 +515,9 @@ def main() -> None:
     hint = f"try 'w2s {command} --help'" if command in app_commands() else "try 'w2s --help'"
     code = 1
     try:
-        code = app(standalone_mode=False)
+        from w2s_cli.cli.config import preload
+
+        code = app(standalone_mode=False, **preload(sys.argv[1:], app))
     except W2SError as exc:
         if _says_errors():
             sys.stderr.write(f"w2s: error: {_rank_tag()}{printable(' '.join(exc.message.split()))}\n")
@@ -480,7 +544,9 @@ def main() -> None:
             raise
     finally:
         from w2s_cli.distributed import shutdown
+        from w2s_cli.store.artifact import COMMAND_CONFIGURATION
 
+        COMMAND_CONFIGURATION.clear()
         shutdown()
     sys.exit(code if isinstance(code, int) else 0)
 

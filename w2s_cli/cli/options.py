@@ -18,6 +18,7 @@ from w2s_cli.finetune.recipe import FinetuneRecipe
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
+    ExecutorOptions,
     ExtractOptions,
     HeadOptions,
     RunOptions,
@@ -27,10 +28,18 @@ from w2s_cli.options import (
 )
 
 SPEC_HELP = "fashion-mnist | digits | folder:PATH | csv:PATH | torchvision:NAME | hf:NAME_OR_PATH[:CONFIG]"
+DRY_RUN_HELP = "Print the work, disk and estimated time (from a few seconds of calibration); run nothing."
 SUBSPACE_HELP = (
     "Shared basis: top-K principal directions of the n + N training rows. none, auto (the smallest K holding "
     "--energy of the variance, at most n/2) or K."
 )
+
+
+@dataclass(frozen=True)
+class StudyFlags:
+    """How a study command is invoked (`run`, `sweep`, `rank-teachers`, `finetune`): a config file."""
+
+    config: Path | None = None  # read before parsing (cli/config.py); here only so that click accepts it
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,24 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
             "probe", "--student", help="probe: linear heads on frozen embeddings; finetune: the strong network."
         ),
     },
+    StudyFlags: {
+        "config": typer.Option(
+            None, "--config", help="TOML file of options by long name (the command line overrides it)."
+        ),
+    },
+    ExecutorOptions: {
+        "executor": typer.Option(
+            "inprocess", "--executor", help="Where trials run: inprocess, local:K (K workers), slurm, submitit-local."
+        ),
+        "detach": typer.Option(False, "--detach", help="slurm: submit and return (then --collect OUT)."),
+        "partition": typer.Option(None, "--slurm-partition", help="slurm: the partition."),
+        "time_min": typer.Option(60, "--slurm-time", help="slurm: minutes per job."),
+        "gpus": typer.Option(0, "--slurm-gpus", help="slurm: GPUs per job."),
+        "cpus": typer.Option(2, "--slurm-cpus", help="slurm: CPUs per job."),
+        "mem_gb": typer.Option(8.0, "--slurm-mem-gb", help="slurm: memory per job (GB)."),
+        "sbatch": typer.Option([], "--slurm-option", help="slurm: an extra sbatch option KEY=VALUE (repeatable)."),
+        "dry_run": typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    },
     DataOptions: {
         "data": typer.Option("fashion-mnist", "--data", help=SPEC_HELP),
         "root": typer.Option(None, "--root", help="Folder holding the dataset files."),
@@ -206,8 +233,14 @@ def takes(required: tuple[str, ...] = (), **groups: type) -> Callable:
                     )
                 )
 
+        # the click context, to record the command's effective configuration (cli/config.py)
+        added.append(inspect.Parameter("ctx__", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
+            from w2s_cli.cli.config import record
+
+            record(kwargs.pop("ctx__"))
             for group, cls in groups.items():
                 values = {f.name: kwargs.pop(f"{group}__{f.name}") for f in dataclasses.fields(cls)}
                 kwargs[group] = cls(**values)

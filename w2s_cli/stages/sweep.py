@@ -24,6 +24,7 @@ from w2s_cli.numerics.stats import MODELS
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
+    ExecutorOptions,
     ExtractOptions,
     RunOptions,
     StudentKind,
@@ -31,6 +32,7 @@ from w2s_cli.options import (
     parse_subspace,
 )
 from w2s_cli.report.summary import load_result, summary
+from w2s_cli.stages.executors import spread
 from w2s_cli.stages.run import (
     EmbeddingCache,
     LazySource,
@@ -152,8 +154,10 @@ def sweep(
     varies: list[tuple[str, list[Any]]],
     reuse: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
+    executor: ExecutorOptions | None = None,
 ) -> dict[str, Any]:
-    """Run every point of the grid (T trials each); return {"vary", "points": [{"params", "summary"}], ...}."""
+    """Run every point of the grid (T trials each); return {"vary", "points": [{"params", "summary"}], ...}.
+    `executor`: where the trials run (stages/executors.py); by default one after another in this process."""
     if not varies:
         raise W2SError("sweep needs at least one --vary PARAM=V1,V2,...")
     names = [n for n, _ in varies]
@@ -177,6 +181,11 @@ def sweep(
     for _, options in grid:
         check_sizes(source(), options, limit)
     cache = EmbeddingCache(out_dir, data, extract, limit, base.seed, reuse, source)
+    resume = reuse
+    if executor is not None and executor.spread:  # the jobs write every trial; the loop below combines them
+        tasks = [(f"points/{point_key(p)}", out_dir / "points" / point_key(p), o) for p, o in grid]
+        spread(executor, tasks, cache, extract, reuse, progress)
+        progress, resume = None, True
     total, done, points = len(grid) * base.trials, 0, []
     for params, options in grid:
         key = point_key(params)
@@ -189,7 +198,7 @@ def sweep(
             if progress is not None:
                 progress(done, total, key)
 
-        results = run_trials(paths, folder, options, quiet=True, progress=tick, resume=reuse, extract=extract)
+        results = run_trials(paths, folder, options, quiet=True, progress=tick, resume=resume, extract=extract)
         path = combine([store.load(p, "result") for p in results], folder / result_name(options))
         points.append(
             {

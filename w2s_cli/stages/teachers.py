@@ -20,10 +20,12 @@ from w2s_cli.errors import W2SError
 from w2s_cli.numerics.stats import as_targets, mean_and_sem
 from w2s_cli.numerics.subspaces import PrincipalBasis
 from w2s_cli.numerics.variance import LabelNoise, fit_rows
-from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SplitOptions
+from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, SplitOptions
 from w2s_cli.report.summary import load_result, summary
 from w2s_cli.stages.analysis import fit_on, predictions
+from w2s_cli.stages.cost import estimate
 from w2s_cli.stages.design import gather
+from w2s_cli.stages.executors import Estimated, spread
 from w2s_cli.stages.heads import shared_basis
 from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, combine, run_trials
 from w2s_cli.stages.split import draw_split, noisy_values
@@ -87,8 +89,10 @@ def rank_teachers(
     measure: bool = False,
     reuse: bool = True,
     progress: Callable[[str], None] | None = None,
+    executor: ExecutorOptions | None = None,
 ) -> dict[str, Any]:
-    """Rank `teachers` by predicted W2S error (lowest first); with `measure`, also train them all."""
+    """Rank `teachers` by predicted W2S error (lowest first); with `measure`, also train them all (one job per
+    teacher and trial when `executor` spreads them, stages/executors.py)."""
     if len(teachers) < 2:
         raise W2SError("rank-teachers needs at least two --weak teachers to rank")
     if len({t.label for t in teachers}) != len(teachers):
@@ -101,6 +105,17 @@ def rank_teachers(
         limit = auto_limit(source().split, base.split.n_test, base.split.n_labeled + base.split.n_pseudo)
     check_sizes(source(), base, limit)
     cache = EmbeddingCache(out_dir, data, extract, limit, base.seed, reuse, source)
+    if executor is not None and executor.dry_run:
+        runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
+        work = estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
+        raise Estimated(work)
+    resume = reuse
+    if measure and executor is not None and executor.spread:  # the jobs write every trial; the loop combines
+        tasks = [
+            (f"teachers/{folder_name(t)}", out_dir / "teachers" / folder_name(t), base_with(base, t)) for t in teachers
+        ]
+        spread(executor, tasks, cache, extract, reuse)
+        resume = True
     strong = cache.get(base.strong)
     entries, rows, strong_bases = [], {}, {}
     for spec in teachers:
@@ -122,9 +137,8 @@ def rank_teachers(
         }
         rows[spec.label] = draws[0]["w2s_rows"]
         if measure:
-            folder = out_dir / "teachers" / spec.label.replace("/", "_").replace(":", "-")
-            options = RunOptions(**{**base.__dict__, "weak": spec})
-            results = run_trials({"weak": weak, "strong": strong}, folder, options, quiet=True, resume=reuse)
+            folder = out_dir / "teachers" / folder_name(spec)
+            results = run_trials({"weak": weak, "strong": strong}, folder, base_with(base, spec), True, resume=resume)
             s = summary(load_result(combine([store.load(p, "result") for p in results], folder / "result.safetensors")))
             entry["measured"] = {
                 "error_w2s": s["error"]["w2s"],
@@ -153,6 +167,14 @@ def rank_teachers(
             (abs(p - m) / m for p, m in zip(pred, meas, strict=True) if p is not None and m), default=None
         )
     return result
+
+
+def folder_name(spec: BackboneSpec) -> str:
+    return spec.label.replace("/", "_").replace(":", "-")
+
+
+def base_with(base: RunOptions, weak: BackboneSpec) -> RunOptions:
+    return RunOptions(**{**base.__dict__, "weak": weak})
 
 
 def _row_sem(rows: np.ndarray | None) -> float | None:

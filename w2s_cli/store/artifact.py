@@ -237,9 +237,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# the effective configuration of the running command, by long option name (set by w2s_cli/cli/config.py)
+COMMAND_CONFIGURATION: dict[str, Any] = {}
+
+
 def base_meta(kind: str, seed: int | None) -> dict[str, Any]:
     """The fields every artifact carries. `artifact_id` is the content hash, filled in on save."""
-    return {
+    meta = {
         "schema_version": SCHEMA_VERSION,
         "kind": kind,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -247,6 +251,9 @@ def base_meta(kind: str, seed: int | None) -> dict[str, Any]:
         "versions": package_versions(),
         "seed": seed,
     }
+    if COMMAND_CONFIGURATION:
+        meta["configuration"] = dict(COMMAND_CONFIGURATION)
+    return meta
 
 
 def ids_sha256(sample_ids: np.ndarray) -> str:

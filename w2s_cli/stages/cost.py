@@ -1,0 +1,175 @@
+"""`--dry-run`: the work that run, sweep, rank-teachers or finetune would do, the disk it needs, and the time
+it would take on this machine, from a few seconds of calibration. Nothing is extracted or written.
+
+The model of the time is deliberately simple: extraction is bound by each backbone's forward pass (the
+extraction loop runs at 0.95 of the bare forward on 2 cores, README *Benchmarks*), so it is timed on a
+batch of random images at the requested size with random weights (the speed does not depend on them);
+a trial is bound by float64 products of its rows with the embeddings' width (moments for both bases, the
+projections, the analysis), so one such product is timed and scaled; finetuning is bound by forward and
+backward passes of the strong network, about three forwards per image and epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from w2s_cli.inputs.sources import subset
+from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, StudentKind
+from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, extraction_request
+from w2s_cli.store.embeddings import EmbeddingSet
+
+BATCH = 32
+LOOP_EFFICIENCY = 0.95  # the extraction loop against the bare forward (bench/extract.py)
+PRODUCTS_PER_TRIAL = 8  # row x width^2 products a trial does: moments and projections of both backbones
+BACKWARD_FACTOR = 3.0  # a training step against a forward
+TRIAL_OVERHEAD = 1.0  # seconds of a trial that do not scale with its rows (files, small solves; digits, 2 cores)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One backbone's share of the work: images to embed (0 when cached) and what calibration measured."""
+
+    label: str
+    images: int
+    cached: bool
+    width: int
+    seconds_per_image: float
+
+
+def forward_seconds(spec: BackboneSpec, source: Any = None) -> tuple[int, float]:
+    """The embedding width and seconds per image of a forward batch (the best of two, after a warm-up batch of
+    the same shape: the first call of a shape pays for kernel selection)."""
+    import torch
+
+    from w2s_cli.inputs.backbones import create_backbone
+
+    backbone = create_backbone(BackboneSpec(spec.model, spec.image_size, pretrained=False))
+    model = backbone.model.to(memory_format=torch.channels_last)
+    x = torch.randn(BATCH, *backbone.input_size).contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            start = time.perf_counter()
+            model.forward_head(model.forward_features(x), pre_logits=True)
+            times.append(time.perf_counter() - start)
+    per_image = min(times[1:]) / BATCH
+    if source is not None:  # no loader workers: each image's timm transform runs between the forwards
+        from w2s_cli.inputs.preprocess import make_transform
+
+        transform, start = make_transform(backbone.data_config), time.perf_counter()
+        for i in range(min(BATCH, len(source))):
+            transform(source.load(i).convert("RGB"))
+        per_image += (time.perf_counter() - start) / min(BATCH, len(source))
+    return backbone.width, per_image
+
+
+def product_seconds(width: int, rows: int = 2000) -> float:
+    """Seconds of one float64 (rows x width)' (rows x width) product on this machine."""
+    X = np.random.default_rng(0).standard_normal((rows, width))
+    X.T @ X
+    start = time.perf_counter()
+    X.T @ X
+    return (time.perf_counter() - start) / rows
+
+
+def backbones(cache: EmbeddingCache, specs: list[BackboneSpec], rows: int, reuse: bool) -> list[Backbone]:
+    out = []
+    for spec in dict.fromkeys(specs):
+        request = extraction_request(cache.data, spec, cache.limit, cache.seed)
+        found = [p for p in cache.candidates(spec, None) if reuse and cache.matches(p, request)]
+        serial = cache.extract.num_workers == 0
+        width, per_image = forward_seconds(spec, cache.source() if serial and not found else None)
+        if found:
+            width = EmbeddingSet(found[0], "embeddings").width
+        out.append(Backbone(spec.label, 0 if found else rows, bool(found), width, per_image))
+    return out
+
+
+def estimate(
+    cache: EmbeddingCache,
+    runs: list[RunOptions],
+    *,
+    reuse: bool = True,
+    trials: int | None = None,
+    executor: ExecutorOptions | None = None,
+    predictions: int = 0,
+) -> dict[str, Any]:
+    """The work of `runs` (one per point or teacher) over the cache's samples, its disk and its time.
+    `trials`: trials not already finished (default all); `predictions`: rank-teachers' label-light
+    predictions (each about one trial's products)."""
+    rows = len(subset(cache.source(), cache.limit, cache.seed))
+    nets = backbones(cache, [s for o in runs for s in (o.weak, o.strong)], rows, reuse)
+    width = max(b.width for b in nets)
+    trials = sum(o.trials for o in runs) if trials is None else trials
+    trial_rows = max(o.split.n_labeled + o.split.n_pseudo + o.split.n_test for o in runs)
+    per_trial = TRIAL_OVERHEAD + PRODUCTS_PER_TRIAL * trial_rows * product_seconds(width)
+    ft = [o for o in runs if o.student == StudentKind.finetune]
+    ft_images = sum(o.trials * o.finetune.epochs * 2 * (o.split.n_labeled + o.split.n_pseudo) for o in ft)
+    strong_per_image = max((b.seconds_per_image for b in nets), default=0.0)
+    seconds = {
+        "extraction": sum(b.images * b.seconds_per_image / LOOP_EFFICIENCY for b in nets),
+        "fits": (trials + predictions) * per_trial,
+        "finetuning": ft_images * BACKWARD_FACTOR * strong_per_image,
+    }
+    spread = executor is not None and executor.kind == "local"  # K workers share the fits
+    parallel = (seconds["fits"] + seconds["finetuning"]) / executor.workers if spread else None
+    classes = 10
+    disk = sum(b.images * (b.width * 4 + 8) for b in nets) + trials * trial_rows * classes * 8 * 6
+    return {
+        "backbones": [b.__dict__ for b in nets],
+        "rows": rows,
+        "trials": trials,
+        "predictions": predictions,
+        "finetune_images": ft_images,
+        "finetune_epochs": sum(o.trials * o.finetune.epochs * 3 for o in ft),
+        "jobs": trials if executor is not None and executor.kind not in ("inprocess", "collect") else 0,
+        "disk_bytes": int(disk),
+        "seconds": seconds,
+        "total_seconds": sum(seconds.values()) if parallel is None else seconds["extraction"] + parallel,
+    }
+
+
+def estimate_run(
+    out_dir: str | Path, data: DataOptions, options: RunOptions, extract: ExtractOptions, reuse: bool = True
+) -> dict[str, Any]:
+    """`w2s run --dry-run`: the sizes checked as run checks them, then the estimate."""
+    source = LazySource(data)
+    limit = options.limit
+    if limit is None:
+        sp = options.split
+        limit = auto_limit(source().split, sp.n_test, sp.n_labeled + sp.n_pseudo)
+    check_sizes(source(), options, limit)
+    cache = EmbeddingCache(Path(out_dir), data, extract, limit, options.seed, reuse, source)
+    return estimate(cache, [options], reuse=reuse)
+
+
+def describe(e: dict[str, Any], out_dir: Path) -> list[str]:
+    """The estimate as lines for stdout."""
+    lines = [f"dry run: nothing extracted or written (--out-dir {out_dir})"]
+    for b in e["backbones"]:
+        what = "cached, 0 to embed" if b["cached"] else f"{b['images']:,} images to embed"
+        lines.append(f"  {b['label']}: {what} (width {b['width']}, {1 / b['seconds_per_image']:,.0f} images/s here)")
+    lines.append(f"  trials to fit: {e['trials']} (each: teacher, pseudo-labels, W2S student, strong SFT, ceiling)")
+    if e["predictions"]:
+        lines.append(f"  label-light predictions: {e['predictions']}")
+    if e["finetune_images"]:
+        lines.append(
+            f"  finetuning: {e['finetune_epochs']} fit-epochs, {e['finetune_images']:,} images through the net"
+        )
+    if e["jobs"]:
+        lines.append(f"  jobs: {e['jobs']}")
+    s = e["seconds"]
+    lines.append(f"  disk: {e['disk_bytes'] / 2**20:,.0f} MiB")
+    parts = ", ".join(f"{k} {v:,.0f} s" for k, v in s.items() if v)
+    lines.append(f"  estimated time here: {_clock(e['total_seconds'])} ({parts or 'nothing to do'})")
+    return lines
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s} s" if m else f"{s} s"

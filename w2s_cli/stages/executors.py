@@ -1,0 +1,354 @@
+"""Where a sweep's trials run: in this process (the default), in K worker processes on this machine, or as a
+SLURM job array through submitit.
+
+A job is one (point, trial): train-weak, pseudolabel and fit-student (or finetune) of one split draw, written
+into the trial's own folder `points/<point>/trial-<seed>/` exactly as the in-process loop writes it; the
+parent then finds every trial finished and combines them the same way, so the numbers do not depend on the
+executor. A trial already finished (same inputs and options) is not a job, so a killed or failed sweep,
+rerun, submits only what is missing. A failed job is reported with its log and submitted once more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from w2s_cli.errors import W2SError, printable
+from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, SplitOptions
+from w2s_cli.progress import stderr
+from w2s_cli.stages.run import EmbeddingCache, extraction_request, finished, result_name, run_trials, wanted_identity
+
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """One trial of one point: what a worker, or a SLURM task, runs."""
+
+    name: str
+    paths: dict[str, Path]
+    folder: Path
+    options: RunOptions  # trials=1, split.seed = this trial's seed
+    extract: ExtractOptions
+    resume: bool
+
+    def __call__(self) -> str:
+        return str(run_trials(self.paths, self.folder, self.options, True, None, self.resume, self.extract)[0])
+
+    @property
+    def target(self) -> Path:
+        return self.folder / f"trial-{self.options.split.seed}" / result_name(self.options)
+
+
+@dataclass(frozen=True)
+class ExtractionJob:
+    """The embeddings of one backbone, extracted once, before the trials that read them."""
+
+    name: str
+    spec: BackboneSpec
+    folder: Path
+    data: DataOptions
+    extract: ExtractOptions
+    limit: int | None
+    seed: int
+    reuse: bool
+
+    def __call__(self) -> str:
+        cache = EmbeddingCache(self.folder, self.data, self.extract, self.limit, self.seed, self.reuse)
+        return str(cache.get(self.spec))
+
+
+def trial_jobs(
+    folder: Path, paths: dict[str, Path], options: RunOptions, extract: ExtractOptions, resume: bool, prefix: str
+) -> list[TrialJob]:
+    """One job per trial of `options`, each asking for its own seed (the same folders run_trials writes)."""
+    quiet = dataclasses.replace(extract, quiet=True)
+    jobs = []
+    for t in range(options.trials):
+        s = options.split.seed + t
+        one = dataclasses.replace(options, trials=1, split=SplitOptions(**{**options.split.__dict__, "seed": s}))
+        jobs.append(TrialJob(f"{prefix}/trial-{s}", paths, folder, one, quiet, resume))
+    return jobs
+
+
+def is_finished(job: TrialJob) -> bool:
+    """Whether the job's trial is already in its folder (its embeddings must exist to tell)."""
+    if not job.resume or not all(Path(p).exists() for p in job.paths.values()):
+        return False
+    return finished(job.target, wanted_identity(job.paths, job.options, job.options.split.seed))
+
+
+def _run_logged(job: Callable[[], str], log: Path) -> str:
+    """A worker's job, its stdout and stderr (and a traceback if it fails) kept in `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        try:
+            return job()
+        except BaseException:
+            traceback.print_exc()
+            raise
+
+
+def _limit_threads(threads: int) -> None:
+    """A worker's BLAS and torch threads, so that K workers share the cores instead of oversubscribing them."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for torch, if a finetuning job imports it
+    _limit_threads.keep = threadpool_limits  # noqa: B010 - the limit holds for the worker's life
+
+
+class Submission:
+    """One submitted job: its handle, its log, and whether it is a retry."""
+
+    def __init__(self, job: Any, handle: Any, log: Path, attempt: int) -> None:
+        self.job, self.handle, self.log, self.attempt = job, handle, log, attempt
+
+
+class WorkerPool:
+    """local:K: K spawned worker processes on this machine, each with cores/K threads."""
+
+    def __init__(self, workers: int, logs: Path) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        ctx = multiprocessing.get_context("spawn")  # fork after torch's threads have run can hang
+        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_limit_threads, initargs=(threads,))
+        self.logs, self.workers = logs, workers
+
+    def submit(self, jobs: list[Any], attempt: int = 0, after: list[Submission] | None = None) -> list[Submission]:
+        subs = []
+        for job in jobs:
+            log = self.logs / f"{job.name.replace('/', '_')}{'.retry' if attempt else ''}.log"
+            subs.append(Submission(job, self.pool.submit(_run_logged, job, log), log, attempt))
+        return subs
+
+    @staticmethod
+    def done(sub: Submission) -> bool:
+        return sub.handle.done()
+
+    @staticmethod
+    def error(sub: Submission) -> str | None:
+        exc = sub.handle.exception()
+        return None if exc is None else f"{type(exc).__name__}: {exc}"
+
+    def close(self, interrupted: bool) -> None:
+        if interrupted:  # end the running jobs now rather than waiting for them (3.11 has no public way)
+            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=not interrupted, cancel_futures=True)
+
+
+class SubmititCluster:
+    """slurm (a job array per submission) or submitit-local, through submitit; logs in OUT/jobs/<job id>/."""
+
+    def __init__(self, options: ExecutorOptions, folder: Path) -> None:
+        import submitit
+
+        cluster = "slurm" if options.kind == "slurm" else "local"
+        self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+        extra = dict(opt.split("=", 1) if "=" in opt else (opt, None) for opt in options.sbatch)
+        self.executor.update_parameters(
+            name="w2s",
+            timeout_min=options.time_min,
+            gpus_per_node=options.gpus,
+            cpus_per_task=options.cpus,
+            mem_gb=options.mem_gb,
+            slurm_partition=options.partition,
+            slurm_additional_parameters={k.strip().lstrip("-").replace("-", "_"): v for k, v in extra.items()},
+        )
+        self.slurm, self.live, self.folder = cluster == "slurm", [], folder
+
+    def submit(self, jobs: list[Any], attempt: int = 0, after: list[Submission] | None = None) -> list[Submission]:
+        if after and self.slurm:  # SLURM starts the trials once the extraction jobs have succeeded
+            ids = ":".join(str(s.handle.job_id) for s in after)
+            self.executor.update_parameters(slurm_dependency=f"afterok:{ids}")
+        with self.executor.batch():
+            handles = [self.executor.submit(job) for job in jobs]
+        if after and self.slurm:
+            self.executor.update_parameters(slurm_dependency=None)
+        subs = [Submission(j, h, Path(h.paths.stderr), attempt) for j, h in zip(jobs, handles, strict=True)]
+        self.live += subs
+        return subs
+
+    @staticmethod
+    def done(sub: Submission) -> bool:
+        return sub.handle.done()
+
+    @staticmethod
+    def error(sub: Submission) -> str | None:
+        exc = sub.handle.exception()
+        if exc is None:
+            return None
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        return lines[-1] if lines else type(exc).__name__
+
+    def close(self, interrupted: bool) -> None:
+        if interrupted:  # the parent owns its jobs unless --detach: a rerun resubmits what is missing
+            for sub in self.live:
+                if not sub.handle.done():
+                    sub.handle.cancel(check=False)
+        with contextlib.suppress(OSError):  # the empty folder named by the pattern that submitit leaves
+            (self.folder / "%j").rmdir()
+
+
+def backend(options: ExecutorOptions, out_dir: Path) -> WorkerPool | SubmititCluster:
+    if options.kind == "local":
+        return WorkerPool(options.workers, out_dir / "jobs" / "logs")
+    return SubmititCluster(options, out_dir / "jobs")
+
+
+def wait(
+    runner: WorkerPool | SubmititCluster,
+    subs: list[Submission],
+    tick: Callable[[Any], None] | None = None,
+) -> None:
+    """Wait for every submission; a failed job is said with its log and submitted once more; jobs that fail
+    twice end the sweep with one error naming them (the finished ones stay, so a rerun does the rest)."""
+    pending, failed = list(subs), []
+    while pending:
+        landed = [s for s in pending if runner.done(s)]
+        if not landed:
+            time.sleep(POLL_SECONDS)
+            continue
+        for sub in landed:
+            pending.remove(sub)
+            error = runner.error(sub)
+            if error is None:
+                if tick is not None:
+                    tick(sub.job)
+            elif sub.attempt == 0:
+                stderr.print(f"job {sub.job.name} failed ({printable(error)}); log: {sub.log}; retrying once")
+                pending += runner.submit([sub.job], attempt=1)
+            else:
+                failed.append(sub)
+    if failed:
+        names = "; ".join(f"{s.job.name} (log: {s.log})" for s in failed)
+        raise W2SError(
+            f"{len(failed)} job(s) failed twice: {names}; the other jobs' results are kept: "
+            "rerun the same command to run only what is missing"
+        )
+
+
+def record_submission(folder: Path, subs: list[Submission]) -> Path:
+    """OUT/jobs/submitted.json: each job's name, SLURM job id and log, for the user and for --collect."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "submitted.json"
+    entries = [{"job": s.job.name, "id": str(s.handle.job_id), "log": str(s.log)} for s in subs]
+    path.write_text(json.dumps({"submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "jobs": entries}))
+    return path
+
+
+class Estimated(Exception):
+    """Raised by `spread` for --dry-run: the caller prints the estimate instead of a result."""
+
+    def __init__(self, estimate: dict[str, Any]) -> None:
+        super().__init__("estimated")
+        self.estimate = estimate
+
+
+class Detached(Exception):
+    """Raised by `spread` after a --detach submission: the caller reports it instead of a result."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__("detached")
+        self.record = record
+
+
+def embeddings_plan(
+    cache: EmbeddingCache, specs: Iterable[BackboneSpec], reuse: bool
+) -> tuple[dict[BackboneSpec, Path], list[ExtractionJob]]:
+    """Where each backbone's embeddings are (reused) or will be (an extraction job writes them)."""
+    where, jobs = {}, []
+    for spec in dict.fromkeys(specs):
+        request = extraction_request(cache.data, spec, cache.limit, cache.seed)
+        found = [p for p in cache.candidates(spec, None) if reuse and cache.matches(p, request)]
+        where[spec] = found[0] if found else cache.path(spec)
+        if not found:
+            job = ExtractionJob(f"embeddings/{spec.label}", spec, cache.folder, cache.data, cache.extract, cache.limit,
+                                cache.seed, reuse)  # fmt: skip
+            jobs.append(job)
+    return where, jobs
+
+
+def spread(
+    options: ExecutorOptions,
+    tasks: list[tuple[str, Path, RunOptions]],
+    cache: EmbeddingCache,
+    extract: ExtractOptions,
+    reuse: bool,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> None:
+    """Every trial of every task (name, folder, options) finished by the executor, so that the in-process
+    loop then only combines them; with --detach, submitted (raises Detached with the submission's record);
+    with --dry-run, estimated (raises Estimated with stages/cost.py's estimate)."""
+    specs = [s for _, _, o in tasks for s in (o.weak, o.strong)]
+    if options.kind == "local" and not options.dry_run:  # extracted here, once, as the in-process sweep does
+        where, extraction = {spec: cache.get(spec) for spec in dict.fromkeys(specs)}, []
+    else:
+        where, extraction = embeddings_plan(cache, specs, reuse)
+    jobs = [
+        job
+        for name, folder, o in tasks
+        for job in trial_jobs(folder, {"weak": where[o.weak], "strong": where[o.strong]}, o, extract, reuse, name)
+    ]
+    todo = [j for j in jobs if not is_finished(j)]
+    done = len(jobs) - len(todo)
+    if options.dry_run:
+        from w2s_cli.stages.cost import estimate
+
+        raise Estimated(estimate(cache, [o for _, _, o in tasks], reuse=reuse, trials=len(todo), executor=options))
+    if options.kind == "collect":
+        if todo or extraction:
+            first = (extraction or todo)[0].name
+            raise W2SError(
+                f"{len(todo)} of {len(jobs)} jobs are not finished (the first: {first}); see {cache.folder / 'jobs'}, "
+                "or rerun the sweep's command to submit only the missing ones"
+            )
+    elif todo:
+        stderr.print(f"{done} of {len(jobs)} jobs already finished; {len(todo)} to run ({options.executor})")
+        _submit_and_wait(options, cache.folder, extraction, todo, len(jobs), done, progress)
+    elif progress is not None:
+        progress(done, len(jobs), tasks[-1][0])
+    cache.found.update({(spec, ""): path for spec, path in where.items()})
+
+
+def _submit_and_wait(
+    options: ExecutorOptions,
+    out_dir: Path,
+    extraction: list[ExtractionJob],
+    todo: list[TrialJob],
+    total: int,
+    done: int,
+    progress: Callable[[int, int, str], None] | None,
+) -> None:
+    runner, count = backend(options, out_dir), [done]
+
+    def tick(job: TrialJob) -> None:
+        count[0] += 1
+        if progress is not None:
+            progress(count[0], total, job.name.rpartition("/trial-")[0].removeprefix("points/"))
+
+    interrupted = True
+    try:
+        first = runner.submit(extraction)
+        if first and not options.detach:
+            wait(runner, first)  # the embeddings, before any trial reads them
+        subs = runner.submit(todo, after=first if options.detach else None)
+        if options.detach:
+            record = record_submission(out_dir / "jobs", first + subs)
+            interrupted = False
+            raise Detached({"submitted": len(first + subs), "record": str(record), "out_dir": str(out_dir)})
+        wait(runner, subs, tick)
+        interrupted = False
+    finally:
+        runner.close(interrupted)
