@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from w2s_cli.extraction.extract import resolve_device
-from w2s_cli.finetune.network import Student, cut, set_trainable
-from w2s_cli.finetune.recipe import FinetuneRecipe, TrainSpec
-from w2s_cli.finetune.train import Fit, TensorInputs, train_fit
+from w2s_cli.finetuning.network import Student, cut, set_trainable
+from w2s_cli.finetuning.recipe import FinetuneRecipe, TrainSpec
+from w2s_cli.finetuning.train import Fit, TensorInputs, train_fit
 from w2s_cli.inputs.backbones import create_backbone
 from w2s_cli.options import BackboneSpec
 
@@ -32,7 +32,7 @@ def student(bb, spec: TrainSpec, classes: int, dev: torch.device) -> Student:
     torch.manual_seed(0)
     model = bb.model
     if spec.kind == "lora":
-        from w2s_cli.finetune.lora import add_lora
+        from w2s_cli.finetuning.lora import add_lora
 
         lora = add_lora(model, spec.size)
     else:

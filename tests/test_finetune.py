@@ -19,8 +19,8 @@ from conftest import QUIET, assert_user_error, save_random, w2s
 from safetensors.torch import load_file
 
 from w2s_cli.extraction.extract import embed_batch, extract
-from w2s_cli.finetune.network import cut, flat_blocks
-from w2s_cli.finetune.recipe import FinetuneRecipe, TrainSpec
+from w2s_cli.finetuning.network import cut, flat_blocks
+from w2s_cli.finetuning.recipe import FinetuneRecipe, TrainSpec
 from w2s_cli.options import BackboneSpec, DataOptions, SplitOptions, SubspaceOptions
 from w2s_cli.stages.finetune import finetune
 from w2s_cli.stages.student import fit_student

@@ -10,7 +10,7 @@ from peft.tuners.lora import LoraLayer
 from timm.layers import Conv2dSame
 from torch import nn
 
-from w2s_cli.finetune.lora import add_lora, lora_targets
+from w2s_cli.finetuning.lora import add_lora, lora_targets
 
 # (model, input size): small inputs keep every test well under a second of compute
 MODELS = [("test_efficientnet", 64), ("tf_efficientnet_lite0", 64), ("test_vit", 160)]

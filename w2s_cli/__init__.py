@@ -1,15 +1,17 @@
 """w2s: weak-to-strong experiments on real vision backbones (the importable library behind the `w2s` CLI).
 
-    from w2s_cli import extract, train_weak, pseudolabel, fit_student, run, sweep, rank_teachers, summary
+    from w2s_cli import extract, train_weak, pseudolabel, fit_student, finetune, run, sweep, rank_teachers, summary
     from w2s_cli import RidgelessRegressor, RidgeRegressor, LogisticClassifier, theory
 
 Subpackages follow the pipeline: `inputs` (data sources, timm backbones), `extraction` (embeddings),
-`store` (artifacts), `numerics` (the math, no torch), `stages` (the pipeline's steps), `report`, `cli`.
+`store` (artifacts), `numerics` (the math, no torch), `finetuning` (finetuned students), `stages` (the
+pipeline's steps), `report`, `cli`.
 Everything but the option objects and W2SError is imported on first use (`extract` needs torch, the
 estimators scikit-learn), so `import w2s_cli` stays light.
 """
 
 from w2s_cli.errors import W2SError
+from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
@@ -31,6 +33,7 @@ _LAZY = {
     "train_weak": ("w2s_cli.stages.teacher", "train_weak"),
     "pseudolabel": ("w2s_cli.stages.teacher", "pseudolabel"),
     "fit_student": ("w2s_cli.stages.student", "fit_student"),
+    "finetune": ("w2s_cli.stages.finetune", "finetune"),
     "run": ("w2s_cli.stages.run", "run"),
     "sweep": ("w2s_cli.stages.sweep", "sweep"),
     "rank_teachers": ("w2s_cli.stages.teachers", "rank_teachers"),
@@ -55,6 +58,7 @@ __all__ = [
     "BackboneSpec",
     "DataOptions",
     "ExtractOptions",
+    "FinetuneRecipe",
     "HeadOptions",
     "RunOptions",
     "SplitOptions",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.finetune.recipe import FinetuneRecipe
+from w2s_cli.finetuning.recipe import FinetuneRecipe
 
 
 class Device(str, Enum):

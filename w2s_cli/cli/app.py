@@ -16,7 +16,7 @@ import typer
 
 from w2s_cli.cli.options import DRY_RUN_HELP, SUBSPACE_HELP, ExperimentFlags, ModelFlags, StudyFlags, takes
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.finetune.recipe import FinetuneRecipe
+from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from w2s_cli.finetune.recipe import FinetuneRecipe
+from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,

@@ -27,7 +27,7 @@ import numpy as np
 
 from w2s_cli.distributed import main_writes, world
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.finetune.recipe import FinetuneRecipe, Loss
+from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss
 from w2s_cli.numerics.stats import as_targets, evaluate
 from w2s_cli.options import DataOptions, ExtractOptions, Solver, SubspaceOptions
 from w2s_cli.progress import stderr
@@ -75,7 +75,7 @@ def finetune(
     basis, basis_record, _ = shared_basis(
         emb_s, train_rows, sub_opts.parsed(), sub_opts.energy, len(fits["strong_sft"].rows)
     )
-    from w2s_cli.finetune.network import backbone_from_record, cut
+    from w2s_cli.finetuning.network import backbone_from_record, cut
 
     bb = backbone_from_record(emb_s.meta, f"strong embeddings {printable(strong)}")
     test = np.asarray(pseudo["test_rows"])
@@ -209,8 +209,8 @@ class Job:
         """One fit from its LP-FT head: (test outputs at epoch 0, after finetuning, its record)."""
         import torch
 
-        from w2s_cli.finetune.network import Student, cut, set_trainable
-        from w2s_cli.finetune.train import Fit, predictions, raw_outputs, train_fit
+        from w2s_cli.finetuning.network import Student, cut, set_trainable
+        from w2s_cli.finetuning.train import Fit, predictions, raw_outputs, train_fit
 
         recipe, spec = self.recipe, self.recipe.spec
         begin = time.perf_counter()
@@ -248,7 +248,7 @@ class Job:
 
 
 def probabilities(Y: np.ndarray) -> np.ndarray:
-    from w2s_cli.finetune.train import probabilities as to_probabilities
+    from w2s_cli.finetuning.train import probabilities as to_probabilities
 
     return to_probabilities(Y)
 
@@ -273,7 +273,7 @@ def _lp_head(emb_s: EmbeddingSet, basis, f: Rows, loss: Loss) -> tuple[np.ndarra
 
 
 def add_lora_adapters(model, rank: int) -> list[str]:
-    from w2s_cli.finetune.lora import add_lora
+    from w2s_cli.finetuning.lora import add_lora
 
     return add_lora(model, rank)
 
@@ -282,7 +282,7 @@ def save_weights(student, path: Path) -> None:
     """The trained parameters of a finished fit (safetensors, written atomically)."""
     from safetensors.torch import save_file
 
-    from w2s_cli.finetune.network import trained_state
+    from w2s_cli.finetuning.network import trained_state
 
     with store.atomic_output(path) as tmp:
         save_file(trained_state(student), str(tmp))
@@ -320,7 +320,7 @@ def _inputs(c, job: Job, data: DataOptions | None):
     prefix's cached outputs (`last:K`), or the images (`lora:R`, `all`)."""
     import torch
 
-    from w2s_cli.finetune.train import ImageInputs, TensorInputs
+    from w2s_cli.finetuning.train import ImageInputs, TensorInputs
 
     emb_s, kind = job.emb_s, c.record["input"]
     if kind == "embeddings":
@@ -347,7 +347,7 @@ def prefix_cache(c, job: Job, data: DataOptions | None, shape: tuple[int, ...]) 
     """The frozen prefix's outputs for every row of the strong embeddings, beside them: reused when made
     from the same network and samples, else extracted (sharded and resumable, torchrun-ready)."""
     from w2s_cli.extraction.extract import extract
-    from w2s_cli.finetune.network import cut, spec_from_record
+    from w2s_cli.finetuning.network import cut, spec_from_record
 
     emb_s = job.emb_s
     record = {"kind": "activations", **c.record, "shape": list(shape)}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.finetune.recipe import FinetuneRecipe, Loss, TrainSpec
+from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss, TrainSpec
 from w2s_cli.numerics.stats import MODELS
 from w2s_cli.options import (
     BackboneSpec,

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 
 from w2s_cli.distributed import barrier, world
 from w2s_cli.errors import W2SError
-from w2s_cli.finetune.network import Student, load_trained, trained_state
-from w2s_cli.finetune.recipe import FinetuneRecipe, Loss, Select
+from w2s_cli.finetuning.network import Student, load_trained, trained_state
+from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss, Select
 from w2s_cli.progress import progress_bar
 from w2s_cli.store.artifact import atomic_output
 
