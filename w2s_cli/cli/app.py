@@ -208,6 +208,7 @@ def finetune(
     data: str | None = typer.Option(None, "--data", help="The images, when not where STRONG's record says."),
     root: str | None = typer.Option(None, "--root", help="Folder holding the dataset files (with --data)."),
     out: Path | None = typer.Option(None, "-o", "--out"),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Finetune the strong network on the teacher's labels (W2S), on n labels (SFT) and n + N (ceiling)."""
     from w2s_cli.stages.finetune import finetune as run
@@ -215,6 +216,11 @@ def finetune(
     from w2s_cli.store.outputs import default_out
 
     src = input_path(pseudo, "pseudo-labels")
+    if dry_run:
+        from w2s_cli.stages.finetune_cost import estimate_finetune
+
+        work = estimate_finetune(src, strong, recipe)
+        return _show_estimate(work, out or default_out(src, "finetuned"), False, option="--out")
     images = DataOptions(data, root) if data else None
     path = run(
         src,
@@ -368,7 +374,7 @@ def _track_sweep(tracking: Tracking, result: dict, out_dir: Path, files: list[Pa
     sys.stderr.write(f"tracked: MLflow run {parent} with {len(points)} point runs in {tracking.uri}\n")
 
 
-def _show_estimate(work: dict, out_dir: Path, as_json: bool) -> None:
+def _show_estimate(work: dict, out_dir: Path, as_json: bool, option: str = "--out-dir") -> None:
     """--dry-run: the work, disk and estimated time, as lines or one JSON object on stdout."""
     from w2s_cli.report.render import print_json
     from w2s_cli.stages.cost import describe
@@ -376,7 +382,7 @@ def _show_estimate(work: dict, out_dir: Path, as_json: bool) -> None:
     if as_json:
         print_json(work)
     else:
-        sys.stdout.write("\n".join(describe(work, out_dir)) + "\n")
+        sys.stdout.write("\n".join(describe(work, out_dir, option)) + "\n")
 
 
 def _detached(record: dict, out_dir: Path, as_json: bool) -> None:
