@@ -11,10 +11,19 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from w2s_cli.cli.options import DRY_RUN_HELP, SUBSPACE_HELP, ExperimentFlags, ModelFlags, StudyFlags, takes
+from w2s_cli.cli.options import (
+    DRY_RUN_HELP,
+    SUBSPACE_HELP,
+    ExperimentFlags,
+    ModelFlags,
+    StudyFlags,
+    TrackFlags,
+    takes,
+)
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.options import (
@@ -38,6 +47,8 @@ RUN_GROUPS = {
     "flags": ExperimentFlags,
     "recipe": FinetuneRecipe,
 }
+if TYPE_CHECKING:
+    from w2s_cli.report.tracking import Tracking
 
 app = typer.Typer(
     add_completion=False,
@@ -197,6 +208,7 @@ def finetune(
     data: str | None = typer.Option(None, "--data", help="The images, when not where STRONG's record says."),
     root: str | None = typer.Option(None, "--root", help="Folder holding the dataset files (with --data)."),
     out: Path | None = typer.Option(None, "-o", "--out"),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Finetune the strong network on the teacher's labels (W2S), on n labels (SFT) and n + N (ceiling)."""
     from w2s_cli.stages.finetune import finetune as run
@@ -204,6 +216,11 @@ def finetune(
     from w2s_cli.store.outputs import default_out
 
     src = input_path(pseudo, "pseudo-labels")
+    if dry_run:
+        from w2s_cli.stages.finetune_cost import estimate_finetune
+
+        work = estimate_finetune(src, strong, recipe)
+        return _show_estimate(work, out or default_out(src, "finetuned"), False, option="--out")
     images = DataOptions(data, root) if data else None
     path = run(
         src,
@@ -230,7 +247,7 @@ def report(
 
 
 @app.command()
-@takes(**RUN_GROUPS, study=StudyFlags)
+@takes(**RUN_GROUPS, study=StudyFlags, track=TrackFlags)
 def run(
     data: DataOptions,
     extract: ExtractOptions,
@@ -240,25 +257,39 @@ def run(
     flags: ExperimentFlags,
     recipe: FinetuneRecipe,
     study: StudyFlags,
+    track: TrackFlags,
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """The whole pipeline: extract weak and strong, train-weak, pseudolabel, fit-student (or finetune), report."""
+    from w2s_cli.report.tracking import Tracking
     from w2s_cli.stages.run import run as run_all
 
     options = flags.options(*models.specs(), split, head, recipe)
+    tracking = Tracking.parse(track.track)
     if dry_run:
         from w2s_cli.stages.cost import estimate_run
 
         return _show_estimate(estimate_run(flags.out_dir, data, options, extract, flags.reuse), flags.out_dir, as_json)
     path = run_all(flags.out_dir, data, options, extract, flags.reuse)
+    if tracking is not None:  # before anything is said: a store that refuses is the one error line
+        _track_run(tracking, path, flags.out_dir)
     sys.stderr.write(f"result: {path}\n")
     _show_report(path, as_json, as_markdown)
 
 
+def _track_run(tracking: Tracking, path: Path, out_dir: Path) -> None:
+    from w2s_cli.cli.config import configuration
+    from w2s_cli.report.summary import load_result, summary
+    from w2s_cli.report.tracking import log_run
+
+    run_id = log_run(tracking, summary(load_result(path)), path, out_dir=out_dir, configuration=configuration())
+    sys.stderr.write(f"tracked: MLflow run {run_id} in {tracking.uri}\n")
+
+
 @app.command()
-@takes(**RUN_GROUPS, spread=ExecutorOptions, study=StudyFlags)
+@takes(**RUN_GROUPS, spread=ExecutorOptions, study=StudyFlags, track=TrackFlags)
 def sweep(
     data: DataOptions,
     extract: ExtractOptions,
@@ -269,6 +300,7 @@ def sweep(
     recipe: FinetuneRecipe,
     spread: ExecutorOptions,
     study: StudyFlags,
+    track: TrackFlags,
     vary: list[str] = typer.Option(
         ...,
         "--vary",
@@ -288,6 +320,7 @@ def sweep(
     from w2s_cli.progress import progress_bar
     from w2s_cli.report.plots import plot_sweep, write_csv
     from w2s_cli.report.render import print_json, show, sweep_blocks
+    from w2s_cli.report.tracking import Tracking
     from w2s_cli.stages.executors import Detached, Estimated
     from w2s_cli.stages.sweep import parse_vary, rows
     from w2s_cli.stages.sweep import sweep as run_sweep
@@ -295,6 +328,7 @@ def sweep(
 
     varies = [parse_vary(v) for v in vary]
     spread.check()
+    tracking = Tracking.parse(track.track)
     out_dir = flags.out_dir if collect is None else collect
     spread = spread if collect is None else ExecutorOptions("collect")
     for path, option in ((csv_out, "--csv"), (plot, "--plot")):
@@ -320,17 +354,27 @@ def sweep(
     header, body = rows(result)
     if csv_out is not None:
         write_csv(header, body, csv_out)
-        sys.stderr.write(f"wrote {csv_out}\n")
     if plot is not None:
         plot_sweep(result, plot)
-        sys.stderr.write(f"wrote {plot}\n")
+    if tracking is not None:  # before anything is said: a store that refuses is the one error line
+        _track_sweep(tracking, result, out_dir, [csv_out, plot])
+    for path in (csv_out, plot):
+        if path is not None:
+            sys.stderr.write(f"wrote {path}\n")
     if as_json:
         print_json(result)
     else:
         show(sweep_blocks(result))
 
 
-def _show_estimate(work: dict, out_dir: Path, as_json: bool) -> None:
+def _track_sweep(tracking: Tracking, result: dict, out_dir: Path, files: list[Path | None]) -> None:
+    from w2s_cli.report.tracking import log_sweep
+
+    parent, points = log_sweep(tracking, result, out_dir=out_dir, files=files)
+    sys.stderr.write(f"tracked: MLflow run {parent} with {len(points)} point runs in {tracking.uri}\n")
+
+
+def _show_estimate(work: dict, out_dir: Path, as_json: bool, option: str = "--out-dir") -> None:
     """--dry-run: the work, disk and estimated time, as lines or one JSON object on stdout."""
     from w2s_cli.report.render import print_json
     from w2s_cli.stages.cost import describe
@@ -338,7 +382,7 @@ def _show_estimate(work: dict, out_dir: Path, as_json: bool) -> None:
     if as_json:
         print_json(work)
     else:
-        sys.stdout.write("\n".join(describe(work, out_dir)) + "\n")
+        sys.stdout.write("\n".join(describe(work, out_dir, option)) + "\n")
 
 
 def _detached(record: dict, out_dir: Path, as_json: bool) -> None:

@@ -43,6 +43,13 @@ class StudyFlags:
 
 
 @dataclass(frozen=True)
+class TrackFlags:
+    """Where a study's results are also logged (`run`, `sweep`): report/tracking.py."""
+
+    track: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelFlags:
     """The two backbones on the command line (`run`, `sweep`): MODEL or MODEL@PX, weights, pretrained."""
 
@@ -124,6 +131,11 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
         "aux_warmup": typer.Option(0.2, "--aux-warmup", help="logconf: share of updates to ramp that weight up."),
         "augment": typer.Option(False, "--augment/--no-augment", help="timm's train transform (lora:R, all)."),
         "precision": typer.Option("fp32", "--ft-precision", help="Finetuning precision on a GPU (bf16/fp16: AMP)."),
+    },
+    TrackFlags: {
+        "track": typer.Option(
+            None, "--track", help="Also log the results to MLflow: mlflow (./mlruns) or mlflow:URI. Needs w2s[mlflow]."
+        ),
     },
     ModelFlags: {
         "weak": typer.Option("tf_efficientnet_lite0", "--weak", help="Weak timm model, MODEL or MODEL@PX."),

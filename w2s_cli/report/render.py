@@ -81,8 +81,13 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def json_text(obj: Any) -> str:
+    """obj as strict JSON (what --json prints)."""
+    return json.dumps(_clean(obj))
+
+
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(_clean(obj)) + "\n")
+    sys.stdout.write(json_text(obj) + "\n")
 
 
 # the report ----------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ The model of the time is deliberately simple: extraction is bound by each backbo
 extraction loop runs at 0.95 of the bare forward on 2 cores, README *Benchmarks*), so it is timed on a
 batch of random images at the requested size with random weights (the speed does not depend on them);
 a trial is bound by float64 products of its rows with the embeddings' width (moments for both bases, the
-projections, the analysis), so one such product is timed and scaled; finetuning is bound by forward and
-backward passes of the strong network, about three forwards per image and epoch.
+projections, the analysis), so one such product is timed and scaled; finetuning (stages/finetune_cost.py) is
+bound by the frozen prefix's cache and the trained part's forward and backward passes, each timed on a batch
+through the cut network.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import numpy as np
 
 from w2s_cli.inputs.sources import subset
 from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, StudentKind
+from w2s_cli.stages.finetune_cost import Fits, finetune_work
 from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, extraction_request
 from w2s_cli.store.embeddings import EmbeddingSet
 
 BATCH = 32
 LOOP_EFFICIENCY = 0.95  # the extraction loop against the bare forward (bench/extract.py)
 PRODUCTS_PER_TRIAL = 8  # row x width^2 products a trial does: moments and projections of both backbones
-BACKWARD_FACTOR = 3.0  # a training step against a forward
 TRIAL_OVERHEAD = 1.0  # seconds of a trial that do not scale with its rows (files, small solves; digits, 2 cores)
 
 
@@ -39,6 +40,7 @@ class Backbone:
     cached: bool
     width: int
     seconds_per_image: float
+    path: str | None = None  # the embeddings found (cached)
 
 
 def forward_seconds(spec: BackboneSpec, source: Any = None) -> tuple[int, float]:
@@ -86,7 +88,8 @@ def backbones(cache: EmbeddingCache, specs: list[BackboneSpec], rows: int, reuse
         width, per_image = forward_seconds(spec, cache.source() if serial and not found else None)
         if found:
             width = EmbeddingSet(found[0], "embeddings").width
-        out.append(Backbone(spec.label, 0 if found else rows, bool(found), width, per_image))
+        path = str(found[0]) if found else None
+        out.append(Backbone(spec.label, 0 if found else rows, bool(found), width, per_image, path))
     return out
 
 
@@ -109,28 +112,32 @@ def estimate(
     trial_rows = max(o.split.n_labeled + o.split.n_pseudo + o.split.n_test for o in runs)
     per_trial = TRIAL_OVERHEAD + PRODUCTS_PER_TRIAL * trial_rows * product_seconds(width)
     ft = [o for o in runs if o.student == StudentKind.finetune]
-    ft_images = sum(o.trials * o.finetune.epochs * 2 * (o.split.n_labeled + o.split.n_pseudo) for o in ft)
-    strong_per_image = max((b.seconds_per_image for b in nets), default=0.0)
+    items = [Fits(o.strong, o.finetune, o.split.n_labeled, o.split.n_pseudo, o.split.n_test, o.trials) for o in ft]
+    tuned = finetune_work(items, rows, {b.label: Path(b.path) if b.path else None for b in nets})
     seconds = {
         "extraction": sum(b.images * b.seconds_per_image / LOOP_EFFICIENCY for b in nets),
+        "prefix_cache": tuned["prefix"] / LOOP_EFFICIENCY,
         "fits": (trials + predictions) * per_trial,
-        "finetuning": ft_images * BACKWARD_FACTOR * strong_per_image,
+        "finetuning": tuned["fits"],
     }
     spread = executor is not None and executor.kind == "local"  # K workers share the fits
     parallel = (seconds["fits"] + seconds["finetuning"]) / executor.workers if spread else None
+    serial = seconds["extraction"] + seconds["prefix_cache"]
     classes = 10
-    disk = sum(b.images * (b.width * 4 + 8) for b in nets) + trials * trial_rows * classes * 8 * 6
+    disk = sum(b.images * (b.width * 4 + 8) for b in nets) + trials * trial_rows * classes * 8 * 6 + tuned["disk"]
     return {
         "backbones": [b.__dict__ for b in nets],
         "rows": rows,
         "trials": trials,
         "predictions": predictions,
-        "finetune_images": ft_images,
+        "prefix_images": tuned["prefix_images"],
         "finetune_epochs": sum(o.trials * o.finetune.epochs * 3 for o in ft),
+        "finetune_step_rows": tuned["step_rows"],
+        "finetune_forward_rows": tuned["forward_rows"],
         "jobs": trials if executor is not None and executor.kind not in ("inprocess", "collect") else 0,
         "disk_bytes": int(disk),
         "seconds": seconds,
-        "total_seconds": sum(seconds.values()) if parallel is None else seconds["extraction"] + parallel,
+        "total_seconds": sum(seconds.values()) if parallel is None else serial + parallel,
     }
 
 
@@ -148,18 +155,22 @@ def estimate_run(
     return estimate(cache, [options], reuse=reuse)
 
 
-def describe(e: dict[str, Any], out_dir: Path) -> list[str]:
+def describe(e: dict[str, Any], out_dir: Path, option: str = "--out-dir") -> list[str]:
     """The estimate as lines for stdout."""
-    lines = [f"dry run: nothing extracted or written (--out-dir {out_dir})"]
+    lines = [f"dry run: nothing extracted or written ({option} {out_dir})"]
     for b in e["backbones"]:
         what = "cached, 0 to embed" if b["cached"] else f"{b['images']:,} images to embed"
         lines.append(f"  {b['label']}: {what} (width {b['width']}, {1 / b['seconds_per_image']:,.0f} images/s here)")
-    lines.append(f"  trials to fit: {e['trials']} (each: teacher, pseudo-labels, W2S student, strong SFT, ceiling)")
+    if e["trials"] or not e["finetune_epochs"]:
+        lines.append(f"  trials to fit: {e['trials']} (each: teacher, pseudo-labels, W2S student, strong SFT, ceiling)")
     if e["predictions"]:
         lines.append(f"  label-light predictions: {e['predictions']}")
-    if e["finetune_images"]:
+    if e["prefix_images"]:
+        lines.append(f"  frozen prefix to cache: {e['prefix_images']:,} images")
+    if e["finetune_epochs"]:
         lines.append(
-            f"  finetuning: {e['finetune_epochs']} fit-epochs, {e['finetune_images']:,} images through the net"
+            f"  finetuning: {e['finetune_epochs']} fit-epochs, {e['finetune_step_rows']:,} rows through forward and "
+            f"backward, {e['finetune_forward_rows']:,} through forward alone"
         )
     if e["jobs"]:
         lines.append(f"  jobs: {e['jobs']}")

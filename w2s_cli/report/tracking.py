@@ -1,0 +1,160 @@
+"""`--track mlflow[:URI]`: a run, or each point of a sweep, logged as an MLflow run once its result exists.
+
+Each MLflow run holds the parameters (the command's effective configuration by option long name, a sweep
+point's own values in place of the varied options'), the metrics of the summary (errors and accuracies of the
+four models, PGR and OPR, each with its standard error, the label-light and variance-only predictions, the
+dimensions, and the epoch-0 errors of a finetuned student) and `summary.json` (what `w2s report --json`
+prints). A sweep is one parent run (the configuration, the sweep's JSON and its CSV and PNG when written)
+with one nested run per point. The experiment is $MLFLOW_EXPERIMENT_NAME, else the name of --out-dir.
+
+The store is MLflow's: `mlflow` alone means the local folder ./mlruns (a `file:` store; MLflow 3 keeps that
+store only when MLFLOW_ALLOW_FILE_STORE is true, which is set here for `file:` URIs); `mlflow:URI` names
+another folder, a `file:` URI or a tracking server (http://...). Logging happens after the results are
+written: a store that refuses is one error line, and the results stay on disk to be logged by a rerun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from w2s_cli.errors import W2SError, printable
+from w2s_cli.numerics.stats import MODELS
+from w2s_cli.report.render import json_text
+
+DEFAULT_STORE = "mlruns"
+INSTALL = "pip install 'w2s[mlflow]'"
+PARAMS_PER_BATCH = 100  # MLflow's limit on the parameters of one log_batch call
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where results are logged: an MLflow tracking URI."""
+
+    uri: str
+
+    @classmethod
+    def parse(cls, text: str | None) -> Tracking | None:
+        """'mlflow' or 'mlflow:URI' (a folder, a file: URI or a server); None: no tracking."""
+        if text is None:
+            return None
+        kind, colon, uri = text.partition(":")
+        if kind != "mlflow" or (colon and not uri.strip()):
+            raise W2SError(f"--track '{printable(text)}': expected mlflow or mlflow:URI (a folder or a tracking URI)")
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise W2SError(f"--track mlflow needs MLflow, which is not installed: {INSTALL}") from None
+        uri = uri.strip() or DEFAULT_STORE
+        if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri):  # a folder
+            uri = Path(uri).resolve().as_uri()
+        return cls(uri)
+
+    def client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        if self.uri.startswith("file:"):
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        return MlflowClient(tracking_uri=self.uri)
+
+
+def metrics(s: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a result's summary (summary.summary) by MLflow metric name; undefined ones left out."""
+    out: dict[str, Any] = {}
+    for k in MODELS:
+        out[f"error_{k}"] = s["error"][k]
+        out[f"error_{k}_se"] = (s.get("error_stderr") or {}).get(k)
+        out[f"accuracy_{k}"] = (s.get("accuracy") or {}).get(k)
+        out[f"accuracy_{k}_se"] = (s.get("accuracy_stderr") or {}).get(k)
+        out[f"error_{k}_predicted"] = ((s.get("predicted") or {}).get("error") or {}).get(k)
+    for k in ("pgr", "opr"):
+        out[k], out[f"{k}_se"] = s.get(k), s.get(f"{k}_stderr")
+        out[f"{k}_predicted"] = (s.get("predicted") or {}).get(k)
+        out[f"{k}_predicted_se"] = (s.get("predicted") or {}).get(f"{k}_stderr")
+        out[f"{k}_theory"] = (s.get("theory") or {}).get(k)
+    for k in ("d_w", "d_s", "d_sw"):
+        out[k] = (s.get("dimensions") or {}).get(k)
+    out["pseudo_label_accuracy"] = s.get("pseudo_label_accuracy")
+    start = s.get("init") or {}  # a finetuned student's LP-FT start
+    for k in MODELS[1:]:
+        out[f"error_{k}_epoch0"] = (start.get("error") or {}).get(k)
+    out["pgr_epoch0"], out["pgr_epoch0_se"] = start.get("pgr"), start.get("pgr_stderr")
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")}
+
+
+def params(configuration: dict[str, Any], point: dict[str, str] | None = None) -> dict[str, str]:
+    """The configuration as MLflow parameters (strings), a sweep point's own values replacing the options."""
+    out = {k: json_text(v) if isinstance(v, (list, dict)) else str(v) for k, v in configuration.items()}
+    return {**out, **(point or {})}
+
+
+def log_run(
+    tracking: Tracking, summary: dict[str, Any], result: Path, *, out_dir: Path, configuration: dict[str, Any]
+) -> str:
+    """`w2s run`: one MLflow run; returns its id."""
+    with _store(tracking, out_dir) as (client, experiment):
+        return _log(client, experiment, "run", params(configuration), summary, result)
+
+
+def log_sweep(
+    tracking: Tracking, result: dict[str, Any], *, out_dir: Path, files: list[Path | None]
+) -> tuple[str, list[str]]:
+    """`w2s sweep`: a parent run (configuration, sweep.json, the CSV and PNG in `files`) and one nested run per
+    point; returns the parent's id and the points' ids."""
+    configuration = result.get("configuration") or {}
+    with _store(tracking, out_dir) as (client, experiment):
+        parent = client.create_run(experiment, run_name="sweep " + ",".join(result["vary"])).info.run_id
+        _log_params(client, parent, params(configuration))
+        client.log_text(parent, json_text(result), "sweep.json")
+        for path in files:
+            if path is not None:
+                client.log_artifact(parent, str(path))
+        ids = []
+        for p in result["points"]:
+            values = params(configuration, p["params"])
+            ids.append(_log(client, experiment, p["key"], values, p["summary"], Path(p["result"]), parent))
+        client.set_terminated(parent)
+    return parent, ids
+
+
+def _log(client: Any, experiment: str, name: str, values: dict, summary: dict, result: Path, parent: str = "") -> str:
+    tags = {"w2s.result": str(Path(result).resolve())} | ({"mlflow.parentRunId": parent} if parent else {})
+    run = client.create_run(experiment, run_name=name, tags=tags).info.run_id
+    _log_params(client, run, values)
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    client.log_batch(run, metrics=[Metric(k, v, stamp, 0) for k, v in metrics(summary).items()])
+    client.log_text(run, json_text(summary), "summary.json")
+    client.set_terminated(run)
+    return run
+
+
+def _log_params(client: Any, run: str, values: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in values.items()]
+    for i in range(0, len(items), PARAMS_PER_BATCH):
+        client.log_batch(run, params=items[i : i + PARAMS_PER_BATCH])
+
+
+@contextlib.contextmanager
+def _store(tracking: Tracking, out_dir: Path) -> Iterator[tuple[Any, str]]:
+    """The client and the experiment's id; MLflow's own errors (a refused or unreachable store) become one
+    W2SError naming the store."""
+    from mlflow.exceptions import MlflowException
+
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or Path(out_dir).resolve().name
+    try:
+        client = tracking.client()
+        found = client.get_experiment_by_name(name)
+        yield client, found.experiment_id if found else client.create_experiment(name)
+    except (MlflowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise W2SError(f"--track mlflow:{printable(tracking.uri)}: MLflow could not log: {first}") from None
