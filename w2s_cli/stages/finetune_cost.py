@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from w2s_cli.finetune.recipe import FinetuneRecipe, TrainSpec
+from w2s_cli.finetuning.recipe import FinetuneRecipe, TrainSpec
 from w2s_cli.options import BackboneSpec
 
 BATCH = 64  # the default --ft-batch-size
@@ -53,7 +53,7 @@ def calibrate(spec: BackboneSpec, train: TrainSpec) -> CutCost:
     and forward with backward), with random weights (the speed does not depend on them)."""
     import torch
 
-    from w2s_cli.finetune.network import cut
+    from w2s_cli.finetuning.network import cut
     from w2s_cli.inputs.backbones import create_backbone
 
     bb = create_backbone(BackboneSpec(spec.model, spec.image_size, pretrained=False))
@@ -131,7 +131,7 @@ def finetune_work(items: list[Fits], rows: int, strong: dict[str, Path | None]) 
 def estimate_finetune(pseudo_path: str | Path, strong: str | Path, recipe: FinetuneRecipe) -> dict[str, Any]:
     """`w2s finetune --dry-run`: the work of the three fits on these pseudo-labels, in stages/cost.py's form."""
     from w2s_cli.errors import printable
-    from w2s_cli.finetune.network import spec_from_record
+    from w2s_cli.finetuning.network import spec_from_record
     from w2s_cli.stages.finetune import fit_rows
     from w2s_cli.store import artifact as store
     from w2s_cli.store.embeddings import EmbeddingSet
