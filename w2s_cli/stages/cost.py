@@ -22,7 +22,7 @@ import numpy as np
 from w2s_cli.inputs.sources import subset
 from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, StudentKind
 from w2s_cli.stages.finetune_cost import Fits, finetune_work
-from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, extraction_request
+from w2s_cli.stages.run import EmbeddingCache, extraction_request, run_cache
 from w2s_cli.store.embeddings import EmbeddingSet
 
 BATCH = 32
@@ -145,14 +145,7 @@ def estimate_run(
     out_dir: str | Path, data: DataOptions, options: RunOptions, extract: ExtractOptions, reuse: bool = True
 ) -> dict[str, Any]:
     """`w2s run --dry-run`: the sizes checked as run checks them, then the estimate."""
-    source = LazySource(data)
-    limit = options.limit
-    if limit is None:
-        sp = options.split
-        limit = auto_limit(source().split, sp.n_test, sp.n_labeled + sp.n_pseudo)
-    check_sizes(source(), options, limit)
-    cache = EmbeddingCache(Path(out_dir), data, extract, limit, options.seed, reuse, source)
-    return estimate(cache, [options], reuse=reuse)
+    return estimate(run_cache(Path(out_dir), data, options, extract, reuse), [options], reuse=reuse)
 
 
 def describe(e: dict[str, Any], out_dir: Path, option: str = "--out-dir") -> list[str]:

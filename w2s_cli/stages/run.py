@@ -138,17 +138,24 @@ def check_sizes(source: ImageSource, options: RunOptions, limit: int | None) -> 
     noisy_values(source.targets[:1], classes, options.split.label_noise, 0)
 
 
-def embeddings_for(
+def run_cache(
     out_dir: Path, data: DataOptions, options: RunOptions, extract_opts: ExtractOptions, reuse: bool
-) -> tuple[dict[str, Path], dict[str, float]]:
-    """Weak and strong embeddings for a run in out_dir (extracted or reused), and the seconds spent."""
+) -> EmbeddingCache:
+    """The embeddings cache of a run in out_dir, its extraction just large enough (--limit), the sizes checked."""
     source = LazySource(data)
     limit = options.limit
     if limit is None:
         sp = options.split
         limit = auto_limit(source().split, sp.n_test, sp.n_labeled + sp.n_pseudo)
     check_sizes(source(), options, limit)
-    cache = EmbeddingCache(out_dir, data, extract_opts, limit, options.seed, reuse, source)
+    return EmbeddingCache(Path(out_dir), data, extract_opts, limit, options.seed, reuse, source)
+
+
+def embeddings_for(
+    out_dir: Path, data: DataOptions, options: RunOptions, extract_opts: ExtractOptions, reuse: bool
+) -> tuple[dict[str, Path], dict[str, float]]:
+    """Weak and strong embeddings for a run in out_dir (extracted or reused), and the seconds spent."""
+    cache = run_cache(out_dir, data, options, extract_opts, reuse)
     paths = {
         role: cache.get(spec, role, f"extract_{role}")
         for role, spec in (("weak", options.weak), ("strong", options.strong))
