@@ -89,17 +89,10 @@ def finetune(
         "world_size": world().size,
     }
     folder = Path(f"{out}.fits")
+    heads = {name: _lp_head(emb_s, basis, fits[name], recipe.loss) for name in FITS}
+    seed = int(pseudo.meta["seed"])
     done = {
-        name: job.run(
-            name,
-            k,
-            fits[name],
-            _lp_head(emb_s, basis, fits[name], recipe.loss),
-            int(pseudo.meta["seed"]),
-            folder / name,
-            {**identity, "fit": name},
-            out,
-        )
+        name: job.run(name, k, fits[name], heads[name], seed, folder / name, {**identity, "fit": name}, out)
         for k, name in enumerate(FITS)
     }
     outputs, init, trial = _trial(pseudo, emb_s, test, fits, done)
@@ -124,6 +117,8 @@ def finetune(
     }
     tensors: dict[str, Any] = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
     tensors.update({f"init_output_{k}": np.asarray(init[k], np.float64) for k in FITS})
+    for k in FITS:  # the LP-FT start: each head on the embeddings (for a later linearisation at that point)
+        tensors[f"start_coef_{k}"], tensors[f"start_intercept_{k}"] = heads[k]
     tensors.update({"test_rows": test, "strong_basis_mean": basis.mean})
     if basis.components is not None:
         tensors["strong_basis"] = basis.components
