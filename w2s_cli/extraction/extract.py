@@ -137,7 +137,7 @@ def embed_shards(
     with (
         ThreadPoolExecutor(max_workers=1) as writer,
         progress_bar(options.quiet or not w.main) as bar,
-        torch.inference_mode(),
+        torch.inference_mode(not getattr(embed, "needs_grad", False)),  # gradient features need autograd
         _autocast(dev, options.precision),
     ):
         task = bar.add_task(f"extract {backbone.name}", total=total)
@@ -213,7 +213,9 @@ def extract(
     every rank embeds its own shards (k = rank, rank + world, ...) and rank 0 writes the artifact.
     `source`: the already opened data source (saves opening it again). `features`: given the backbone, the
     function whose (flattened) outputs are written instead of the embeddings, and its record (the
-    artifact's `features`); e.g. the frozen prefix of a finetune.
+    artifact's `features`); e.g. the frozen prefix of a finetune. A function with a true `needs_grad`
+    attribute runs with autograd on (not under inference_mode); a record's `measured` entry is kept in the
+    artifact but not compared when resuming.
     """
     options = options or ExtractOptions()
     options.check()
@@ -228,7 +230,9 @@ def extract(
     fn, feature_record = features(bb) if features is not None else (None, {"kind": "embeddings"})
     width = bb.width if fn is None else _width(bb, fn)
     sample_ids = subset(source, limit, seed)
-    work = {**identity(bb, source, sample_ids, options), "features": feature_record}
+    # what was measured while making the features (e.g. a projection's distortion) does not identify the work
+    same = {k: v for k, v in feature_record.items() if k != "measured"}
+    work = {**identity(bb, source, sample_ids, options), "features": same}
     plan = ShardPlan(out, work, len(sample_ids), options.shard_rows)
     start_time = time.perf_counter()
     if w.main:
@@ -261,7 +265,7 @@ def extract(
 
 def _width(bb: Backbone, fn: Callable[[torch.Tensor], torch.Tensor]) -> int:
     """Values per sample that `fn` gives (one forward pass on a blank input)."""
-    with torch.inference_mode():
+    with torch.inference_mode(not getattr(fn, "needs_grad", False)):
         return int(fn(torch.zeros(1, *bb.input_size)).numel())
 
 
