@@ -105,15 +105,55 @@ def extract(
     limit: int | None = typer.Option(None, "--limit", help="Extract K random samples (each split keeps its share)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --limit draw and of random weights."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Output artifact (.safetensors)."),
+    features: str = typer.Option(
+        "embeddings", "--features", help="embeddings, or grad: per-sample gradients of what --train trains."
+    ),
+    train: str | None = typer.Option(None, "--train", help="grad: the trained set (head, last:K, lora:R, all)."),
+    init: str | None = typer.Option(None, "--init", help="grad: start at this finetune result's LP-FT head."),
+    init_fit: str = typer.Option("w2s", "--init-fit", help="grad: which fit's head (w2s, strong_sft, ceiling)."),
+    proj_dim: int = typer.Option(2048, "--proj-dim", help="grad: values per sample (random projection)."),
+    proj_seed: int = typer.Option(0, "--proj-seed", help="grad: seed of the projection and the output signs."),
 ) -> None:
-    """Penultimate pooled embeddings of every sample, from any timm backbone (resumable; torchrun-ready)."""
+    """Penultimate pooled embeddings of every sample, from any timm backbone (resumable; torchrun-ready);
+    or, with --features grad, the finetuning's gradient features."""
     from w2s_cli.extraction.extract import extract as run_extract
 
+    if features not in ("embeddings", "grad"):
+        raise W2SError(f"--features must be embeddings or grad, not '{features}'")
+    if features == "grad" and train is None:
+        raise W2SError("--features grad needs --train SPEC (what finetuning trains: head, last:K, lora:R or all)")
+    if features == "embeddings" and (train is not None or init is not None):
+        raise W2SError("--train and --init go with --features grad")
     if out is None:
         slug = data.data.replace(":", "-").replace("/", "_").strip("_")
-        out = Path(f"{slug}_{model.replace('/', '_')}_{image_size or 'native'}px.safetensors")
+        kind = "" if features == "embeddings" else f"_grad-{train.replace(':', '')}"
+        out = Path(f"{slug}_{model.replace('/', '_')}_{image_size or 'native'}px{kind}.safetensors")
     spec = BackboneSpec(model, image_size, weights, pretrained)
-    emit_path(run_extract(data, spec, out, extract, limit=limit, seed=seed))
+    if features == "embeddings":
+        emit_path(run_extract(data, spec, out, extract, limit=limit, seed=seed))
+        return
+    from w2s_cli.stages.grad_features import extract_gradients
+    from w2s_cli.store.artifact import read_meta
+
+    path = extract_gradients(
+        data,
+        spec,
+        out,
+        extract,
+        train=train,
+        init=init,
+        init_fit=init_fit,
+        proj_dim=proj_dim,
+        proj_seed=proj_seed,
+        limit=limit,
+        seed=seed,
+    )
+    record = read_meta(path)["features"]
+    d = record["measured"]["distortion"]
+    error = d["diagonal_relative_error"]["mean"]
+    emit_path(
+        path, f"gradient features: k = {record['projection']['k']}; projection error {error:.4f} ({d['rows']} rows)"
+    )
 
 
 @app.command("train-weak")
