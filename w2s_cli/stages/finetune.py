@@ -338,6 +338,14 @@ def _inputs(c, job: Job, data: DataOptions | None):
     return TensorInputs(EmbeddingSet(path, "cached activations").rows(job.needed), shape)
 
 
+def prefix_cache_path(strong: Path, cut_record: dict[str, Any]) -> Path:
+    """Where the frozen prefix's outputs for the strong embeddings at `strong` are cached: in a folder of their
+    own beside them, so that a glob over a run's embeddings (strong-*.safetensors) does not catch them."""
+    stem = Path(strong).name.removesuffix(".safetensors")
+    cut_name = f"prefix-{cut_record['before_block']}of{cut_record['blocks']}"
+    return Path(strong).parent / "activations" / f"{stem}.{cut_name}.safetensors"
+
+
 def prefix_cache(c, job: Job, data: DataOptions | None, shape: tuple[int, ...]) -> Path:
     """The frozen prefix's outputs for every row of the strong embeddings, beside them: reused when made
     from the same network and samples, else extracted (sharded and resumable, torchrun-ready)."""
@@ -346,8 +354,7 @@ def prefix_cache(c, job: Job, data: DataOptions | None, shape: tuple[int, ...]) 
 
     emb_s = job.emb_s
     record = {"kind": "activations", **c.record, "shape": list(shape)}
-    stem = emb_s.path.name.removesuffix(".safetensors")
-    path = emb_s.path.with_name(f"{stem}.prefix-{c.record['before_block']}of{c.record['blocks']}.safetensors")
+    path = prefix_cache_path(emb_s.path, c.record)
 
     def same(meta: dict[str, Any]) -> bool:
         return (

@@ -34,7 +34,7 @@ class CutCost:
     step: float  # the trained part's forward and backward, per row
     row_bytes: int  # bytes of one row of the prefix's cache
     trained_parameters: int
-    cache_suffix: str = ""  # the cache's name beside the strong embeddings (stages/finetune.prefix_cache)
+    cut_record: dict | None = None  # where the network is cut (names the cache: stages/finetune.prefix_cache_path)
 
 
 def _best(fn: Any, repeats: int = REPEATS) -> float:
@@ -76,8 +76,7 @@ def calibrate(spec: BackboneSpec, train: TrainSpec) -> CutCost:
     trained = sum(p.numel() for m in c.trained for p in m.parameters())
     if not cached:
         return CutCost(False, 0.0, forward, seconds, 0, int(trained))
-    suffix = f".prefix-{c.record['before_block']}of{c.record['blocks']}.safetensors"
-    return CutCost(True, prefix, forward, seconds, int(a[0].numel()) * 4, int(trained), suffix)
+    return CutCost(True, prefix, forward, seconds, int(a[0].numel()) * 4, int(trained), c.record)
 
 
 def fit_passes(rows: int, recipe: FinetuneRecipe, n_test: int) -> tuple[int, int]:
@@ -115,7 +114,7 @@ def finetune_work(items: list[Fits], rows: int, strong: dict[str, Path | None]) 
         if key not in costs:
             costs[key] = c = calibrate(f.strong, f.recipe.spec)
             path = strong.get(f.strong.label)
-            if c.cached and (path is None or not _beside(path, c.cache_suffix).exists()):
+            if c.cached and (path is None or not _cache_exists(path, c.cut_record)):
                 out["prefix_images"] += rows
                 out["prefix"] += rows * c.prefix
                 out["disk"] += rows * c.row_bytes
@@ -163,5 +162,7 @@ def estimate_finetune(pseudo_path: str | Path, strong: str | Path, recipe: Finet
     }
 
 
-def _beside(path: Path, suffix: str) -> Path:
-    return path.with_name(path.name.removesuffix(".safetensors") + suffix)
+def _cache_exists(strong: Path, cut_record: dict) -> bool:
+    from w2s_cli.stages.finetune import prefix_cache_path
+
+    return prefix_cache_path(strong, cut_record).exists()
