@@ -74,6 +74,10 @@ def test_a_killed_extraction_resumes_to_the_same_artifact(tmp_path):
     for name in ("embeddings", "sample_ids", "labels"):
         np.testing.assert_array_equal(a[name], b[name])
     a.meta["command"] = b.meta["command"]  # the two commands differ in -o only
+    assert {k: v for k, v in a.meta["configuration"].items() if k != "out"} == {
+        k: v for k, v in b.meta["configuration"].items() if k != "out"
+    }
+    a.meta["configuration"] = b.meta["configuration"]
     same_record(a.meta, b.meta)
     assert a.meta["artifact_id"] == b.meta["artifact_id"]
 

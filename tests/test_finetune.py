@@ -251,6 +251,11 @@ def test_run_and_sweep_keep_probe_and_finetuned_students_apart(tiny, tmp_path, w
     assert f["init"]["error"]["w2s"] == pytest.approx(p["error"]["w2s"], rel=1e-3)  # epoch 0 ~ the probe (90% rows)
     key = FinetuneRecipe(train="last:1", epochs=1).key()
     assert (tmp_path / "result.safetensors").exists() and (tmp_path / f"result-finetune-{key}.safetensors").exists()
+    trial = tmp_path / "trial-0" / f"result-finetune-{key}.safetensors"
+    made = store.read_meta(trial)["created"], trial.stat().st_mtime_ns
+    again = w2s("run", *base, *out, "--student", "finetune", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["error"] == f["error"], again.output
+    assert (store.read_meta(trial)["created"], trial.stat().st_mtime_ns) == made  # the finished trial is reused
     csv = tmp_path / "sweep.csv"
     s = w2s("sweep", *base, *out, "--vary", "student=probe,finetune", "--csv", csv, "--json")
     assert s.exit_code == 0, s.output

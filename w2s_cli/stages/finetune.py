@@ -6,10 +6,11 @@ pipeline drew, beside (not instead of) the linear student of `fit-student`:
 * strong SFT:  the n labelled rows with their observed labels;
 * ceiling:     the n + N rows with their observed labels.
 
-LP-FT: each head starts from the ridgeless linear fit on the same training rows and targets, in the strong
-shared basis that `fit-student` uses, mapped back to the embedding; so epoch 0 is the linear student and
-every later epoch is what finetuning adds. With `--train head` or `last:K`, the frozen part of the network
-runs once: its outputs for every row are cached beside the strong embeddings (sharded and resumable, like an
+LP-FT: each head starts from the linear student, the ridgeless fit on all the fit's rows and targets in the
+strong shared basis that `fit-student` uses, mapped back to the embedding; so epoch 0 is the linear student
+and every later epoch is what finetuning adds (the validation slice, held out of every step, is in-sample for
+that start). With `--train head` or `last:K`, the frozen part of the network runs once: its outputs for every
+row are cached in activations/ beside the strong embeddings (sharded and resumable, like an
 extraction) and shared by the three fits, by trials and by sweep points. The result has the schema of
 `fit-student`'s, so report, run and sweep read it unchanged; test labels are read only to evaluate.
 """
@@ -257,8 +258,9 @@ def validation_split(n: int, fraction: float, seed: int, k: int) -> tuple[np.nda
 
 
 def _lp_head(emb_s: EmbeddingSet, basis, f: Rows, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
-    """LP-FT: the linear fit on the fit's rows and targets in the strong shared basis (ridgeless for mse, the
-    soft-target logistic head for the cross-entropies), as (coef (width, C), intercept (C,)) on embeddings."""
+    """LP-FT: the linear student on all the fit's rows and targets (its validation slice included, so that
+    epoch 0 is fit-student's student) in the strong shared basis (ridgeless for mse, the soft-target logistic
+    head for the cross-entropies), as (coef (width, C), intercept (C,)) on embeddings."""
     Z = basis.transform(emb_s.rows(f.rows))
     if loss == Loss.mse:
         head = fit_head(Solver.ridgeless, Z, f.targets)

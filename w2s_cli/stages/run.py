@@ -174,7 +174,7 @@ def trial_identity(meta: dict[str, Any]) -> dict[str, Any]:
         "subspace": [weak_sub["requested"], weak_sub["energy"], strong_sub["requested"], strong_sub["energy"]],
         "solver": meta["solver"],
         "labels": meta["labels"],
-        "analysed": meta.get("analysis_note") != "--no-dimensions",
+        "analysed": None if meta.get("student") else meta.get("analysis_note") != "--no-dimensions",
         "student": (meta.get("student") or {}).get("recipe"),
         "w2s": meta["versions"].get("w2s"),
     }
@@ -203,7 +203,7 @@ def wanted_identity(paths: dict[str, Path], options: RunOptions, seed: int) -> d
         ],
         "solver": {"teacher": teacher_solver.value, "student": "finetune" if finetuned else student_solver.value},
         "labels": "hard" if options.head.hard else "soft",
-        "analysed": options.dimensions and not finetuned,
+        "analysed": None if finetuned else options.dimensions,  # finetuned students have no variance analysis
         "student": options.finetune.record() if finetuned else None,
         "w2s": store.package_versions().get("w2s"),
     }
