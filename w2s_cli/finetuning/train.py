@@ -112,14 +112,6 @@ class FitLog:
         }
 
 
-def probabilities(Y: np.ndarray) -> np.ndarray:
-    """Targets as class probabilities for the cross-entropy losses: a ridgeless teacher's outputs are
-    clipped at 0 and renormalised (a row with no positive entry becomes uniform); one-hot rows are unchanged."""
-    P = np.clip(Y, 0.0, None)
-    s = P.sum(axis=1, keepdims=True)
-    return np.where(s > 0, P / np.where(s > 0, s, 1.0), 1.0 / Y.shape[1])
-
-
 def row_losses(out: torch.Tensor, y: torch.Tensor, loss: Loss, aux: float = 0.0) -> torch.Tensor:
     """Per-row loss: squared error averaged over outputs (mse), or cross-entropy of the softmax (xent,
     logconf: mixed with weight `aux` with the cross-entropy to the row's own argmax)."""

@@ -36,6 +36,14 @@ def as_targets(values: np.ndarray, n_classes: int | None) -> np.ndarray:
     return one_hot(values.astype(np.int64), n_classes) if n_classes else values.astype(np.float64)[:, None]
 
 
+def probabilities(Y: np.ndarray) -> np.ndarray:
+    """Targets as class probabilities for the cross-entropy losses: a ridgeless teacher's outputs are
+    clipped at 0 and renormalised (a row with no positive entry becomes uniform); one-hot rows are unchanged."""
+    P = np.clip(Y, 0.0, None)
+    s = P.sum(axis=1, keepdims=True)
+    return np.where(s > 0, P / np.where(s > 0, s, 1.0), 1.0 / Y.shape[1])
+
+
 def squared_errors(output: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Per-row squared error, averaged over output columns: shape (m,)."""
     output = np.asarray(output, np.float64).reshape(len(output), -1)

@@ -29,7 +29,7 @@ import numpy as np
 from w2s_cli.distributed import main_writes, world
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss
-from w2s_cli.numerics.stats import as_targets, evaluate
+from w2s_cli.numerics.stats import as_targets, evaluate, probabilities
 from w2s_cli.options import DataOptions, ExtractOptions, Solver, SubspaceOptions
 from w2s_cli.progress import stderr
 from w2s_cli.stages.heads import fit_head, shared_basis, to_embedding_space
@@ -205,6 +205,7 @@ class Job:
         """One fit from its LP-FT head: (test outputs at epoch 0, after finetuning, its record)."""
         import torch
 
+        from w2s_cli.finetuning.lora import add_lora
         from w2s_cli.finetuning.network import Student, cut, set_trainable
         from w2s_cli.finetuning.train import Fit, predictions, raw_outputs, train_fit
 
@@ -212,7 +213,7 @@ class Job:
         begin = time.perf_counter()
         torch.manual_seed(seed)  # LoRA's A matrices
         model = copy.deepcopy(self.bb.model)
-        lora = add_lora_adapters(model, spec.size) if spec.kind == "lora" else []
+        lora = add_lora(model, spec.size) if spec.kind == "lora" else []
         student = Student(model, cut(model, spec, self.bb.name), *head).to(self.dev)
         if self.dev.type == "cuda":
             student = student.to(memory_format=torch.channels_last)
@@ -243,12 +244,6 @@ class Job:
         return first, last, record
 
 
-def probabilities(Y: np.ndarray) -> np.ndarray:
-    from w2s_cli.finetuning.train import probabilities as to_probabilities
-
-    return to_probabilities(Y)
-
-
 def validation_split(n: int, fraction: float, seed: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions (sorted) of a fit's training and validation rows: round(fraction * n) held out, drawn
     from (seed, 3, k) for the k-th fit."""
@@ -267,12 +262,6 @@ def _lp_head(emb_s: EmbeddingSet, basis, f: Rows, loss: Loss) -> tuple[np.ndarra
     else:
         head = fit_head(Solver.logistic, Z, probabilities(f.targets))
     return to_embedding_space(basis, *head.linear())
-
-
-def add_lora_adapters(model, rank: int) -> list[str]:
-    from w2s_cli.finetuning.lora import add_lora
-
-    return add_lora(model, rank)
 
 
 def save_weights(student, path: Path) -> None:
