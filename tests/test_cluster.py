@@ -182,3 +182,29 @@ def test_collect_refuses_a_sweep_whose_jobs_have_not_all_finished(inprocess, tmp
     assert w2s("sweep", *GRID, "--out-dir", out, "--executor", "local:2").exit_code == 0
     shutil.rmtree(next(iter(finished_trials(out))).parent)
     assert_user_error(w2s("sweep", "--collect", out), "1 of 6 jobs are not finished")
+
+
+def test_finetuned_trials_read_a_prefix_cache_made_once_by_its_own_job(tmp_path):
+    """--student finetune --train last:1: the frozen prefix's cache is one job, after the embeddings and before
+    the trials that share it (made by none of them); the numbers are the in-process sweep's."""
+    models = ["--weak", "test_efficientnet@32", "--strong", "test_efficientnet@40", "--no-pretrained"]
+    tuned = [*models, *SMALL, "--vary", "n-pseudo=300,600", "--student", "finetune", "--train", "last:1"]
+    tuned += ["--epochs", 1]
+    ref = tmp_path / "inprocess"
+    r = w2s("sweep", *tuned, "--out-dir", ref, "--csv", ref / "sweep.csv")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "submitit"
+    r = w2s("sweep", *tuned, "--out-dir", out, "--csv", out / "sweep.csv", "--executor", "submitit-local")
+    assert r.exit_code == 0, r.output
+    rows_a, rows_b = numbers(ref / "sweep.csv"), numbers(out / "sweep.csv")
+    assert [a["error_w2s"] for a in rows_a] == [b["error_w2s"] for b in rows_b] and len(rows_a) == 2
+    caches = list((out / "embeddings").glob("activations/*.prefix-*.safetensors"))
+    assert len(caches) == 1, caches
+    # jobs: two backbones' embeddings, one prefix cache, two trials; the cache's job ran before both trials
+    logs = {p.name: p for p in (out / "jobs").iterdir() if p.is_dir()}
+    assert len(logs) == 5
+    made = caches[0].stat().st_mtime
+    trials = sorted((out / "points").glob("*/trial-*/result-finetune-*.safetensors"))
+    assert len(trials) == 2 and all(t.stat().st_mtime > made for t in trials)
+    texts = ["".join(p.read_text() for p in log.glob("*_log.err")) for log in logs.values()]
+    assert sum("(the frozen prefix's outputs)" in t for t in texts) == 2  # both trials reused it, none made it

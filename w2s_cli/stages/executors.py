@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, SplitOptions
+from w2s_cli.finetuning.recipe import FinetuneRecipe
+from w2s_cli.options import (
+    BackboneSpec,
+    DataOptions,
+    ExecutorOptions,
+    ExtractOptions,
+    RunOptions,
+    SplitOptions,
+    StudentKind,
+)
 from w2s_cli.progress import stderr
 from w2s_cli.stages.run import EmbeddingCache, extraction_request, finished, result_name, run_trials, wanted_identity
 
@@ -64,6 +73,35 @@ class ExtractionJob:
     def __call__(self) -> str:
         cache = EmbeddingCache(self.folder, self.data, self.extract, self.limit, self.seed, self.reuse)
         return str(cache.get(self.spec))
+
+
+@dataclass(frozen=True)
+class PrefixJob:
+    """The frozen prefix's outputs (finetuning `--train last:K`) for every image of the strong embeddings,
+    cached once, after those embeddings and before the trials that read them (two trials making the same
+    cache at once would each write it)."""
+
+    name: str
+    strong: Path
+    recipe: FinetuneRecipe
+    extract: ExtractOptions
+
+    def __call__(self) -> str:
+        from w2s_cli.stages.finetune import prepare_prefix_cache
+
+        return str(prepare_prefix_cache(self.strong, self.recipe, self.extract))
+
+
+def prefix_jobs(todo: list[TrialJob], extract: ExtractOptions) -> list[PrefixJob]:
+    """One job per (strong embeddings, cut) that the finetuned trials still to run read from a cache."""
+    jobs: dict[tuple[Path, str], PrefixJob] = {}
+    for t in todo:
+        o = t.options
+        if o.student == StudentKind.finetune and o.finetune.spec.kind == "last":
+            key = (Path(t.paths["strong"]), str(o.finetune.spec))
+            name = f"activations/{o.strong.label}.{o.finetune.spec.kind}{o.finetune.spec.size}"
+            jobs.setdefault(key, PrefixJob(name, key[0], o.finetune, extract))
+    return list(jobs.values())
 
 
 def trial_jobs(
@@ -303,6 +341,11 @@ def spread(
     ]
     todo = [j for j in jobs if not is_finished(j)]
     done = len(jobs) - len(todo)
+    prefixes = prefix_jobs(todo, dataclasses.replace(extract, quiet=True))
+    if options.kind == "local" and not options.dry_run:  # cached here, once, before the workers read them
+        for job in prefix_jobs(todo, extract):
+            job()
+        prefixes = []
     if options.dry_run:
         from w2s_cli.stages.cost import estimate
 
@@ -316,7 +359,7 @@ def spread(
             )
     elif todo:
         stderr.print(f"{done} of {len(jobs)} jobs already finished; {len(todo)} to run ({options.executor})")
-        _submit_and_wait(options, cache.folder, extraction, todo, len(jobs), done, progress)
+        _submit_and_wait(options, cache.folder, extraction + prefixes, todo, len(jobs), done, progress)
     elif progress is not None:
         progress(done, len(jobs), tasks[-1][0])
     cache.found.update({(spec, ""): path for spec, path in where.items()})
@@ -325,7 +368,7 @@ def spread(
 def _submit_and_wait(
     options: ExecutorOptions,
     out_dir: Path,
-    extraction: list[ExtractionJob],
+    extraction: list[ExtractionJob | PrefixJob],
     todo: list[TrialJob],
     total: int,
     done: int,
@@ -340,10 +383,16 @@ def _submit_and_wait(
 
     interrupted = True
     try:
-        first = runner.submit(extraction)
+        embeddings = [j for j in extraction if isinstance(j, ExtractionJob)]
+        first = runner.submit(embeddings)
         if first and not options.detach:
-            wait(runner, first)  # the embeddings, before any trial reads them
-        subs = runner.submit(todo, after=first if options.detach else None)
+            wait(runner, first)  # the embeddings, before any trial (or prefix cache) reads them
+        prefixes = [j for j in extraction if isinstance(j, PrefixJob)]
+        then = runner.submit(prefixes, after=first if options.detach else None)
+        if then and not options.detach:
+            wait(runner, then)  # the frozen prefix's cache, before the finetuned trials read it
+        subs = runner.submit(todo, after=(then or first) if options.detach else None)
+        first = first + then
         if options.detach:
             record = record_submission(out_dir / "jobs", first + subs)
             interrupted = False

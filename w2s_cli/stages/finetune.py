@@ -304,8 +304,6 @@ def open_images(emb_s: EmbeddingSet, data: DataOptions | None):
 def _inputs(c, job: Job, data: DataOptions | None):
     """The inputs of the trained part over job.needed: the strong embeddings themselves (`head`), the frozen
     prefix's cached outputs (`last:K`), or the images (`lora:R`, `all`)."""
-    import torch
-
     from w2s_cli.finetuning.train import ImageInputs, TensorInputs
 
     emb_s, kind = job.emb_s, c.record["input"]
@@ -322,9 +320,8 @@ def _inputs(c, job: Job, data: DataOptions | None):
             workers = default_workers()
         job.inputs_record = {"input": "images", "data": dataclasses.asdict(data or data_options(emb_s.meta))}
         return ImageInputs(source, ids, job.bb.data_config, job.recipe.augment, workers)
-    with torch.inference_mode():
-        shape = tuple(c.prefix(torch.zeros(1, *job.bb.input_size)).shape[1:])
-    path = prefix_cache(c, job, data, shape)
+    path = prefix_cache(c, emb_s, job.bb, job.recipe, job.extract, data)
+    shape = tuple(store.read_meta(path)["features"]["shape"])
     job.inputs_record = {"input": "activations", "path": str(path), "shape": list(shape), **c.record}
     return TensorInputs(EmbeddingSet(path, "cached activations").rows(job.needed), shape)
 
@@ -337,13 +334,32 @@ def prefix_cache_path(strong: Path, cut_record: dict[str, Any]) -> Path:
     return Path(strong).parent / "activations" / f"{stem}.{cut_name}.safetensors"
 
 
-def prefix_cache(c, job: Job, data: DataOptions | None, shape: tuple[int, ...]) -> Path:
+def prepare_prefix_cache(
+    strong: str | os.PathLike, recipe: FinetuneRecipe, extract: ExtractOptions, data: DataOptions | None = None
+) -> Path | None:
+    """The frozen prefix's cache that finetuning STRONG with `recipe` reads, made now if missing (a sweep's
+    executor runs it once, before the trials that share it); None when the recipe trains on the embeddings
+    (`head`) or on the images (`lora:R`, `all`)."""
+    from w2s_cli.finetuning.network import backbone_from_record, cut
+
+    emb_s = EmbeddingSet(strong, "strong embeddings")
+    _check_recipe(recipe, emb_s)
+    if recipe.spec.kind in ("head", "lora", "all"):
+        return None
+    bb = backbone_from_record(emb_s.meta, f"strong embeddings {printable(strong)}")
+    return prefix_cache(cut(bb.model, recipe.spec, bb.name), emb_s, bb, recipe, extract, data)
+
+
+def prefix_cache(c, emb_s: EmbeddingSet, bb, recipe: FinetuneRecipe, extract, data: DataOptions | None) -> Path:
     """The frozen prefix's outputs for every row of the strong embeddings, beside them: reused when made
     from the same network and samples, else extracted (sharded and resumable, torchrun-ready)."""
-    from w2s_cli.extraction.extract import extract
+    import torch
+
+    from w2s_cli.extraction.extract import extract as run_extract
     from w2s_cli.finetuning.network import cut, spec_from_record
 
-    emb_s = job.emb_s
+    with torch.inference_mode():
+        shape = tuple(c.prefix(torch.zeros(1, *bb.input_size)).shape[1:])
     record = {"kind": "activations", **c.record, "shape": list(shape)}
     path = prefix_cache_path(emb_s.path, c.record)
 
@@ -363,16 +379,15 @@ def prefix_cache(c, job: Job, data: DataOptions | None, shape: tuple[int, ...]) 
         pass
     spec, seed = spec_from_record(emb_s.meta)
     source = open_images(emb_s, data)
-    name = job.bb.name
-    extract(
+    run_extract(
         data or data_options(emb_s.meta),
         spec,
         path,
-        job.extract,
+        extract,
         limit=emb_s.meta.get("limit"),
         seed=seed,
         source=source,
-        features=lambda bb: (cut(bb.model, job.recipe.spec, name).prefix, record),
+        features=lambda built: (cut(built.model, recipe.spec, bb.name).prefix, record),
     )
     if not same(store.read_meta(path)):
         raise W2SError(f"{printable(path)}: cached activations that do not match {printable(emb_s.path)}")
