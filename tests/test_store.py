@@ -67,6 +67,28 @@ def test_lazy_rows_in_any_order(tmp_path):
     assert art.shape("embeddings") == (50_000, 3) and "embeddings" not in art.tensors  # never read whole
 
 
+def test_non_finite_values_are_refused_as_they_are_read(tmp_path):
+    X = np.ones((20_000, 3), np.float32)
+    X[[12_345, 17_000], 1] = np.nan
+    X[9, 0] = -np.inf
+    basis = np.ones((4, 2))
+    basis[2, 1] = np.inf
+    path = store.save(_art("embeddings", embeddings=X, basis=basis, ids=np.arange(4)), tmp_path / "x.safetensors")
+    art = store.load(path, "embeddings", what="strong embeddings")
+    np.testing.assert_array_equal(art.rows("embeddings", np.arange(10, 12_000)), X[10:12_000])  # rows read: fine
+    with pytest.raises(
+        W2SError,
+        match=r"strong embeddings .*x\.safetensors: tensor 'embeddings': 1 of the rows "
+        r"read hold NaN or inf \(first: row 12345\)",
+    ):
+        list(art.chunks("embeddings", np.arange(100, 20_000), chunk=4096))
+    with pytest.raises(W2SError, match=r"'embeddings': 2 of the rows read hold NaN or inf \(first: row 9\)"):
+        art.rows("embeddings", np.array([17_000, 9, 3]))
+    with pytest.raises(W2SError, match=r"tensor 'basis': 1 of the rows read hold NaN or inf \(first: row 2\)"):
+        art["basis"]
+    np.testing.assert_array_equal(art["ids"], np.arange(4))  # integer tensors have no NaN to check
+
+
 def test_wrong_kind_and_foreign_files_are_refused(tmp_path):
     path = store.save(_art(), tmp_path / "t.safetensors")
     with pytest.raises(W2SError, match="is a 'teacher' artifact, expected result"):

@@ -74,12 +74,21 @@ class Chunked:
 
 
 class Artifact:
-    """A record plus tensors: in memory (`tensors`, for writing) or lazily read from `path`."""
+    """A record plus tensors: in memory (`tensors`, for writing) or lazily read from `path`.
+
+    Every float tensor read from a file is checked finite as it is read (the rows read, not the whole file):
+    a NaN or inf is refused with the file, the tensor and its first bad row, naming the artifact by `role`
+    (e.g. "strong embeddings") when the reader gave one."""
 
     def __init__(
-        self, kind: str, meta: dict[str, Any], tensors: dict[str, Any] | None = None, path: Path | None = None
+        self,
+        kind: str,
+        meta: dict[str, Any],
+        tensors: dict[str, Any] | None = None,
+        path: Path | None = None,
+        role: str | None = None,
     ) -> None:
-        self.kind, self.meta, self.path = kind, meta, path
+        self.kind, self.meta, self.path, self.role = kind, meta, path, role
         self.tensors: dict[str, Any] = dict(tensors or {})
         self._index: dict | None = None
 
@@ -154,7 +163,7 @@ class Artifact:
                     block = self._read(f, name, 0, shape[0] if shape else 1)
             except OSError as exc:
                 raise W2SError(f"{printable(self.path)}: unreadable tensor '{name}' ({_reason(exc)})") from None
-            self.tensors[name] = block.reshape(shape)
+            self.tensors[name] = self._finite(name, None, block.reshape(shape))
         return self.tensors[name]
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -183,7 +192,19 @@ class Artifact:
                     pos += len(block)
         except OSError as exc:
             raise W2SError(f"{printable(self.path)}: unreadable tensor '{name}' ({_reason(exc)})") from None
-        return out
+        return self._finite(name, idx, out)
+
+    def _finite(self, name: str, idx: np.ndarray | None, block: np.ndarray) -> np.ndarray:
+        """block (rows idx of tensor `name`; None: all of it), refused if a float value in it is NaN or inf."""
+        if block.dtype.kind != "f" or np.isfinite(block).all():
+            return block
+        bad = ~np.isfinite(block.reshape(block.shape[0] if block.ndim else 1, -1)).all(axis=1)
+        rows = np.flatnonzero(bad) if idx is None else np.sort(idx[bad])
+        role = f"{self.role} " if self.role else ""
+        raise W2SError(
+            f"{role}{printable(self.path)}: tensor '{name}': {len(rows)} of the rows read hold NaN or inf "
+            f"(first: row {int(rows[0])})"
+        )
 
     def chunks(
         self, name: str, rows: np.ndarray | None = None, chunk: int = CHUNK_ROWS
@@ -428,7 +449,7 @@ def load(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None, wha
         want = " or ".join(kinds)
         role = f"{what} " if what else ""
         raise W2SError(f"{role}{printable(path)}: is a '{meta['kind']}' artifact, expected {want}")
-    return Artifact(meta["kind"], meta, path=path)
+    return Artifact(meta["kind"], meta, path=path, role=what)
 
 
 def reference(art: Artifact, relative_to: str | os.PathLike, **extra: Any) -> dict[str, Any]:

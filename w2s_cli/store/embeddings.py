@@ -47,8 +47,8 @@ class EmbeddingSet:
         elif self.art.has("targets"):
             self.targets = np.asarray(self.art["targets"], np.float64)
             self.n_classes = None
-            if len(self.targets) != self.n_rows or not np.isfinite(self.targets).all():
-                raise W2SError(f"{where}: targets are not one finite number per row")
+            if len(self.targets) != self.n_rows:
+                raise W2SError(f"{where}: targets are not one number per row")
         else:
             raise W2SError(f"{where}: neither labels nor targets (not made by w2s extract)")
         self.split = np.asarray(self.art["split"]) if self.art.has("split") else None
@@ -65,24 +65,14 @@ class EmbeddingSet:
         """Labels (int64) or targets (float64) of every row."""
         return self.labels if self.labels is not None else self.targets
 
-    def _check(self, idx: np.ndarray, block: np.ndarray) -> np.ndarray:
-        bad = ~np.isfinite(block).all(axis=1)
-        if bad.any():
-            raise W2SError(
-                f"{self.role} {printable(self.path)}: {int(bad.sum())} row(s) hold NaN or inf "
-                f"(first: row {int(idx[np.argmax(bad)])})"
-            )
-        return block
-
     def rows(self, idx: np.ndarray) -> np.ndarray:
-        idx = np.asarray(idx, np.int64)
-        return self._check(idx, self.art.rows("embeddings", idx))
+        """Rows idx of the embeddings (checked finite as they are read, store/artifact.py)."""
+        return self.art.rows("embeddings", np.asarray(idx, np.int64))
 
     def chunks(
         self, rows: np.ndarray | None = None, chunk: int = store.CHUNK_ROWS
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for idx, block in self.art.chunks("embeddings", rows, chunk):
-            yield idx, self._check(idx, block)
+        return self.art.chunks("embeddings", rows, chunk)
 
     def signature(self) -> dict[str, Any]:
         """What identifies an embedding set: the weights, the input size, the dataset and its samples."""
