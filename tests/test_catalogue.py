@@ -31,6 +31,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from w2s_cli.store import artifact as store
+
 W2S = Path(sys.executable).parent / "w2s"
 EXTRACT = ("--model", "test_resnet", "--no-pretrained", "--image-size", 32, "--num-workers", 0, "-q")
 DIGITS = ("--data", "digits", *EXTRACT)
@@ -1028,6 +1030,19 @@ CASES = [
         "(first: row 4)",
         setup=with_record("T", coef=lambda a: np.where(np.arange(len(a))[:, None] == 4, np.nan, a)),
     ),
+    bad(
+        "fit-student-logistic-on-soft-ridgeless-labels",
+        ("fit-student", "{P}", "--strong", "{strong}", "--solver", "logistic"),
+        "a logistic student learns from class probabilities",
+        "ridgeless teacher are not probabilities",
+        "--hard",
+    ),
+    bad(
+        "run-logistic-student-of-a-ridgeless-teacher",
+        ("run", *RUN, "--teacher-solver", "ridgeless", "--solver", "logistic"),
+        "soft pseudo-labels of a ridgeless teacher are not probabilities",
+        out=None,
+    ),
     bad("fit-student-empty-stdin", ("fit-student", "--strong", "{strong}"), "nothing arrived on stdin", stdin=""),
     bad("report-empty-stdin", ("report",), "nothing arrived on stdin", stdin="", out=None),
     bad("report-missing-file", ("report", "{tmp}/none.safetensors"), "no such file", out=None),
@@ -1362,6 +1377,16 @@ def test_edge_case_works(args, out, base, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert out.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+def test_a_logistic_student_takes_hard_labels_of_a_ridgeless_teacher(base, tmp_path):
+    """The other side of the refusal of soft ridgeless labels: one-hot labels are probabilities."""
+    hard = tmp_path / "hard.safetensors"
+    r = w2s("pseudolabel", base["T"], "--hard", "-o", hard)
+    assert r.exit_code == 0, r.output
+    r = w2s("fit-student", hard, "--strong", base["strong"], "--solver", "logistic", "-o", tmp_path / "r.safetensors")
+    assert r.exit_code == 0, r.output
+    assert store.read_meta(tmp_path / "r.safetensors")["solver"] == {"teacher": "ridgeless", "student": "logistic"}
 
 
 def test_outputs_follow_the_umask(base, tmp_path):

@@ -227,10 +227,25 @@ class HeadOptions:
     student_solver: Solver = Solver.ridgeless
     hard: bool = False
 
+    def __post_init__(self) -> None:
+        check_student_labels(*reversed(self.solvers()), hard=self.hard)
+
     def solvers(self) -> tuple[Solver, Solver]:
         if self.head == Head.logistic:
             return Solver.logistic, Solver.logistic
         return Solver(self.teacher_solver), Solver(self.student_solver)
+
+
+def check_student_labels(student: Solver, teacher: Solver | str, *, hard: bool) -> None:
+    """Refuse a head that cannot learn from the pseudo-labels it would be given: a logistic student learns by
+    cross-entropy from class probabilities (one-hot labels, or a logistic teacher's softmax outputs), and a
+    ridgeless or ridge teacher's soft outputs are not probabilities (they can be negative or exceed 1)."""
+    if Solver(student) == Solver.logistic and not hard and Solver(teacher) != Solver.logistic:
+        raise W2SError(
+            f"a logistic student learns from class probabilities, but soft pseudo-labels of a {Solver(teacher).value} "
+            "teacher are not probabilities; use hard pseudo-labels (--hard), a logistic teacher, or a ridgeless or "
+            "ridge student"
+        )
 
 
 @dataclass(frozen=True)

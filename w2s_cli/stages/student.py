@@ -23,7 +23,7 @@ from w2s_cli.numerics.moments import Moments, select
 from w2s_cli.numerics.stats import as_targets, evaluate
 from w2s_cli.numerics.subspaces import PrincipalBasis
 from w2s_cli.numerics.variance import LabelNoise
-from w2s_cli.options import Solver, SubspaceOptions
+from w2s_cli.options import Solver, SubspaceOptions, check_student_labels
 from w2s_cli.progress import stderr
 from w2s_cli.stages.analysis import analyse
 from w2s_cli.stages.design import gather
@@ -48,6 +48,7 @@ def fit_student(
     solver, sub_opts = Solver(solver), subspace or SubspaceOptions()
     spec = sub_opts.parsed()
     pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
+    check_student_labels(solver, pseudo.meta["teacher"]["solver"], hard=pseudo.meta["labels"] == "hard")
     recorded = store.resolve(pseudo.meta["embeddings"], pseudo.path, weak)
     out = check_output(out, inputs=[pseudo_path, strong, weak, recorded])
     emb_s = EmbeddingSet(strong, "strong embeddings")
