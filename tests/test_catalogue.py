@@ -366,6 +366,27 @@ CASES = [
     ),
     bad("sweep-trials-0", ("sweep", *RUN, "--vary", "n-pseudo=100", "--trials", 0), "--trials", out=None),
     bad(
+        "rank-teachers-trials-0",
+        (
+            "rank-teachers",
+            *RANK,
+            "--strong",
+            "test_resnet@32",
+            "--weak",
+            "test_efficientnet@32",
+            "--weak",
+            "test_resnet@24",
+            *SMALL,
+            "--n-pseudo",
+            200,
+            "--trials",
+            0,
+        ),
+        "--trials must be at least 1, got 0",
+        out=None,
+        absent=("{tmp}/run",),  # refused before any extraction
+    ),
+    bad(
         "rank-teachers-same-teacher-twice",
         (
             "rank-teachers",

@@ -53,6 +53,22 @@ def test_stored_split_is_disjoint_and_recorded(chain):
     assert t["basis"].shape == (256, 40) and t["basis"].dtype == np.float64
 
 
+def test_train_weak_knows_whether_n_pseudo_was_given_without_reading_argv(weak_emb, tmp_path, monkeypatch):
+    """A caller that does not go through sys.argv (here click's runner): an --n-pseudo equal to the default is
+    still the user's N (and too many here), no --n-pseudo draws the whole pool."""
+    from typer.testing import CliRunner
+
+    from w2s_cli.cli.app import app
+
+    monkeypatch.setattr(sys, "argv", ["w2s"])
+    args = ["train-weak", str(weak_emb), "--n-labeled", "300", "--n-test", "300", "--subspace", "5"]
+    given = CliRunner().invoke(app, [*args, "--n-pseudo", "8000", "-o", str(tmp_path / "a.safetensors")])
+    assert "larger than the 1197 training samples" in str(given.exception)
+    plain = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "b.safetensors")])
+    assert plain.exit_code == 0, plain.output
+    assert store.read_meta(tmp_path / "b.safetensors")["split"]["n_pseudo"] == 1797 - 600
+
+
 def test_report_json_contract(chain):
     r = w2s("report", chain["result"], "--json")
     assert r.exit_code == 0, r.output

@@ -130,7 +130,7 @@ class ExtractOptions:
     precision: Precision = Precision.fp32
     quiet: bool = False
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.batch_size <= 0:
             raise W2SError(f"--batch-size must be positive, got {self.batch_size}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -178,14 +178,22 @@ class SubspaceOptions:
     subspace: str = "auto"
     energy: float = 0.90
 
+    def __post_init__(self) -> None:
+        self.parsed()
+
     def parsed(self) -> str | int | None:
         return parse_subspace(self.subspace, self.energy)
 
 
+def check_energy(energy: float) -> None:
+    """An energy fraction (of a spectrum's variance) is in (0, 1]."""
+    if not 0.0 < energy <= 1.0:  # also false for NaN
+        raise W2SError(f"--energy must be in (0, 1], got {energy}")
+
+
 def parse_subspace(spec: str | int | None, energy: float = 0.90) -> str | int | None:
     """'none' -> None, 'auto' -> 'auto', 'K' -> K; refuses anything else."""
-    if not (0.0 < energy <= 1.0) or math.isnan(energy):
-        raise W2SError(f"--energy must be in (0, 1], got {energy}")
+    check_energy(energy)
     if spec is None or spec == "none":
         return None
     if spec == "auto":
@@ -210,7 +218,7 @@ class SplitOptions:
     test_seed: int = 0
     label_noise: float = 0.0
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         for name, v in (("--n-labeled", self.n_labeled), ("--n-pseudo", self.n_pseudo), ("--n-test", self.n_test)):
             if v <= 0:
                 raise W2SError(f"{name} must be positive, got {v}")
@@ -264,3 +272,7 @@ class RunOptions:
     dimensions: bool = True
     student: StudentKind = StudentKind.probe
     finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise W2SError(f"--trials must be at least 1, got {self.trials}")

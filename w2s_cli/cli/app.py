@@ -159,6 +159,7 @@ def extract(
 @app.command("train-weak")
 @takes(split=SplitOptions)
 def train_weak(
+    ctx: typer.Context,
     split: SplitOptions,
     weak: str | None = typer.Argument(None, help="Weak embeddings artifact (or '-' / stdin)."),
     solver: Solver = typer.Option("ridgeless", "--solver", help="The teacher's head."),
@@ -172,7 +173,7 @@ def train_weak(
     from w2s_cli.store.outputs import default_out
 
     src = input_path(weak, "weak embeddings")
-    n_pseudo = split.n_pseudo if _given("--n-pseudo") else None
+    n_pseudo = split.n_pseudo if _given(ctx, "split__n_pseudo") else None
     path = run(src, out or default_out(src, "teacher"), split, SubspaceOptions(subspace, energy), solver, n_pseudo)
     meta = read_meta(path)
     acc = meta["test_accuracy"]
@@ -185,8 +186,10 @@ def train_weak(
     )
 
 
-def _given(flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:])
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the caller set parameter `name` (click knows; its default was not simply taken)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
 
 
 @app.command()

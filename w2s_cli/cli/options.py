@@ -226,11 +226,12 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def takes(required: tuple[str, ...] = (), **groups: type) -> Callable:
     """Add the options of each group (a dataclass above) to a command and pass one instance per group:
-    `@takes(data=DataOptions)` gives the command `data: DataOptions`. Fields in `required` have no default."""
+    `@takes(data=DataOptions)` gives the command `data: DataOptions`. Fields in `required` have no default.
+    A command with a parameter `ctx` gets the click context there (typer fills one context parameter only)."""
 
     def deco(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
-        own = [p for p in sig.parameters.values() if p.name not in groups]
+        own = [p for p in sig.parameters.values() if p.name not in groups and p.name != "ctx"]
         hints = typing.get_type_hints(fn)
         added = []
         for group, cls in groups.items():
@@ -252,7 +253,10 @@ def takes(required: tuple[str, ...] = (), **groups: type) -> Callable:
         def wrapper(**kwargs: Any) -> Any:
             from w2s_cli.cli.config import record
 
-            record(kwargs.pop("ctx__"))
+            ctx = kwargs.pop("ctx__")
+            record(ctx)
+            if "ctx" in sig.parameters:
+                kwargs["ctx"] = ctx
             for group, cls in groups.items():
                 values = {f.name: kwargs.pop(f"{group}__{f.name}") for f in dataclasses.fields(cls)}
                 kwargs[group] = cls(**values)

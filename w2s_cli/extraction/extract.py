@@ -218,7 +218,6 @@ def extract(
     artifact but not compared when resuming.
     """
     options = options or ExtractOptions()
-    options.check()
     kind, _, arg = data.data.partition(":")
     out = check_output(out, inputs=[backbone.weights, arg if kind == "csv" else None])
     w = world()

@@ -16,11 +16,13 @@ grid search work), plus the moment-based path the stages use to fit without hold
 from __future__ import annotations
 
 import contextlib
+from numbers import Integral, Real
 
 import numpy as np
 import scipy.linalg
 import scipy.optimize
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils._param_validation import Interval  # scikit-learn's own parameter checks (since 1.2)
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from threadpoolctl import threadpool_limits
@@ -163,10 +165,17 @@ class LogisticClassifier(ClassifierMixin, BaseEstimator):
     softmax outputs). predict_proba gives the softmax; predict the most probable class.
     """
 
+    _parameter_constraints: dict = {  # checked by fit, as scikit-learn's own estimators do
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+    }
+
     def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-6) -> None:
         self.C, self.max_iter, self.tol = C, max_iter, tol
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LogisticClassifier:
+        self._validate_params()
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True)
         if y.ndim == 2 and y.shape[1] > 1:
             T = np.asarray(y, dtype=np.float64)

@@ -13,6 +13,7 @@ from w2s_cli.errors import W2SError, printable
 from w2s_cli.numerics.moments import Moments
 from w2s_cli.numerics.spectra import ESTIMATORS, Spectrum, describe, nearest_neighbour_dimension
 from w2s_cli.numerics.subspaces import authors_overlap, overlap
+from w2s_cli.options import check_energy
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
@@ -123,8 +124,7 @@ def intrinsic_dim(
     """Estimates for the weak matrix (and the strong one, and their overlap d_sw)."""
     if method not in ("subspace", "authors"):
         raise W2SError(f"--method must be subspace or authors, not '{printable(method)}'")
-    if not 0 < energy <= 1:
-        raise W2SError(f"--energy must be in (0, 1], got {energy}")
+    check_energy(energy)
     names = parse_estimators(estimators)
     if any(n in ("twonn", "mle") for n in names) and max_samples < 3:
         raise W2SError(f"--max-samples must be at least 3 for the nearest-neighbour estimators, got {max_samples}")

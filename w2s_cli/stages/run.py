@@ -300,9 +300,6 @@ def run(
 ) -> Path:
     """Extract weak and strong embeddings once, then T trials; returns the path of the combined result."""
     data, options, extract = data or DataOptions(), options or RunOptions(), extract or ExtractOptions()
-    if options.trials < 1:
-        raise W2SError(f"--trials must be at least 1, got {options.trials}")
-    options.split.check()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise W2SError(f"--out-dir {out_dir}: is a file, not a folder")

@@ -39,7 +39,6 @@ class Split:
 def draw_split(n_rows: int, dataset_split: np.ndarray | None, options: SplitOptions, n_pseudo: int | None) -> Split:
     """Test rows (test_seed), then n labelled rows (seed), then N pseudo rows from the rest (seed, 1).
     n_pseudo None: min(options.n_pseudo, the rest of the training rows)."""
-    options.check()
     n_test, n_labeled, seed = options.n_test, options.n_labeled, options.seed
     rows = np.arange(n_rows)
     if dataset_split is not None:

@@ -163,14 +163,11 @@ def sweep(
     names = [n for n, _ in varies]
     if len(set(names)) != len(names):
         raise W2SError(f"--vary {names[0]}: given twice; give each parameter once with all its values")
-    if base.trials < 1:
-        raise W2SError(f"--trials must be at least 1, got {base.trials}")
     grid = []
     for combo in itertools.product(*(values for _, values in varies)):
         options, params = base, {}
         for (name, _), value in zip(varies, combo, strict=True):
             options, params[name] = with_value(options, name, value), value
-        options.split.check()
         grid.append((params, options))
     out_dir = Path(out_dir)
     source = LazySource(data)

@@ -35,7 +35,6 @@ def train_weak(
     start = time.perf_counter()
     split_opts, sub_opts, solver = split or SplitOptions(), subspace or SubspaceOptions(), Solver(solver)
     spec = sub_opts.parsed()
-    split_opts.check()
     out = check_output(out, inputs=[weak])
     emb = EmbeddingSet(weak, "weak embeddings")
     if solver == Solver.logistic and emb.labels is None:

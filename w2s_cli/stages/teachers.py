@@ -97,7 +97,6 @@ def rank_teachers(
         raise W2SError("rank-teachers needs at least two --weak teachers to rank")
     if len({t.label for t in teachers}) != len(teachers):
         raise W2SError("a --weak teacher is given twice")
-    base.split.check()
     out_dir = Path(out_dir)
     source = LazySource(data)
     limit = base.limit

@@ -1,0 +1,55 @@
+"""Validation once, at the boundary: option objects refuse bad values when built, estimators when fit."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from w2s_cli import W2SError
+from w2s_cli.numerics.solvers import LogisticClassifier
+from w2s_cli.options import ExtractOptions, HeadOptions, RunOptions, Solver, SplitOptions, SubspaceOptions
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: SplitOptions(n_labeled=0), "--n-labeled must be positive, got 0"),
+        (lambda: SplitOptions(n_pseudo=-3), "--n-pseudo must be positive, got -3"),
+        (lambda: SplitOptions(label_noise=float("nan")), "--label-noise must be 0 or more"),
+        (lambda: dataclasses.replace(SplitOptions(), n_test=0), "--n-test must be positive"),
+        (lambda: SubspaceOptions("0"), "--subspace must be positive"),
+        (lambda: SubspaceOptions("lots"), "--subspace must be none, auto or a positive whole number"),
+        (lambda: SubspaceOptions("auto", float("nan")), r"--energy must be in \(0, 1\]"),
+        (lambda: SubspaceOptions("auto", 1.5), r"--energy must be in \(0, 1\]"),
+        (lambda: RunOptions(trials=0), "--trials must be at least 1, got 0"),
+        (lambda: ExtractOptions(batch_size=0), "--batch-size must be positive"),
+        (lambda: ExtractOptions(num_workers=-1), "--num-workers must be 0 or more"),
+        (
+            lambda: HeadOptions(teacher_solver=Solver.ridge, student_solver=Solver.logistic),
+            "soft pseudo-labels of a ridge teacher are not probabilities",
+        ),
+    ],
+)
+def test_options_refuse_bad_values_when_built(build, message):
+    with pytest.raises(W2SError, match=message):
+        build()
+
+
+def test_valid_options_build():
+    assert SubspaceOptions("none").parsed() is None and SubspaceOptions("12", 1.0).parsed() == 12
+    assert RunOptions(trials=3).trials == 3
+    for head in (
+        HeadOptions(student_solver=Solver.logistic, hard=True),  # one-hot labels are probabilities
+        HeadOptions(teacher_solver=Solver.logistic, student_solver=Solver.logistic),  # softmax outputs
+        HeadOptions(head="logistic"),
+        HeadOptions(teacher_solver=Solver.ridge, student_solver=Solver.ridgeless),
+    ):
+        assert head.solvers()
+
+
+@pytest.mark.parametrize("params", [{"C": -1.0}, {"C": 0}, {"max_iter": 0}, {"tol": -1e-3}, {"C": "big"}])
+def test_logistic_refuses_bad_parameters_when_fit(params):
+    X, y = np.random.default_rng(0).normal(size=(30, 3)), np.arange(30) % 2
+    model = LogisticClassifier(**params)  # scikit-learn style: built as given, refused by fit
+    with pytest.raises(ValueError, match=f"'{next(iter(params))}' parameter of LogisticClassifier must be"):
+        model.fit(X, y)
