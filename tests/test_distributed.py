@@ -94,6 +94,30 @@ def test_sigterm_leaves_no_partial_file_and_resumes(tmp_path):
     assert "resuming" in sh(*args).stderr
 
 
+def test_ctrl_c_with_loader_workers_prints_one_line_and_resumes(tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C sends it, while two loader workers run: the
+    workers stay quiet, the command says one line, and the rerun resumes from the finished shards."""
+    args = [a if a != "0" else "2" for a in SLOW_EXTRACT] + ["-o", tmp_path / "e.safetensors"]  # --num-workers 2
+    assert args[args.index("--num-workers") + 1] == "2"
+    proc = subprocess.Popen(
+        [str(a) for a in args], env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group, like a shell's foreground job
+    shards = tmp_path / "e.safetensors.shards"
+    try:
+        wait_for_shards(shards, 1, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert err.splitlines() == ["w2s: interrupted (rerun the same command to resume an extraction)"], err
+    assert not (tmp_path / "e.safetensors").exists() and list(shards.glob("shard-*.safetensors"))
+    again = sh(*args)
+    assert "resuming" in again.stderr and "from row" in again.stderr
+    assert store.load(tmp_path / "e.safetensors").shape("embeddings")[0] == 1797
+
+
 @pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
 def test_torchrun_extraction_and_streamed_solves_match_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +50,15 @@ class ImageRows(Dataset):
             return torch.zeros(self.blank_shape, dtype=torch.uint8), str(exc)
         except Exception as exc:  # a transform failing on odd image data
             return torch.zeros(self.blank_shape, dtype=torch.uint8), f"sample {int(self.sample_ids[k])}: {exc!r}"
+
+
+def quiet_worker(worker_id: int) -> None:
+    """A loader worker's start (worker_init_fn). Ctrl-C (or SIGTERM) reaches the whole process group and only
+    the main process answers it (one line, `w2s: interrupted`), shutting its workers down as it unwinds;
+    without this a forked worker runs w2s's own handler and prints a traceback, and one killed by SIGTERM
+    makes torch raise in the main process. A worker still ends with its parent (torch's watchdog)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def resolve_device(device: Device | str, w: World | None = None) -> torch.device:
@@ -120,6 +130,7 @@ def embed_shards(
             num_workers=workers,
             pin_memory=dev.type == "cuda",
             prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=quiet_worker,
         )
     total = sum(plan.rows(k)[1] - plan.rows(k)[0] for k in todo)
     pending = iter(todo)

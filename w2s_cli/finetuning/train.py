@@ -67,6 +67,8 @@ class ImageInputs:
         return len(self.rows)
 
     def batches(self, order: np.ndarray, size: int, dev: torch.device) -> Iterator[torch.Tensor]:
+        from w2s_cli.extraction.extract import quiet_worker
+
         plan = [order[s : s + size].tolist() for s in range(0, len(order), size)]
         loader = DataLoader(
             self.rows,
@@ -74,6 +76,7 @@ class ImageInputs:
             num_workers=self.workers,
             pin_memory=dev.type == "cuda",
             persistent_workers=False,
+            worker_init_fn=quiet_worker,
         )
         for x, errors in loader:
             bad = next((e for e in errors if e), None)
