@@ -96,6 +96,21 @@ def merge_all(parts: Iterable[Moments]) -> Moments:
     return total
 
 
+def project(m: Moments, p: int, mean: np.ndarray, components: np.ndarray | None) -> Moments:
+    """The moments of [(x - mean) V | rest] from those of [x | rest] (x: the first p columns, V: components,
+    None for the identity): the coordinates of a basis found after the pass over the rows, without a second
+    pass (z is affine in x, so mean_z = (mean_x - mean) V and cross_zz = V^T cross_xx V)."""
+    shift = np.concatenate([m.mean[:p] - mean, m.mean[p:]])
+    if components is None:
+        return Moments(m.count, shift, m.cross)
+    V = components
+    xx, xr = m.cross[:p, :p], m.cross[:p, p:]
+    zz = V.T @ (xx @ V)
+    zr = V.T @ xr
+    cross = np.block([[(zz + zz.T) / 2, zr], [zr.T, m.cross[p:, p:]]])
+    return Moments(m.count, np.concatenate([shift[:p] @ V, shift[p:]]), cross)
+
+
 def select(m: Moments, columns: np.ndarray | list[int]) -> Moments:
     """The moments of a subset of the columns (in the given order)."""
     idx = np.asarray(columns, dtype=np.int64)

@@ -1,5 +1,6 @@
 """One pass over the rows of a W2S experiment: the strong and weak embeddings projected on their shared
-bases, gathered into the moments (and the few row blocks) that every fit and every analysis needs.
+bases, gathered into the moments (and the few row blocks) that every fit and every analysis needs. The
+strong basis may be found in the same pass, from the moments of the strong training rows (fit-student).
 
 Columns of the moment matrices: [z_s (d_s) | z_w (d_w) | targets...]. The labelled rows L and the test rows
 are kept as rows too (n and n_test are small); the N pseudo rows only when a head needs them (ridge,
@@ -15,7 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from w2s_cli.distributed import CHUNK_ROWS
-from w2s_cli.numerics.moments import Moments, select
+from w2s_cli.numerics.moments import Moments, project, select
 from w2s_cli.numerics.subspaces import PrincipalBasis
 from w2s_cli.store.embeddings import EmbeddingSet
 
@@ -64,7 +65,7 @@ class Design:
 def gather(
     strong: EmbeddingSet,
     weak: EmbeddingSet | None,
-    basis_s: PrincipalBasis,
+    basis_s: PrincipalBasis | Callable[[Moments], PrincipalBasis],
     basis_w: PrincipalBasis | None,
     labeled: np.ndarray,
     pseudo: np.ndarray,
@@ -78,11 +79,15 @@ def gather(
     Row sets sorted; Y_L aligned with `labeled`; targets_P(positions in `pseudo`) gives those rows' (k, 2C)
     [pseudo targets | observed labels], built per chunk. Under torchrun every rank reads its own chunks
     and the moments and rows are combined, so every rank holds the design a single process would.
+    basis_s: the strong basis, or a function making it from the moments of the strong rows L + P: then the
+    pass gathers the raw strong columns and projects moments and rows on the basis afterwards (one pass
+    over the strong embeddings instead of one for the basis and one for the design).
     """
     from w2s_cli.distributed import all_reduce_moments, gather_rows, mine
 
     C = Y_L.shape[1]
-    d_s = basis_dim(basis_s, strong)
+    later = callable(basis_s)
+    d_s = strong.width if later else basis_dim(basis_s, strong)
     d_w = 0 if weak is None else basis_dim(basis_w, weak)
     code = np.zeros(strong.n_rows, dtype=np.int8)  # 1: labelled, 2: pseudo, 3: test
     code[labeled], code[pseudo], code[test] = 1, 2, 3
@@ -93,7 +98,7 @@ def gather(
         if not mine(k):
             continue
         idx = order[start : start + CHUNK_ROWS]
-        z = basis_s.transform(strong.rows(idx))
+        z = strong.rows(idx) if later else basis_s.transform(strong.rows(idx))
         if weak is not None:
             z = np.hstack([z, basis_w.transform(weak.rows(idx))])
         where = code[idx]
@@ -111,6 +116,13 @@ def gather(
     # pieces come in ascending row order and L, P, test are sorted: the gathered rows are in their order
     ZL = np.vstack([z for _, z in rows["L"]])
     Zt = np.vstack([z for _, z in rows["test"]])
+    ZP = np.vstack([z for _, z in rows["P"]]) if keep_pseudo_rows else None
+    if later:
+        basis_s = basis_s(Moments.of(ZL[:, :d_s]).merge(select(P, np.arange(d_s))))
+        P = project(P, d_s, basis_s.mean, basis_s.components)
+        ZL, Zt = (np.hstack([basis_s.transform(Z[:, :d_s]), Z[:, d_s:]]) for Z in (ZL, Zt))
+        ZP = None if ZP is None else basis_s.transform(ZP)
+        d_s = basis_dim(basis_s, strong)
     return Design(
         d_s=d_s,
         d_w=d_w,
@@ -123,7 +135,7 @@ def gather(
         Y_L=Y_L,
         Zs_test=Zt[:, :d_s],
         Zw_test=Zt[:, d_s:] if weak is not None else None,
-        Zs_P=np.vstack([z for _, z in rows["P"]]) if keep_pseudo_rows else None,
+        Zs_P=ZP,
     )
 
 

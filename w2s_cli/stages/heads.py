@@ -46,8 +46,13 @@ def shared_basis(
 ) -> tuple[PrincipalBasis, dict, np.ndarray]:
     """A backbone's basis over the n + N training rows (labels unused), its record and its eigenvalues.
     `auto` is capped at n/2 so that no fit on n rows nears its interpolation threshold."""
-    basis, record, spectrum = fit_basis(spec, train_moments(emb, rows), energy, cap=max(1, n_labeled // 2))
+    basis, record, spectrum = basis_of(train_moments(emb, rows), spec, energy, n_labeled)
     return basis, record, spectrum.values
+
+
+def basis_of(moments: Moments, spec: str | int | None, energy: float, n_labeled: int):
+    """`shared_basis` from the moments of the training rows: (basis, record, spectrum)."""
+    return fit_basis(spec, moments, energy, cap=max(1, n_labeled // 2))
 
 
 @dataclass

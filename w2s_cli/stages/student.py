@@ -27,7 +27,7 @@ from w2s_cli.options import Solver, SubspaceOptions, check_student_labels
 from w2s_cli.progress import stderr
 from w2s_cli.stages.analysis import analyse
 from w2s_cli.stages.design import gather
-from w2s_cli.stages.heads import fit_head, shared_basis
+from w2s_cli.stages.heads import basis_of, fit_head
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -80,14 +80,21 @@ def fit_student(
 
     if solver == Solver.logistic and emb_s.labels is None:
         raise W2SError("--solver logistic needs a classification dataset; this one has numeric targets")
-    basis_s, basis_record, _ = shared_basis(emb_s, np.concatenate([labeled, rows]), spec, sub_opts.energy, n)
     basis_w = None
     if emb_w is not None:
         basis_w = PrincipalBasis(pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
-    d_s = basis_record["dim"] or emb_s.width
+    found: dict[str, Any] = {}
+
+    def strong_basis(train: Moments) -> PrincipalBasis:
+        """The strong shared basis, from the moments of the n + N training rows (found in gather's pass)."""
+        found["basis"], found["record"], _ = basis_of(train, spec, sub_opts.energy, n)
+        return found["basis"]
+
+    # pseudo rows kept whenever a head could need them: which do is known once the basis (d_s) is
+    keep = solver != Solver.ridgeless or N <= emb_s.width + 1
+    design = gather(emb_s, emb_w, strong_basis, basis_w, labeled, rows, test, Y_L, targets_P, keep)
+    basis_s, basis_record, d_s, zs = found["basis"], found["record"], design.d_s, design.zs
     keep_rows = solver != Solver.ridgeless or N <= d_s + 1
-    design = gather(emb_s, emb_w, basis_s, basis_w, labeled, rows, test, Y_L, targets_P, keep_rows)
-    zs = design.zs
     if keep_rows:  # heads that need their rows (ridge, logistic, or fewer rows than coordinates)
         targets, Y_P = np.asarray(pseudo["pseudo_labels"], np.float64), as_targets(observed_P, emb_s.n_classes)
         Zs_LP, Y_LP = np.vstack([design.Zs_L, design.Zs_P]), np.vstack([Y_L, Y_P])
