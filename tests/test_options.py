@@ -7,6 +7,7 @@ import pytest
 
 from w2s_cli import W2SError
 from w2s_cli.numerics.solvers import LogisticClassifier
+from w2s_cli.numerics.synth import SynthConfig
 from w2s_cli.options import ExtractOptions, HeadOptions, RunOptions, Solver, SplitOptions, SubspaceOptions
 
 
@@ -24,6 +25,8 @@ from w2s_cli.options import ExtractOptions, HeadOptions, RunOptions, Solver, Spl
         (lambda: RunOptions(trials=0), "--trials must be at least 1, got 0"),
         (lambda: ExtractOptions(batch_size=0), "--batch-size must be positive"),
         (lambda: ExtractOptions(num_workers=-1), "--num-workers must be 0 or more"),
+        (lambda: SynthConfig(trials=1), "--trials must be at least 2"),
+        (lambda: SynthConfig(shared=30), r"--shared must be in \[0, min\(d_s, d_w\)\]"),
         (
             lambda: HeadOptions(teacher_solver=Solver.ridge, student_solver=Solver.logistic),
             "soft pseudo-labels of a ridge teacher are not probabilities",

@@ -42,7 +42,7 @@ class SynthConfig:
     seed: int = 0
     rest: str = "random"  # "random" | "orthogonal"
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:  # the options of `w2s synth`, hence its flags in the messages
         if min(self.ambient, self.d_s, self.d_w) <= 0:
             raise W2SError("--ambient, --d-s and --d-w must be positive")
         if not 0 <= self.shared <= min(self.d_s, self.d_w):
@@ -216,7 +216,6 @@ def simulate(cfg: SynthConfig, method: str = "auto") -> dict[str, np.ndarray]:
     method: "sufficient" (Wishart statistics), "gaussian" (the design matrices), or "auto" (sufficient
     whenever n and N are at least r = dim span(U_s, U_w)).
     """
-    cfg.check()
     U_s, U_w, b = make_subspaces(cfg, np.random.default_rng(cfg.seed))
     rng = np.random.default_rng([cfg.seed, 1])  # the data, drawn apart from the subspaces
     plan = _sufficient_plan(U_s, U_w)
