@@ -27,7 +27,7 @@ from w2s_cli.options import Solver, SubspaceOptions, check_student_labels
 from w2s_cli.progress import stderr
 from w2s_cli.stages.analysis import analyse
 from w2s_cli.stages.design import gather
-from w2s_cli.stages.heads import basis_of, fit_head
+from w2s_cli.stages.heads import basis_of, fit_head, train_moments
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -80,9 +80,8 @@ def fit_student(
 
     if solver == Solver.logistic and emb_s.labels is None:
         raise W2SError("--solver logistic needs a classification dataset; this one has numeric targets")
-    basis_w = None
-    if emb_w is not None:
-        basis_w = PrincipalBasis(pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
+    weak_basis = (pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
+    basis_w = PrincipalBasis(*weak_basis) if emb_w is not None else None
     found: dict[str, Any] = {}
 
     def strong_basis(train: Moments) -> PrincipalBasis:
@@ -90,9 +89,12 @@ def fit_student(
         found["basis"], found["record"], _ = basis_of(train, spec, sub_opts.energy, n)
         return found["basis"]
 
-    # pseudo rows kept whenever a head could need them: which do is known once the basis (d_s) is
-    keep = solver != Solver.ridgeless or N <= emb_s.width + 1
-    design = gather(emb_s, emb_w, strong_basis, basis_w, labeled, rows, test, Y_L, targets_P, keep)
+    # ridgeless heads: one pass, the strong basis found from the moments gathered with the design. Ridge and
+    # logistic heads fit on the N rows, kept projected (d_s wide, not full width): a first pass finds the basis
+    one_pass = solver == Solver.ridgeless
+    basis = strong_basis if one_pass else strong_basis(train_moments(emb_s, np.concatenate([labeled, rows])))
+    keep = not one_pass or N <= emb_s.width + 1
+    design = gather(emb_s, emb_w, basis, basis_w, labeled, rows, test, Y_L, targets_P, keep)
     basis_s, basis_record, d_s, zs = found["basis"], found["record"], design.d_s, design.zs
     keep_rows = solver != Solver.ridgeless or N <= d_s + 1
     if keep_rows:  # heads that need their rows (ridge, logistic, or fewer rows than coordinates)
