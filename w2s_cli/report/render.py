@@ -112,6 +112,21 @@ def _dim(s: dict[str, Any], k: str) -> str:
     return "" if rank is None else f"{rank}/{rows}"
 
 
+def _ill_determined(s: dict[str, Any]) -> list[str]:
+    """A warning for ridgeless fits whose design the float64 moments cannot resolve (numerics/solvers.py)."""
+    fits = s.get("fits") or {}
+    ill = [(k, fits[k]) for k in MODELS if (fits.get(k) or {}).get("ill_determined")]
+    if not ill:
+        return []
+    parts = [
+        f"{LABELS[k]} (rank {f['rank']}, condition number {f['condition_number']:.3g}, from the "
+        + ("rows, as lstsq)" if f.get("solved_from") == "rows" else "moments: the rows were not kept)")
+        for k, f in ill
+    ]
+    why = "singular values below sqrt(max(rows, d) eps) of the largest, beyond what moments resolve; fragile"
+    return [f"warning: ill-determined fit ({why}): " + "; ".join(parts)]
+
+
 def report_blocks(s: dict[str, Any]) -> list[Block]:
     classification = "accuracy" in s
     trained = _trained_on(s)
@@ -170,6 +185,7 @@ def report_blocks(s: dict[str, Any]) -> list[Block]:
     sub = s.get("subspace") or {}
     if sub:
         lines.append("subspaces: " + "; ".join(f"{k} {_basis_text(v)}" for k, v in sub.items() if v))
+    lines += _ill_determined(s)
     blocks = [Block(title, cols, rows, lines)]
     if "variance" in s:
         blocks.append(theory_block(s))

@@ -84,7 +84,8 @@ def fit_student(
     if emb_w is not None:
         basis_w = PrincipalBasis(pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
     d_s = basis_record["dim"] or emb_s.width
-    keep_rows = solver != Solver.ridgeless or N <= d_s + 1
+    # ridgeless refits from the rows where the moments cannot resolve the design (rank below its width)
+    keep_rows = solver != Solver.ridgeless or N <= d_s + 1 or basis_record["rank"] < d_s
     design = gather(emb_s, emb_w, basis_s, basis_w, labeled, rows, test, Y_L, targets_P, keep_rows)
     zs = design.zs
     if keep_rows:  # heads that need their rows (ridge, logistic, or fewer rows than coordinates)
