@@ -49,6 +49,7 @@ RUN_GROUPS = {
 }
 if TYPE_CHECKING:
     from w2s_cli.report.tracking import Tracking
+    from w2s_cli.store.records import Sweep
 
 app = typer.Typer(
     add_completion=False,
@@ -356,6 +357,8 @@ def sweep(
     ),
 ) -> None:
     """`w2s run` over a grid of parameters, T trials per point; resumable; CSV, figure, JSON."""
+    from dataclasses import replace
+
     from w2s_cli.cli.config import configuration, save_configuration
     from w2s_cli.progress import progress_bar
     from w2s_cli.report.plots import plot_sweep, write_csv
@@ -390,7 +393,7 @@ def sweep(
             return _show_estimate(work.estimate, out_dir, as_json)
     if spread.kind != "inprocess" and collect is None:
         save_configuration(out_dir / "jobs" / "sweep.toml")
-    result["configuration"] = configuration()
+    result = replace(result, configuration=configuration())
     header, body = rows(result)
     if csv_out is not None:
         write_csv(header, body, csv_out)
@@ -407,7 +410,7 @@ def sweep(
         show(sweep_blocks(result))
 
 
-def _track_sweep(tracking: Tracking, result: dict, out_dir: Path, files: list[Path | None]) -> None:
+def _track_sweep(tracking: Tracking, result: Sweep, out_dir: Path, files: list[Path | None]) -> None:
     from w2s_cli.report.tracking import log_sweep
 
     parent, points = log_sweep(tracking, result, out_dir=out_dir, files=files)

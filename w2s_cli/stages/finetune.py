@@ -37,6 +37,7 @@ from w2s_cli.stages.student import result_meta
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
+from w2s_cli.store.records import Metrics, StudentRecord, Trial
 
 FITS = ("w2s", "strong_sft", "ceiling")
 
@@ -98,7 +99,7 @@ def finetune(
     }
     outputs, init, trial = _trial(pseudo, emb_s, test, fits, done)
     seconds = {**pseudo.meta["seconds"], "finetune": round(time.perf_counter() - start, 3)}
-    meta = result_meta(
+    result = result_meta(
         pseudo,
         emb_s,
         out,
@@ -108,14 +109,8 @@ def finetune(
         trial=trial,
         seconds=seconds,
         analysis_note="finetuned students: the variance analysis is about linear fits on fixed features",
+        student_record=StudentRecord("finetune", recipe.record(), recipe.describe(), job.inputs_record, str(job.dev)),
     )
-    meta["student"] = {
-        "kind": "finetune",
-        "recipe": recipe.record(),
-        "description": recipe.describe(),
-        "inputs": job.inputs_record,
-        "device": str(job.dev),
-    }
     tensors: dict[str, Any] = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
     tensors.update({f"init_output_{k}": np.asarray(init[k], np.float64) for k in FITS})
     for k in FITS:  # the LP-FT start: each head on the embeddings (for a later linearisation at that point)
@@ -123,7 +118,7 @@ def finetune(
     tensors.update({"test_rows": test, "strong_basis_mean": basis.mean})
     if basis.components is not None:
         tensors["strong_basis"] = basis.components
-    main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
+    main_writes(lambda: store.save(store.Artifact("result", result.to_json(), tensors), out), out)
     if world().main:  # the result is written: the fits' checkpoints are no longer needed (their weights stay)
         for name in FITS:
             (folder / name / "checkpoint.safetensors").unlink(missing_ok=True)
@@ -147,16 +142,14 @@ def _trial(pseudo, emb_s: EmbeddingSet, test: np.ndarray, fits: dict[str, Rows],
         init[name], outputs[name] = first, last
     labels = emb_s.labels[test] if emb_s.labels is not None else None
     truth = emb_s.truth(test)
-    trial = evaluate(outputs, truth, labels)
-    trial.update(
-        {
-            "seed": pseudo.meta["seed"],
-            "n_labeled": len(fits["strong_sft"].rows),
-            "n_pseudo": len(fits["w2s"].rows),
-            "pseudo_label_accuracy": pseudo.meta.get("pseudo_label_accuracy"),
-            "init": {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"},
-            "analysis": None,
-        }
+    start = {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"}
+    trial = Trial(
+        Metrics.from_json(evaluate(outputs, truth, labels)),
+        seed=pseudo.meta["seed"],
+        n_labeled=len(fits["strong_sft"].rows),
+        n_pseudo=len(fits["w2s"].rows),
+        pseudo_label_accuracy=pseudo.meta.get("pseudo_label_accuracy"),
+        init=Metrics.from_json(start),
     )
     return outputs, init, trial
 

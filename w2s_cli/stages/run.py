@@ -18,6 +18,7 @@ from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
+from w2s_cli.store.records import RecordError, ResultRecord
 
 
 def auto_limit(split, n_test: int, n_train: int) -> int | None:
@@ -163,20 +164,21 @@ def embeddings_for(
     return paths, cache.seconds
 
 
-def trial_identity(meta: dict[str, Any]) -> dict[str, Any]:
+def trial_identity(result: ResultRecord) -> dict[str, Any]:
     """What makes a finished trial's result the one a run or sweep point asks for."""
-    weak_sub, strong_sub = meta["subspace"]["weak"], meta["subspace"]["strong"]
+    weak_sub, strong_sub = result.subspace["weak"], result.subspace["strong"]
+    made = result.provenance
     return {
-        "weak": meta["weak_embeddings"]["artifact_id"],
-        "strong": meta["strong_embeddings"]["artifact_id"],
-        "split": {k: meta["split"][k] for k in ("seed", "test_seed", "n_test", "n_labeled", "n_pseudo")},
-        "label_noise": meta["label_noise"]["rate"],
-        "subspace": [weak_sub["requested"], weak_sub["energy"], strong_sub["requested"], strong_sub["energy"]],
-        "solver": meta["solver"],
-        "labels": meta["labels"],
-        "analysed": None if meta.get("student") else meta.get("analysis_note") != "--no-dimensions",
-        "student": (meta.get("student") or {}).get("recipe"),
-        "w2s": meta["versions"].get("w2s"),
+        "weak": made["weak_embeddings"]["artifact_id"],
+        "strong": made["strong_embeddings"]["artifact_id"],
+        "split": {k: made["split"][k] for k in ("seed", "test_seed", "n_test", "n_labeled", "n_pseudo")},
+        "label_noise": result.label_noise.rate,
+        "subspace": [weak_sub.requested, weak_sub.energy, strong_sub.requested, strong_sub.energy],
+        "solver": result.solver,
+        "labels": result.labels,
+        "analysed": None if result.student else result.analysis_note != "--no-dimensions",
+        "student": result.student.recipe if result.student else None,
+        "w2s": made["versions"].get("w2s"),  # package versions: a mapping of what is installed
     }
 
 
@@ -214,8 +216,8 @@ def finished(path: Path, wanted: dict[str, Any]) -> bool:
     if not path.exists():
         return False
     try:
-        return trial_identity(store.read_meta(path)) == wanted
-    except (W2SError, KeyError, TypeError):
+        return trial_identity(ResultRecord.from_json(store.read_meta(path))) == wanted
+    except (W2SError, RecordError, KeyError, TypeError, AttributeError):
         return False
 
 
@@ -285,7 +287,7 @@ def run_trials(
         if progress is not None:
             progress()
         elif not quiet:
-            acc = store.read_meta(results[-1])["trials"][0].get("accuracy")
+            acc = ResultRecord.from_json(store.read_meta(results[-1])).trials[0].metrics.accuracy
             note = f" (weak {acc['weak']:.3f} -> w2s {acc['w2s']:.3f})" if acc else ""
             stderr.print(f"trial {t + 1}/{options.trials} done{note}")
     return results
@@ -313,18 +315,22 @@ def run(
 
 def combine(results: list[store.Artifact], out: Path, extra_seconds: dict[str, float] | None = None) -> Path:
     """One `result` artifact holding the trials of several results of the same experiment."""
-    first = results[0].meta
-    for r in results[1:]:
-        for key in ("weak_model", "strong_model", "n_labeled", "n_pseudo", "n_test", "solver", "sample_ids_sha256"):
-            if r.meta[key] != first[key] or r.meta.get("student") != first.get("student"):
+    records = [ResultRecord.from_json(r.meta) for r in results]
+    first = records[0]
+    for r in records[1:]:
+        for key in ("weak_model", "strong_model", "n_labeled", "n_pseudo", "n_test", "solver", "student"):
+            if getattr(r, key) != getattr(first, key):
                 raise W2SError(f"cannot combine results that differ in {key}")
-    meta = copy.deepcopy(first)
-    meta.update(store.base_meta("result", first["seed"]))
-    meta["trials"] = [t for r in results for t in r.meta["trials"]]
-    meta["trial_results"] = [store.reference(r, out) for r in results]
+        if r.provenance["sample_ids_sha256"] != first.provenance["sample_ids_sha256"]:
+            raise W2SError("cannot combine results that differ in sample_ids_sha256")
     seconds = {k: round(v, 3) for k, v in (extra_seconds or {}).items()}
-    for r in results:
-        for k, v in r.meta["seconds"].items():
-            seconds[k] = round(seconds.get(k, 0.0) + v, 3)
-    meta["seconds"] = seconds
-    return store.save(store.Artifact("result", meta, {"test_rows": results[0]["test_rows"]}), out)
+    for r in records:
+        for k, v in r.seconds.items():
+            seconds[k] = round(seconds[k] + v if k in seconds else v, 3)
+    provenance = copy.deepcopy(first.provenance)
+    provenance.update(store.base_meta("result", first.provenance["seed"]))
+    provenance["trial_results"] = [store.reference(r, out) for r in results]
+    record = dataclasses.replace(
+        first, trials=tuple(t for r in records for t in r.trials), seconds=seconds, provenance=provenance
+    )
+    return store.save(store.Artifact("result", record.to_json(), {"test_rows": results[0]["test_rows"]}), out)

@@ -32,6 +32,7 @@ from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
+from w2s_cli.store.records import Analysis, LabelNoiseRecord, Metrics, ResultRecord, StudentRecord, Trial
 
 
 def fit_student(
@@ -100,15 +101,7 @@ def fit_student(
     outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
     outputs.update({k: h.outputs(design.Zs_test) for k, h in heads.items()})
     truth = emb_s.truth(test)
-    trial = evaluate(outputs, truth, emb_s.labels[test] if emb_s.labels is not None else None)
-    trial.update(
-        {
-            "seed": pseudo.meta["seed"],
-            "n_labeled": n,
-            "n_pseudo": N,
-            "pseudo_label_accuracy": pseudo.meta.get("pseudo_label_accuracy"),
-        }
-    )
+    metrics = Metrics.from_json(evaluate(outputs, truth, emb_s.labels[test] if emb_s.labels is not None else None))
     seconds = {**pseudo.meta["seconds"], "fit_student": round(time.perf_counter() - start, 3)}
     analysis, why_not = None, _why_no_analysis(pseudo, solver, emb_w, dimensions)
     if why_not is None:
@@ -118,8 +111,15 @@ def fit_student(
         seconds["analysis"] = round(time.perf_counter() - begin, 3)
     elif dimensions:
         stderr.print(f"note: no theory analysis: {why_not}")
-    trial["analysis"] = analysis
-    meta = result_meta(
+    trial = Trial(
+        metrics,
+        seed=pseudo.meta["seed"],
+        n_labeled=n,
+        n_pseudo=N,
+        pseudo_label_accuracy=pseudo.meta.get("pseudo_label_accuracy"),
+        analysis=None if analysis is None else Analysis.from_json(analysis),
+    )
+    record = result_meta(
         pseudo,
         emb_s,
         out,
@@ -134,7 +134,7 @@ def fit_student(
     tensors.update({"test_rows": test, "strong_basis_mean": basis_s.mean})
     if basis_s.components is not None:
         tensors["strong_basis"] = basis_s.components
-    return main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
+    return main_writes(lambda: store.save(store.Artifact("result", record.to_json(), tensors), out), out)
 
 
 def result_meta(
@@ -145,42 +145,46 @@ def result_meta(
     student: str,
     strong_subspace: dict[str, Any],
     fits: dict[str, Any],
-    trial: dict[str, Any],
+    trial: Trial,
     seconds: dict[str, float],
     analysis_note: str | None,
-) -> dict[str, Any]:
+    student_record: StudentRecord | None = None,
+) -> ResultRecord:
     """The record of a `result` artifact (a linear or a finetuned student): where its inputs came from, the
     experiment, each fit's record and the one trial."""
     weak_sig = pseudo.meta["embeddings"]["signature"]
-    meta = store.base_meta("result", pseudo.meta["seed"])
-    meta.update(
+    provenance = store.base_meta("result", pseudo.meta["seed"])
+    provenance.update(
         {
             "pseudolabels": store.reference(pseudo, out),
             "teacher": pseudo.meta["teacher"],
             "weak_embeddings": pseudo.meta["embeddings"],
             "strong_embeddings": emb_s.reference(out),
-            "weak_model": weak_sig["model"],
-            "weak_input_size": weak_sig["input_size"],
-            "strong_model": emb_s.meta["model"]["name"],
-            "strong_input_size": emb_s.meta["preprocessing"]["input_size"],
-            "dataset": emb_s.meta["dataset"],
             "sample_ids_sha256": emb_s.meta["sample_ids_sha256"],
-            "task": emb_s.task,
             "split": pseudo.meta["split"],
-            "label_noise": pseudo.meta["label_noise"],
-            "labels": pseudo.meta["labels"],
-            "solver": {"teacher": pseudo.meta["teacher"]["solver"], "student": student},
-            "subspace": {"weak": pseudo.meta["teacher"]["subspace"], "strong": strong_subspace},
-            "fits": {"weak": pseudo.meta["teacher"]["fit"], **fits},
-            "n_labeled": trial["n_labeled"],
-            "n_pseudo": trial["n_pseudo"],
-            "n_test": trial["n_test"],
-            "trials": [trial],
-            "analysis_note": analysis_note,
-            "seconds": seconds,
         }
     )
-    return meta
+    return ResultRecord(
+        trials=(trial,),
+        dataset=emb_s.meta["dataset"],
+        n_labeled=trial.n_labeled,
+        n_pseudo=trial.n_pseudo,
+        n_test=trial.metrics.n_test,
+        task=emb_s.task,
+        weak_model=weak_sig["model"],
+        weak_input_size=weak_sig["input_size"],
+        strong_model=emb_s.meta["model"]["name"],
+        strong_input_size=emb_s.meta["preprocessing"]["input_size"],
+        solver={"teacher": pseudo.meta["teacher"]["solver"], "student": student},
+        labels=pseudo.meta["labels"],
+        subspace={"weak": pseudo.meta["teacher"]["subspace"], "strong": strong_subspace},
+        label_noise=LabelNoiseRecord.from_json(pseudo.meta["label_noise"]),
+        fits={"weak": pseudo.meta["teacher"]["fit"], **fits},
+        seconds=seconds,
+        student=student_record,
+        analysis_note=analysis_note,
+        provenance=provenance,
+    )
 
 
 def _cols(m: Moments, x: np.ndarray, y: np.ndarray) -> Moments:

@@ -43,6 +43,7 @@ from w2s_cli.stages.run import (
     run_trials,
 )
 from w2s_cli.store import artifact as store
+from w2s_cli.store.records import Summary, Sweep, SweepPoint
 
 PARAMETERS = (
     "n-pseudo",
@@ -155,8 +156,8 @@ def sweep(
     reuse: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
     executor: ExecutorOptions | None = None,
-) -> dict[str, Any]:
-    """Run every point of the grid (T trials each); return {"vary", "points": [{"params", "summary"}], ...}.
+) -> Sweep:
+    """Run every point of the grid (T trials each); return the sweep's record (its points' summaries).
     `executor`: where the trials run (stages/executors.py); by default one after another in this process."""
     if not varies:
         raise W2SError("sweep needs at least one --vary PARAM=V1,V2,...")
@@ -200,30 +201,24 @@ def sweep(
 
         results = run_trials(paths, folder, options, quiet=True, progress=tick, resume=resume, extract=extract)
         path = combine([store.load(p, "result") for p in results], folder / result_name(options))
-        points.append(
-            {
-                "params": {k: label(v) for k, v in params.items()},
-                "key": key,
-                "result": str(path),
-                "summary": summary(load_result(path)),
-            }
-        )
-    out: dict[str, Any] = {"vary": names, "trials": base.trials, "points": points, "extract_seconds": cache.seconds}
+        params_text = {k: label(v) for k, v in params.items()}
+        points.append(SweepPoint(params_text, key, str(path), summary(load_result(path))))
+    correlations = None
     if any(n in ("weak", "strong") for n in names):
-        out["spearman_pgr_vs_overlap"] = overlap_correlations(points, [n for n in names if n not in ("weak", "strong")])
-    return out
+        correlations = overlap_correlations(points, [n for n in names if n not in ("weak", "strong")])
+    return Sweep(names, base.trials, points, cache.seconds, correlations)
 
 
-def overlap_correlations(points: list[dict[str, Any]], others: list[str]) -> dict[str, float | None]:
+def overlap_correlations(points: list[SweepPoint], others: list[str]) -> dict[str, float | None]:
     """Spearman's rank correlation of PGR with d_sw/d_w across backbones, for each setting of the other
     varied parameters (e.g. once for a fixed subspace size and once for the energy rule)."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[Summary]] = {}
     for p in points:
-        groups.setdefault(", ".join(f"{k}={p['params'][k]}" for k in others) or "all", []).append(p["summary"])
+        groups.setdefault(", ".join(f"{k}={p.params[k]}" for k in others) or "all", []).append(p.summary)
     return {
         name: spearman(
-            [s["dimensions"]["d_sw"] / s["dimensions"]["d_w"] if "dimensions" in s else None for s in ss],
-            [s["pgr"] for s in ss],
+            [s.theory.dimensions.overlap if s.theory else None for s in ss],
+            [s.metrics.pgr for s in ss],
         )
         for name, ss in groups.items()
     }
@@ -239,9 +234,9 @@ def spearman(x: list[float | None], y: list[float | None]) -> float | None:
     return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
 
 
-def rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+def rows(result: Sweep) -> tuple[list[str], list[list[Any]]]:
     """The sweep as a table: one row per point (see the module docstring)."""
-    names = result["vary"]
+    names = result.vary
     header = list(names) + [
         "student",
         "trials",
@@ -269,45 +264,35 @@ def rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         ]
     header += ["pgr", "pgr_se", "opr", "opr_se", "pgr_predicted", "opr_predicted", "pgr_theory", "opr_theory"]
     header += [f"error_{k}_epoch0" for k in MODELS[1:]] + ["pgr_epoch0", "pgr_epoch0_se"]
-    body = []
-    for p in result["points"]:
-        s = p["summary"]
-        d = s.get("dimensions") or {}
-        row = [p["params"][n] for n in names]
-        row += [
-            (s.get("student") or {}).get("description", "linear probe"),
-            s["trials"],
-            s["n_labeled"],
-            s["n_pseudo"],
-            (s.get("label_noise") or {}).get("rate"),
-            f"{s['weak_model']}@{s['weak_input_size']}",
-            f"{s['strong_model']}@{s['strong_input_size']}",
-        ]
-        row += [d.get(k) for k in ("d_w", "d_s", "d_sw", "d_sw_null", "d_sw_corrected")]
-        row.append(d["d_sw"] / d["d_w"] if d.get("d_w") else None)
-        for k in MODELS:
-            var = (s.get("variance") or {}).get(k) or {}
-            row += [
-                s["error"][k],
-                s["error_stderr"].get(k),
-                (s.get("accuracy") or {}).get(k),
-                (s.get("accuracy_stderr") or {}).get(k),
-                ((s.get("predicted") or {}).get("error") or {}).get(k),
-                var.get("exact"),
-                var.get("theory"),
-            ]
-        pred, theory = s.get("predicted") or {}, s.get("theory") or {}
-        row += [
-            s["pgr"],
-            s.get("pgr_stderr"),
-            s["opr"],
-            s.get("opr_stderr"),
-            pred.get("pgr"),
-            pred.get("opr"),
-            theory.get("pgr"),
-            theory.get("opr"),
-        ]
-        start = s.get("init") or {}
-        row += [(start.get("error") or {}).get(k) for k in MODELS[1:]] + [start.get("pgr"), start.get("pgr_stderr")]
-        body.append(row)
+    body = [_row(names, p) for p in result.points]
     return header, body
+
+
+def _row(names: list[str], p: SweepPoint) -> list[Any]:
+    """One point of the table of `rows`."""
+    s = p.summary
+    m, t, start = s.metrics, s.theory, s.init
+    d, pred = (t.dimensions, t.predicted) if t else (None, None)
+    acc = (m.accuracy, m.accuracy_stderr) if m.accuracy is not None else (dict.fromkeys(MODELS),) * 2
+    row = [p.params[n] for n in names]
+    row += [
+        s.student.description if s.student else "linear probe",
+        s.trials,
+        s.n_labeled,
+        s.n_pseudo,
+        None if s.label_noise is None else s.label_noise.rate,
+        f"{s.weak_model}@{s.weak_input_size}",
+        f"{s.strong_model}@{s.strong_input_size}",
+    ]
+    row += [getattr(d, k) if d else None for k in ("d_w", "d_s", "d_sw", "d_sw_null", "d_sw_corrected")]
+    row.append(d.overlap if d else None)
+    for k in MODELS:
+        var = t.variance[k] if t else None
+        row += [m.error[k], m.error_stderr[k], acc[0][k], acc[1][k], pred.error[k] if pred else None]
+        row += [var.exact, var.theory] if var else [None, None]
+    row += [m.pgr, m.pgr_stderr, m.opr, m.opr_stderr]
+    row += [pred.pgr, pred.opr] if pred else [None, None]
+    row += [t.theory.pgr, t.theory.opr] if t else [None, None]
+    row += [start.error[k] if start else None for k in MODELS[1:]]
+    row += [start.pgr, start.pgr_stderr] if start else [None, None]
+    return row

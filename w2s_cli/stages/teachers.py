@@ -140,12 +140,13 @@ def rank_teachers(
             folder = out_dir / "teachers" / folder_name(spec)
             results = run_trials({"weak": weak, "strong": strong}, folder, base_with(base, spec), True, resume=resume)
             s = summary(load_result(combine([store.load(p, "result") for p in results], folder / "result.safetensors")))
+            m = s.metrics
             entry["measured"] = {
-                "error_w2s": s["error"]["w2s"],
-                "error_w2s_stderr": s["error_stderr"]["w2s"],
-                "error_weak": s["error"]["weak"],
-                "pgr": s["pgr"],
-                "opr": s["opr"],
+                "error_w2s": m.error["w2s"],
+                "error_w2s_stderr": m.error_stderr["w2s"],
+                "error_weak": m.error["weak"],
+                "pgr": m.pgr,
+                "opr": m.opr,
             }
         entries.append(entry)
         if progress is not None:
