@@ -19,12 +19,15 @@ from w2s_cli.store.records import (
     FitRecord,
     LabelNoiseRecord,
     Metrics,
+    PseudoLabelsRecord,
     RecordError,
     ResultRecord,
     StudentRecord,
     Sweep,
     SweepPoint,
+    TeacherRecord,
     Trial,
+    read_record,
 )
 
 MODELS = ("weak", "w2s", "strong_sft", "ceiling")
@@ -201,3 +204,77 @@ def test_records_refuse_bad_fields_when_built():
         Sweep(["n-pseudo"], 0, (), {})
     with pytest.raises(RecordError, match="'sigma2' has no 'strong'"):
         Analysis.from_json({**_analysis(), "sigma2": {"weak": 0.1}})
+
+
+def _v2_teacher():
+    meta = store.base_meta("teacher", 0)
+    meta.update(
+        schema_version=2,
+        artifact_id="t" * 64,
+        embeddings={"path": "/x/weak.safetensors", "relpath": "weak.safetensors", "artifact_id": "w" * 64},
+        dataset={"name": "digits", "fingerprint": "f" * 64},
+        sample_ids_sha256="a" * 64,
+        task="classification",
+        solver="ridgeless",
+        link="identity",
+        subspace=_basis(40),
+        split={
+            "seed": 0,
+            "test_seed": 0,
+            "n_test": 400,
+            "n_labeled": 300,
+            "n_pseudo": 1000,
+            "n_pool": 1397,
+            "test_from_dataset_split": False,
+        },
+        label_noise={"rate": 0.0, "kind": "symmetric flips", "seed": [0, 2]},
+        fit={"solver": "ridgeless", "rows": 300, "rank": 40, "condition_number": 14.4},
+        sigma2=0.03,
+        loo_error=0.05,
+        test_error=0.048,
+        test_accuracy=0.80,
+        seconds=1.5,
+    )
+    return meta
+
+
+def _v2_pseudolabels():
+    teacher = _v2_teacher()
+    meta = store.base_meta("pseudolabels", 0)
+    meta.update(
+        schema_version=2,
+        artifact_id="p" * 64,
+        teacher={"path": "/x/t.safetensors", "relpath": "t.safetensors", "artifact_id": "t" * 64}
+        | {k: teacher[k] for k in ("solver", "subspace", "fit")},
+        **{k: teacher[k] for k in ("embeddings", "dataset", "sample_ids_sha256", "task", "label_noise")},
+        split={**teacher["split"], "n_pseudo": 800, "n_pseudo_drawn": 1000},
+        labels="soft",
+        pseudo_label_accuracy=0.79,
+        teacher_sigma2=0.03,
+        teacher_loo_error=0.05,
+        seconds={"train_weak": 1.5, "pseudolabel": 0.1},
+    )
+    return meta
+
+
+def test_teacher_and_pseudo_label_records_read_schema_2_and_write_its_layout():
+    for kind, meta in ((TeacherRecord, _v2_teacher()), (PseudoLabelsRecord, _v2_pseudolabels())):
+        record = kind.from_json(meta)
+        assert record.to_json() == json.loads(json.dumps(meta))
+        assert _through_json(record) == record
+    pseudo = PseudoLabelsRecord.from_json(_v2_pseudolabels())
+    assert pseudo.seed == 0 and pseudo.split.n_pseudo_drawn == 1000 and pseudo.teacher.fit.rank == 40
+    assert "n_pseudo_drawn" not in TeacherRecord.from_json(_v2_teacher()).split.to_json()
+
+
+def test_teacher_and_pseudo_label_records_refuse_bad_fields(tmp_path):
+    with pytest.raises(RecordError, match="'link' is 'tanh', not identity or softmax"):
+        TeacherRecord.from_json({**_v2_teacher(), "link": "tanh"})
+    with pytest.raises(RecordError, match="'split.n_test' is -1"):
+        TeacherRecord.from_json({**_v2_teacher(), "split": {**_v2_teacher()["split"], "n_test": -1}})
+    with pytest.raises(RecordError, match="'labels' is 'medium', not hard or soft"):
+        PseudoLabelsRecord.from_json({**_v2_pseudolabels(), "labels": "medium"})
+    bad = tmp_path / "p.safetensors"
+    save_file({"x": np.zeros(1)}, str(bad), {"w2s": json.dumps({**_v2_pseudolabels(), "teacher_sigma2": "big"})})
+    with pytest.raises(W2SError, match=r"pseudolabels .*p.safetensors: corrupt w2s record: 'teacher_sigma2' is 'big'"):
+        read_record(store.load(bad), PseudoLabelsRecord)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from w2s_cli.errors import W2SError, printable
+from w2s_cli.errors import W2SError
 from w2s_cli.numerics import theory
 from w2s_cli.numerics.stats import MODELS, mean_and_sem, opr_from_rows, pgr_from_rows, summarize_trials
 from w2s_cli.store import artifact as store
@@ -21,22 +21,18 @@ from w2s_cli.store.records import (
     Dimensions,
     Metrics,
     Predicted,
-    RecordError,
     ResultRecord,
     Summary,
     TheorySummary,
     VarianceOnly,
     VarianceRow,
+    read_record,
 )
 
 
 def load_result(path: str | os.PathLike) -> ResultRecord:
     """The record of a result artifact, checked (a record that does not fit is one error naming the field)."""
-    art = store.load(path, "result", what="result")
-    try:
-        return ResultRecord.from_json(art.meta)
-    except RecordError as exc:
-        raise W2SError(f"result {printable(art.path)}: corrupt w2s record: {exc}") from None
+    return read_record(store.load(path, "result", what="result"), ResultRecord)
 
 
 def _mean(values: list) -> float | None:

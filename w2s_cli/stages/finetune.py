@@ -37,7 +37,7 @@ from w2s_cli.stages.student import result_meta
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
-from w2s_cli.store.records import Metrics, StudentRecord, Trial
+from w2s_cli.store.records import Metrics, PseudoLabelsRecord, StudentRecord, Trial, read_record
 
 FITS = ("w2s", "strong_sft", "ceiling")
 
@@ -66,6 +66,7 @@ def finetune(
     start = time.perf_counter()
     recipe, sub_opts, extract = recipe or FinetuneRecipe(), subspace or SubspaceOptions(), extract or ExtractOptions()
     pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
+    made = read_record(pseudo, PseudoLabelsRecord)
     out = check_output(out, inputs=[pseudo_path, strong])
     emb_s = EmbeddingSet(strong, "strong embeddings")
     store.require_same_samples(
@@ -92,13 +93,13 @@ def finetune(
     }
     folder = Path(f"{out}.fits")
     heads = {name: _lp_head(emb_s, basis, fits[name], recipe.loss) for name in FITS}
-    seed = int(pseudo.meta["seed"])
+    seed = int(made.seed)
     done = {
         name: job.run(name, k, fits[name], heads[name], seed, folder / name, {**identity, "fit": name}, out)
         for k, name in enumerate(FITS)
     }
-    outputs, init, trial = _trial(pseudo, emb_s, test, fits, done)
-    seconds = {**pseudo.meta["seconds"], "finetune": round(time.perf_counter() - start, 3)}
+    outputs, init, trial = _trial(pseudo, made, emb_s, test, fits, done)
+    seconds = {**made.seconds, "finetune": round(time.perf_counter() - start, 3)}
     result = result_meta(
         pseudo,
         emb_s,
@@ -134,7 +135,7 @@ def _check_recipe(recipe: FinetuneRecipe, emb_s: EmbeddingSet) -> None:
         raise W2SError(f"--loss {recipe.loss.value} needs classes; this dataset has numeric targets (use --loss mse)")
 
 
-def _trial(pseudo, emb_s: EmbeddingSet, test: np.ndarray, fits: dict[str, Rows], done: dict):
+def _trial(pseudo, made: PseudoLabelsRecord, emb_s: EmbeddingSet, test: np.ndarray, fits: dict[str, Rows], done: dict):
     """The four models' test outputs after finetuning and at epoch 0, and the trial's metrics of both."""
     outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
     init = dict(outputs)
@@ -145,10 +146,10 @@ def _trial(pseudo, emb_s: EmbeddingSet, test: np.ndarray, fits: dict[str, Rows],
     start = {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"}
     trial = Trial(
         Metrics.from_json(evaluate(outputs, truth, labels)),
-        seed=pseudo.meta["seed"],
+        seed=made.seed,
         n_labeled=len(fits["strong_sft"].rows),
         n_pseudo=len(fits["w2s"].rows),
-        pseudo_label_accuracy=pseudo.meta.get("pseudo_label_accuracy"),
+        pseudo_label_accuracy=made.pseudo_label_accuracy,
         init=Metrics.from_json(start),
     )
     return outputs, init, trial
