@@ -16,6 +16,7 @@ from w2s_cli.store import artifact as store
 from w2s_cli.store.records import (
     Analysis,
     Basis,
+    EmbeddingsRecord,
     FitRecord,
     LabelNoiseRecord,
     Metrics,
@@ -278,3 +279,36 @@ def test_teacher_and_pseudo_label_records_refuse_bad_fields(tmp_path):
     save_file({"x": np.zeros(1)}, str(bad), {"w2s": json.dumps({**_v2_pseudolabels(), "teacher_sigma2": "big"})})
     with pytest.raises(W2SError, match=r"pseudolabels .*p.safetensors: corrupt w2s record: 'teacher_sigma2' is 'big'"):
         read_record(store.load(bad), PseudoLabelsRecord)
+
+
+def _embeddings_meta(**extra):
+    return {
+        "schema_version": 1,
+        "kind": "embeddings",
+        "model": {"name": "resnet18", "weights": {"state_dict_sha256": "h" * 64}, "width": 512},
+        "preprocessing": {"input_size": [3, 32, 32], "mode": "cpu"},
+        "dataset": {"name": "digits", "fingerprint": "f" * 64},
+        "sample_ids_sha256": "a" * 64,
+        "limit": None,
+        "extraction": {"device": "cpu", "seconds": 1.0},
+        **extra,
+    }
+
+
+def test_embeddings_record_reads_old_layouts_and_says_what_identifies_them():
+    old = EmbeddingsRecord.from_json(_embeddings_meta())  # schema 1: no task, no classes, no request
+    assert old.task == "classification" and old.classes is None and old.request is None
+    assert old.to_json() == _embeddings_meta() and _through_json(old) == old
+    assert old.signature == {
+        "model": "resnet18",
+        "state_dict_sha256": "h" * 64,
+        "input_size": [3, 32, 32],
+        "dataset_fingerprint": "f" * 64,
+        "sample_ids_sha256": "a" * 64,
+    }
+    grads = EmbeddingsRecord.from_json(_embeddings_meta(features={"kind": "grad"}, limit=100))
+    assert grads.same_samples_and_weights(old) and grads.features != old.features
+    with pytest.raises(RecordError, match="'model.weights' has no 'state_dict_sha256'"):
+        EmbeddingsRecord.from_json(_embeddings_meta(model={"name": "resnet18", "weights": {}}))
+    with pytest.raises(RecordError, match="'limit' is 0"):
+        EmbeddingsRecord.from_json(_embeddings_meta(limit=0))

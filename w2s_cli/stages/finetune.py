@@ -37,7 +37,15 @@ from w2s_cli.stages.student import result_meta
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
-from w2s_cli.store.records import Metrics, PseudoLabelsRecord, StudentRecord, Trial, read_record
+from w2s_cli.store.records import (
+    EmbeddingsRecord,
+    Metrics,
+    PseudoLabelsRecord,
+    RecordError,
+    StudentRecord,
+    Trial,
+    read_record,
+)
 
 FITS = ("w2s", "strong_sft", "ceiling")
 
@@ -268,20 +276,20 @@ def save_weights(student, path: Path) -> None:
         save_file(trained_state(student), str(tmp))
 
 
-def data_options(meta: dict[str, Any]) -> DataOptions:
+def data_options(made: EmbeddingsRecord) -> DataOptions:
     """Where an embeddings artifact's images came from, as recorded (older records: the request or name)."""
-    if isinstance(meta.get("data"), dict):
-        return DataOptions(**meta["data"])
-    if isinstance(meta.get("request"), dict) and meta["request"].get("data"):
-        return DataOptions(meta["request"]["data"])
-    return DataOptions(meta["dataset"]["name"])
+    if made.data is not None:
+        return DataOptions(**made.data)
+    if made.request is not None and "data" in made.request and made.request["data"]:
+        return DataOptions(made.request["data"])
+    return DataOptions(made.dataset["name"])
 
 
 def open_images(emb_s: EmbeddingSet, data: DataOptions | None):
     """The data source of the strong embeddings, refused unless it still holds the very same images."""
     from w2s_cli.inputs.sources import open_source
 
-    opts = data or data_options(emb_s.meta)
+    opts = data or data_options(emb_s.record)
     where = f"strong embeddings {printable(emb_s.path)}"
     try:
         source = open_source(opts)
@@ -312,7 +320,7 @@ def _inputs(c, job: Job, data: DataOptions | None):
             from w2s_cli.extraction.extract import default_workers
 
             workers = default_workers()
-        job.inputs_record = {"input": "images", "data": dataclasses.asdict(data or data_options(emb_s.meta))}
+        job.inputs_record = {"input": "images", "data": dataclasses.asdict(data or data_options(emb_s.record))}
         return ImageInputs(source, ids, job.bb.data_config, job.recipe.augment, workers)
     path = prefix_cache(c, emb_s, job.bb, job.recipe, job.extract, data)
     shape = tuple(store.read_meta(path)["features"]["shape"])
@@ -357,32 +365,27 @@ def prefix_cache(c, emb_s: EmbeddingSet, bb, recipe: FinetuneRecipe, extract, da
     record = {"kind": "activations", **c.record, "shape": list(shape)}
     path = prefix_cache_path(emb_s.path, c.record)
 
-    def same(meta: dict[str, Any]) -> bool:
-        return (
-            meta.get("features") == record
-            and meta["sample_ids_sha256"] == emb_s.meta["sample_ids_sha256"]
-            and meta["model"]["weights"]["state_dict_sha256"] == emb_s.meta["model"]["weights"]["state_dict_sha256"]
-            and meta["preprocessing"]["input_size"] == emb_s.meta["preprocessing"]["input_size"]
-        )
+    def same(made: EmbeddingsRecord) -> bool:
+        return made.features == record and made.same_samples_and_weights(emb_s.record)
 
     try:
-        if path.exists() and same(store.read_meta(path)):
+        if path.exists() and same(EmbeddingsRecord.from_json(store.read_meta(path))):
             stderr.print(f"reusing {path} (the frozen prefix's outputs)")
             return path
-    except (W2SError, KeyError, TypeError):
+    except (W2SError, RecordError):
         pass
     spec, seed = spec_from_record(emb_s.meta)
     source = open_images(emb_s, data)
     run_extract(
-        data or data_options(emb_s.meta),
+        data or data_options(emb_s.record),
         spec,
         path,
         extract,
-        limit=emb_s.meta.get("limit"),
+        limit=emb_s.record.limit,
         seed=seed,
         source=source,
         features=lambda built: (cut(built.model, recipe.spec, bb.name).prefix, record),
     )
-    if not same(store.read_meta(path)):
+    if not same(read_record(store.load(path, "embeddings"), EmbeddingsRecord)):
         raise W2SError(f"{printable(path)}: cached activations that do not match {printable(emb_s.path)}")
     return path

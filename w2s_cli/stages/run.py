@@ -18,7 +18,7 @@ from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
-from w2s_cli.store.records import RecordError, ResultRecord
+from w2s_cli.store.records import EmbeddingsRecord, RecordError, ResultRecord
 
 
 def auto_limit(split, n_test: int, n_train: int) -> int | None:
@@ -103,9 +103,9 @@ class EmbeddingCache:
 
     def matches(self, path: Path, request: dict[str, Any]) -> bool:
         try:
-            meta = store.read_meta(path)
-            return meta.get("request") == request and meta["dataset"]["fingerprint"] == self.source().fingerprint
-        except (W2SError, KeyError, TypeError):  # an unreadable or foreign cache entry is simply not reused
+            made = EmbeddingsRecord.from_json(store.read_meta(path))
+            return made.request == request and made.dataset["fingerprint"] == self.source().fingerprint
+        except (W2SError, RecordError):  # an unreadable or foreign cache entry is simply not reused
             return False
 
     def get(self, spec: BackboneSpec, role: str | None = None, key: str | None = None) -> Path:

@@ -1026,3 +1026,71 @@ def read_record(art: Any, kind: type) -> Any:
         return kind.from_json(art.meta)
     except RecordError as exc:
         raise W2SError(f"{art.kind} {printable(art.path)}: corrupt w2s record: {exc}") from None
+
+
+# embeddings ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmbeddingsRecord:
+    """The JSON record of an `embeddings` artifact as the stages read it (schema 1 to 3 alike): the model
+    (name, weights hash, width), the preprocessing (input size), the dataset (name, fingerprint, task,
+    classes), the samples (count, hash, the --limit drawn), what was asked for (`request`, for reuse) and
+    where the images were (`data`); gradient features say what they are (`features`). `provenance` keeps
+    the rest (the extraction's settings and timings) as written; extraction/extract.py writes it."""
+
+    model: dict[str, Any]
+    preprocessing: dict[str, Any]
+    dataset: dict[str, Any]
+    sample_ids_sha256: str
+    n_samples: int | None = None
+    limit: int | None = None
+    request: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    features: dict[str, Any] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    TYPED = "model preprocessing dataset sample_ids_sha256 n_samples limit request data features".split()
+
+    def __post_init__(self) -> None:
+        _need(self.model, "name", "weights", where="model")
+        _need(self.model["weights"], "state_dict_sha256", where="model.weights")
+        _need(self.preprocessing, "input_size", where="preprocessing")
+        _need(self.dataset, "name", "fingerprint", where="dataset")
+        _text("sample_ids_sha256", self.sample_ids_sha256, optional=False)
+        _count("n_samples", self.n_samples, optional=True)
+        _count("limit", self.limit, optional=True, least=1)
+        for k in ("request", "data", "features"):
+            _mapping(k, getattr(self, k))
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> EmbeddingsRecord:
+        _need(d, "model", "preprocessing", "dataset", "sample_ids_sha256", where="embeddings")
+        return cls(**{k: d.get(k) for k in cls.TYPED}, provenance={k: v for k, v in d.items() if k not in cls.TYPED})
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.TYPED if getattr(self, k) is not None or k == "limit"}
+        return {**self.provenance, **out}
+
+    @property
+    def task(self) -> str:
+        """classification or regression (records from before regression datasets: classification)."""
+        return self.dataset["task"] if "task" in self.dataset else "classification"
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.dataset["classes"] if "classes" in self.dataset else None
+
+    @property
+    def signature(self) -> dict[str, Any]:
+        """What identifies an embedding set: the weights, the input size, the dataset and its samples."""
+        return {
+            "model": self.model["name"],
+            "state_dict_sha256": self.model["weights"]["state_dict_sha256"],
+            "input_size": self.preprocessing["input_size"],
+            "dataset_fingerprint": self.dataset["fingerprint"],
+            "sample_ids_sha256": self.sample_ids_sha256,
+        }
+
+    def same_samples_and_weights(self, other: EmbeddingsRecord) -> bool:
+        """The same samples through the same weights at the same input size (another feature kind allowed)."""
+        keys = ("sample_ids_sha256", "state_dict_sha256", "input_size")
+        return all(self.signature[k] == other.signature[k] for k in keys)
