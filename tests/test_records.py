@@ -11,7 +11,7 @@ from safetensors.numpy import save_file
 
 from w2s_cli import W2SError
 from w2s_cli.report.render import json_text, report_blocks
-from w2s_cli.report.summary import load_result, summary
+from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.store import artifact as store
 from w2s_cli.store.records import (
     Analysis,

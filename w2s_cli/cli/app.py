@@ -85,7 +85,7 @@ def emit_path(path: Path, summary: str = "") -> None:
 
 def _show_report(result: Path, as_json: bool, as_markdown: bool) -> None:
     from w2s_cli.report.render import print_json, report_blocks, show
-    from w2s_cli.report.summary import load_result, summary
+    from w2s_cli.stages.summary import load_result, summary
 
     s = summary(load_result(result))
     if as_json:
@@ -322,8 +322,8 @@ def run(
 
 def _track_run(tracking: Tracking, path: Path, out_dir: Path) -> None:
     from w2s_cli.cli.config import configuration
-    from w2s_cli.report.summary import load_result, summary
     from w2s_cli.report.tracking import log_run
+    from w2s_cli.stages.summary import load_result, summary
 
     run_id = log_run(tracking, summary(load_result(path)), path, out_dir=out_dir, configuration=configuration())
     sys.stderr.write(f"tracked: MLflow run {run_id} in {tracking.uri}\n")
@@ -361,11 +361,11 @@ def sweep(
 
     from w2s_cli.cli.config import configuration, save_configuration
     from w2s_cli.progress import progress_bar
-    from w2s_cli.report.plots import plot_sweep, write_csv
+    from w2s_cli.report.plots import plot_sweep, sweep_rows, write_csv
     from w2s_cli.report.render import print_json, show, sweep_blocks
     from w2s_cli.report.tracking import Tracking
     from w2s_cli.stages.executors import Detached, Estimated
-    from w2s_cli.stages.sweep import parse_vary, rows
+    from w2s_cli.stages.sweep import parse_vary
     from w2s_cli.stages.sweep import sweep as run_sweep
     from w2s_cli.store.outputs import check_output
 
@@ -394,7 +394,7 @@ def sweep(
     if spread.kind != "inprocess" and collect is None:
         save_configuration(out_dir / "jobs" / "sweep.toml")
     result = replace(result, configuration=configuration())
-    header, body = rows(result)
+    header, body = sweep_rows(result)
     if csv_out is not None:
         write_csv(header, body, csv_out)
     if plot is not None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from w2s_cli.numerics.stats import MODELS
 from w2s_cli.store.artifact import atomic_output
-from w2s_cli.store.records import Sweep
+from w2s_cli.store.records import Sweep, SweepPoint
 
 COLORS = {"weak": "tab:red", "w2s": "tab:blue", "strong_sft": "tab:green", "ceiling": "tab:gray"}
 NAMES = {"weak": "weak teacher", "w2s": "W2S student", "strong_sft": "strong SFT", "ceiling": "strong ceiling"}
@@ -235,3 +235,69 @@ def plot_sweep(result: Sweep, path) -> Path:
     fig.suptitle(f"w2s sweep over {', '.join(result.vary)} ({result.trials} trials per point)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def sweep_rows(result: Sweep) -> tuple[list[str], list[list[Any]]]:
+    """The sweep as a table (--csv): one row per point: the parameters, the experiment, d_w, d_s, d_sw, and for
+    each model its measured error and accuracy (mean and standard error over trials), its label-light and
+    exact-design predictions; PGR and OPR beside their predictions; a finetuned student's epoch-0 errors."""
+    names = result.vary
+    header = list(names) + [
+        "student",
+        "trials",
+        "n_labeled",
+        "n_pseudo",
+        "label_noise",
+        "weak",
+        "strong",
+        "d_w",
+        "d_s",
+        "d_sw",
+        "d_sw_null",
+        "d_sw_corrected",
+        "d_sw_over_d_w",
+    ]
+    for k in MODELS:
+        header += [
+            f"error_{k}",
+            f"error_{k}_se",
+            f"accuracy_{k}",
+            f"accuracy_{k}_se",
+            f"error_{k}_predicted",
+            f"variance_{k}_exact",
+            f"variance_{k}_theory",
+        ]
+    header += ["pgr", "pgr_se", "opr", "opr_se", "pgr_predicted", "opr_predicted", "pgr_theory", "opr_theory"]
+    header += [f"error_{k}_epoch0" for k in MODELS[1:]] + ["pgr_epoch0", "pgr_epoch0_se"]
+    body = [_row(names, p) for p in result.points]
+    return header, body
+
+
+def _row(names: list[str], p: SweepPoint) -> list[Any]:
+    """One point of the table of `sweep_rows`."""
+    s = p.summary
+    m, t, start = s.metrics, s.theory, s.init
+    d, pred = (t.dimensions, t.predicted) if t else (None, None)
+    acc = (m.accuracy, m.accuracy_stderr) if m.accuracy is not None else (dict.fromkeys(MODELS),) * 2
+    row = [p.params[n] for n in names]
+    row += [
+        s.student.description if s.student else "linear probe",
+        s.trials,
+        s.n_labeled,
+        s.n_pseudo,
+        None if s.label_noise is None else s.label_noise.rate,
+        f"{s.weak_model}@{s.weak_input_size}",
+        f"{s.strong_model}@{s.strong_input_size}",
+    ]
+    row += [getattr(d, k) if d else None for k in ("d_w", "d_s", "d_sw", "d_sw_null", "d_sw_corrected")]
+    row.append(d.overlap if d else None)
+    for k in MODELS:
+        var = t.variance[k] if t else None
+        row += [m.error[k], m.error_stderr[k], acc[0][k], acc[1][k], pred.error[k] if pred else None]
+        row += [var.exact, var.theory] if var else [None, None]
+    row += [m.pgr, m.pgr_stderr, m.opr, m.opr_stderr]
+    row += [pred.pgr, pred.opr] if pred else [None, None]
+    row += [t.theory.pgr, t.theory.opr] if t else [None, None]
+    row += [start.error[k] if start else None for k in MODELS[1:]]
+    row += [start.pgr, start.pgr_stderr] if start else [None, None]
+    return row

@@ -139,24 +139,28 @@ def check_sizes(source: ImageSource, options: RunOptions, limit: int | None) -> 
     noisy_values(source.targets[:1], classes, options.split.label_noise, 0)
 
 
-def run_cache(
-    out_dir: Path, data: DataOptions, options: RunOptions, extract_opts: ExtractOptions, reuse: bool
+def embedding_cache(
+    out_dir: str | os.PathLike, data: DataOptions, runs: list[RunOptions], extract: ExtractOptions, reuse: bool
 ) -> EmbeddingCache:
-    """The embeddings cache of a run in out_dir, its extraction just large enough (--limit), the sizes checked."""
-    source = LazySource(data)
-    limit = options.limit
+    """source -> limit -> sizes: the embeddings cache in out_dir shared by `runs` (one run, a sweep's grid or
+    the teachers to rank: one data source, seed and --limit), its extraction just large enough for all of them
+    (--limit, else the fewest samples that hold every run's split), every run's sizes checked before anything
+    is extracted."""
+    source, base = LazySource(data), runs[0]
+    limit = base.limit
     if limit is None:
-        sp = options.split
-        limit = auto_limit(source().split, sp.n_test, sp.n_labeled + sp.n_pseudo)
-    check_sizes(source(), options, limit)
-    return EmbeddingCache(Path(out_dir), data, extract_opts, limit, options.seed, reuse, source)
+        n_test = max(o.split.n_test for o in runs)
+        limit = auto_limit(source().split, n_test, max(o.split.n_labeled + o.split.n_pseudo for o in runs))
+    for options in runs:
+        check_sizes(source(), options, limit)
+    return EmbeddingCache(Path(out_dir), data, extract, limit, base.seed, reuse, source)
 
 
 def embeddings_for(
     out_dir: Path, data: DataOptions, options: RunOptions, extract_opts: ExtractOptions, reuse: bool
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Weak and strong embeddings for a run in out_dir (extracted or reused), and the seconds spent."""
-    cache = run_cache(out_dir, data, options, extract_opts, reuse)
+    cache = embedding_cache(out_dir, data, [options], extract_opts, reuse)
     paths = {
         role: cache.get(spec, role, f"extract_{role}")
         for role, spec in (("weak", options.weak), ("strong", options.strong))
@@ -309,8 +313,26 @@ def run(
     if out_dir.exists() and not out_dir.is_dir():
         raise W2SError(f"--out-dir {out_dir}: is a file, not a folder")
     paths, seconds = embeddings_for(out_dir, data, options, extract, reuse)
-    results = run_trials(paths, out_dir, options, extract.quiet, resume=reuse, extract=extract)
-    return combine([store.load(p, "result") for p in results], out_dir / result_name(options), seconds)
+    return experiment(paths, out_dir, options, quiet=extract.quiet, resume=reuse, extract=extract, seconds=seconds)
+
+
+def experiment(
+    paths: dict[str, Path],
+    folder: Path,
+    options: RunOptions,
+    *,
+    out: Path | None = None,
+    quiet: bool = False,
+    progress=None,
+    resume: bool = True,
+    extract: ExtractOptions | None = None,
+    seconds: dict[str, float] | None = None,
+) -> Path:
+    """trials -> combine: the T trials of one experiment (`run_trials`) in `folder`, combined into one result
+    at `out` (default folder / result_name(options)); `seconds`: the extraction's, added to the trials'."""
+    results = run_trials(paths, folder, options, quiet, progress, resume, extract)
+    out = folder / result_name(options) if out is None else out
+    return combine([store.load(p, "result") for p in results], out, seconds)
 
 
 def combine(results: list[store.Artifact], out: Path, extra_seconds: dict[str, float] | None = None) -> Path:

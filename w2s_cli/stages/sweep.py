@@ -2,9 +2,8 @@
 
 Embeddings are extracted once per (model, input size, data) into OUT_DIR/embeddings and shared by every
 point and trial; each point's trials and combined result live in OUT_DIR/points/<point>/, so a killed
-sweep, rerun, computes only what is missing. One row per point: the parameters, measured errors and
-accuracies, PGR and OPR (mean and standard error over trials), the variance-only theory's and the
-label-light predictions, d_w, d_s, d_sw and the exact variance coefficients.
+sweep, rerun, computes only what is missing. The sweep is a `Sweep` record: per point its parameters and
+the summary of its combined result (report/ shows it as a table, a CSV and a figure).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from typing import Any
 
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss, TrainSpec
-from w2s_cli.numerics.stats import MODELS
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
@@ -31,18 +29,9 @@ from w2s_cli.options import (
     SubspaceOptions,
     parse_subspace,
 )
-from w2s_cli.report.summary import load_result, summary
 from w2s_cli.stages.executors import spread
-from w2s_cli.stages.run import (
-    EmbeddingCache,
-    LazySource,
-    auto_limit,
-    check_sizes,
-    combine,
-    result_name,
-    run_trials,
-)
-from w2s_cli.store import artifact as store
+from w2s_cli.stages.run import embedding_cache, experiment
+from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.store.records import Summary, Sweep, SweepPoint
 
 PARAMETERS = (
@@ -174,14 +163,7 @@ def sweep(
         options.split.check()
         grid.append((params, options))
     out_dir = Path(out_dir)
-    source = LazySource(data)
-    limit = base.limit
-    if limit is None:
-        need = max(o.split.n_labeled + o.split.n_pseudo for _, o in grid)
-        limit = auto_limit(source().split, max(o.split.n_test for _, o in grid), need)
-    for _, options in grid:
-        check_sizes(source(), options, limit)
-    cache = EmbeddingCache(out_dir, data, extract, limit, base.seed, reuse, source)
+    cache = embedding_cache(out_dir, data, [o for _, o in grid], extract, reuse)
     resume = reuse
     if executor is not None and executor.spread:  # the jobs write every trial; the loop below combines them
         tasks = [(f"points/{point_key(p)}", out_dir / "points" / point_key(p), o) for p, o in grid]
@@ -199,8 +181,7 @@ def sweep(
             if progress is not None:
                 progress(done, total, key)
 
-        results = run_trials(paths, folder, options, quiet=True, progress=tick, resume=resume, extract=extract)
-        path = combine([store.load(p, "result") for p in results], folder / result_name(options))
+        path = experiment(paths, folder, options, quiet=True, progress=tick, resume=resume, extract=extract)
         params_text = {k: label(v) for k, v in params.items()}
         points.append(SweepPoint(params_text, key, str(path), summary(load_result(path))))
     correlations = None
@@ -232,67 +213,3 @@ def spearman(x: list[float | None], y: list[float | None]) -> float | None:
     if len(pairs) < 3:
         return None
     return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
-
-
-def rows(result: Sweep) -> tuple[list[str], list[list[Any]]]:
-    """The sweep as a table: one row per point (see the module docstring)."""
-    names = result.vary
-    header = list(names) + [
-        "student",
-        "trials",
-        "n_labeled",
-        "n_pseudo",
-        "label_noise",
-        "weak",
-        "strong",
-        "d_w",
-        "d_s",
-        "d_sw",
-        "d_sw_null",
-        "d_sw_corrected",
-        "d_sw_over_d_w",
-    ]
-    for k in MODELS:
-        header += [
-            f"error_{k}",
-            f"error_{k}_se",
-            f"accuracy_{k}",
-            f"accuracy_{k}_se",
-            f"error_{k}_predicted",
-            f"variance_{k}_exact",
-            f"variance_{k}_theory",
-        ]
-    header += ["pgr", "pgr_se", "opr", "opr_se", "pgr_predicted", "opr_predicted", "pgr_theory", "opr_theory"]
-    header += [f"error_{k}_epoch0" for k in MODELS[1:]] + ["pgr_epoch0", "pgr_epoch0_se"]
-    body = [_row(names, p) for p in result.points]
-    return header, body
-
-
-def _row(names: list[str], p: SweepPoint) -> list[Any]:
-    """One point of the table of `rows`."""
-    s = p.summary
-    m, t, start = s.metrics, s.theory, s.init
-    d, pred = (t.dimensions, t.predicted) if t else (None, None)
-    acc = (m.accuracy, m.accuracy_stderr) if m.accuracy is not None else (dict.fromkeys(MODELS),) * 2
-    row = [p.params[n] for n in names]
-    row += [
-        s.student.description if s.student else "linear probe",
-        s.trials,
-        s.n_labeled,
-        s.n_pseudo,
-        None if s.label_noise is None else s.label_noise.rate,
-        f"{s.weak_model}@{s.weak_input_size}",
-        f"{s.strong_model}@{s.strong_input_size}",
-    ]
-    row += [getattr(d, k) if d else None for k in ("d_w", "d_s", "d_sw", "d_sw_null", "d_sw_corrected")]
-    row.append(d.overlap if d else None)
-    for k in MODELS:
-        var = t.variance[k] if t else None
-        row += [m.error[k], m.error_stderr[k], acc[0][k], acc[1][k], pred.error[k] if pred else None]
-        row += [var.exact, var.theory] if var else [None, None]
-    row += [m.pgr, m.pgr_stderr, m.opr, m.opr_stderr]
-    row += [pred.pgr, pred.opr] if pred else [None, None]
-    row += [t.theory.pgr, t.theory.opr] if t else [None, None]
-    row += [start.error[k] if start else None for k in MODELS[1:]]
-    row += [start.pgr, start.pgr_stderr] if start else [None, None]
-    return row

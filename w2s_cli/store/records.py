@@ -655,7 +655,7 @@ class VarianceOnly:
 
 @dataclass(frozen=True)
 class TheorySummary:
-    """What the theory explains, averaged over the trials of a result (report/summary.py)."""
+    """What the theory explains, averaged over the trials of a result (stages/summary.py)."""
 
     dimensions: Dimensions
     variance: dict[str, VarianceRow]
