@@ -64,8 +64,8 @@ def train_weak(
     loo = loo_residuals(head.fit, Z_L, Y_L) if head.fit is not None else None
     record = TeacherRecord(
         embeddings=emb.reference(out),
-        dataset=emb.meta["dataset"],
-        sample_ids_sha256=emb.meta["sample_ids_sha256"],
+        dataset=emb.record.dataset,
+        sample_ids_sha256=emb.record.sample_ids_sha256,
         task=emb.task,
         solver=solver.value,
         link=link,
