@@ -161,8 +161,7 @@ def plot_sweep(result: Sweep, path) -> Path:
     def val(v: float | None) -> float:
         return np.nan if v is None else float(v)
 
-    def predicted(i: int):  # the label-light predictions of point i (None: not analysed)
-        return s[i].theory.predicted if s[i].theory else None
+    predicted = [p.theory.predicted if p.theory else None for p in s]  # label-light (None: not analysed)
 
     for ax, panel in zip(axes, panels, strict=True):
         for g, (name, idx) in enumerate(groups.items()):
@@ -182,7 +181,7 @@ def plot_sweep(result: Sweep, path) -> Path:
                     )
                     ax.plot(
                         xs,
-                        [val(predicted(i) and predicted(i).error[k]) for i in order],
+                        [val(predicted[i] and predicted[i].error[k]) for i in order],
                         "--",
                         color=COLORS[k],
                         lw=1,
@@ -201,13 +200,8 @@ def plot_sweep(result: Sweep, path) -> Path:
                 color=color,
                 label=f"measured ±2 se{tag}",
             )
-            ax.plot(
-                xs,
-                [val(predicted(i) and getattr(predicted(i), panel)) for i in order],
-                "--",
-                color=color,
-                label=f"label-light{tag}",
-            )
+            pred = [val(predicted[i] and getattr(predicted[i], panel)) for i in order]
+            ax.plot(xs, pred, "--", color=color, label=f"label-light{tag}")
             ax.plot(
                 xs,
                 [val(s[i].theory and getattr(s[i].theory.theory, panel)) for i in order],

@@ -133,17 +133,7 @@ def rank_teachers(
         rows[spec.label] = draws[0]["w2s_rows"]
         if measure:
             folder = out_dir / "teachers" / folder_name(spec)
-            paths, options = {"weak": weak, "strong": strong}, base_with(base, spec)
-            out = folder / "result.safetensors"
-            s = summary(load_result(experiment(paths, folder, options, out=out, quiet=True, resume=resume)))
-            m = s.metrics
-            entry["measured"] = {
-                "error_w2s": m.error["w2s"],
-                "error_w2s_stderr": m.error_stderr["w2s"],
-                "error_weak": m.error["weak"],
-                "pgr": m.pgr,
-                "opr": m.opr,
-            }
+            entry["measured"] = measured({"weak": weak, "strong": strong}, folder, base_with(base, spec), resume)
         entries.append(entry)
         if progress is not None:
             progress(spec.label)
@@ -164,6 +154,19 @@ def rank_teachers(
             (abs(p - m) / m for p, m in zip(pred, meas, strict=True) if p is not None and m), default=None
         )
     return result
+
+
+def measured(paths: dict[str, Path], folder: Path, options: RunOptions, resume: bool) -> dict[str, Any]:
+    """The W2S error (with its standard error), the weak error, PGR and OPR of a teacher's whole pipeline."""
+    out = folder / "result.safetensors"
+    m = summary(load_result(experiment(paths, folder, options, out=out, quiet=True, resume=resume))).metrics
+    return {
+        "error_w2s": m.error["w2s"],
+        "error_w2s_stderr": m.error_stderr["w2s"],
+        "error_weak": m.error["weak"],
+        "pgr": m.pgr,
+        "opr": m.opr,
+    }
 
 
 def folder_name(spec: BackboneSpec) -> str:
