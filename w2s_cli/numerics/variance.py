@@ -17,10 +17,6 @@ import numpy as np
 from w2s_cli.numerics.moments import Moments
 from w2s_cli.numerics.solvers import LinearFit
 
-# the fits themselves live with the solvers (numerics/solvers.py); re-exported for the stages that read them here
-from w2s_cli.numerics.solvers import fit_moments as fit_moments
-from w2s_cli.numerics.solvers import fit_rows as fit_rows
-
 
 def sub(m: Moments, s: slice) -> Moments:
     return Moments(m.count, m.mean[s], m.cross[s, s])
