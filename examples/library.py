@@ -38,11 +38,12 @@ split = SplitOptions(n_labeled=300, n_pseudo=1000, n_test=400)
 teacher = train_weak(weak, out / "teacher.safetensors", split, SubspaceOptions("40"))
 pseudo = pseudolabel(teacher, out / "pseudo.safetensors")
 result = fit_student(pseudo, strong, out / "result.safetensors", subspace=SubspaceOptions("100"))
-s = summary(load_result(result))
-print("accuracy:", {k: round(v, 3) for k, v in s["accuracy"].items()})
-print(f"PGR {s['pgr']:.3f} ± {s['pgr_stderr']:.3f}  OPR {s['opr']:.3f} ± {s['opr_stderr']:.3f}")
-print("label-light prediction:", {k: round(v, 3) for k, v in s["predicted"].items() if k in ("pgr", "opr")})
-print("exact / paper variance:", {k: round(v["ratio"], 3) for k, v in s["variance"].items()})
+s = summary(load_result(result))  # a Summary record; s.to_json() is what `w2s report --json` prints
+m, t = s.metrics, s.theory
+print("accuracy:", {k: round(v, 3) for k, v in m.accuracy.items()})
+print(f"PGR {m.pgr:.3f} ± {m.pgr_stderr:.3f}  OPR {m.opr:.3f} ± {m.opr_stderr:.3f}")
+print("label-light prediction:", {"pgr": round(t.predicted.pgr, 3), "opr": round(t.predicted.opr, 3)})
+print("exact / paper variance:", {k: round(v.ratio, 3) for k, v in t.variance.items()})
 
 # 3. the solvers are scikit-learn estimators: minimum-norm least squares in float64
 rng = np.random.default_rng(0)

@@ -12,9 +12,9 @@ from w2s_cli.numerics.moments import Moments
 from w2s_cli.numerics.spectra import Spectrum, energy_dimension, participation_ratio
 from w2s_cli.numerics.subspaces import overlap
 from w2s_cli.options import SplitOptions, SubspaceOptions
-from w2s_cli.report.summary import load_result, summary
 from w2s_cli.stages.intrinsic import intrinsic_dim
 from w2s_cli.stages.student import fit_student
+from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
 
@@ -113,10 +113,10 @@ def test_full_width_collapses_near_the_width_and_the_shared_subspace_does_not(tm
     sub = summary(
         load_result(fit_student(pseudo, strong, tmp_path / "sub.safetensors", subspace=SubspaceOptions("16")))
     )
-    assert sub["dimensions"]["d_s"] == 16 and full["dimensions"]["d_s"] == 200
+    assert sub.theory.dimensions.d_s == 16 and full.theory.dimensions.d_s == 200
     # measured: full width 0.146, subspace 0.102, subspace ceiling 0.102 (test MSE vs one-hot)
-    assert full["error"]["w2s"] > 1.3 * sub["error"]["w2s"]
-    assert sub["error"]["w2s"] < 1.1 * sub["error"]["ceiling"]
-    assert "w2s" in full["near_interpolation"] and not sub["near_interpolation"]
-    assert not full["theory"]["available"] and "d_s" in full["theory"]["note"]
-    assert full["predicted"]["error"]["strong_sft"] is None  # SFT interpolates its 150 labels: no leave-one-out
+    assert full.metrics.error["w2s"] > 1.3 * sub.metrics.error["w2s"]
+    assert sub.metrics.error["w2s"] < 1.1 * sub.metrics.error["ceiling"]
+    assert "w2s" in full.theory.near_interpolation and not sub.theory.near_interpolation
+    assert not full.theory.theory.available and "d_s" in full.theory.theory.note
+    assert full.theory.predicted.error["strong_sft"] is None  # SFT interpolates its 150 labels: no leave-one-out

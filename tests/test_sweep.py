@@ -118,7 +118,7 @@ def test_a_killed_sweep_resumes_without_redoing_finished_trials(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in finished}
     seen = []
     result = sweep(tmp_path, data, base, QUIET, varies, progress=lambda d, t, k: seen.append(d))
-    assert len(result["points"]) == 2 and seen == [1, 2, 3, 4]
+    assert len(result.points) == 2 and seen == [1, 2, 3, 4]
     assert all(p.stat().st_mtime_ns == stamps[p] for p in finished)  # not redone
     assert len(sorted((tmp_path / "points").glob("*/trial-*/result.safetensors"))) == 4
 

@@ -58,7 +58,7 @@ def test_no_discrepancy_gives_no_gain():
 
 def test_below_the_threshold_w2s_does_not_beat_the_teacher():
     d_s = 8
-    assert theory.n_pseudo_threshold(d_s) == 17
+    assert theory.limits(d_s, 16, 0)["n_pseudo_threshold"] == 17  # the report's threshold, N = 14 below it
     cfg = SynthConfig(
         60, d_s=d_s, d_w=16, shared=0, n_labeled=60, n_pseudo=14, sigma=1.0, trials=20000, rest="orthogonal"
     )

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 
 from w2s_cli.numerics.moments import Moments
+from w2s_cli.numerics.solvers import fit_moments, fit_rows
 from w2s_cli.numerics.subspaces import chance_overlap, null_corrected, overlap
 from w2s_cli.numerics.variance import (
     LabelNoise,
     W2SMap,
-    fit_moments,
-    fit_rows,
     loo_residuals,
     variance_coefficient,
     w2s_loo_residuals,

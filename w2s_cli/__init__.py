@@ -38,8 +38,8 @@ _LAZY = {
     "sweep": ("w2s_cli.stages.sweep", "sweep"),
     "rank_teachers": ("w2s_cli.stages.teachers", "rank_teachers"),
     "intrinsic_dim": ("w2s_cli.stages.intrinsic", "intrinsic_dim"),
-    "summary": ("w2s_cli.report.summary", "summary"),
-    "load_result": ("w2s_cli.report.summary", "load_result"),
+    "summary": ("w2s_cli.stages.summary", "summary"),
+    "load_result": ("w2s_cli.stages.summary", "load_result"),
 }
 
 

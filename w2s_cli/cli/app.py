@@ -49,6 +49,7 @@ RUN_GROUPS = {
 }
 if TYPE_CHECKING:
     from w2s_cli.report.tracking import Tracking
+    from w2s_cli.store.records import Sweep
 
 app = typer.Typer(
     add_completion=False,
@@ -84,7 +85,7 @@ def emit_path(path: Path, summary: str = "") -> None:
 
 def _show_report(result: Path, as_json: bool, as_markdown: bool) -> None:
     from w2s_cli.report.render import print_json, report_blocks, show
-    from w2s_cli.report.summary import load_result, summary
+    from w2s_cli.stages.summary import load_result, summary
 
     s = summary(load_result(result))
     if as_json:
@@ -324,8 +325,8 @@ def run(
 
 def _track_run(tracking: Tracking, path: Path, out_dir: Path) -> None:
     from w2s_cli.cli.config import configuration
-    from w2s_cli.report.summary import load_result, summary
     from w2s_cli.report.tracking import log_run
+    from w2s_cli.stages.summary import load_result, summary
 
     run_id = log_run(tracking, summary(load_result(path)), path, out_dir=out_dir, configuration=configuration())
     sys.stderr.write(f"tracked: MLflow run {run_id} in {tracking.uri}\n")
@@ -359,13 +360,15 @@ def sweep(
     ),
 ) -> None:
     """`w2s run` over a grid of parameters, T trials per point; resumable; CSV, figure, JSON."""
+    from dataclasses import replace
+
     from w2s_cli.cli.config import configuration, save_configuration
     from w2s_cli.progress import progress_bar
-    from w2s_cli.report.plots import plot_sweep, write_csv
+    from w2s_cli.report.plots import plot_sweep, sweep_rows, write_csv
     from w2s_cli.report.render import print_json, show, sweep_blocks
     from w2s_cli.report.tracking import Tracking
     from w2s_cli.stages.executors import Detached, Estimated
-    from w2s_cli.stages.sweep import parse_vary, rows
+    from w2s_cli.stages.sweep import parse_vary
     from w2s_cli.stages.sweep import sweep as run_sweep
     from w2s_cli.store.outputs import check_output
 
@@ -393,8 +396,8 @@ def sweep(
             return _show_estimate(work.estimate, out_dir, as_json)
     if spread.kind != "inprocess" and collect is None:
         save_configuration(out_dir / "jobs" / "sweep.toml")
-    result["configuration"] = configuration()
-    header, body = rows(result)
+    result = replace(result, configuration=configuration())
+    header, body = sweep_rows(result)
     if csv_out is not None:
         write_csv(header, body, csv_out)
     if plot is not None:
@@ -410,7 +413,7 @@ def sweep(
         show(sweep_blocks(result))
 
 
-def _track_sweep(tracking: Tracking, result: dict, out_dir: Path, files: list[Path | None]) -> None:
+def _track_sweep(tracking: Tracking, result: Sweep, out_dir: Path, files: list[Path | None]) -> None:
     from w2s_cli.report.tracking import log_sweep
 
     parent, points = log_sweep(tracking, result, out_dir=out_dir, files=files)

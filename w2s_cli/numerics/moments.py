@@ -15,6 +15,32 @@ import numpy as np
 import scipy.linalg.blas
 
 CHUNK_BYTES = 16 << 20  # float64 rows centred per step of the Gram accumulation: stays in cache
+EPS = np.finfo(np.float64).eps
+
+
+def rank_tolerance(rows: int, cols: int) -> float:
+    """The one rank cut-off of w2s, relative to the largest value: max(rows, cols) x float64 eps.
+
+    Why: a float64 matrix of `rows` x `cols` is known to about that fraction of its largest singular value
+    (its entries' rounding, summed by any factorisation): LAPACK's and numpy's default for `matrix_rank`
+    and `lstsq`. A Gram matrix Xc^T Xc (a covariance, the moments) is known to the same fraction of its
+    largest eigenvalue, so its eigenvalues are cut at the same relative level; in the rows' singular values
+    that is sqrt(tolerance) (5.4e-7 for 1,300 rows): forming the Gram squares the condition number, and
+    directions between the two cuts are resolved by the rows but not by the moments (`fit_ridgeless` then
+    refits from the rows). `Spectrum.signal_rank` (1e-9 of the top variance) is not a rank rule but the
+    float32 embeddings' noise floor, which a basis stays above.
+    """
+    return max(rows, cols, 1) * EPS
+
+
+def above_cutoff(values: np.ndarray, *, rows: int, cols: int) -> np.ndarray:
+    """Mask of the `values` that count as non-zero under `rank_tolerance`: singular values of a rows x cols
+    matrix, or eigenvalues of its Gram matrix (cols x cols). Nothing counts when the largest is <= 0."""
+    values = np.asarray(values)
+    top = values.max(initial=0.0)
+    if top <= 0:
+        return np.zeros(values.shape, dtype=bool)
+    return values > top * rank_tolerance(rows, cols)
 
 
 @dataclass
@@ -47,9 +73,6 @@ class Moments:
     def covariance(self) -> np.ndarray:
         """The population covariance cross / count."""
         return self.cross / max(self.count, 1)
-
-    def block(self, a: slice, b: slice | None = None) -> np.ndarray:
-        return self.cross[a, a if b is None else b]
 
 
 def of_columns(*blocks: np.ndarray) -> Moments:

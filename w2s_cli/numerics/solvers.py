@@ -1,11 +1,11 @@
-"""Teacher and student solvers: scikit-learn estimators in float64 (so `clone`, `get_params`, pipelines and
-grid search work), plus the moment-based path the stages use to fit without holding the rows.
+"""Teacher and student solvers: the ridgeless fit every stage runs, and scikit-learn estimators in float64
+(so `clone`, `get_params`, pipelines and grid search work).
 
-* `RidgelessRegressor`: minimum-norm least squares on centred data, theta = pinv(Xc) Yc (the paper's
-  ridgeless regression). With more rows than columns it solves the normal equations from the float64
-  Gram matrix (Cholesky, or a cut-off eigen-pseudo-inverse when rank-deficient): the same solution,
-  ~3x faster than LAPACK's gelsd on the rows and computable from streamed moments. With fewer rows it
-  keeps the rows and takes gelsd's minimum-norm solution.
+* `fit_ridgeless`: minimum-norm least squares with an intercept, theta = pinv(Zc) Yc (the paper's ridgeless
+  regression). With more rows than columns it solves from the float64 moments of [Z | Y] (an eigen-
+  pseudo-inverse of the Gram matrix, computable from streamed rows); with fewer rows, or where the moments
+  cannot resolve the design (see `rank_tolerance`), from the rows by SVD (LAPACK's minimum norm, as
+  `lstsq`). The stages fit every ridgeless head through it; `RidgelessRegressor` wraps it.
 * `RidgeRegressor`: ridge with the penalty chosen by leave-one-out CV on the training rows
   (scikit-learn's RidgeCV).
 * `LogisticClassifier`: multinomial logistic regression by L-BFGS on one-hot or soft targets (the authors'
@@ -16,57 +16,167 @@ grid search work), plus the moment-based path the stages use to fit without hold
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.linalg
 import scipy.optimize
+import scipy.special
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval  # scikit-learn's own parameter checks (since 1.2)
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from threadpoolctl import threadpool_limits
 
-from w2s_cli.numerics.moments import Moments, of_columns
+from w2s_cli.numerics.moments import EPS, Moments, above_cutoff, of_columns, rank_tolerance
 
-EPS = np.finfo(np.float64).eps
+NEAR_INTERPOLATION = 0.8  # a fit with d >= 0.8 x its training rows is flagged
+
+
+def one_thread(width: int) -> contextlib.AbstractContextManager:
+    """BLAS on one thread for eigen- and singular-value decompositions `width` >= 256 columns wide: they lean
+    on level-2 BLAS, where threads only add synchronisation, and stall when another process holds the cores
+    (p = 1,280 on the shared 2 cores: eigh 14-20 s threaded against 1.2 s on one thread; SVD of 1,300 rows
+    23-30 s against 3 s)."""
+    return threadpool_limits(1, user_api="blas") if width >= 256 else contextlib.nullcontext()
 
 
 def gram_pinv(G: np.ndarray, rows: int) -> tuple[np.ndarray, int, float]:
-    """(G^+, rank, condition number of the rows) for a Gram matrix G = Xc^T Xc of `rows` rows.
+    """(G^+, rank, condition number of the rows) for a Gram matrix G = Xc^T Xc of `rows` rows, eigenvalues
+    cut by `above_cutoff`.
 
-    Eigenvalues below lambda_max * max(rows, p) * eps count as zero: the precision of a float64 Gram.
+    scipy.linalg.pinvh computes the same G^+, but with LAPACK's syev hard-coded (6.7x slower than numpy's
+    syevd at p = 1,280 here) and without the eigenvalues the condition number needs.
     """
-    w, V = np.linalg.eigh(G)
-    if len(w) == 0 or w[-1] <= 0:
+    if len(G) == 0:
         return np.zeros_like(G), 0, float("inf")
-    keep = w > w[-1] * max(rows, len(w)) * EPS
+    with one_thread(len(G)):
+        w, V = np.linalg.eigh(G)
+    keep = above_cutoff(w, rows=rows, cols=len(w))
+    if not keep.any():
+        return np.zeros_like(G), 0, float("inf")
     Vk = V[:, keep]
     cond = float(np.sqrt(w[-1] / w[keep][0]))
     return (Vk / w[keep]) @ Vk.T, int(keep.sum()), cond
 
 
-def gram_solve(G: np.ndarray, B: np.ndarray, rows: int) -> tuple[np.ndarray, int, float]:
-    """Minimum-norm solution of G theta = B (G a Gram matrix of `rows` rows), its rank and condition number.
-    Cholesky when G is safely positive definite, else the cut-off eigen-pseudo-inverse."""
-    p = len(G)
-    if p == 0:
-        return np.zeros((0, B.shape[1])), 0, float("nan")
-    # p x p factorisations (tridiagonal reduction, Cholesky panels) lean on level-2 BLAS, where threads only
-    # add synchronisation, and stall for seconds when another process holds the cores: one thread is steady
-    with threadpool_limits(1, user_api="blas") if p >= 256 else contextlib.nullcontext():
-        w = scipy.linalg.eigvalsh(G)
-        if w[0] > w[-1] * max(rows, p) * EPS * 1e3:
-            factor = scipy.linalg.cho_factor(G, check_finite=False)
-            return scipy.linalg.cho_solve(factor, B, check_finite=False), p, float(np.sqrt(w[-1] / w[0]))
-        Gp, rank, cond = gram_pinv(G, rows)
-        return Gp @ B, rank, cond
+@dataclass
+class LinearFit:
+    """Least squares with an intercept: f(z) = y_mean + (z - x_mean) @ coef, and what its variance needs.
+
+    ill_determined: the design has directions the moments cannot resolve (singular values of the centred
+    rows below sqrt(rank_tolerance) of the largest): a fit from the rows keeps them (lstsq's answer, fragile:
+    rounding in them is amplified by the condition number); a fit from moments alone drops them, and cannot
+    tell them from exact zeros. solved_from: "moments" or "rows".
+    """
+
+    x_mean: np.ndarray
+    y_mean: np.ndarray
+    coef: np.ndarray  # (p, C)
+    gram_pinv: np.ndarray  # (Zc^T Zc)^+, (p, p)
+    rows: int
+    rank: int
+    condition_number: float
+    rss: float | None  # residual sum of squares over rows and columns; None when it is below rounding
+    ill_determined: bool = False
+    solved_from: str = "moments"
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        return self.y_mean + (np.asarray(Z, np.float64) - self.x_mean) @ self.coef
+
+    @property
+    def n_outputs(self) -> int:
+        return self.coef.shape[1]
+
+    def sigma2(self) -> float | None:
+        """Residual variance per output column, RSS / (rows - rank - 1); None when the fit interpolates."""
+        dof = self.rows - self.rank - 1
+        if dof <= 0 or self.rss is None:
+            return None
+        return self.rss / (self.n_outputs * dof)
+
+    def near_interpolation(self) -> bool:
+        return self.rank >= NEAR_INTERPOLATION * self.rows
+
+    def record(self) -> dict:
+        return {
+            "rows": self.rows,
+            "rank": self.rank,
+            "condition_number": self.condition_number,
+            "ill_determined": self.ill_determined,
+            "solved_from": self.solved_from,
+        }
+
+
+def fit_moments(m: Moments, x: slice, y: slice) -> LinearFit:
+    """The minimum-norm least-squares fit of columns y on columns x from their joint (centred) moments.
+
+    Ill-determined when it keeps fewer directions than the rows could hold (min(rows - 1, p)): the Gram
+    cannot tell directions below its resolution from exact zeros."""
+    G, B = m.cross[x, x], m.cross[x, y]
+    Gp, rank, cond = gram_pinv(G, m.count)
+    coef = Gp @ B
+    total = float(np.trace(m.cross[y, y]))
+    rss = total - float(np.sum(B * coef))
+    # below this the residual is rounding error of the subtraction (the fit interpolates)
+    rss = rss if rss > total * EPS * 64 * max(len(G), 1) else None
+    unresolved = rank < min(m.count - 1, len(G))
+    return LinearFit(m.mean[x].copy(), m.mean[y].copy(), coef, Gp, m.count, rank, cond, rss, unresolved)
+
+
+def fit_rows(Z: np.ndarray, Y: np.ndarray, *, centre: bool = True) -> LinearFit:
+    """The same fit from the rows themselves: SVD of the centred rows, singular values cut by
+    `above_cutoff` (LAPACK gelsd's minimum-norm solution, as numpy's and scipy's `lstsq`).
+    centre=False: no intercept (x_mean, y_mean = 0)."""
+    Z, Y = np.asarray(Z, np.float64), np.asarray(Y, np.float64).reshape(len(Z), -1)
+    x_mean = Z.mean(axis=0) if centre else np.zeros(Z.shape[1])
+    y_mean = Y.mean(axis=0) if centre else np.zeros(Y.shape[1])
+    Zc, Yc = Z - x_mean, Y - y_mean
+    with one_thread(Zc.shape[1]):
+        U, s, Vt = np.linalg.svd(Zc, full_matrices=False)
+    keep = above_cutoff(s, rows=Zc.shape[0], cols=Zc.shape[1])
+    U, s, Vt = U[:, keep], s[keep], Vt[keep]
+    coef = Vt.T @ ((U.T @ Yc) / s[:, None])
+    resid = Yc - Zc @ coef
+    total = float((Yc**2).sum())
+    rss = float((resid**2).sum())
+    rss = rss if rss > total * EPS * 64 * max(Zc.shape) else None
+    cond = float(s[0] / s[-1]) if len(s) else float("inf")
+    fragile = bool(len(s) and s[-1] <= s[0] * np.sqrt(rank_tolerance(*Zc.shape)))
+    gp = (Vt.T / s**2) @ Vt
+    return LinearFit(x_mean, y_mean, coef, gp, len(Z), int(keep.sum()), cond, rss, fragile, "rows")
+
+
+def fit_ridgeless(
+    moments: Moments | None,
+    p: int,
+    *,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
+    centre: bool = True,
+) -> LinearFit:
+    """The ridgeless fit of every stage and of `RidgelessRegressor`: Y on Z by minimum-norm least squares.
+
+    moments: of [Z | Y] (the first p columns are Z; centred, or raw for centre=False), used when they hold
+    more rows than p; rows: (Z (n, p), Y (n, C)), used otherwise, and to refit when the moments cannot
+    resolve the design (`fit_moments` ill-determined: singular values below sqrt(rank_tolerance) of the
+    largest, where lstsq on the rows keeps them). Without rows such a fit stays from moments, flagged.
+    """
+    if moments is not None and moments.count > p:
+        fit = fit_moments(moments, slice(0, p), slice(p, None))
+        if not fit.ill_determined or rows is None:
+            return fit
+    elif rows is None:
+        count = 0 if moments is None else moments.count
+        raise ValueError(f"a ridgeless fit of {p} columns on {count} rows needs the rows, not only their moments")
+    return fit_rows(*rows, centre=centre)
 
 
 class RidgelessRegressor(RegressorMixin, BaseEstimator):
-    """Minimum-norm least squares in float64; intercept = target mean when `fit_intercept`.
+    """Minimum-norm least squares in float64 (`fit_ridgeless`, the stages' fit); intercept = target mean
+    when `fit_intercept`.
 
-    Fitted: coef_ (p,) or (p, C), intercept_, rank_, condition_number_ (of the centred rows).
+    Fitted: coef_ (p,) or (p, C), intercept_, rank_, condition_number_ (of the centred rows),
+    ill_determined_ and linear_fit_ (the `LinearFit`, with what the variance analysis needs).
     """
 
     def __init__(self, fit_intercept: bool = True) -> None:
@@ -81,35 +191,16 @@ class RidgelessRegressor(RegressorMixin, BaseEstimator):
         # float32 rows stay float32 here: the moments convert them to float64 chunk by chunk
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True)
         Y = y.reshape(len(y), -1)
+        moments = None
         if len(X) > X.shape[1]:
-            self._fit_moments(of_columns(X, Y) if self.fit_intercept else _raw(X, Y), X.shape[1])
-        else:
-            X = X.astype(np.float64, copy=False)
-            x_mean = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
-            y_mean = Y.mean(axis=0) if self.fit_intercept else np.zeros(Y.shape[1])
-            Xc = X - x_mean
-            theta, _, rank, sv = scipy.linalg.lstsq(
-                Xc, Y - y_mean, cond=EPS * max(Xc.shape), lapack_driver="gelsd", check_finite=False
-            )
-            self.coef_, self.intercept_ = theta, y_mean - x_mean @ theta
-            self.rank_ = int(rank)
-            kept = sv[sv > EPS * max(Xc.shape) * sv[0]] if len(sv) and sv[0] > 0 else sv[:0]
-            self.condition_number_ = float(kept[0] / kept[-1]) if len(kept) else float("inf")
+            moments = of_columns(X, Y) if self.fit_intercept else _raw(X, Y)
+        fit = fit_ridgeless(moments, X.shape[1], rows=(X, Y), centre=self.fit_intercept)
+        self.linear_fit_ = fit
+        self.coef_, self.intercept_ = fit.coef, fit.y_mean - fit.x_mean @ fit.coef
+        self.rank_, self.condition_number_, self.ill_determined_ = fit.rank, fit.condition_number, fit.ill_determined
         if y.ndim == 1:
             self.coef_, self.intercept_ = self.coef_[:, 0], float(self.intercept_[0])
         return self
-
-    def fit_moments(self, moments: Moments, n_features: int) -> RidgelessRegressor:
-        """Fit from the moments of [X | Y] rows (the first n_features columns are X), never seeing the rows."""
-        self.n_features_in_ = n_features
-        self._fit_moments(moments, n_features)
-        return self
-
-    def _fit_moments(self, m: Moments, p: int) -> None:
-        x, y = slice(0, p), slice(p, None)
-        theta, self.rank_, self.condition_number_ = gram_solve(m.cross[x, x], m.cross[x, y], m.count)
-        self.coef_ = theta
-        self.intercept_ = m.mean[y] - m.mean[x] @ theta
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self)
@@ -119,7 +210,7 @@ class RidgelessRegressor(RegressorMixin, BaseEstimator):
 
 def _raw(X: np.ndarray, Y: np.ndarray) -> Moments:
     """Uncentred moments (mean 0): least squares without an intercept."""
-    Z = np.hstack([X, Y])
+    Z = np.hstack([X, Y]).astype(np.float64, copy=False)
     return Moments(len(Z), np.zeros(Z.shape[1]), Z.T @ Z)
 
 
@@ -150,12 +241,6 @@ class RidgeRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return X @ self.coef_ + self.intercept_
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class LogisticClassifier(ClassifierMixin, BaseEstimator):
@@ -196,12 +281,9 @@ class LogisticClassifier(ClassifierMixin, BaseEstimator):
 
         def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
             W, b = w[: p * k].reshape(p, k), w[p * k :]
-            Z = Xc @ W + b
-            Z -= Z.max(axis=1, keepdims=True)
-            logsum = np.log(np.exp(Z).sum(axis=1, keepdims=True))
-            P = np.exp(Z - logsum)
-            value = -(T * (Z - logsum)).sum() + 0.5 / self.C * (W * W).sum()
-            G = P - T
+            logp = scipy.special.log_softmax(Xc @ W + b, axis=1)
+            value = -(T * logp).sum() + 0.5 / self.C * (W * W).sum()
+            G = np.exp(logp) - T
             grad = np.concatenate([(Xc.T @ G + W / self.C).ravel(), G.sum(axis=0)])
             return float(value), grad
 
@@ -229,7 +311,7 @@ class LogisticClassifier(ClassifierMixin, BaseEstimator):
         return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return softmax(self._logits(X))
+        return scipy.special.softmax(self._logits(X), axis=1)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         best = self.predict_proba(X).argmax(axis=1)
@@ -239,11 +321,3 @@ class LogisticClassifier(ClassifierMixin, BaseEstimator):
 def make_solver(name: str) -> BaseEstimator:
     """A solver by name: ridgeless, ridge or logistic."""
     return {"ridgeless": RidgelessRegressor, "ridge": RidgeRegressor, "logistic": LogisticClassifier}[str(name)]()
-
-
-def outputs(model: BaseEstimator, X: np.ndarray) -> np.ndarray:
-    """A fitted head's output vectors (n, C): regression outputs, or class probabilities."""
-    if isinstance(model, LogisticClassifier):
-        return model.predict_proba(X)
-    out = model.predict(X)
-    return out.reshape(len(X), -1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from w2s_cli.errors import W2SError
-from w2s_cli.numerics.moments import Moments
+from w2s_cli.numerics.moments import Moments, above_cutoff
 
 ESTIMATORS = {
     "spectral": "spectral: smallest k holding the energy fraction of the centred covariance spectrum",
@@ -41,11 +41,8 @@ class Spectrum:
 
     @property
     def rank(self) -> int:
-        """Directions above the float64 rounding of the covariance."""
-        v = self.values
-        if len(v) == 0 or v[0] <= 0:
-            return 0
-        return int((v > v[0] * max(len(v), self.count) * np.finfo(np.float64).eps).sum())
+        """Directions above the float64 rounding of the covariance (`rank_tolerance`)."""
+        return int(above_cutoff(self.values, rows=self.count, cols=len(self.values)).sum())
 
     @property
     def signal_rank(self) -> int:

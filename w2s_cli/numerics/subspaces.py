@@ -15,7 +15,7 @@ import numpy as np
 import scipy.optimize
 
 from w2s_cli.errors import W2SError
-from w2s_cli.numerics.moments import Moments
+from w2s_cli.numerics.moments import Moments, above_cutoff
 from w2s_cli.numerics.spectra import Spectrum, energy_dimension
 
 
@@ -73,24 +73,24 @@ def _index(cols: slice | np.ndarray, size: int) -> np.ndarray:
     return np.arange(size)[cols] if isinstance(cols, slice) else np.asarray(cols, dtype=np.int64)
 
 
-def canonical_correlations(cross: np.ndarray, a: slice | np.ndarray, b: slice | np.ndarray) -> np.ndarray:
-    """Canonical correlations between column groups a and b from their joint centred cross-product matrix."""
+def canonical_correlations(
+    cross: np.ndarray, a: slice | np.ndarray, b: slice | np.ndarray, *, rows: int = 0
+) -> np.ndarray:
+    """Canonical correlations between column groups a and b from their joint centred cross-product matrix
+    over `rows` rows (directions below `rank_tolerance` left out)."""
     a, b = _index(a, len(cross)), _index(b, len(cross))
     A, B, AB = cross[np.ix_(a, a)], cross[np.ix_(b, b)], cross[np.ix_(a, b)]
 
     def inv_sqrt(M: np.ndarray) -> np.ndarray:
         w, V = np.linalg.eigh(M)
-        keep = w > w.max() * len(w) * np.finfo(np.float64).eps if w.max() > 0 else np.zeros_like(w, bool)
+        keep = above_cutoff(w, rows=rows, cols=len(w))
         return (V[:, keep] / np.sqrt(w[keep])) @ V[:, keep].T
 
     return np.clip(np.linalg.svd(inv_sqrt(A) @ AB @ inv_sqrt(B), compute_uv=False), 0.0, 1.0)
 
 
 def _rank(G: np.ndarray, rows: int) -> int:
-    if G.size == 0:
-        return 0
-    w = np.linalg.eigvalsh(G)
-    return int((w > w[-1] * max(rows, len(w)) * np.finfo(np.float64).eps).sum()) if w[-1] > 0 else 0
+    return int(above_cutoff(np.linalg.eigvalsh(G), rows=rows, cols=len(G)).sum()) if G.size else 0
 
 
 def chance_overlap(k: float, d_s: float, d_w: float, m: float) -> float:
@@ -117,7 +117,7 @@ def overlap(cross: np.ndarray, count: int, s: slice | np.ndarray, w: slice | np.
     the sum of squared canonical correlations, its chance value and the null-corrected shared dimension.
     Centred rows live in an (m - 1)-dimensional sample space."""
     s, w = _index(s, len(cross)), _index(w, len(cross))
-    rho = canonical_correlations(cross, s, w)
+    rho = canonical_correlations(cross, s, w, rows=count)
     d_s = _rank(cross[np.ix_(s, s)], count)
     d_w = _rank(cross[np.ix_(w, w)], count)
     m = count - 1 if centred else count

@@ -71,11 +71,6 @@ def limits(d_s: float, d_w: float, d_sw: float) -> dict[str, float | None]:
     }
 
 
-def n_pseudo_threshold(d_s: float) -> float:
-    """The W2S student's variance is below the teacher's iff N > 2 d_s + 1 (when d_sw < d_w)."""
-    return 2 * d_s + 1
-
-
 def coefficients(d_s: float, d_w: float, d_sw: float, n: int, N: int) -> dict[str, float]:
     """The paper's variance coefficients (excess risk per unit noise variance) of the four fits."""
     return excess_risks(d_s, d_w, d_sw, n, N, 1.0, exact=True)

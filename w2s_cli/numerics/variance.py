@@ -15,72 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from w2s_cli.numerics.moments import Moments
-from w2s_cli.numerics.solvers import EPS, gram_pinv
-
-NEAR_INTERPOLATION = 0.8  # a fit with d >= 0.8 x its training rows is flagged
-
-
-@dataclass
-class LinearFit:
-    """Least squares with an intercept: f(z) = y_mean + (z - x_mean) @ coef, and what its variance needs."""
-
-    x_mean: np.ndarray
-    y_mean: np.ndarray
-    coef: np.ndarray  # (p, C)
-    gram_pinv: np.ndarray  # (Zc^T Zc)^+, (p, p)
-    rows: int
-    rank: int
-    condition_number: float
-    rss: float | None  # residual sum of squares over rows and columns; None when it is below rounding
-
-    def predict(self, Z: np.ndarray) -> np.ndarray:
-        return self.y_mean + (np.asarray(Z, np.float64) - self.x_mean) @ self.coef
-
-    @property
-    def n_outputs(self) -> int:
-        return self.coef.shape[1]
-
-    def sigma2(self) -> float | None:
-        """Residual variance per output column, RSS / (rows - rank - 1); None when the fit interpolates."""
-        dof = self.rows - self.rank - 1
-        if dof <= 0 or self.rss is None:
-            return None
-        return self.rss / (self.n_outputs * dof)
-
-    def near_interpolation(self) -> bool:
-        return self.rank >= NEAR_INTERPOLATION * self.rows
-
-    def record(self) -> dict:
-        return {"rows": self.rows, "rank": self.rank, "condition_number": self.condition_number}
-
-
-def fit_moments(m: Moments, x: slice, y: slice) -> LinearFit:
-    """The minimum-norm least-squares fit of columns y on columns x from their joint moments."""
-    G, B = m.cross[x, x], m.cross[x, y]
-    Gp, rank, cond = gram_pinv(G, m.count)
-    coef = Gp @ B
-    total = float(np.trace(m.cross[y, y]))
-    rss = total - float(np.sum(B * coef))
-    # below this the residual is rounding error of the subtraction (the fit interpolates)
-    rss = rss if rss > total * EPS * 64 * max(len(G), 1) else None
-    return LinearFit(m.mean[x].copy(), m.mean[y].copy(), coef, Gp, m.count, rank, cond, rss)
-
-
-def fit_rows(Z: np.ndarray, Y: np.ndarray) -> LinearFit:
-    """The same fit from the rows themselves (for fewer rows than columns: SVD, gelsd's minimum norm)."""
-    Z, Y = np.asarray(Z, np.float64), np.asarray(Y, np.float64).reshape(len(Z), -1)
-    x_mean, y_mean = Z.mean(axis=0), Y.mean(axis=0)
-    Zc, Yc = Z - x_mean, Y - y_mean
-    U, s, Vt = np.linalg.svd(Zc, full_matrices=False)
-    keep = s > (s[0] * EPS * max(Zc.shape) if len(s) and s[0] > 0 else np.inf)
-    U, s, Vt = U[:, keep], s[keep], Vt[keep]
-    coef = Vt.T @ ((U.T @ Yc) / s[:, None])
-    resid = Yc - Zc @ coef
-    total = float((Yc**2).sum())
-    rss = float((resid**2).sum())
-    rss = rss if rss > total * EPS * 64 * max(Zc.shape) else None
-    cond = float(s[0] / s[-1]) if len(s) else float("inf")
-    return LinearFit(x_mean, y_mean, coef, (Vt.T / s**2) @ Vt, len(Z), int(keep.sum()), cond, rss)
+from w2s_cli.numerics.solvers import LinearFit
 
 
 def sub(m: Moments, s: slice) -> Moments:
@@ -170,10 +105,6 @@ class LabelNoise:
         tf = ((Y_noisy * f).sum(axis=1) - b * s) / a
         correction = 2 * (1 - a) * tf - 2 * b * s
         return float((sq.sum(axis=1) - correction).mean() / C)
-
-
-def mean_sq(residuals: np.ndarray | None) -> float | None:
-    return None if residuals is None else float((residuals**2).mean())
 
 
 def label_light(

@@ -11,6 +11,7 @@ import numpy as np
 
 from w2s_cli.numerics.stats import MODELS
 from w2s_cli.store.artifact import atomic_output
+from w2s_cli.store.records import Sweep, SweepPoint
 
 COLORS = {"weak": "tab:red", "w2s": "tab:blue", "strong_sft": "tab:green", "ceiling": "tab:gray"}
 NAMES = {"weak": "weak teacher", "w2s": "W2S student", "strong_sft": "strong SFT", "ceiling": "strong ceiling"}
@@ -120,17 +121,14 @@ def plot_synth_sweep(rows: list[dict[str, Any]], sweep: str, fixed: dict[str, An
     return save_figure(fig, path)
 
 
-def _sweep_x(result: dict[str, Any]) -> tuple[str, list[float], list[str]]:
+def _sweep_x(result: Sweep) -> tuple[str, list[float], list[str]]:
     """The x axis of a sweep figure: the first varied parameter, or d_sw/d_w when it is a backbone."""
-    first = result["vary"][0]
-    labels = [p["params"][first] for p in result["points"]]
+    first = result.vary[0]
+    labels = [p.params[first] for p in result.points]
     if first in ("weak", "strong"):  # a finetuned point takes the overlap of its probe twin (same backbones)
-        ratio = {
-            p["params"][first]: p["summary"]["dimensions"]["d_sw"] / p["summary"]["dimensions"]["d_w"]
-            for p in result["points"]
-            if "dimensions" in p["summary"]
-        }
-        return "d_sw / d_w", [ratio.get(lab, np.nan) for lab in labels], labels
+        ratio = {p.params[first]: p.summary.theory.dimensions.overlap for p in result.points if p.summary.theory}
+        ratio = {lab: np.nan if r is None else r for lab, r in ratio.items()}
+        return "d_sw / d_w", [ratio[lab] if lab in ratio else np.nan for lab in labels], labels
     try:
         return first, [float(v) for v in labels], labels
     except ValueError:  # auto / none among subspace values
@@ -146,23 +144,24 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def plot_sweep(result: dict[str, Any], path) -> Path:
+def plot_sweep(result: Sweep, path) -> Path:
     """Panels over the first varied parameter: test MSE of the four models (one series only), PGR and OPR.
     Points: measured ± 2 standard errors; dashed: label-light prediction; dotted: variance-only theory."""
     plt = _plt()
     xname, x, labels = _sweep_x(result)
-    rest = result["vary"][1:]
+    rest = result.vary[1:]
     groups: dict[str, list[int]] = {}
-    for i, p in enumerate(result["points"]):
-        groups.setdefault(", ".join(f"{k}={p['params'][k]}" for k in rest), []).append(i)
+    for i, p in enumerate(result.points):
+        groups.setdefault(", ".join(f"{k}={p.params[k]}" for k in rest), []).append(i)
     panels = ["error", "pgr", "opr"] if len(groups) == 1 else ["pgr", "opr"]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2))
-    s = [p["summary"] for p in result["points"]]
+    s = [p.summary for p in result.points]
     categorical = xname != "d_sw / d_w" and any(not _is_number(v) for v in labels)
 
-    def val(d: dict | None, k: str) -> float:
-        v = (d or {}).get(k)
+    def val(v: float | None) -> float:
         return np.nan if v is None else float(v)
+
+    predicted = [p.theory.predicted if p.theory else None for p in s]  # label-light (None: not analysed)
 
     for ax, panel in zip(axes, panels, strict=True):
         for g, (name, idx) in enumerate(groups.items()):
@@ -172,8 +171,8 @@ def plot_sweep(result: dict[str, Any], path) -> Path:
                 for k in MODELS:
                     ax.errorbar(
                         xs,
-                        [s[i]["error"][k] for i in order],
-                        yerr=[2 * val(s[i]["error_stderr"], k) for i in order],
+                        [s[i].metrics.error[k] for i in order],
+                        yerr=[2 * val(s[i].metrics.error_stderr[k]) for i in order],
                         fmt="o",
                         ms=4,
                         capsize=2,
@@ -182,7 +181,7 @@ def plot_sweep(result: dict[str, Any], path) -> Path:
                     )
                     ax.plot(
                         xs,
-                        [val((s[i].get("predicted") or {}).get("error"), k) for i in order],
+                        [val(predicted[i] and predicted[i].error[k]) for i in order],
                         "--",
                         color=COLORS[k],
                         lw=1,
@@ -193,20 +192,19 @@ def plot_sweep(result: dict[str, Any], path) -> Path:
             tag = f" ({name})" if name else ""
             ax.errorbar(
                 xs,
-                [val(s[i], panel) for i in order],
-                yerr=[2 * val(s[i], f"{panel}_stderr") for i in order],
+                [val(getattr(s[i].metrics, panel)) for i in order],
+                yerr=[2 * val(getattr(s[i].metrics, f"{panel}_stderr")) for i in order],
                 fmt="o",
                 ms=4,
                 capsize=2,
                 color=color,
                 label=f"measured ±2 se{tag}",
             )
-            ax.plot(
-                xs, [val(s[i].get("predicted"), panel) for i in order], "--", color=color, label=f"label-light{tag}"
-            )
+            pred = [val(predicted[i] and getattr(predicted[i], panel)) for i in order]
+            ax.plot(xs, pred, "--", color=color, label=f"label-light{tag}")
             ax.plot(
                 xs,
-                [val(s[i].get("theory"), panel) for i in order],
+                [val(s[i].theory and getattr(s[i].theory.theory, panel)) for i in order],
                 ":",
                 color=color,
                 label=f"variance-only theory{tag}",
@@ -220,14 +218,80 @@ def plot_sweep(result: dict[str, Any], path) -> Path:
             prefix = os.path.commonprefix(labels).rpartition("_")[0]
             names = [lab[len(prefix) + 1 :] if prefix else lab for lab in labels]
             for xi, si, lab in zip(x, s, names, strict=True):
-                if si["pgr"] is not None:
-                    ax.annotate(lab, (xi, si["pgr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+                if si.metrics.pgr is not None:
+                    ax.annotate(lab, (xi, si.metrics.pgr), fontsize=6, xytext=(3, 3), textcoords="offset points")
         if categorical:
             ticks = sorted(set(x))
             ax.set_xticks(ticks, [labels[x.index(v)] for v in ticks], fontsize=7)
         ax.set_xlabel(xname)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.suptitle(f"w2s sweep over {', '.join(result['vary'])} ({result['trials']} trials per point)", fontsize=9)
+    fig.suptitle(f"w2s sweep over {', '.join(result.vary)} ({result.trials} trials per point)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def sweep_rows(result: Sweep) -> tuple[list[str], list[list[Any]]]:
+    """The sweep as a table (--csv): one row per point: the parameters, the experiment, d_w, d_s, d_sw, and for
+    each model its measured error and accuracy (mean and standard error over trials), its label-light and
+    exact-design predictions; PGR and OPR beside their predictions; a finetuned student's epoch-0 errors."""
+    names = result.vary
+    header = list(names) + [
+        "student",
+        "trials",
+        "n_labeled",
+        "n_pseudo",
+        "label_noise",
+        "weak",
+        "strong",
+        "d_w",
+        "d_s",
+        "d_sw",
+        "d_sw_null",
+        "d_sw_corrected",
+        "d_sw_over_d_w",
+    ]
+    for k in MODELS:
+        header += [
+            f"error_{k}",
+            f"error_{k}_se",
+            f"accuracy_{k}",
+            f"accuracy_{k}_se",
+            f"error_{k}_predicted",
+            f"variance_{k}_exact",
+            f"variance_{k}_theory",
+        ]
+    header += ["pgr", "pgr_se", "opr", "opr_se", "pgr_predicted", "opr_predicted", "pgr_theory", "opr_theory"]
+    header += [f"error_{k}_epoch0" for k in MODELS[1:]] + ["pgr_epoch0", "pgr_epoch0_se"]
+    body = [_row(names, p) for p in result.points]
+    return header, body
+
+
+def _row(names: list[str], p: SweepPoint) -> list[Any]:
+    """One point of the table of `sweep_rows`."""
+    s = p.summary
+    m, t, start = s.metrics, s.theory, s.init
+    d, pred = (t.dimensions, t.predicted) if t else (None, None)
+    acc = (m.accuracy, m.accuracy_stderr) if m.accuracy is not None else (dict.fromkeys(MODELS),) * 2
+    row = [p.params[n] for n in names]
+    row += [
+        s.student.description if s.student else "linear probe",
+        s.trials,
+        s.n_labeled,
+        s.n_pseudo,
+        None if s.label_noise is None else s.label_noise.rate,
+        f"{s.weak_model}@{s.weak_input_size}",
+        f"{s.strong_model}@{s.strong_input_size}",
+    ]
+    row += [getattr(d, k) if d else None for k in ("d_w", "d_s", "d_sw", "d_sw_null", "d_sw_corrected")]
+    row.append(d.overlap if d else None)
+    for k in MODELS:
+        var = t.variance[k] if t else None
+        row += [m.error[k], m.error_stderr[k], acc[0][k], acc[1][k], pred.error[k] if pred else None]
+        row += [var.exact, var.theory] if var else [None, None]
+    row += [m.pgr, m.pgr_stderr, m.opr, m.opr_stderr]
+    row += [pred.pgr, pred.opr] if pred else [None, None]
+    row += [t.theory.pgr, t.theory.opr] if t else [None, None]
+    row += [start.error[k] if start else None for k in MODELS[1:]]
+    row += [start.pgr, start.pgr_stderr] if start else [None, None]
+    return row

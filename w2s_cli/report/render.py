@@ -13,6 +13,16 @@ from rich.console import Console
 from rich.table import Table
 
 from w2s_cli.numerics.stats import MODELS
+from w2s_cli.store.records import (
+    Basis,
+    Decomposition,
+    FitRecord,
+    Summary,
+    Sweep,
+    SweepPoint,
+    TheorySummary,
+    VarianceRow,
+)
 
 LABELS = {"weak": "weak teacher", "w2s": "W2S student", "strong_sft": "strong SFT", "ceiling": "strong ceiling"}
 
@@ -67,7 +77,9 @@ def fmt(x: float | None, se: float | None = None, digits: int = 4) -> str:
 
 
 def _clean(x: Any) -> Any:
-    """NaN/inf become null: the JSON we print is strict."""
+    """NaN/inf become null: the JSON we print is strict; a record is its JSON layout."""
+    if hasattr(x, "to_json"):
+        return _clean(x.to_json())
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
@@ -91,147 +103,169 @@ def print_json(obj: Any) -> None:
 
 
 # the report ----------------------------------------------------------------------------------------------
-def _trained_on(s: dict[str, Any]) -> dict[str, str]:
-    n, N = s["n_labeled"], s["n_pseudo"]
-    weak = f"{s['weak_model']}@{s['weak_input_size']}"
-    strong = f"{s['strong_model']}@{s['strong_input_size']}"
-    noisy = " noisy" if (s.get("label_noise") or {}).get("rate") else ""
+def _trained_on(s: Summary) -> dict[str, str]:
+    n, N = s.n_labeled, s.n_pseudo
+    weak = f"{s.weak_model}@{s.weak_input_size}"
+    strong = f"{s.strong_model}@{s.strong_input_size}"
+    noisy = " noisy" if s.noise_rate else ""
     return {
         "weak": f"{weak}, {n}{noisy} labels",
-        "w2s": f"{strong}, {N} {s['labels']} pseudo-labels",
+        "w2s": f"{strong}, {N} {s.labels} pseudo-labels",
         "strong_sft": f"{strong}, {n}{noisy} labels",
         "ceiling": f"{strong}, {n + N}{noisy} labels",
     }
 
 
-def _dim(s: dict[str, Any], k: str) -> str:
-    fit = (s.get("fits") or {}).get(k) or {}
-    rank, rows = fit.get("rank"), fit.get("rows")
-    if fit.get("solver") == "finetune":
-        return f"ft/{rows}"
-    return "" if rank is None else f"{rank}/{rows}"
+def _fit(s: Summary, k: str) -> FitRecord | None:
+    return None if s.fits is None or k not in s.fits else s.fits[k]
 
 
-def report_blocks(s: dict[str, Any]) -> list[Block]:
-    classification = "accuracy" in s
-    trained = _trained_on(s)
-    pred = s.get("predicted") or {}
-    cols = ["model", "trained on", "d/rows", "test MSE"] + (["accuracy"] if classification else [])
-    cols += ["label-light prediction"] if pred else []
-    start = s.get("init")
-    cols += ["test MSE at epoch 0 (LP-FT start)"] if start else []
-    rows = []
-    for k in MODELS:
-        row = [LABELS[k], trained[k], _dim(s, k), fmt(s["error"][k], s["error_stderr"].get(k))]
-        if classification:
-            row.append(fmt(s["accuracy"][k], (s.get("accuracy_stderr") or {}).get(k)))
-        if pred:
-            row.append(fmt(pred["error"].get(k)))
-        if start:
-            row.append("" if k == "weak" else fmt(start["error"][k], start["error_stderr"].get(k)))
-        rows.append(row)
-    task = " vs one-hot label" if s.get("task") == "classification" else ""
-    if (s.get("solver") or {}).get("student") == "logistic":
-        task = " of the softmax vs one-hot label: Brier / C, the authors' error"
-    title = f"W2S on {s['dataset']}: test error (mean squared error{task})"
-    pgr = fmt(s["pgr"], s.get("pgr_stderr"), 3)
-    if s["pgr"] is None:
-        pgr += " (err_weak - err_ceiling is within noise of zero)"
-    headline = f"PGR = {pgr}   OPR = {fmt(s['opr'], s.get('opr_stderr'), 3)}"
+def _ill_determined(s: Summary) -> list[str]:
+    """A warning for ridgeless fits whose design the float64 moments cannot resolve (numerics/solvers.py)."""
+    ill = [(k, f) for k in MODELS if (f := _fit(s, k)) is not None and f.ill_determined]
+    if not ill:
+        return []
+    parts = [
+        f"{LABELS[k]} (rank {f.rank}, condition number {f.condition_number:.3g}, from the "
+        + ("rows, as lstsq)" if f.solved_from == "rows" else "moments: the rows were not kept)")
+        for k, f in ill
+    ]
+    why = "singular values below sqrt(max(rows, d) eps) of the largest, beyond what moments resolve; fragile"
+    return [f"warning: ill-determined fit ({why}): " + "; ".join(parts)]
+
+
+def _dim(s: Summary, k: str) -> str:
+    fit = _fit(s, k)
+    if fit is None:
+        return ""
+    if fit.solver == "finetune":
+        return f"ft/{fit.rows}"
+    return "" if fit.rank is None else f"{fit.rank}/{fit.rows}"
+
+
+def _model_row(s: Summary, k: str, trained: dict[str, str]) -> list[str]:
+    m, pred, start = s.metrics, s.theory.predicted if s.theory else None, s.init
+    row = [LABELS[k], trained[k], _dim(s, k), fmt(m.error[k], m.error_stderr[k])]
+    if s.classification:
+        row.append(fmt(m.accuracy[k], m.accuracy_stderr[k]))
     if pred:
-        headline += f"   (label-light predictions: PGR {fmt(pred.get('pgr'), pred.get('pgr_stderr'), 3)}, "
-        headline += f"OPR {fmt(pred.get('opr'), pred.get('opr_stderr'), 3)})"
+        row.append(fmt(pred.error[k]))
+    if start:
+        row.append("" if k == "weak" else fmt(start.error[k], start.error_stderr[k]))
+    return row
+
+
+def _headline(s: Summary) -> str:
+    m = s.metrics
+    pgr = fmt(m.pgr, m.pgr_stderr, 3)
+    if m.pgr is None:
+        pgr += " (err_weak - err_ceiling is within noise of zero)"
+    headline = f"PGR = {pgr}   OPR = {fmt(m.opr, m.opr_stderr, 3)}"
+    if s.theory:
+        pred = s.theory.predicted
+        headline += f"   (label-light predictions: PGR {fmt(pred.pgr, pred.pgr_stderr, 3)}, "
+        headline += f"OPR {fmt(pred.opr, pred.opr_stderr, 3)})"
+    return headline
+
+
+def report_blocks(s: Summary) -> list[Block]:
+    trained, start = _trained_on(s), s.init
+    cols = ["model", "trained on", "d/rows", "test MSE"] + (["accuracy"] if s.classification else [])
+    cols += ["label-light prediction"] if s.theory else []
+    cols += ["test MSE at epoch 0 (LP-FT start)"] if start else []
+    rows = [_model_row(s, k, trained) for k in MODELS]
+    task = " vs one-hot label" if s.task == "classification" else ""
+    solver = s.solver or {"teacher": None, "student": None}
+    if solver["student"] == "logistic":
+        task = " of the softmax vs one-hot label: Brier / C, the authors' error"
+    title = f"W2S on {s.dataset}: test error (mean squared error{task})"
     se_note = "standard errors over the test rows (paired delta method for PGR and OPR)"
-    if s["trials"] > 1:
-        se_note = f"standard errors over {s['trials']} trials (PGR and OPR: ratio of mean errors, paired delta method)"
-    solver = s.get("solver") or {}
+    if s.trials > 1:
+        se_note = f"standard errors over {s.trials} trials (PGR and OPR: ratio of mean errors, paired delta method)"
+    noise = s.label_noise
     lines = [
-        headline,
-        f"n_labeled = {s['n_labeled']}, n_pseudo = {s['n_pseudo']}, n_test = {s['n_test']}, trials = {s['trials']}"
-        f" (seeds {', '.join(map(str, s['seeds']))}); {se_note}",
-        f"heads: teacher {solver.get('teacher')}, student/SFT/ceiling {solver.get('student')}"
-        + (
-            f"; label noise {s['label_noise']['rate']:g} ({s['label_noise']['kind']})"
-            if (s.get("label_noise") or {}).get("rate")
-            else ""
-        ),
+        _headline(s),
+        f"n_labeled = {s.n_labeled}, n_pseudo = {s.n_pseudo}, n_test = {s.metrics.n_test}, trials = {s.trials}"
+        f" (seeds {', '.join(map(str, s.seeds))}); {se_note}",
+        f"heads: teacher {solver['teacher']}, student/SFT/ceiling {solver['student']}"
+        + (f"; label noise {noise.rate:g} ({noise.kind})" if s.noise_rate else ""),
     ]
     if start:
         chosen = ", ".join(
-            f"{LABELS[k]} {(s['fits'] or {}).get(k, {}).get('chosen_epoch')}" for k in MODELS if k != "weak"
+            f"{LABELS[k]} {None if _fit(s, k) is None else _fit(s, k).chosen_epoch}" for k in MODELS if k != "weak"
         )
-        lines.append(f"student: {s['student']['description']} (chosen epoch: {chosen}; last trial)")
+        lines.append(f"student: {s.student.description} (chosen epoch: {chosen}; last trial)")
         lines.append(
-            f"at epoch 0 (the linear students): PGR = {fmt(start['pgr'], start.get('pgr_stderr'), 3)}   "
-            f"OPR = {fmt(start['opr'], start.get('opr_stderr'), 3)}"
+            f"at epoch 0 (the linear students): PGR = {fmt(start.pgr, start.pgr_stderr, 3)}   "
+            f"OPR = {fmt(start.opr, start.opr_stderr, 3)}"
         )
-    if "pseudo_label_accuracy" in s:
-        lines.append(f"pseudo-label accuracy: {s['pseudo_label_accuracy']:.4f}")
-    sub = s.get("subspace") or {}
-    if sub:
-        lines.append("subspaces: " + "; ".join(f"{k} {_basis_text(v)}" for k, v in sub.items() if v))
+    if s.pseudo_label_accuracy is not None:
+        lines.append(f"pseudo-label accuracy: {s.pseudo_label_accuracy:.4f}")
+    if any(s.subspace.values()):
+        lines.append("subspaces: " + "; ".join(f"{k} {_basis_text(v)}" for k, v in s.subspace.items() if v))
+    lines += _ill_determined(s)
     blocks = [Block(title, cols, rows, lines)]
-    if "variance" in s:
-        blocks.append(theory_block(s))
+    if s.theory:
+        blocks.append(theory_block(s.theory))
     else:
-        blocks[0].lines.append(f"theory: not analysed ({s.get('analysis_note')})")
-    blocks[-1].lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))
+        blocks[0].lines.append(f"theory: not analysed ({s.analysis_note})")
+    blocks[-1].lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s.seconds.items()))
     return blocks
 
 
-def _basis_text(b: dict) -> str:
-    if not b.get("dim"):
-        return f"none (full {b.get('width')}-wide embedding, rank {b.get('rank')})"
-    return f"K = {b['dim']} ({b['rule']}, {100 * b.get('energy_held', 1):.1f}% of the variance, {b['rows']} rows)"
+def _basis_text(b: Basis) -> str:
+    if not b.dim:
+        return f"none (full {b.width}-wide embedding, rank {b.rank})"
+    held = 1 if b.energy_held is None else b.energy_held
+    return f"K = {b.dim} ({b.rule}, {100 * held:.1f}% of the variance, {b.rows} rows)"
 
 
-def theory_block(s: dict[str, Any]) -> Block:
-    d, v, dec = s["dimensions"], s["variance"], s.get("decomposition") or {}
-    cols = ["model", "exact-design variance", "paper's coefficient", "ratio", "noise", "bias", "variance"]
-    rows = []
-    for k in MODELS:
-        parts = dec.get(k, {})
-        bias = fmt(parts.get("bias"))
-        if "bias_inherited" in parts:
-            bias += f" (inherited {fmt(parts['bias_inherited'])}, rest {fmt(parts['bias_rest'])})"
-        rows.append(
-            [
-                LABELS[k],
-                fmt(v[k]["exact"]),
-                fmt(v[k]["theory"]),
-                fmt(v[k]["ratio"], digits=3),
-                fmt(parts.get("noise")),
-                bias,
-                fmt(parts.get("variance")),
-            ]
-        )
-    lines = [
-        f"dimensions: d_w = {d['d_w']:g}, d_s = {d['d_s']:g}, d_sw = {d['d_sw']:.1f} (chance {d['d_sw_null']:.1f}, "
-        f"null-corrected {fmt(d['d_sw_corrected'], digits=1)}) over the {d['m']} training rows",
+def _theory_row(k: str, v: VarianceRow, parts: Decomposition | None) -> list[str]:
+    bias = fmt(None if parts is None else parts.bias)
+    if parts is not None and parts.bias_inherited is not None:
+        bias += f" (inherited {fmt(parts.bias_inherited)}, rest {fmt(parts.bias_rest)})"
+    return [
+        LABELS[k],
+        fmt(v.exact),
+        fmt(v.theory),
+        fmt(v.ratio, digits=3),
+        fmt(None if parts is None else parts.noise),
+        bias,
+        fmt(None if parts is None else parts.variance),
     ]
-    th = s["theory"]
-    if th.get("available"):
-        lim = th["limits"]
+
+
+def theory_block(t: TheorySummary) -> Block:
+    d, dec = t.dimensions, t.decomposition
+    cols = ["model", "exact-design variance", "paper's coefficient", "ratio", "noise", "bias", "variance"]
+    rows = [_theory_row(k, t.variance[k], dec[k] if k in dec else None) for k in MODELS]
+    lines = [
+        f"dimensions: d_w = {d.d_w:g}, d_s = {d.d_s:g}, d_sw = {d.d_sw:.1f} (chance {d.d_sw_null:.1f}, "
+        f"null-corrected {fmt(d.d_sw_corrected, digits=1)}) over the {d.m} training rows",
+    ]
+    th = t.theory
+    if th.available:
+        lim = th.limits
         lines.append(
-            f"variance-only theory: PGR {fmt(th['pgr'], digits=3)}, OPR {fmt(th['opr'], digits=3)}; N -> inf: PGR "
+            f"variance-only theory: PGR {fmt(th.pgr, digits=3)}, OPR {fmt(th.opr, digits=3)}; N -> inf: PGR "
             f"{fmt(lim['pgr'], digits=3)}, OPR {fmt(lim['opr'], digits=3)}; W2S beats the teacher in variance iff "
             f"N > {lim['n_pseudo_threshold']:g}"
         )
     else:
-        lines.append(f"variance-only theory: undefined ({th.get('note')})")
-    sig = s.get("sigma2") or {}
+        lines.append(f"variance-only theory: undefined ({th.note})")
     lines.append(
-        f"sigma^2 (RSS / (rows - d - 1)): weak teacher {fmt(sig.get('weak'))}, strong ceiling {fmt(sig.get('strong'))}"
-        "; variance = sigma^2 x exact coefficient; noise = the ceiling's error less its variance; bias = the rest"
+        f"sigma^2 (RSS / (rows - d - 1)): weak teacher {fmt(t.sigma2['weak'])}, strong ceiling "
+        f"{fmt(t.sigma2['strong'])}; variance = sigma^2 x exact coefficient; noise = the ceiling's error less its "
+        "variance; bias = the rest"
     )
-    pred = s.get("predicted") or {}
-    if pred.get("misfit") is not None:
+    pred = t.predicted
+    if pred.misfit is not None:
         lines.append(
-            f"student-teacher misfit on the N pseudo rows {fmt(pred['misfit'])}: weak error - misfit = "
-            f"{fmt(pred.get('error_w2s_by_misfit'))} (Charikar et al.: the W2S error when the target is realisable)"
+            f"student-teacher misfit on the N pseudo rows {fmt(pred.misfit)}: weak error - misfit = "
+            f"{fmt(pred.error_w2s_by_misfit)} (Charikar et al.: the W2S error when the target is realisable)"
         )
-    if s.get("near_interpolation"):
-        names = ", ".join(LABELS[k] for k in s["near_interpolation"])
+    if t.near_interpolation:
+        names = ", ".join(LABELS[k] for k in t.near_interpolation)
         lines.append(f"warning: near the interpolation threshold (d >= 0.8 x training rows): {names}")
     return Block(
         "What the theory explains (per unit label-noise variance; error = noise + bias + variance)", cols, rows, lines
@@ -315,8 +349,23 @@ def synth_sweep_blocks(rows: list[dict[str, Any]], sweep: str) -> list[Block]:
 
 
 # sweep ---------------------------------------------------------------------------------------------------
-def sweep_blocks(result: dict[str, Any]) -> list[Block]:
-    names = result["vary"]
+def _sweep_row(names: list[str], p: SweepPoint) -> list[str]:
+    s = p.summary
+    m, t = s.metrics, s.theory
+    d = t.dimensions if t else None
+    pred = t.predicted if t else None
+    acc = m.accuracy or dict.fromkeys(MODELS)
+    return (
+        [p.params[n] for n in names]
+        + [fmt(d and d.d_w, digits=0), fmt(d and d.d_s, digits=0), fmt(d and d.d_sw, digits=1)]
+        + [fmt(acc["weak"], digits=3), fmt(acc["w2s"], digits=3)]
+        + [fmt(m.pgr, m.pgr_stderr, 3), fmt(pred and pred.pgr, digits=3), fmt(t and t.theory.pgr, digits=3)]
+        + [fmt(m.opr, m.opr_stderr, 3), fmt(pred and pred.opr, digits=3), fmt(t and t.theory.opr, digits=3)]
+    )
+
+
+def sweep_blocks(result: Sweep) -> list[Block]:
+    names = result.vary
     cols = names + [
         "d_w",
         "d_s",
@@ -330,20 +379,9 @@ def sweep_blocks(result: dict[str, Any]) -> list[Block]:
         "OPR label-light",
         "OPR theory",
     ]
-    body = []
-    for p in result["points"]:
-        s = p["summary"]
-        d, pred, th = s.get("dimensions") or {}, s.get("predicted") or {}, s.get("theory") or {}
-        acc = s.get("accuracy") or {}
-        body.append(
-            [p["params"][n] for n in names]
-            + [fmt(d.get("d_w"), digits=0), fmt(d.get("d_s"), digits=0), fmt(d.get("d_sw"), digits=1)]
-            + [fmt(acc.get("weak"), digits=3), fmt(acc.get("w2s"), digits=3)]
-            + [fmt(s["pgr"], s.get("pgr_stderr"), 3), fmt(pred.get("pgr"), digits=3), fmt(th.get("pgr"), digits=3)]
-            + [fmt(s["opr"], s.get("opr_stderr"), 3), fmt(pred.get("opr"), digits=3), fmt(th.get("opr"), digits=3)]
-        )
-    lines = [f"{result['trials']} trial(s) per point; ± one standard error over trials (over test rows for one)"]
-    for group, rho in (result.get("spearman_pgr_vs_overlap") or {}).items():
+    body = [_sweep_row(names, p) for p in result.points]
+    lines = [f"{result.trials} trial(s) per point; ± one standard error over trials (over test rows for one)"]
+    for group, rho in (result.spearman_pgr_vs_overlap or {}).items():
         lines.append(f"Spearman's rank correlation of PGR with d_sw/d_w ({group}): {fmt(rho, digits=2)}")
     return [Block(f"sweep over {', '.join(names)}", cols, body, lines)]
 
@@ -362,13 +400,13 @@ def rank_blocks(r: dict[str, Any]) -> list[Block]:
             fmt(t["d_w"], digits=0),
             fmt(t["d_sw"], digits=1),
             fmt(t["d_sw"] / t["d_w"], digits=3),
-            fmt(p["error_w2s"], p.get("error_w2s_stderr")),
+            fmt(p["error_w2s"], p["error_w2s_stderr"]),
             fmt(p["pgr"], digits=3),
             fmt(p["opr"], digits=3),
         ]
         if measured:
             m = t["measured"]
-            row += [fmt(m["error_w2s"], m.get("error_w2s_stderr")), fmt(m["pgr"], digits=3), fmt(m["opr"], digits=3)]
+            row += [fmt(m["error_w2s"], m["error_w2s_stderr"]), fmt(m["pgr"], digits=3), fmt(m["opr"], digits=3)]
         body.append(row)
     lines = [
         f"strong {r['strong']}; n = {r['n_labeled']} labels, N = {r['n_pseudo']} unlabelled rows; {r['trials']} split "

@@ -27,6 +27,7 @@ from typing import Any
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.numerics.stats import MODELS
 from w2s_cli.report.render import json_text
+from w2s_cli.store.records import Summary, Sweep
 
 DEFAULT_STORE = "mlruns"
 INSTALL = "pip install 'w2s[mlflow]'"
@@ -64,27 +65,27 @@ class Tracking:
         return MlflowClient(tracking_uri=self.uri)
 
 
-def metrics(s: dict[str, Any]) -> dict[str, float]:
+def metrics(s: Summary) -> dict[str, float]:
     """The numbers of a result's summary (summary.summary) by MLflow metric name; undefined ones left out."""
+    m, t, start = s.metrics, s.theory, s.init  # start: a finetuned student's LP-FT start
+    pred = t.predicted if t else None
+    acc = (m.accuracy, m.accuracy_stderr) if m.accuracy is not None else (dict.fromkeys(MODELS),) * 2
     out: dict[str, Any] = {}
     for k in MODELS:
-        out[f"error_{k}"] = s["error"][k]
-        out[f"error_{k}_se"] = (s.get("error_stderr") or {}).get(k)
-        out[f"accuracy_{k}"] = (s.get("accuracy") or {}).get(k)
-        out[f"accuracy_{k}_se"] = (s.get("accuracy_stderr") or {}).get(k)
-        out[f"error_{k}_predicted"] = ((s.get("predicted") or {}).get("error") or {}).get(k)
+        out[f"error_{k}"], out[f"error_{k}_se"] = m.error[k], m.error_stderr[k]
+        out[f"accuracy_{k}"], out[f"accuracy_{k}_se"] = acc[0][k], acc[1][k]
+        out[f"error_{k}_predicted"] = pred.error[k] if pred else None
     for k in ("pgr", "opr"):
-        out[k], out[f"{k}_se"] = s.get(k), s.get(f"{k}_stderr")
-        out[f"{k}_predicted"] = (s.get("predicted") or {}).get(k)
-        out[f"{k}_predicted_se"] = (s.get("predicted") or {}).get(f"{k}_stderr")
-        out[f"{k}_theory"] = (s.get("theory") or {}).get(k)
+        out[k], out[f"{k}_se"] = getattr(m, k), getattr(m, f"{k}_stderr")
+        out[f"{k}_predicted"] = getattr(pred, k) if pred else None
+        out[f"{k}_predicted_se"] = getattr(pred, f"{k}_stderr") if pred else None
+        out[f"{k}_theory"] = getattr(t.theory, k) if t else None
     for k in ("d_w", "d_s", "d_sw"):
-        out[k] = (s.get("dimensions") or {}).get(k)
-    out["pseudo_label_accuracy"] = s.get("pseudo_label_accuracy")
-    start = s.get("init") or {}  # a finetuned student's LP-FT start
+        out[k] = getattr(t.dimensions, k) if t else None
+    out["pseudo_label_accuracy"] = s.pseudo_label_accuracy
     for k in MODELS[1:]:
-        out[f"error_{k}_epoch0"] = (start.get("error") or {}).get(k)
-    out["pgr_epoch0"], out["pgr_epoch0_se"] = start.get("pgr"), start.get("pgr_stderr")
+        out[f"error_{k}_epoch0"] = start.error[k] if start else None
+    out["pgr_epoch0"], out["pgr_epoch0_se"] = (start.pgr, start.pgr_stderr) if start else (None, None)
     return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")}
 
 
@@ -94,36 +95,34 @@ def params(configuration: dict[str, Any], point: dict[str, str] | None = None) -
     return {**out, **(point or {})}
 
 
-def log_run(
-    tracking: Tracking, summary: dict[str, Any], result: Path, *, out_dir: Path, configuration: dict[str, Any]
-) -> str:
+def log_run(tracking: Tracking, summary: Summary, result: Path, *, out_dir: Path, configuration: dict[str, Any]) -> str:
     """`w2s run`: one MLflow run; returns its id."""
     with _store(tracking, out_dir) as (client, experiment):
         return _log(client, experiment, "run", params(configuration), summary, result)
 
 
-def log_sweep(
-    tracking: Tracking, result: dict[str, Any], *, out_dir: Path, files: list[Path | None]
-) -> tuple[str, list[str]]:
+def log_sweep(tracking: Tracking, result: Sweep, *, out_dir: Path, files: list[Path | None]) -> tuple[str, list[str]]:
     """`w2s sweep`: a parent run (configuration, sweep.json, the CSV and PNG in `files`) and one nested run per
     point; returns the parent's id and the points' ids."""
-    configuration = result.get("configuration") or {}
+    configuration = result.configuration or {}
     with _store(tracking, out_dir) as (client, experiment):
-        parent = client.create_run(experiment, run_name="sweep " + ",".join(result["vary"])).info.run_id
+        parent = client.create_run(experiment, run_name="sweep " + ",".join(result.vary)).info.run_id
         _log_params(client, parent, params(configuration))
         client.log_text(parent, json_text(result), "sweep.json")
         for path in files:
             if path is not None:
                 client.log_artifact(parent, str(path))
         ids = []
-        for p in result["points"]:
-            values = params(configuration, p["params"])
-            ids.append(_log(client, experiment, p["key"], values, p["summary"], Path(p["result"]), parent))
+        for p in result.points:
+            values = params(configuration, p.params)
+            ids.append(_log(client, experiment, p.key, values, p.summary, Path(p.result), parent))
         client.set_terminated(parent)
     return parent, ids
 
 
-def _log(client: Any, experiment: str, name: str, values: dict, summary: dict, result: Path, parent: str = "") -> str:
+def _log(
+    client: Any, experiment: str, name: str, values: dict, summary: Summary, result: Path, parent: str = ""
+) -> str:
     tags = {"w2s.result": str(Path(result).resolve())} | ({"mlflow.parentRunId": parent} if parent else {})
     run = client.create_run(experiment, run_name=name, tags=tags).info.run_id
     _log_params(client, run, values)

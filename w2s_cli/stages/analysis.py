@@ -11,15 +11,13 @@ import numpy as np
 from w2s_cli.errors import W2SError
 from w2s_cli.numerics import theory
 from w2s_cli.numerics.moments import select
-from w2s_cli.numerics.solvers import gram_pinv
+from w2s_cli.numerics.solvers import LinearFit, fit_moments, gram_pinv
 from w2s_cli.numerics.stats import MODELS, squared_errors
 from w2s_cli.numerics.subspaces import overlap
 from w2s_cli.numerics.variance import (
     LabelNoise,
-    LinearFit,
     W2SMap,
     decompose,
-    fit_moments,
     label_light,
     loo_residuals,
     sub,

@@ -22,7 +22,7 @@ import numpy as np
 from w2s_cli.inputs.sources import subset
 from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, StudentKind
 from w2s_cli.stages.finetune_cost import Fits, finetune_work
-from w2s_cli.stages.run import EmbeddingCache, extraction_request, run_cache
+from w2s_cli.stages.run import EmbeddingCache, embedding_cache, extraction_request
 from w2s_cli.store.embeddings import EmbeddingSet
 
 BATCH = 32
@@ -145,7 +145,7 @@ def estimate_run(
     out_dir: str | Path, data: DataOptions, options: RunOptions, extract: ExtractOptions, reuse: bool = True
 ) -> dict[str, Any]:
     """`w2s run --dry-run`: the sizes checked as run checks them, then the estimate."""
-    return estimate(run_cache(Path(out_dir), data, options, extract, reuse), [options], reuse=reuse)
+    return estimate(embedding_cache(out_dir, data, [options], extract, reuse), [options], reuse=reuse)
 
 
 def describe(e: dict[str, Any], out_dir: Path, option: str = "--out-dir") -> list[str]:

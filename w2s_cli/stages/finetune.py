@@ -37,6 +37,15 @@ from w2s_cli.stages.student import result_meta
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
+from w2s_cli.store.records import (
+    EmbeddingsRecord,
+    Metrics,
+    PseudoLabelsRecord,
+    RecordError,
+    StudentRecord,
+    Trial,
+    read_record,
+)
 
 FITS = ("w2s", "strong_sft", "ceiling")
 
@@ -65,6 +74,7 @@ def finetune(
     start = time.perf_counter()
     recipe, sub_opts, extract = recipe or FinetuneRecipe(), subspace or SubspaceOptions(), extract or ExtractOptions()
     pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
+    made = read_record(pseudo, PseudoLabelsRecord)
     out = check_output(out, inputs=[pseudo_path, strong])
     emb_s = EmbeddingSet(strong, "strong embeddings")
     store.require_same_samples(
@@ -91,14 +101,14 @@ def finetune(
     }
     folder = Path(f"{out}.fits")
     heads = {name: _lp_head(emb_s, basis, fits[name], recipe.loss) for name in FITS}
-    seed = int(pseudo.meta["seed"])
+    seed = int(made.seed)
     done = {
         name: job.run(name, k, fits[name], heads[name], seed, folder / name, {**identity, "fit": name}, out)
         for k, name in enumerate(FITS)
     }
-    outputs, init, trial = _trial(pseudo, emb_s, test, fits, done)
-    seconds = {**pseudo.meta["seconds"], "finetune": round(time.perf_counter() - start, 3)}
-    meta = result_meta(
+    outputs, init, trial = _trial(pseudo, made, emb_s, test, fits, done)
+    seconds = {**made.seconds, "finetune": round(time.perf_counter() - start, 3)}
+    result = result_meta(
         pseudo,
         emb_s,
         out,
@@ -108,14 +118,8 @@ def finetune(
         trial=trial,
         seconds=seconds,
         analysis_note="finetuned students: the variance analysis is about linear fits on fixed features",
+        student_record=StudentRecord("finetune", recipe.record(), recipe.describe(), job.inputs_record, str(job.dev)),
     )
-    meta["student"] = {
-        "kind": "finetune",
-        "recipe": recipe.record(),
-        "description": recipe.describe(),
-        "inputs": job.inputs_record,
-        "device": str(job.dev),
-    }
     tensors: dict[str, Any] = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
     tensors.update({f"init_output_{k}": np.asarray(init[k], np.float64) for k in FITS})
     for k in FITS:  # the LP-FT start: each head on the embeddings (for a later linearisation at that point)
@@ -123,7 +127,7 @@ def finetune(
     tensors.update({"test_rows": test, "strong_basis_mean": basis.mean})
     if basis.components is not None:
         tensors["strong_basis"] = basis.components
-    main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
+    main_writes(lambda: store.save(store.Artifact("result", result.to_json(), tensors), out), out)
     if world().main:  # the result is written: the fits' checkpoints are no longer needed (their weights stay)
         for name in FITS:
             (folder / name / "checkpoint.safetensors").unlink(missing_ok=True)
@@ -139,7 +143,7 @@ def _check_recipe(recipe: FinetuneRecipe, emb_s: EmbeddingSet) -> None:
         raise W2SError(f"--loss {recipe.loss.value} needs classes; this dataset has numeric targets (use --loss mse)")
 
 
-def _trial(pseudo, emb_s: EmbeddingSet, test: np.ndarray, fits: dict[str, Rows], done: dict):
+def _trial(pseudo, made: PseudoLabelsRecord, emb_s: EmbeddingSet, test: np.ndarray, fits: dict[str, Rows], done: dict):
     """The four models' test outputs after finetuning and at epoch 0, and the trial's metrics of both."""
     outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
     init = dict(outputs)
@@ -147,16 +151,14 @@ def _trial(pseudo, emb_s: EmbeddingSet, test: np.ndarray, fits: dict[str, Rows],
         init[name], outputs[name] = first, last
     labels = emb_s.labels[test] if emb_s.labels is not None else None
     truth = emb_s.truth(test)
-    trial = evaluate(outputs, truth, labels)
-    trial.update(
-        {
-            "seed": pseudo.meta["seed"],
-            "n_labeled": len(fits["strong_sft"].rows),
-            "n_pseudo": len(fits["w2s"].rows),
-            "pseudo_label_accuracy": pseudo.meta.get("pseudo_label_accuracy"),
-            "init": {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"},
-            "analysis": None,
-        }
+    start = {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"}
+    trial = Trial(
+        Metrics.from_json(evaluate(outputs, truth, labels)),
+        seed=made.seed,
+        n_labeled=len(fits["strong_sft"].rows),
+        n_pseudo=len(fits["w2s"].rows),
+        pseudo_label_accuracy=made.pseudo_label_accuracy,
+        init=Metrics.from_json(start),
     )
     return outputs, init, trial
 
@@ -274,20 +276,20 @@ def save_weights(student, path: Path) -> None:
         save_file(trained_state(student), str(tmp))
 
 
-def data_options(meta: dict[str, Any]) -> DataOptions:
+def data_options(made: EmbeddingsRecord) -> DataOptions:
     """Where an embeddings artifact's images came from, as recorded (older records: the request or name)."""
-    if isinstance(meta.get("data"), dict):
-        return DataOptions(**meta["data"])
-    if isinstance(meta.get("request"), dict) and meta["request"].get("data"):
-        return DataOptions(meta["request"]["data"])
-    return DataOptions(meta["dataset"]["name"])
+    if made.data is not None:
+        return DataOptions(**made.data)
+    if made.request is not None and "data" in made.request and made.request["data"]:
+        return DataOptions(made.request["data"])
+    return DataOptions(made.dataset["name"])
 
 
 def open_images(emb_s: EmbeddingSet, data: DataOptions | None):
     """The data source of the strong embeddings, refused unless it still holds the very same images."""
     from w2s_cli.inputs.sources import open_source
 
-    opts = data or data_options(emb_s.meta)
+    opts = data or data_options(emb_s.record)
     where = f"strong embeddings {printable(emb_s.path)}"
     try:
         source = open_source(opts)
@@ -318,7 +320,7 @@ def _inputs(c, job: Job, data: DataOptions | None):
             from w2s_cli.extraction.extract import default_workers
 
             workers = default_workers()
-        job.inputs_record = {"input": "images", "data": dataclasses.asdict(data or data_options(emb_s.meta))}
+        job.inputs_record = {"input": "images", "data": dataclasses.asdict(data or data_options(emb_s.record))}
         return ImageInputs(source, ids, job.bb.data_config, job.recipe.augment, workers)
     path = prefix_cache(c, emb_s, job.bb, job.recipe, job.extract, data)
     shape = tuple(store.read_meta(path)["features"]["shape"])
@@ -363,32 +365,27 @@ def prefix_cache(c, emb_s: EmbeddingSet, bb, recipe: FinetuneRecipe, extract, da
     record = {"kind": "activations", **c.record, "shape": list(shape)}
     path = prefix_cache_path(emb_s.path, c.record)
 
-    def same(meta: dict[str, Any]) -> bool:
-        return (
-            meta.get("features") == record
-            and meta["sample_ids_sha256"] == emb_s.meta["sample_ids_sha256"]
-            and meta["model"]["weights"]["state_dict_sha256"] == emb_s.meta["model"]["weights"]["state_dict_sha256"]
-            and meta["preprocessing"]["input_size"] == emb_s.meta["preprocessing"]["input_size"]
-        )
+    def same(made: EmbeddingsRecord) -> bool:
+        return made.features == record and made.same_samples_and_weights(emb_s.record)
 
     try:
-        if path.exists() and same(store.read_meta(path)):
+        if path.exists() and same(EmbeddingsRecord.from_json(store.read_meta(path))):
             stderr.print(f"reusing {path} (the frozen prefix's outputs)")
             return path
-    except (W2SError, KeyError, TypeError):
+    except (W2SError, RecordError):
         pass
     spec, seed = spec_from_record(emb_s.meta)
     source = open_images(emb_s, data)
     run_extract(
-        data or data_options(emb_s.meta),
+        data or data_options(emb_s.record),
         spec,
         path,
         extract,
-        limit=emb_s.meta.get("limit"),
+        limit=emb_s.record.limit,
         seed=seed,
         source=source,
         features=lambda built: (cut(built.model, recipe.spec, bb.name).prefix, record),
     )
-    if not same(store.read_meta(path)):
+    if not same(read_record(store.load(path, "embeddings"), EmbeddingsRecord)):
         raise W2SError(f"{printable(path)}: cached activations that do not match {printable(emb_s.path)}")
     return path

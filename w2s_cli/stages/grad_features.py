@@ -38,12 +38,14 @@ def start_head(init: str | os.PathLike, fit: str) -> tuple[tuple[np.ndarray, np.
     """The LP-FT head (coef (width, C), intercept (C,)) of fit `fit` in the finetune result `init`, its record,
     and the result's seed (that of its LoRA adapters)."""
     from w2s_cli.store import artifact as store
+    from w2s_cli.store.records import ResultRecord, read_record
 
     if fit not in FITS:
         raise W2SError(f"--init-fit must be one of {', '.join(FITS)}, not '{printable(fit)}'")
     art = store.load(init, "result", what="--init")
-    student = (art.meta.get("solver") or {}).get("student")
-    if student != "finetune":
+    result = read_record(art, ResultRecord)
+    student = None if result.solver is None else result.solver["student"]
+    if student != "finetune" or result.student is None:
         raise W2SError(
             f"--init {printable(init)}: not a finetune result (its student is {student}); give one of w2s finetune"
         )
@@ -53,10 +55,10 @@ def start_head(init: str | os.PathLike, fit: str) -> tuple[tuple[np.ndarray, np.
     record = {
         "kind": "finetune result",
         "result": str(init),
-        "artifact_id": art.meta.get("artifact_id"),
+        "artifact_id": art.meta["artifact_id"],  # every artifact has its content hash
         "fit": fit,
-        "strong_model": art.meta.get("strong_model"),
-        "recipe_train": (art.meta.get("student") or {}).get("recipe", {}).get("train"),
+        "strong_model": result.strong_model,
+        "recipe_train": result.student.recipe["train"],
     }
     return head, record, int(art.meta["seed"])
 
@@ -111,7 +113,7 @@ def extract_gradients(
     def features(bb: Backbone):
         C = n_outputs(source)
         start = head if head is not None else default_head(bb.width, C, proj_seed)
-        if head is not None and (start[0].shape[0] != bb.width or (init_record or {}).get("strong_model") != bb.name):
+        if head is not None and (start[0].shape[0] != bb.width or init_record["strong_model"] != bb.name):
             raise W2SError(
                 f"--init {printable(init)}: a finetune of {printable(str(init_record['strong_model']))} "
                 f"(width {start[0].shape[0]}), not of {printable(bb.name)} (width {bb.width})"

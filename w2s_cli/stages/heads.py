@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.special
 
 from w2s_cli.distributed import CHUNK_ROWS
 from w2s_cli.numerics.moments import Moments, accumulate
-from w2s_cli.numerics.solvers import LogisticClassifier, make_solver, softmax
+from w2s_cli.numerics.solvers import LinearFit, LogisticClassifier, fit_ridgeless, make_solver
 from w2s_cli.numerics.subspaces import PrincipalBasis, fit_basis
-from w2s_cli.numerics.variance import LinearFit, fit_moments, fit_rows
 from w2s_cli.options import Solver
 from w2s_cli.store.embeddings import EmbeddingSet
 
@@ -90,12 +90,12 @@ def fit_head(
     solver: Solver, Z: np.ndarray | None, Y: np.ndarray | None, moments: Moments | None = None, p: int | None = None
 ) -> Head:
     """Fit a head on coordinates Z (n, p) and targets Y (n, C); ridgeless may take the moments of [Z | Y]
-    instead of the rows (when there are more rows than coordinates)."""
+    instead of (or besides) the rows: `fit_ridgeless`, which uses the moments when they hold more rows than
+    coordinates and the rows otherwise, or where the moments cannot resolve the design."""
     solver = Solver(solver)
     if solver == Solver.ridgeless:
-        if moments is not None and moments.count > p:
-            return Head(solver, fit=fit_moments(moments, slice(0, p), slice(p, None)))
-        return Head(solver, fit=fit_rows(Z, Y))
+        rows = None if Z is None else (Z, Y)
+        return Head(solver, fit=fit_ridgeless(moments, Z.shape[1] if p is None else p, rows=rows))
     est = make_solver(solver.value)
     if solver == Solver.logistic:
         est.fit(Z, Y if not _one_hot(Y) else Y.argmax(axis=1))
@@ -128,4 +128,4 @@ def to_embedding_space(basis: PrincipalBasis, coef: np.ndarray, intercept: np.nd
 
 def apply(coef: np.ndarray, intercept: np.ndarray, X: np.ndarray, link: str) -> np.ndarray:
     z = np.asarray(X, np.float64) @ coef + intercept
-    return softmax(z) if link == "softmax" else z
+    return scipy.special.softmax(z, axis=1) if link == "softmax" else z

@@ -18,6 +18,7 @@ from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
+from w2s_cli.store.records import EmbeddingsRecord, RecordError, ResultRecord
 
 
 def auto_limit(split, n_test: int, n_train: int) -> int | None:
@@ -102,9 +103,9 @@ class EmbeddingCache:
 
     def matches(self, path: Path, request: dict[str, Any]) -> bool:
         try:
-            meta = store.read_meta(path)
-            return meta.get("request") == request and meta["dataset"]["fingerprint"] == self.source().fingerprint
-        except (W2SError, KeyError, TypeError):  # an unreadable or foreign cache entry is simply not reused
+            made = EmbeddingsRecord.from_json(store.read_meta(path))
+            return made.request == request and made.dataset["fingerprint"] == self.source().fingerprint
+        except (W2SError, RecordError):  # an unreadable or foreign cache entry is simply not reused
             return False
 
     def get(self, spec: BackboneSpec, role: str | None = None, key: str | None = None) -> Path:
@@ -138,24 +139,28 @@ def check_sizes(source: ImageSource, options: RunOptions, limit: int | None) -> 
     noisy_values(source.targets[:1], classes, options.split.label_noise, 0)
 
 
-def run_cache(
-    out_dir: Path, data: DataOptions, options: RunOptions, extract_opts: ExtractOptions, reuse: bool
+def embedding_cache(
+    out_dir: str | os.PathLike, data: DataOptions, runs: list[RunOptions], extract: ExtractOptions, reuse: bool
 ) -> EmbeddingCache:
-    """The embeddings cache of a run in out_dir, its extraction just large enough (--limit), the sizes checked."""
-    source = LazySource(data)
-    limit = options.limit
+    """source -> limit -> sizes: the embeddings cache in out_dir shared by `runs` (one run, a sweep's grid or
+    the teachers to rank: one data source, seed and --limit), its extraction just large enough for all of them
+    (--limit, else the fewest samples that hold every run's split), every run's sizes checked before anything
+    is extracted."""
+    source, base = LazySource(data), runs[0]
+    limit = base.limit
     if limit is None:
-        sp = options.split
-        limit = auto_limit(source().split, sp.n_test, sp.n_labeled + sp.n_pseudo)
-    check_sizes(source(), options, limit)
-    return EmbeddingCache(Path(out_dir), data, extract_opts, limit, options.seed, reuse, source)
+        n_test = max(o.split.n_test for o in runs)
+        limit = auto_limit(source().split, n_test, max(o.split.n_labeled + o.split.n_pseudo for o in runs))
+    for options in runs:
+        check_sizes(source(), options, limit)
+    return EmbeddingCache(Path(out_dir), data, extract, limit, base.seed, reuse, source)
 
 
 def embeddings_for(
     out_dir: Path, data: DataOptions, options: RunOptions, extract_opts: ExtractOptions, reuse: bool
 ) -> tuple[dict[str, Path], dict[str, float]]:
     """Weak and strong embeddings for a run in out_dir (extracted or reused), and the seconds spent."""
-    cache = run_cache(out_dir, data, options, extract_opts, reuse)
+    cache = embedding_cache(out_dir, data, [options], extract_opts, reuse)
     paths = {
         role: cache.get(spec, role, f"extract_{role}")
         for role, spec in (("weak", options.weak), ("strong", options.strong))
@@ -163,20 +168,21 @@ def embeddings_for(
     return paths, cache.seconds
 
 
-def trial_identity(meta: dict[str, Any]) -> dict[str, Any]:
+def trial_identity(result: ResultRecord) -> dict[str, Any]:
     """What makes a finished trial's result the one a run or sweep point asks for."""
-    weak_sub, strong_sub = meta["subspace"]["weak"], meta["subspace"]["strong"]
+    weak_sub, strong_sub = result.subspace["weak"], result.subspace["strong"]
+    made = result.provenance
     return {
-        "weak": meta["weak_embeddings"]["artifact_id"],
-        "strong": meta["strong_embeddings"]["artifact_id"],
-        "split": {k: meta["split"][k] for k in ("seed", "test_seed", "n_test", "n_labeled", "n_pseudo")},
-        "label_noise": meta["label_noise"]["rate"],
-        "subspace": [weak_sub["requested"], weak_sub["energy"], strong_sub["requested"], strong_sub["energy"]],
-        "solver": meta["solver"],
-        "labels": meta["labels"],
-        "analysed": None if meta.get("student") else meta.get("analysis_note") != "--no-dimensions",
-        "student": (meta.get("student") or {}).get("recipe"),
-        "w2s": meta["versions"].get("w2s"),
+        "weak": made["weak_embeddings"]["artifact_id"],
+        "strong": made["strong_embeddings"]["artifact_id"],
+        "split": {k: made["split"][k] for k in ("seed", "test_seed", "n_test", "n_labeled", "n_pseudo")},
+        "label_noise": result.label_noise.rate,
+        "subspace": [weak_sub.requested, weak_sub.energy, strong_sub.requested, strong_sub.energy],
+        "solver": result.solver,
+        "labels": result.labels,
+        "analysed": None if result.student else result.analysis_note != "--no-dimensions",
+        "student": result.student.recipe if result.student else None,
+        "w2s": made["versions"].get("w2s"),  # package versions: a mapping of what is installed
     }
 
 
@@ -214,8 +220,8 @@ def finished(path: Path, wanted: dict[str, Any]) -> bool:
     if not path.exists():
         return False
     try:
-        return trial_identity(store.read_meta(path)) == wanted
-    except (W2SError, KeyError, TypeError):
+        return trial_identity(ResultRecord.from_json(store.read_meta(path))) == wanted
+    except (W2SError, RecordError, KeyError, TypeError, AttributeError):
         return False
 
 
@@ -285,7 +291,7 @@ def run_trials(
         if progress is not None:
             progress()
         elif not quiet:
-            acc = store.read_meta(results[-1])["trials"][0].get("accuracy")
+            acc = ResultRecord.from_json(store.read_meta(results[-1])).trials[0].metrics.accuracy
             note = f" (weak {acc['weak']:.3f} -> w2s {acc['w2s']:.3f})" if acc else ""
             stderr.print(f"trial {t + 1}/{options.trials} done{note}")
     return results
@@ -304,24 +310,46 @@ def run(
     if out_dir.exists() and not out_dir.is_dir():
         raise W2SError(f"--out-dir {out_dir}: is a file, not a folder")
     paths, seconds = embeddings_for(out_dir, data, options, extract, reuse)
-    results = run_trials(paths, out_dir, options, extract.quiet, resume=reuse, extract=extract)
-    return combine([store.load(p, "result") for p in results], out_dir / result_name(options), seconds)
+    return experiment(paths, out_dir, options, quiet=extract.quiet, resume=reuse, extract=extract, seconds=seconds)
+
+
+def experiment(
+    paths: dict[str, Path],
+    folder: Path,
+    options: RunOptions,
+    *,
+    out: Path | None = None,
+    quiet: bool = False,
+    progress=None,
+    resume: bool = True,
+    extract: ExtractOptions | None = None,
+    seconds: dict[str, float] | None = None,
+) -> Path:
+    """trials -> combine: the T trials of one experiment (`run_trials`) in `folder`, combined into one result
+    at `out` (default folder / result_name(options)); `seconds`: the extraction's, added to the trials'."""
+    results = run_trials(paths, folder, options, quiet, progress, resume, extract)
+    out = folder / result_name(options) if out is None else out
+    return combine([store.load(p, "result") for p in results], out, seconds)
 
 
 def combine(results: list[store.Artifact], out: Path, extra_seconds: dict[str, float] | None = None) -> Path:
     """One `result` artifact holding the trials of several results of the same experiment."""
-    first = results[0].meta
-    for r in results[1:]:
-        for key in ("weak_model", "strong_model", "n_labeled", "n_pseudo", "n_test", "solver", "sample_ids_sha256"):
-            if r.meta[key] != first[key] or r.meta.get("student") != first.get("student"):
+    records = [ResultRecord.from_json(r.meta) for r in results]
+    first = records[0]
+    for r in records[1:]:
+        for key in ("weak_model", "strong_model", "n_labeled", "n_pseudo", "n_test", "solver", "student"):
+            if getattr(r, key) != getattr(first, key):
                 raise W2SError(f"cannot combine results that differ in {key}")
-    meta = copy.deepcopy(first)
-    meta.update(store.base_meta("result", first["seed"]))
-    meta["trials"] = [t for r in results for t in r.meta["trials"]]
-    meta["trial_results"] = [store.reference(r, out) for r in results]
+        if r.provenance["sample_ids_sha256"] != first.provenance["sample_ids_sha256"]:
+            raise W2SError("cannot combine results that differ in sample_ids_sha256")
     seconds = {k: round(v, 3) for k, v in (extra_seconds or {}).items()}
-    for r in results:
-        for k, v in r.meta["seconds"].items():
-            seconds[k] = round(seconds.get(k, 0.0) + v, 3)
-    meta["seconds"] = seconds
-    return store.save(store.Artifact("result", meta, {"test_rows": results[0]["test_rows"]}), out)
+    for r in records:
+        for k, v in r.seconds.items():
+            seconds[k] = round(seconds[k] + v if k in seconds else v, 3)
+    provenance = copy.deepcopy(first.provenance)
+    provenance.update(store.base_meta("result", first.provenance["seed"]))
+    provenance["trial_results"] = [store.reference(r, out) for r in results]
+    record = dataclasses.replace(
+        first, trials=tuple(t for r in records for t in r.trials), seconds=seconds, provenance=provenance
+    )
+    return store.save(store.Artifact("result", record.to_json(), {"test_rows": results[0]["test_rows"]}), out)

@@ -32,6 +32,15 @@ from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
+from w2s_cli.store.records import (
+    Analysis,
+    Metrics,
+    PseudoLabelsRecord,
+    ResultRecord,
+    StudentRecord,
+    Trial,
+    read_record,
+)
 
 
 def fit_student(
@@ -48,17 +57,18 @@ def fit_student(
     solver, sub_opts = Solver(solver), subspace or SubspaceOptions()
     spec = sub_opts.parsed()
     pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
-    check_student_labels(solver, pseudo.meta["teacher"]["solver"], hard=pseudo.meta["labels"] == "hard")
-    recorded = store.resolve(pseudo.meta["embeddings"], pseudo.path, weak)
+    made = read_record(pseudo, PseudoLabelsRecord)
+    check_student_labels(solver, made.teacher.solver, hard=made.labels == "hard")
+    recorded = store.resolve(made.embeddings, pseudo.path, weak)
     out = check_output(out, inputs=[pseudo_path, strong, weak, recorded])
     emb_s = EmbeddingSet(strong, "strong embeddings")
     store.require_same_samples(
         pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
     )
-    weak_sig, strong_sig = pseudo.meta["embeddings"]["signature"], emb_s.signature()
+    weak_sig, strong_sig = made.embeddings["signature"], emb_s.signature()
     if all(weak_sig[k] == strong_sig[k] for k in ("state_dict_sha256", "input_size")):
         stderr.print("[yellow]note:[/] strong and weak embeddings come from the same model and input size")
-    emb_w = _weak_embeddings(pseudo, weak, dimensions)
+    emb_w = _weak_embeddings(pseudo, made, weak, dimensions)
     if emb_w is not None and not np.array_equal(emb_w.values(), emb_s.values()):
         raise W2SError(
             f"weak {printable(emb_w.path)} and strong {printable(emb_s.path)} embeddings disagree on the labels "
@@ -96,7 +106,8 @@ def fit_student(
     keep = not one_pass or N <= emb_s.width + 1
     design = gather(emb_s, emb_w, basis, basis_w, labeled, rows, test, Y_L, targets_P, keep)
     basis_s, basis_record, d_s, zs = found["basis"], found["record"], design.d_s, design.zs
-    keep_rows = solver != Solver.ridgeless or N <= d_s + 1
+    # ridgeless refits from the rows where the moments cannot resolve the design (rank below its width)
+    keep_rows = solver != Solver.ridgeless or N <= d_s + 1 or (keep and basis_record["rank"] < d_s)
     if keep_rows:  # heads that need their rows (ridge, logistic, or fewer rows than coordinates)
         targets, Y_P = np.asarray(pseudo["pseudo_labels"], np.float64), as_targets(observed_P, emb_s.n_classes)
         Zs_LP, Y_LP = np.vstack([design.Zs_L, design.Zs_P]), np.vstack([Y_L, Y_P])
@@ -110,26 +121,25 @@ def fit_student(
     outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
     outputs.update({k: h.outputs(design.Zs_test) for k, h in heads.items()})
     truth = emb_s.truth(test)
-    trial = evaluate(outputs, truth, emb_s.labels[test] if emb_s.labels is not None else None)
-    trial.update(
-        {
-            "seed": pseudo.meta["seed"],
-            "n_labeled": n,
-            "n_pseudo": N,
-            "pseudo_label_accuracy": pseudo.meta.get("pseudo_label_accuracy"),
-        }
-    )
-    seconds = {**pseudo.meta["seconds"], "fit_student": round(time.perf_counter() - start, 3)}
-    analysis, why_not = None, _why_no_analysis(pseudo, solver, emb_w, dimensions)
+    metrics = Metrics.from_json(evaluate(outputs, truth, emb_s.labels[test] if emb_s.labels is not None else None))
+    seconds = {**made.seconds, "fit_student": round(time.perf_counter() - start, 3)}
+    analysis, why_not = None, _why_no_analysis(made, solver, emb_w, dimensions)
     if why_not is None:
         begin = time.perf_counter()
-        noise = LabelNoise(pseudo.meta["label_noise"]["rate"], emb_s.n_classes)
+        noise = LabelNoise(made.label_noise.rate, emb_s.n_classes)
         analysis = analyse(design, outputs, truth, {k: h.fit for k, h in heads.items()}, noise)
         seconds["analysis"] = round(time.perf_counter() - begin, 3)
     elif dimensions:
         stderr.print(f"note: no theory analysis: {why_not}")
-    trial["analysis"] = analysis
-    meta = result_meta(
+    trial = Trial(
+        metrics,
+        seed=made.seed,
+        n_labeled=n,
+        n_pseudo=N,
+        pseudo_label_accuracy=made.pseudo_label_accuracy,
+        analysis=None if analysis is None else Analysis.from_json(analysis),
+    )
+    record = result_meta(
         pseudo,
         emb_s,
         out,
@@ -144,7 +154,7 @@ def fit_student(
     tensors.update({"test_rows": test, "strong_basis_mean": basis_s.mean})
     if basis_s.components is not None:
         tensors["strong_basis"] = basis_s.components
-    return main_writes(lambda: store.save(store.Artifact("result", meta, tensors), out), out)
+    return main_writes(lambda: store.save(store.Artifact("result", record.to_json(), tensors), out), out)
 
 
 def result_meta(
@@ -155,42 +165,47 @@ def result_meta(
     student: str,
     strong_subspace: dict[str, Any],
     fits: dict[str, Any],
-    trial: dict[str, Any],
+    trial: Trial,
     seconds: dict[str, float],
     analysis_note: str | None,
-) -> dict[str, Any]:
+    student_record: StudentRecord | None = None,
+) -> ResultRecord:
     """The record of a `result` artifact (a linear or a finetuned student): where its inputs came from, the
     experiment, each fit's record and the one trial."""
-    weak_sig = pseudo.meta["embeddings"]["signature"]
-    meta = store.base_meta("result", pseudo.meta["seed"])
-    meta.update(
+    made = PseudoLabelsRecord.from_json(pseudo.meta)  # checked when the stage read it
+    weak_sig = made.embeddings["signature"]
+    provenance = store.base_meta("result", made.seed)
+    provenance.update(
         {
             "pseudolabels": store.reference(pseudo, out),
-            "teacher": pseudo.meta["teacher"],
-            "weak_embeddings": pseudo.meta["embeddings"],
+            "teacher": made.teacher.to_json(),
+            "weak_embeddings": made.embeddings,
             "strong_embeddings": emb_s.reference(out),
-            "weak_model": weak_sig["model"],
-            "weak_input_size": weak_sig["input_size"],
-            "strong_model": emb_s.meta["model"]["name"],
-            "strong_input_size": emb_s.meta["preprocessing"]["input_size"],
-            "dataset": emb_s.meta["dataset"],
-            "sample_ids_sha256": emb_s.meta["sample_ids_sha256"],
-            "task": emb_s.task,
-            "split": pseudo.meta["split"],
-            "label_noise": pseudo.meta["label_noise"],
-            "labels": pseudo.meta["labels"],
-            "solver": {"teacher": pseudo.meta["teacher"]["solver"], "student": student},
-            "subspace": {"weak": pseudo.meta["teacher"]["subspace"], "strong": strong_subspace},
-            "fits": {"weak": pseudo.meta["teacher"]["fit"], **fits},
-            "n_labeled": trial["n_labeled"],
-            "n_pseudo": trial["n_pseudo"],
-            "n_test": trial["n_test"],
-            "trials": [trial],
-            "analysis_note": analysis_note,
-            "seconds": seconds,
+            "sample_ids_sha256": emb_s.record.sample_ids_sha256,
+            "split": made.split.to_json(),
         }
     )
-    return meta
+    return ResultRecord(
+        trials=(trial,),
+        dataset=emb_s.record.dataset,
+        n_labeled=trial.n_labeled,
+        n_pseudo=trial.n_pseudo,
+        n_test=trial.metrics.n_test,
+        task=emb_s.task,
+        weak_model=weak_sig["model"],
+        weak_input_size=weak_sig["input_size"],
+        strong_model=emb_s.record.model["name"],
+        strong_input_size=emb_s.record.preprocessing["input_size"],
+        solver={"teacher": made.teacher.solver, "student": student},
+        labels=made.labels,
+        subspace={"weak": made.teacher.subspace, "strong": strong_subspace},
+        label_noise=made.label_noise,
+        fits={"weak": made.teacher.fit, **fits},
+        seconds=seconds,
+        student=student_record,
+        analysis_note=analysis_note,
+        provenance=provenance,
+    )
 
 
 def _cols(m: Moments, x: np.ndarray, y: np.ndarray) -> Moments:
@@ -198,13 +213,15 @@ def _cols(m: Moments, x: np.ndarray, y: np.ndarray) -> Moments:
     return select(m, np.concatenate([x, y]))
 
 
-def _weak_embeddings(pseudo: store.Artifact, weak: str | os.PathLike | None, dimensions: bool) -> EmbeddingSet | None:
+def _weak_embeddings(
+    pseudo: store.Artifact, made: PseudoLabelsRecord, weak: str | os.PathLike | None, dimensions: bool
+) -> EmbeddingSet | None:
     """The teacher's embeddings (for d_sw, the W2S variance and the label-light predictions), when asked for
     and found; a missing file is a note unless the user named it."""
     if not dimensions and weak is None:
         return None
     try:
-        return emb_store.find(pseudo.meta["embeddings"], pseudo.path, weak, "weak embeddings")
+        return emb_store.find(made.embeddings, pseudo.path, weak, "weak embeddings")
     except W2SError as exc:
         if weak is not None:
             raise
@@ -213,14 +230,14 @@ def _weak_embeddings(pseudo: store.Artifact, weak: str | os.PathLike | None, dim
 
 
 def _why_no_analysis(
-    pseudo: store.Artifact, solver: Solver, emb_w: EmbeddingSet | None, dimensions: bool
+    made: PseudoLabelsRecord, solver: Solver, emb_w: EmbeddingSet | None, dimensions: bool
 ) -> str | None:
     if not dimensions:
         return "--no-dimensions"
     if emb_w is None:
         return "the weak embeddings were not found"
-    if solver != Solver.ridgeless or pseudo.meta["teacher"]["solver"] != "ridgeless":
+    if solver != Solver.ridgeless or made.teacher.solver != "ridgeless":
         return "the variance law is about ridgeless (linear) heads"
-    if pseudo.meta["labels"] != "soft":
+    if made.labels != "soft":
         return "hard pseudo-labels are not linear in the teacher's labels"
     return None

@@ -2,9 +2,8 @@
 
 Embeddings are extracted once per (model, input size, data) into OUT_DIR/embeddings and shared by every
 point and trial; each point's trials and combined result live in OUT_DIR/points/<point>/, so a killed
-sweep, rerun, computes only what is missing. One row per point: the parameters, measured errors and
-accuracies, PGR and OPR (mean and standard error over trials), the variance-only theory's and the
-label-light predictions, d_w, d_s, d_sw and the exact variance coefficients.
+sweep, rerun, computes only what is missing. The sweep is a `Sweep` record: per point its parameters and
+the summary of its combined result (report/ shows it as a table, a CSV and a figure).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from typing import Any
 
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss, TrainSpec
-from w2s_cli.numerics.stats import MODELS
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
@@ -31,18 +29,10 @@ from w2s_cli.options import (
     SubspaceOptions,
     parse_subspace,
 )
-from w2s_cli.report.summary import load_result, summary
 from w2s_cli.stages.executors import spread
-from w2s_cli.stages.run import (
-    EmbeddingCache,
-    LazySource,
-    auto_limit,
-    check_sizes,
-    combine,
-    result_name,
-    run_trials,
-)
-from w2s_cli.store import artifact as store
+from w2s_cli.stages.run import embedding_cache, experiment
+from w2s_cli.stages.summary import load_result, summary
+from w2s_cli.store.records import Summary, Sweep, SweepPoint
 
 PARAMETERS = (
     "n-pseudo",
@@ -155,8 +145,8 @@ def sweep(
     reuse: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
     executor: ExecutorOptions | None = None,
-) -> dict[str, Any]:
-    """Run every point of the grid (T trials each); return {"vary", "points": [{"params", "summary"}], ...}.
+) -> Sweep:
+    """Run every point of the grid (T trials each); return the sweep's record (its points' summaries).
     `executor`: where the trials run (stages/executors.py); by default one after another in this process."""
     if not varies:
         raise W2SError("sweep needs at least one --vary PARAM=V1,V2,...")
@@ -170,14 +160,7 @@ def sweep(
             options, params[name] = with_value(options, name, value), value
         grid.append((params, options))
     out_dir = Path(out_dir)
-    source = LazySource(data)
-    limit = base.limit
-    if limit is None:
-        need = max(o.split.n_labeled + o.split.n_pseudo for _, o in grid)
-        limit = auto_limit(source().split, max(o.split.n_test for _, o in grid), need)
-    for _, options in grid:
-        check_sizes(source(), options, limit)
-    cache = EmbeddingCache(out_dir, data, extract, limit, base.seed, reuse, source)
+    cache = embedding_cache(out_dir, data, [o for _, o in grid], extract, reuse)
     resume = reuse
     if executor is not None and executor.spread:  # the jobs write every trial; the loop below combines them
         tasks = [(f"points/{point_key(p)}", out_dir / "points" / point_key(p), o) for p, o in grid]
@@ -195,32 +178,25 @@ def sweep(
             if progress is not None:
                 progress(done, total, key)
 
-        results = run_trials(paths, folder, options, quiet=True, progress=tick, resume=resume, extract=extract)
-        path = combine([store.load(p, "result") for p in results], folder / result_name(options))
-        points.append(
-            {
-                "params": {k: label(v) for k, v in params.items()},
-                "key": key,
-                "result": str(path),
-                "summary": summary(load_result(path)),
-            }
-        )
-    out: dict[str, Any] = {"vary": names, "trials": base.trials, "points": points, "extract_seconds": cache.seconds}
+        path = experiment(paths, folder, options, quiet=True, progress=tick, resume=resume, extract=extract)
+        params_text = {k: label(v) for k, v in params.items()}
+        points.append(SweepPoint(params_text, key, str(path), summary(load_result(path))))
+    correlations = None
     if any(n in ("weak", "strong") for n in names):
-        out["spearman_pgr_vs_overlap"] = overlap_correlations(points, [n for n in names if n not in ("weak", "strong")])
-    return out
+        correlations = overlap_correlations(points, [n for n in names if n not in ("weak", "strong")])
+    return Sweep(names, base.trials, points, cache.seconds, correlations)
 
 
-def overlap_correlations(points: list[dict[str, Any]], others: list[str]) -> dict[str, float | None]:
+def overlap_correlations(points: list[SweepPoint], others: list[str]) -> dict[str, float | None]:
     """Spearman's rank correlation of PGR with d_sw/d_w across backbones, for each setting of the other
     varied parameters (e.g. once for a fixed subspace size and once for the energy rule)."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[Summary]] = {}
     for p in points:
-        groups.setdefault(", ".join(f"{k}={p['params'][k]}" for k in others) or "all", []).append(p["summary"])
+        groups.setdefault(", ".join(f"{k}={p.params[k]}" for k in others) or "all", []).append(p.summary)
     return {
         name: spearman(
-            [s["dimensions"]["d_sw"] / s["dimensions"]["d_w"] if "dimensions" in s else None for s in ss],
-            [s["pgr"] for s in ss],
+            [s.theory.dimensions.overlap if s.theory else None for s in ss],
+            [s.metrics.pgr for s in ss],
         )
         for name, ss in groups.items()
     }
@@ -234,77 +210,3 @@ def spearman(x: list[float | None], y: list[float | None]) -> float | None:
     if len(pairs) < 3:
         return None
     return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
-
-
-def rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """The sweep as a table: one row per point (see the module docstring)."""
-    names = result["vary"]
-    header = list(names) + [
-        "student",
-        "trials",
-        "n_labeled",
-        "n_pseudo",
-        "label_noise",
-        "weak",
-        "strong",
-        "d_w",
-        "d_s",
-        "d_sw",
-        "d_sw_null",
-        "d_sw_corrected",
-        "d_sw_over_d_w",
-    ]
-    for k in MODELS:
-        header += [
-            f"error_{k}",
-            f"error_{k}_se",
-            f"accuracy_{k}",
-            f"accuracy_{k}_se",
-            f"error_{k}_predicted",
-            f"variance_{k}_exact",
-            f"variance_{k}_theory",
-        ]
-    header += ["pgr", "pgr_se", "opr", "opr_se", "pgr_predicted", "opr_predicted", "pgr_theory", "opr_theory"]
-    header += [f"error_{k}_epoch0" for k in MODELS[1:]] + ["pgr_epoch0", "pgr_epoch0_se"]
-    body = []
-    for p in result["points"]:
-        s = p["summary"]
-        d = s.get("dimensions") or {}
-        row = [p["params"][n] for n in names]
-        row += [
-            (s.get("student") or {}).get("description", "linear probe"),
-            s["trials"],
-            s["n_labeled"],
-            s["n_pseudo"],
-            (s.get("label_noise") or {}).get("rate"),
-            f"{s['weak_model']}@{s['weak_input_size']}",
-            f"{s['strong_model']}@{s['strong_input_size']}",
-        ]
-        row += [d.get(k) for k in ("d_w", "d_s", "d_sw", "d_sw_null", "d_sw_corrected")]
-        row.append(d["d_sw"] / d["d_w"] if d.get("d_w") else None)
-        for k in MODELS:
-            var = (s.get("variance") or {}).get(k) or {}
-            row += [
-                s["error"][k],
-                s["error_stderr"].get(k),
-                (s.get("accuracy") or {}).get(k),
-                (s.get("accuracy_stderr") or {}).get(k),
-                ((s.get("predicted") or {}).get("error") or {}).get(k),
-                var.get("exact"),
-                var.get("theory"),
-            ]
-        pred, theory = s.get("predicted") or {}, s.get("theory") or {}
-        row += [
-            s["pgr"],
-            s.get("pgr_stderr"),
-            s["opr"],
-            s.get("opr_stderr"),
-            pred.get("pgr"),
-            pred.get("opr"),
-            theory.get("pgr"),
-            theory.get("opr"),
-        ]
-        start = s.get("init") or {}
-        row += [(start.get("error") or {}).get(k) for k in MODELS[1:]] + [start.get("pgr"), start.get("pgr_stderr")]
-        body.append(row)
-    return header, body

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,16 @@ from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
+from w2s_cli.store.records import (
+    Basis,
+    FitRecord,
+    LabelNoiseRecord,
+    PseudoLabelsRecord,
+    Split,
+    TeacherRecord,
+    TeacherReference,
+    read_record,
+)
 
 
 def train_weak(
@@ -50,37 +61,33 @@ def train_weak(
     test_out = apply(coef, intercept, emb.rows(s.test), link)
     truth = emb.truth(s.test)
     loo = loo_residuals(head.fit, Z_L, Y_L) if head.fit is not None else None
-    meta = store.base_meta("teacher", split_opts.seed)
-    meta.update(
-        {
-            "embeddings": emb.reference(out),
-            "dataset": emb.meta["dataset"],
-            "sample_ids_sha256": emb.meta["sample_ids_sha256"],
-            "task": emb.task,
-            "solver": solver.value,
-            "link": link,
-            "subspace": {"requested": str(sub_opts.subspace), **basis_record},
-            "split": {
-                "seed": split_opts.seed,
-                "test_seed": split_opts.test_seed,
-                "n_test": len(s.test),
-                "n_labeled": len(s.labeled),
-                "n_pseudo": len(s.pseudo),
-                "n_pool": s.n_pool,
-                "test_from_dataset_split": emb.split is not None,
-            },
-            "label_noise": {
-                "rate": split_opts.label_noise,
-                "kind": "symmetric flips" if emb.labels is not None else "gaussian",
-                "seed": [split_opts.seed, 2],
-            },
-            "fit": head.record(),
-            "sigma2": head.fit.sigma2() if head.fit is not None else None,
-            "loo_error": None if loo is None else float((loo**2).mean()),
-            "test_error": float(squared_errors(test_out, truth).mean()),
-            "test_accuracy": accuracy(test_out, emb.labels[s.test]) if emb.labels is not None else None,
-            "seconds": round(time.perf_counter() - start, 3),
-        }
+    record = TeacherRecord(
+        embeddings=emb.reference(out),
+        dataset=emb.record.dataset,
+        sample_ids_sha256=emb.record.sample_ids_sha256,
+        task=emb.task,
+        solver=solver.value,
+        link=link,
+        subspace=Basis.from_json({"requested": str(sub_opts.subspace), **basis_record}),
+        split=Split(
+            seed=split_opts.seed,
+            test_seed=split_opts.test_seed,
+            n_test=len(s.test),
+            n_labeled=len(s.labeled),
+            n_pseudo=len(s.pseudo),
+            n_pool=s.n_pool,
+            test_from_dataset_split=emb.split is not None,
+        ),
+        label_noise=LabelNoiseRecord(
+            split_opts.label_noise, "symmetric flips" if emb.labels is not None else "gaussian", [split_opts.seed, 2]
+        ),
+        fit=FitRecord.from_json(head.record()),
+        sigma2=head.fit.sigma2() if head.fit is not None else None,
+        loo_error=None if loo is None else float((loo**2).mean()),
+        test_error=float(squared_errors(test_out, truth).mean()),
+        test_accuracy=accuracy(test_out, emb.labels[s.test]) if emb.labels is not None else None,
+        seconds=round(time.perf_counter() - start, 3),
+        provenance=store.base_meta("teacher", split_opts.seed),
     )
     tensors = {
         "coef": coef,
@@ -95,7 +102,7 @@ def train_weak(
     }
     if basis.components is not None:
         tensors["basis"] = basis.components
-    return main_writes(lambda: store.save(store.Artifact("teacher", meta, tensors), out), out)
+    return main_writes(lambda: store.save(store.Artifact("teacher", record.to_json(), tensors), out), out)
 
 
 def pseudolabel(
@@ -109,40 +116,35 @@ def pseudolabel(
     artifact that carries everything fit-student needs (rows, training labels, the weak basis)."""
     start = time.perf_counter()
     teacher = store.load(teacher_path, "teacher", what="teacher")
-    recorded = store.resolve(teacher.meta["embeddings"], teacher.path, embeddings)
+    made = read_record(teacher, TeacherRecord)
+    recorded = store.resolve(made.embeddings, teacher.path, embeddings)
     out = check_output(out, inputs=[teacher_path, embeddings, recorded])
-    emb = emb_store.find(teacher.meta["embeddings"], teacher.path, embeddings, "weak embeddings")
+    emb = emb_store.find(made.embeddings, teacher.path, embeddings, "weak embeddings")
     if hard and emb.labels is None:
         raise W2SError("--hard needs a classification dataset; this one has numeric targets")
-    seed = teacher.meta["seed"]
+    seed = made.split.seed
     drawn = np.asarray(teacher["pseudo_rows"])
     keep = subset_pseudo(drawn, n_pseudo, seed) if n_pseudo is not None else drawn
-    coef, intercept, link = teacher["coef"], teacher["intercept"], teacher.meta["link"]
+    coef, intercept, link = teacher["coef"], teacher["intercept"], made.link
     pieces = gather_rows([(idx, apply(coef, intercept, block, link)) for idx, block in my_blocks(emb, keep)])
     soft = np.concatenate([out for _, out in pieces]) if pieces else np.zeros((0, len(intercept)))
     pseudo = one_hot(soft.argmax(axis=1), soft.shape[1]) if hard else soft
     position = np.searchsorted(drawn, keep)
-    meta = store.base_meta("pseudolabels", seed)
-    meta.update(
-        {
-            "teacher": {
-                **store.reference(teacher, out),
-                "solver": teacher.meta["solver"],
-                "subspace": teacher.meta["subspace"],
-                "fit": teacher.meta["fit"],
-            },
-            "embeddings": teacher.meta["embeddings"],
-            "dataset": teacher.meta["dataset"],
-            "sample_ids_sha256": teacher.meta["sample_ids_sha256"],
-            "task": teacher.meta["task"],
-            "split": {**teacher.meta["split"], "n_pseudo": len(keep), "n_pseudo_drawn": len(drawn)},
-            "label_noise": teacher.meta["label_noise"],
-            "labels": "hard" if hard else "soft",
-            "pseudo_label_accuracy": accuracy(soft, emb.labels[keep]) if emb.labels is not None else None,
-            "teacher_sigma2": teacher.meta["sigma2"],
-            "teacher_loo_error": teacher.meta["loo_error"],
-            "seconds": {"train_weak": teacher.meta["seconds"], "pseudolabel": round(time.perf_counter() - start, 3)},
-        }
+    ref = store.reference(teacher, out)
+    record = PseudoLabelsRecord(
+        teacher=TeacherReference(ref["path"], ref["relpath"], ref["artifact_id"], made.solver, made.subspace, made.fit),
+        embeddings=made.embeddings,
+        dataset=made.dataset,
+        sample_ids_sha256=made.sample_ids_sha256,
+        task=made.task,
+        split=dataclasses.replace(made.split, n_pseudo=len(keep), n_pseudo_drawn=len(drawn)),
+        label_noise=made.label_noise,
+        labels="hard" if hard else "soft",
+        pseudo_label_accuracy=accuracy(soft, emb.labels[keep]) if emb.labels is not None else None,
+        teacher_sigma2=made.sigma2,
+        teacher_loo_error=made.loo_error,
+        seconds={"train_weak": made.seconds, "pseudolabel": round(time.perf_counter() - start, 3)},
+        provenance=store.base_meta("pseudolabels", seed),
     )
     tensors = {
         "pseudo_rows": keep,
@@ -156,4 +158,4 @@ def pseudolabel(
     }
     if teacher.has("basis"):
         tensors["weak_basis"] = teacher["basis"]
-    return main_writes(lambda: store.save(store.Artifact("pseudolabels", meta, tensors), out), out)
+    return main_writes(lambda: store.save(store.Artifact("pseudolabels", record.to_json(), tensors), out), out)

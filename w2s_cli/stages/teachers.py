@@ -17,18 +17,19 @@ from typing import Any
 import numpy as np
 
 from w2s_cli.errors import W2SError
+from w2s_cli.numerics.solvers import fit_rows
 from w2s_cli.numerics.stats import as_targets, mean_and_sem
 from w2s_cli.numerics.subspaces import PrincipalBasis
-from w2s_cli.numerics.variance import LabelNoise, fit_rows
+from w2s_cli.numerics.variance import LabelNoise
 from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, SplitOptions
-from w2s_cli.report.summary import load_result, summary
 from w2s_cli.stages.analysis import fit_on, predictions
 from w2s_cli.stages.cost import estimate
 from w2s_cli.stages.design import gather
 from w2s_cli.stages.executors import Estimated, spread
 from w2s_cli.stages.heads import shared_basis
-from w2s_cli.stages.run import EmbeddingCache, LazySource, auto_limit, check_sizes, combine, run_trials
+from w2s_cli.stages.run import embedding_cache, experiment
 from w2s_cli.stages.split import draw_split, noisy_values
+from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.stages.sweep import spearman
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -98,12 +99,7 @@ def rank_teachers(
     if len({t.label for t in teachers}) != len(teachers):
         raise W2SError("a --weak teacher is given twice")
     out_dir = Path(out_dir)
-    source = LazySource(data)
-    limit = base.limit
-    if limit is None:
-        limit = auto_limit(source().split, base.split.n_test, base.split.n_labeled + base.split.n_pseudo)
-    check_sizes(source(), base, limit)
-    cache = EmbeddingCache(out_dir, data, extract, limit, base.seed, reuse, source)
+    cache = embedding_cache(out_dir, data, [base], extract, reuse)
     if executor is not None and executor.dry_run:
         runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
         work = estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
@@ -137,15 +133,7 @@ def rank_teachers(
         rows[spec.label] = draws[0]["w2s_rows"]
         if measure:
             folder = out_dir / "teachers" / folder_name(spec)
-            results = run_trials({"weak": weak, "strong": strong}, folder, base_with(base, spec), True, resume=resume)
-            s = summary(load_result(combine([store.load(p, "result") for p in results], folder / "result.safetensors")))
-            entry["measured"] = {
-                "error_w2s": s["error"]["w2s"],
-                "error_w2s_stderr": s["error_stderr"]["w2s"],
-                "error_weak": s["error"]["weak"],
-                "pgr": s["pgr"],
-                "opr": s["opr"],
-            }
+            entry["measured"] = measured({"weak": weak, "strong": strong}, folder, base_with(base, spec), resume)
         entries.append(entry)
         if progress is not None:
             progress(spec.label)
@@ -166,6 +154,19 @@ def rank_teachers(
             (abs(p - m) / m for p, m in zip(pred, meas, strict=True) if p is not None and m), default=None
         )
     return result
+
+
+def measured(paths: dict[str, Path], folder: Path, options: RunOptions, resume: bool) -> dict[str, Any]:
+    """The W2S error (with its standard error), the weak error, PGR and OPR of a teacher's whole pipeline."""
+    out = folder / "result.safetensors"
+    m = summary(load_result(experiment(paths, folder, options, out=out, quiet=True, resume=resume))).metrics
+    return {
+        "error_w2s": m.error["w2s"],
+        "error_w2s_stderr": m.error_stderr["w2s"],
+        "error_weak": m.error["weak"],
+        "pgr": m.pgr,
+        "opr": m.opr,
+    }
 
 
 def folder_name(spec: BackboneSpec) -> str:

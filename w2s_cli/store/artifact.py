@@ -31,7 +31,11 @@ from safetensors import SafetensorError, safe_open
 
 from w2s_cli.errors import W2SError, printable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# schema 3 writes schema 2's layout (the result records, store/records.py, only made it checked when built),
+# so files of schema 2 read as they are; embeddings kept their layout from schema 1 (a cache of extractions
+# stays usable)
+READS = {kind: (2, 3) for kind in ("teacher", "pseudolabels", "result", "intrinsic_dim")} | {"embeddings": (1, 2, 3)}
 KINDS = ("embeddings", "teacher", "pseudolabels", "result", "intrinsic_dim")
 META_KEY = "w2s"
 CHUNK_ROWS = 8192
@@ -418,14 +422,13 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise W2SError(f"{name}: corrupt w2s record (not JSON)") from None
     if not isinstance(meta, dict):
         raise W2SError(f"{name}: corrupt w2s record (not a JSON object)")
-    version = meta.get("schema_version")
-    # embeddings kept their layout from schema 1: a cache of extractions stays usable
-    if version != SCHEMA_VERSION and not (version == 1 and meta.get("kind") == "embeddings"):
+    version, kind = meta.get("schema_version"), meta.get("kind")
+    if version not in READS.get(kind, (SCHEMA_VERSION,)):
+        reads = " and ".join(map(str, READS.get(kind, (SCHEMA_VERSION,))))
         raise W2SError(
-            f"{name}: w2s record schema {printable(version)} (this w2s reads {SCHEMA_VERSION}); make it again "
-            "with this version"
+            f"{name}: w2s record schema {printable(version)}, written by an older or newer w2s (this w2s reads "
+            f"{reads}); make it again with this version"
         )
-    kind = meta.get("kind")
     if kind not in KINDS:
         raise W2SError(f"{name}: unknown artifact kind '{printable(kind)}'")
     missing = [k for k in REQUIRED[kind] if k not in meta]

@@ -13,6 +13,7 @@ import numpy as np
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.numerics.stats import as_targets
 from w2s_cli.store import artifact as store
+from w2s_cli.store.records import EmbeddingsRecord, RecordError
 
 
 class EmbeddingSet:
@@ -22,11 +23,9 @@ class EmbeddingSet:
         self.meta = self.art.meta
         where = f"{role} {printable(self.path)}"
         try:  # what identifies these embeddings (and their dataset's task) must be in the record
-            signature(self.meta)
-        except (KeyError, TypeError):
-            raise W2SError(
-                f"{where}: corrupt w2s record (no model name, weights hash, input size or dataset fingerprint)"
-            ) from None
+            self.record = EmbeddingsRecord.from_json(self.meta)
+        except RecordError as exc:
+            raise W2SError(f"{where}: corrupt w2s record: {exc}") from None
         try:
             shape = self.art.shape("embeddings")
             ids = self.art["sample_ids"]
@@ -35,12 +34,12 @@ class EmbeddingSet:
         if len(shape) != 2 or shape[0] != len(ids) or shape[0] == 0:
             raise W2SError(f"{where}: malformed embeddings (shape {tuple(shape)}, {len(ids)} sample ids)")
         self.n_rows, self.width = int(shape[0]), int(shape[1])
-        self.task = self.meta["dataset"].get("task", "classification")
+        self.task = self.record.task
         self.labels: np.ndarray | None = None
         self.targets: np.ndarray | None = None
         if self.art.has("labels"):
             self.labels = np.asarray(self.art["labels"], np.int64)
-            classes = self.meta["dataset"].get("classes")
+            classes = self.record.classes
             self.n_classes = len(classes) if classes else int(self.labels.max()) + 1
             if len(self.labels) != self.n_rows or self.labels.min() < 0 or self.labels.max() >= self.n_classes:
                 raise W2SError(f"{where}: labels do not match the rows or the {self.n_classes} classes")
@@ -76,20 +75,10 @@ class EmbeddingSet:
 
     def signature(self) -> dict[str, Any]:
         """What identifies an embedding set: the weights, the input size, the dataset and its samples."""
-        return signature(self.meta)
+        return self.record.signature
 
     def reference(self, relative_to: str | os.PathLike) -> dict[str, Any]:
         return store.reference(self.art, relative_to, signature=self.signature())
-
-
-def signature(meta: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "model": meta["model"]["name"],
-        "state_dict_sha256": meta["model"]["weights"]["state_dict_sha256"],
-        "input_size": meta["preprocessing"]["input_size"],
-        "dataset_fingerprint": meta["dataset"]["fingerprint"],
-        "sample_ids_sha256": meta["sample_ids_sha256"],
-    }
 
 
 def find(ref: dict[str, Any], owner: str | os.PathLike, given: str | os.PathLike | None, role: str) -> EmbeddingSet:
