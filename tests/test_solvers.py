@@ -15,6 +15,7 @@ from w2s_cli.numerics.subspaces import overlap
 from w2s_cli.options import Solver
 from w2s_cli.report.render import _ill_determined
 from w2s_cli.stages.heads import fit_head
+from w2s_cli.store.records import FitRecord
 
 
 @pytest.mark.parametrize("estimator", [RidgelessRegressor(), RidgeRegressor(), LogisticClassifier()])
@@ -147,8 +148,9 @@ def test_ill_determined_fits_are_named_in_the_report():
             "solved_from": "rows",
         }
     }
-    assert "strong ceiling (rank 1223, condition number 1.6e+08, from the rows" in _ill_determined({"fits": fits})[0]
-    assert _ill_determined({"fits": {"ceiling": {**fits["ceiling"], "ill_determined": False}}}) == []
+    typed = {k: FitRecord.from_json(v) for k, v in fits.items()}
+    assert "strong ceiling (rank 1223, condition number 1.6e+08, from the rows" in _ill_determined(typed)[0]
+    assert _ill_determined({"ceiling": FitRecord.from_json({**fits["ceiling"], "ill_determined": False})}) == []
 
 
 @pytest.mark.parametrize("n,s", [(300, [1.0, 0.5, 1e-2, 1e-4]), (300, [1.0, 1e-3, 1e-9, 1e-15]), (3, None)])

@@ -120,9 +120,9 @@ def _fit(s: Summary, k: str) -> FitRecord | None:
     return None if s.fits is None or k not in s.fits else s.fits[k]
 
 
-def _ill_determined(s: Summary) -> list[str]:
+def _ill_determined(fits: dict[str, FitRecord] | None) -> list[str]:
     """A warning for ridgeless fits whose design the float64 moments cannot resolve (numerics/solvers.py)."""
-    ill = [(k, f) for k in MODELS if (f := _fit(s, k)) is not None and f.ill_determined]
+    ill = [(k, f) for k, f in (fits or {}).items() if k in MODELS and f.ill_determined]
     if not ill:
         return []
     parts = [
@@ -203,7 +203,7 @@ def report_blocks(s: Summary) -> list[Block]:
         lines.append(f"pseudo-label accuracy: {s.pseudo_label_accuracy:.4f}")
     if any(s.subspace.values()):
         lines.append("subspaces: " + "; ".join(f"{k} {_basis_text(v)}" for k, v in s.subspace.items() if v))
-    lines += _ill_determined(s)
+    lines += _ill_determined(s.fits)
     blocks = [Block(title, cols, rows, lines)]
     if s.theory:
         blocks.append(theory_block(s.theory))
