@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_user_error, w2s
+from conftest import assert_user_error, digit_image, digits, w2s
 
 from w2s_cli.store import artifact as store
 
@@ -167,14 +167,10 @@ def test_the_documented_shell_pipe(session_dir, weak_emb, strong_emb):
 
 def test_regression_task_end_to_end(tmp_path):
     """csv:PATH with a numeric target: the pipe runs, errors are squared errors, no accuracy is claimed."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
     lines = ["path,target"]
     for i in range(240):
-        Image.fromarray((d.images[i] * 15).astype(np.uint8)).save(tmp_path / f"{i}.png")
-        lines.append(f"{i}.png,{float(d.target[i])}")
+        digit_image(i).save(tmp_path / f"{i}.png")
+        lines.append(f"{i}.png,{float(digits().target[i])}")
     (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
     for name, model in (("weak", "test_efficientnet"), ("strong", "test_resnet")):
         r = extract_random(f"csv:{tmp_path / 'data.csv'}", model, tmp_path / f"{name}.safetensors")
