@@ -33,12 +33,16 @@ def chain(session_dir, weak_emb, strong_emb):
         "fit-student", "--strong", strong_emb, "--subspace", "60", "-o", d / "r.safetensors", input=pseudo.stdout
     )
     assert result.exit_code == 0, result.output
-    return {k: Path(r.stdout.strip()) for k, r in (("teacher", teacher), ("pseudo", pseudo), ("result", result))}
+    stages = (("teacher", teacher), ("pseudo", pseudo), ("result", result))
+    return {**{k: Path(r.stdout.strip()) for k, r in stages}, "stdout": {k: r.stdout for k, r in stages}}
 
 
-def test_stages_print_only_their_artifact_path(chain):
-    for kind, path in (("teacher", chain["teacher"]), ("pseudolabels", chain["pseudo"]), ("result", chain["result"])):
-        assert store.read_meta(path)["kind"] == kind
+def test_stages_print_only_their_artifact_path(chain, session_dir):
+    """Into a pipe, each stage's stdout is one line: the path of the artifact it wrote (-o), nothing else."""
+    for key, kind, name in (("teacher", "teacher", "t"), ("pseudo", "pseudolabels", "p"), ("result", "result", "r")):
+        written = session_dir / "chain" / f"{name}.safetensors"
+        assert chain["stdout"][key] == f"{written}\n", chain["stdout"][key]
+        assert store.read_meta(written)["kind"] == kind
 
 
 def test_stored_split_is_disjoint_and_recorded(chain):
