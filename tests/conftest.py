@@ -1,9 +1,17 @@
 """Shared fixtures: real timm models (tiny ones with seeded random weights saved to local files, and the
-bundled pretrained EfficientNet-Lite0), real images (scikit-learn digits), real embeddings."""
+bundled pretrained EfficientNet-Lite0), real images (scikit-learn digits), real embeddings.
+
+Extractions are the slow part of the suite, so each one is made once per session (by a real `w2s run`, whose
+embeddings other runs in other folders reuse): a test that writes beside them gets copies (`seed_run_dir`)."""
 
 from __future__ import annotations
 
+import functools
+import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,11 +20,34 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from w2s_cli.extraction.extract import extract
-from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions
+from w2s_cli.options import ExtractOptions
 
 WEAK_MODEL, STRONG_MODEL = "test_efficientnet", "test_resnet"
 QUIET = ExtractOptions(num_workers=0, quiet=True)
+# the session's two runs on digits: weak test_efficientnet@32 from a seeded weights file and the pretrained
+# EfficientNet-Lite0 at 32 px (DIGITS_RUN, 2 trials); the tiny random-weight pair (TINY_MODELS, TINY_SIZES)
+DIGITS_RUN = (
+    "run --data digits --weak test_efficientnet@32 --strong tf_efficientnet_lite0@32"
+    " --n-labeled 200 --n-pseudo 800 --n-test 300 --trials 2 --subspace 40 --num-workers 0"
+).split()
+TINY_MODELS = ["--weak", "test_efficientnet@32", "--strong", "test_resnet@32", "--no-pretrained"]
+TINY_SIZES = ["--data", "digits", "--n-labeled", 200, "--n-test", 300, "--subspace", 20, "--num-workers", 0, "-q"]
+
+
+@functools.cache
+def digits() -> Any:
+    """scikit-learn's digits, loaded once per session (read-only: every test shares them)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for array in (d.data, d.images, d.target):
+        array.setflags(write=False)
+    return d
+
+
+def digit_image(i: int, scale: float = 15) -> Image.Image:
+    """Digit i as an 8 x 8 grey PIL image (values 0-16 times `scale`)."""
+    return Image.fromarray((digits().images[i] * scale).astype(np.uint8))
 
 
 @pytest.fixture(scope="session")
@@ -36,33 +67,69 @@ def weak_weights(session_dir) -> Path:
     return save_random(WEAK_MODEL, session_dir / "weak-weights.safetensors", 1)
 
 
+@dataclass(frozen=True)
+class RunDir:
+    """A finished `w2s run --out-dir folder --json`: its folder and printed summary."""
+
+    folder: Path
+    summary: dict[str, Any]
+
+    def embeddings(self, role: str) -> Path:
+        """The embeddings the run extracted for `role` (weak, strong), where a later run looks for them."""
+        found = sorted(self.folder.glob(f"{role}-*.safetensors"))
+        assert len(found) == 1, f"expected one {role} embeddings file in {self.folder}: {found}"
+        return found[0]
+
+
+def finished_run(folder: Path, *args) -> RunDir:
+    r = w2s(*args, "--out-dir", folder, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    return RunDir(folder, json.loads(r.stdout))
+
+
+def seed_run_dir(run: RunDir, folder: Path, roles: tuple[str, ...] = ("weak", "strong")) -> Path:
+    """Copies of a finished run's embeddings in a new --out-dir: a run there reuses them (copies, not links,
+    because the test writes beside them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for role in roles:
+        shutil.copy2(run.embeddings(role), folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
-def weak_emb(session_dir, weak_weights) -> Path:
+def digits_run(session_dir, weak_weights) -> RunDir:
+    """DIGITS_RUN in its own folder: the extractions of the weak and strong embeddings below."""
+    return finished_run(session_dir / "digits-run", *DIGITS_RUN, "--weak-weights", weak_weights)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(session_dir) -> RunDir:
+    """Digits through the tiny random-weight pair at 32 px, N = 300: what sweeps and rank-teachers reuse."""
+    return finished_run(session_dir / "tiny-run", "run", *TINY_MODELS, *TINY_SIZES, "--n-pseudo", 300)
+
+
+@pytest.fixture(scope="session")
+def weak_emb(digits_run) -> Path:
     """Digits through a tiny random-weight timm model loaded from a local weights file."""
-    spec = BackboneSpec(WEAK_MODEL, 32, str(weak_weights))
-    return extract(DataOptions("digits"), spec, session_dir / "weak.safetensors", QUIET)
+    return digits_run.embeddings("weak")
 
 
 @pytest.fixture(scope="session")
-def strong_emb(session_dir) -> Path:
+def strong_emb(digits_run) -> Path:
     """Digits through the real pretrained EfficientNet-Lite0 (offline weight package) at 32 px."""
-    spec = BackboneSpec("tf_efficientnet_lite0", 32)
-    return extract(DataOptions("digits"), spec, session_dir / "strong.safetensors", QUIET)
+    return digits_run.embeddings("strong")
 
 
 @pytest.fixture(scope="session")
 def image_folder(session_dir) -> Path:
     """A real ImageFolder tree of PNG files (digits 0-2) with train/ and test/ parts."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
     root = session_dir / "folder"
     for i in range(90):
         part = "test" if i % 5 == 0 else "train"
-        label = int(d.target[i]) % 3
+        label = int(digits().target[i]) % 3
         folder = root / part / f"class{label}"
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((d.images[i] * 15).astype(np.uint8)).save(folder / f"{i}.png")
+        digit_image(i).save(folder / f"{i}.png")
     return root
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from conftest import digit_image
 
 from w2s_cli import W2SError
 from w2s_cli.inputs.backbones import OFFLINE_LITE, _offline_lite_file, create_backbone
@@ -98,10 +99,7 @@ def test_embeddings_artifact(weak_emb, strong_emb):
 
 
 def _digit_images(n=5):
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    return [Image.fromarray((im * 15).astype(np.uint8)).convert("RGB") for im in load_digits().images[:n]]
+    return [digit_image(i).convert("RGB") for i in range(n)]
 
 
 def test_split_transform_equals_timms_whole_transform():

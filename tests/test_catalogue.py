@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CliResult, embeddings_artifact, latent_embeddings, save_random, w2s
+from conftest import CliResult, digit_image, embeddings_artifact, latent_embeddings, save_random, w2s
 from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -149,9 +149,7 @@ def chain(*setups: Callable) -> Callable:
 
 
 def digit_png(path: Path, i: int = 0) -> None:
-    from sklearn.datasets import load_digits
-
-    Image.fromarray((load_digits().images[i] * 15).astype(np.uint8)).resize((32, 32)).save(path)
+    digit_image(i).resize((32, 32)).save(path)
 
 
 def truncated(fmt: str) -> Callable[[Path], None]:
@@ -232,6 +230,7 @@ class Case:
     runner: str = "inprocess"  # inprocess | unprivileged (no DAC override) | small_files (RLIMIT_FSIZE)
     hint: bool = False  # a usage error: the line ends with a --help hint
     absent: tuple[str, ...] = ()  # anything else (e.g. an unfinished-work folder) that must not exist
+    own_inputs: bool = False  # the setup links to an input: the row gets its own copy of the inputs
 
 
 def usage(id, args, expect, **kw) -> Case:
@@ -465,6 +464,7 @@ CASES = [
         "also this command's input",
         out="{link}",
         setup=lambda tmp, b: (tmp / "link").symlink_to(b["weak"]) or {"link": tmp / "link"},
+        own_inputs=True,
     ),
     bad("train-weak-out-empty", ("train-weak", "{weak}"), "empty path", out=""),
     bad(
@@ -1315,14 +1315,13 @@ def run_case(args: list[str], stdin: str | None, runner: str, cwd: Path) -> CliR
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def snapshot(*roots: Path) -> dict[Path, str]:
     """sha256 of every file under roots (root reads them whatever their modes)."""
-    return {
-        p: hashlib.sha256(p.read_bytes()).hexdigest()
-        for root in roots
-        for p in root.rglob("*")
-        if p.is_file() and not p.is_symlink()
-    }
+    return {p: sha256(p) for root in roots for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
 
 
 def leftovers(tmp: Path, before: set[Path]) -> list[str]:
@@ -1336,6 +1335,49 @@ def leftovers(tmp: Path, before: set[Path]) -> list[str]:
     return sorted(new)
 
 
+def _stat(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = path.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+@dataclass
+class Inputs:
+    """The fixture's files, shared by the rows that cannot write into their folder (a row that may gets a copy,
+    `inputs_copy`). Hashed once; after a row, a file is hashed again where the row could have changed it: its
+    inode, size, mtime or ctime moved (no write or replacement leaves all four, ctime cannot be set back), or
+    the row names it. A row that changed them fails, and they are put back for the next rows."""
+
+    folder: Path
+    pristine: Path  # an untouched copy, to put them back from
+    hashes: dict[Path, str]
+    stats: dict[Path, tuple[int, ...] | None]
+
+    @classmethod
+    def of(cls, folder: Path, pristine: Path) -> Inputs:
+        shutil.copytree(folder, pristine)
+        hashes = snapshot(folder)
+        return cls(folder, pristine, hashes, {p: _stat(p) for p in hashes})
+
+    def changed(self, texts: list[str]) -> list[str]:
+        """The files changed or deleted; `texts`: the row's arguments, stdin and outputs, filled in."""
+        named = {p for p in self.hashes if any(str(p) in t for t in texts)}
+        suspects = named | {p for p, st in self.stats.items() if _stat(p) != st}
+        return sorted(str(p) for p in suspects if not p.is_file() or sha256(p) != self.hashes[p])
+
+    def restore(self) -> None:
+        shutil.rmtree(self.folder)
+        shutil.copytree(self.pristine, self.folder)
+        self.stats = {p: _stat(p) for p in self.hashes}
+
+
+@pytest.fixture(scope="module")
+def inputs(base, tmp_path_factory) -> Inputs:
+    return Inputs.of(base["base"], tmp_path_factory.mktemp("catalogue-pristine") / "base")
+
+
 def inputs_copy(base: dict[str, Path], tmp: Path) -> dict[str, Path]:
     """The fixture's files copied into this row's folder (recorded references resolve to the copies), so a row
     that damages an input damages only its own."""
@@ -1343,19 +1385,53 @@ def inputs_copy(base: dict[str, Path], tmp: Path) -> dict[str, Path]:
     return {k: tmp / "in" / p.name for k, p in base.items() if k != "base"}
 
 
+OUTPUT_FLAGS = ("-o", "--out-dir", "--plot", "--csv")
+
+
+def writes_beside_inputs(case: Case, base: dict[str, Path]) -> bool:
+    """Whether a row's command may write into its inputs' folder, so that the row needs its own copy: an output
+    (or a path that must stay absent) names an input, or no -o is given while an input is named (a default
+    output name lands beside the input), or the setup links to an input."""
+    marks = ["{" + k + "}" for k in base if k != "base"]
+
+    def names_input(value: object) -> bool:
+        return any(m in str(value) for m in marks)
+
+    args = [str(a) for a in case.args]
+    after_flag = [v for flag, v in zip(args, args[1:], strict=False) if flag in OUTPUT_FLAGS]
+    named = any(names_input(a) for a in (*args, case.stdin or ""))
+    return (
+        case.own_inputs
+        or any(names_input(o) for o in (*case.outs, *case.absent, *after_flag))
+        or ("-o" not in args and named)
+    )
+
+
 @pytest.mark.parametrize("case", _params(CASES))
-def test_bad_input(case: Case, base, tmp_path, monkeypatch):
+def test_bad_input(case: Case, base, inputs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a default output name would land here, and be noticed
-    names = {**inputs_copy(base, tmp_path), "tmp": tmp_path}
+    shared = not writes_beside_inputs(case, base)
+    names = {**(base if shared else inputs_copy(base, tmp_path)), "tmp": tmp_path}
+    names.pop("base", None)
     if case.setup is not None:
         names.update(case.setup(tmp_path, names))
+    if shared:  # a link into the shared inputs would let the row write them: such a row sets own_inputs
+        links = [p for p in tmp_path.rglob("*") if p.is_symlink() and inputs.folder in p.resolve().parents]
+        assert not links, f"{case.id}: its setup links to the inputs, give it own_inputs=True"
     args = [_fill(a, names) for a in case.args]
+    stdin = None if case.stdin is None else _fill(case.stdin, names)
     outs = [Path(_fill(o, names)) for o in (*case.outs, *case.absent) if o]
     existed = {p: os.path.lexists(p) for p in outs}
-    before = snapshot(tmp_path, base["base"])
-    paths_before = {*tmp_path.rglob("*"), *base["base"].rglob("*")}
+    before = snapshot(tmp_path)  # the row's own files (and its copy of the inputs)
+    paths_before = {*tmp_path.rglob("*"), *inputs.folder.rglob("*")}
 
-    r = run_case(args, None if case.stdin is None else _fill(case.stdin, names), case.runner, tmp_path)
+    try:
+        r = run_case(args, stdin, case.runner, tmp_path)
+    finally:
+        changed = inputs.changed([*args, stdin or "", *map(str, outs)])
+        left = leftovers(inputs.folder, paths_before)
+        if changed or left:
+            inputs.restore()
 
     lines = r.stderr.splitlines()
     assert r.exit_code == 2, r.output
@@ -1370,11 +1446,11 @@ def test_bad_input(case: Case, base, tmp_path, monkeypatch):
     for p in outs:  # not made (one that existed, like an input named as the output, is checked below)
         if not existed[p]:
             assert not os.path.lexists(p), f"{p} was left behind"
-    after = snapshot(tmp_path, base["base"])
-    changed = sorted(str(p) for p, h in before.items() if after.get(p) != h)
+    after = snapshot(tmp_path)
+    changed += sorted(str(p) for p, h in before.items() if after.get(p) != h)
     assert not changed, f"inputs changed or deleted: {changed}"
-    for root in (tmp_path, base["base"]):
-        assert not leftovers(root, paths_before), leftovers(root, paths_before)
+    assert not left, left
+    assert not leftovers(tmp_path, paths_before), leftovers(tmp_path, paths_before)
 
 
 # edge cases the checks must let through ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_user_error, w2s
+from conftest import assert_user_error, digit_image, digits, w2s
 
 from w2s_cli.store import artifact as store
 
@@ -33,12 +33,16 @@ def chain(session_dir, weak_emb, strong_emb):
         "fit-student", "--strong", strong_emb, "--subspace", "60", "-o", d / "r.safetensors", input=pseudo.stdout
     )
     assert result.exit_code == 0, result.output
-    return {k: Path(r.stdout.strip()) for k, r in (("teacher", teacher), ("pseudo", pseudo), ("result", result))}
+    stages = (("teacher", teacher), ("pseudo", pseudo), ("result", result))
+    return {**{k: Path(r.stdout.strip()) for k, r in stages}, "stdout": {k: r.stdout for k, r in stages}}
 
 
-def test_stages_print_only_their_artifact_path(chain):
-    for kind, path in (("teacher", chain["teacher"]), ("pseudolabels", chain["pseudo"]), ("result", chain["result"])):
-        assert store.read_meta(path)["kind"] == kind
+def test_stages_print_only_their_artifact_path(chain, session_dir):
+    """Into a pipe, each stage's stdout is one line: the path of the artifact it wrote (-o), nothing else."""
+    for key, kind, name in (("teacher", "teacher", "t"), ("pseudo", "pseudolabels", "p"), ("result", "result", "r")):
+        written = session_dir / "chain" / f"{name}.safetensors"
+        assert chain["stdout"][key] == f"{written}\n", chain["stdout"][key]
+        assert store.read_meta(written)["kind"] == kind
 
 
 def test_stored_split_is_disjoint_and_recorded(chain):
@@ -183,14 +187,10 @@ def test_the_documented_shell_pipe(session_dir, weak_emb, strong_emb):
 
 def test_regression_task_end_to_end(tmp_path):
     """csv:PATH with a numeric target: the pipe runs, errors are squared errors, no accuracy is claimed."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
     lines = ["path,target"]
     for i in range(240):
-        Image.fromarray((d.images[i] * 15).astype(np.uint8)).save(tmp_path / f"{i}.png")
-        lines.append(f"{i}.png,{float(d.target[i])}")
+        digit_image(i).save(tmp_path / f"{i}.png")
+        lines.append(f"{i}.png,{float(digits().target[i])}")
     (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
     for name, model in (("weak", "test_efficientnet"), ("strong", "test_resnet")):
         r = extract_random(f"csv:{tmp_path / 'data.csv'}", model, tmp_path / f"{name}.safetensors")

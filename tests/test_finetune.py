@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import QUIET, assert_user_error, save_random, w2s
+from conftest import QUIET, assert_user_error, save_random, seed_run_dir, w2s
 from safetensors.torch import load_file
 
 from w2s_cli.extraction.extract import embed_batch, extract
@@ -236,8 +236,9 @@ def test_images_that_can_no_longer_be_read_are_refused(tiny, tmp_path, image_fol
     assert "can no longer be read" in r.stderr and not out.exists()
 
 
-def test_run_and_sweep_keep_probe_and_finetuned_students_apart(tiny, tmp_path, weak_weights):
+def test_run_and_sweep_keep_probe_and_finetuned_students_apart(tiny, digits_run, tmp_path, weak_weights):
     d = tiny[0]
+    seed_run_dir(digits_run, tmp_path, roles=("weak",))  # the weak embeddings; the strong @40 are extracted
     base = (
         "--data digits --weak test_efficientnet@32 --strong test_efficientnet@40 --n-labeled 100 --n-pseudo 300"
         " --n-test 200 --subspace 20 --num-workers 0 --train last:1 --epochs 1 -q"

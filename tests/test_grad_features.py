@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import QUIET, assert_user_error, save_random, w2s
+from conftest import QUIET, assert_user_error, digits, save_random, w2s
 from torch.func import functional_call, grad, vmap
 
 from w2s_cli.finetuning.gradients import (
@@ -39,9 +39,7 @@ def student_for(train: str, dtype=torch.float32):
 
 
 def images(n: int, dtype=torch.float32) -> torch.Tensor:
-    from sklearn.datasets import load_digits
-
-    d = torch.as_tensor(load_digits().images[:n], dtype=dtype) / 16
+    d = torch.tensor(digits().images[:n], dtype=dtype) / 16  # a copy: the shared digits are read-only
     x = torch.nn.functional.interpolate(d[:, None], size=32, mode="bilinear").expand(-1, 3, -1, -1)
     return (x - 0.5) / 0.25
 

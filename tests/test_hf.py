@@ -12,7 +12,7 @@ from PIL import Image
 
 datasets = pytest.importorskip("datasets")
 
-from conftest import assert_user_error, w2s  # noqa: E402
+from conftest import assert_user_error, digits, w2s  # noqa: E402
 
 from w2s_cli import W2SError  # noqa: E402
 from w2s_cli.inputs.hf import split_spec  # noqa: E402
@@ -36,9 +36,7 @@ def offline_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="module")
 def digits_rows():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
+    d = digits()
     images = [Image.fromarray(np.round(d.images[i] * (255 / 16)).astype(np.uint8)) for i in range(N_TRAIN + N_TEST)]
     return images, d.target[: N_TRAIN + N_TEST].astype(int)
 

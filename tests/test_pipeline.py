@@ -1,33 +1,31 @@
 import json
 
 import numpy as np
-from conftest import w2s
+from conftest import DIGITS_RUN, seed_run_dir, w2s
 
 from w2s_cli.stages.run import auto_limit
 from w2s_cli.store import artifact as store
 
 
-def test_run_with_trials_reports_mean_and_stderr(tmp_path, weak_weights):
-    args = (
-        "run --data digits --weak test_efficientnet@32 --strong tf_efficientnet_lite0@32"
-        " --n-labeled 200 --n-pseudo 800 --n-test 300 --trials 2 --subspace 40 --num-workers 0"
-    ).split() + ["--weak-weights", str(weak_weights), "--out-dir", str(tmp_path), "--json", "-q"]
-    r = w2s(*args)
-    assert r.exit_code == 0, r.output
-    s = json.loads(r.stdout)
+def test_run_with_trials_reports_mean_and_stderr(digits_run, tmp_path, weak_weights):
+    s = digits_run.summary  # DIGITS_RUN: 2 trials, --subspace 40, in a fresh folder
     assert s["trials"] == 2 and s["seeds"] == [0, 1]
     assert set(s["error_stderr"]) == {"weak", "w2s", "strong_sft", "ceiling"}
     assert s["accuracy"]["ceiling"] > 0.8 and s["pgr_stderr"] is not None
-    assert s["seconds"]["extract_strong"] > 0 and s["dimensions"]["d_s"] == 40
-    t0 = store.load(tmp_path / "trial-0" / "teacher.safetensors")
-    t1 = store.load(tmp_path / "trial-1" / "teacher.safetensors")
+    assert s["seconds"]["extract_weak"] > 0 and s["seconds"]["extract_strong"] > 0 and s["dimensions"]["d_s"] == 40
+    t0 = store.load(digits_run.folder / "trial-0" / "teacher.safetensors")
+    t1 = store.load(digits_run.folder / "trial-1" / "teacher.safetensors")
     assert (t0["test_rows"] == t1["test_rows"]).all()  # the test split stays fixed across trials
     assert not (t0["labeled_rows"] == t1["labeled_rows"]).all()
-    # a second run reuses the extracted embeddings, and the subspaces can differ per backbone
-    again = w2s(*args[:-2], "--trials", "1", "--weak-subspace", "20", "--json", "-q")
+    # a second run (here in another folder holding copies of the embeddings) reuses the extracted embeddings,
+    # and the subspaces can differ per backbone
+    out = seed_run_dir(digits_run, tmp_path / "again")
+    args = [*DIGITS_RUN, "--weak-weights", weak_weights, "--out-dir", out, "-q", "--json"]
+    again = w2s(*args, "--trials", "1", "--weak-subspace", "20")
     assert again.exit_code == 0, again.output
     s2 = json.loads(again.stdout)
-    assert s2["seconds"]["extract_weak"] == 0.0 and (s2["dimensions"]["d_w"], s2["dimensions"]["d_s"]) == (20, 40)
+    assert s2["seconds"] == {**s2["seconds"], "extract_weak": 0.0, "extract_strong": 0.0}
+    assert (s2["dimensions"]["d_w"], s2["dimensions"]["d_s"]) == (20, 40)
 
 
 def test_auto_limit_keeps_enough_test_samples():
@@ -37,7 +35,8 @@ def test_auto_limit_keeps_enough_test_samples():
     assert auto_limit(split, n_test=20000, n_train=10) is None  # needs everything
 
 
-def test_logistic_heads_run_and_are_labelled(tmp_path, weak_weights):
+def test_logistic_heads_run_and_are_labelled(digits_run, tmp_path, weak_weights):
+    seed_run_dir(digits_run, tmp_path)  # the embeddings, as an earlier run in this folder would leave them
     r = w2s(
         "run",
         "--data",

@@ -2,16 +2,16 @@
 
 import csv
 import json
+import shutil
 
 import pytest
-from conftest import QUIET, assert_user_error, w2s
+from conftest import QUIET, TINY_MODELS, TINY_SIZES, assert_user_error, seed_run_dir, w2s
 
 from w2s_cli import W2SError
 from w2s_cli.options import BackboneSpec, DataOptions, RunOptions, SplitOptions, SubspaceOptions
 from w2s_cli.stages.sweep import parse_vary, sweep
 
-MODELS = ["--weak", "test_efficientnet@32", "--strong", "test_resnet@32", "--no-pretrained"]
-SMALL = ["--data", "digits", "--n-labeled", 200, "--n-test", 300, "--subspace", 20, "--num-workers", 0, "-q"]
+MODELS, SMALL = TINY_MODELS, TINY_SIZES  # the session's tiny_run: its embeddings are reused below
 
 
 def test_sweep_points_csv_plot_and_json(tmp_path):
@@ -75,10 +75,13 @@ def test_sweep_points_csv_plot_and_json(tmp_path):
     ]
 
 
-def test_run_and_sweep_share_embeddings_and_check_sizes_before_extracting(tmp_path):
+def test_run_and_sweep_share_embeddings_and_check_sizes_before_extracting(tiny_run, tmp_path):
+    # the run is the session's tiny_run (MODELS, SMALL, N = 300) in a fresh folder, made once: copied here
+    assert tiny_run.summary["seconds"]["extract_weak"] > 0 and tiny_run.summary["seconds"]["extract_strong"] > 0
+    shutil.copytree(tiny_run.folder, tmp_path, dirs_exist_ok=True)
     small = [*MODELS, *SMALL, "--n-pseudo", 300, "--out-dir", tmp_path]
-    assert w2s("run", *small).exit_code == 0
     made = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert made == sorted(p.name for p in tiny_run.folder.glob("*.safetensors"))
     r = w2s("sweep", *small, "--vary", "label-noise=0,0.1", "--trials", 2)
     assert r.exit_code == 0, r.output
     reused = [line for line in r.stderr.splitlines() if line.startswith("reusing")]
@@ -95,7 +98,8 @@ def test_run_and_sweep_share_embeddings_and_check_sizes_before_extracting(tmp_pa
         assert not new.exists()
 
 
-def test_a_killed_sweep_resumes_without_redoing_finished_trials(tmp_path):
+def test_a_killed_sweep_resumes_without_redoing_finished_trials(tiny_run, tmp_path):
+    seed_run_dir(tiny_run, tmp_path)  # the embeddings (the sweep reuses a run's): what is killed is the trials
     data = DataOptions("digits")
     base = RunOptions(
         weak=BackboneSpec("test_efficientnet", 32, pretrained=False),
@@ -138,7 +142,8 @@ def test_bad_vary_values_are_refused(tmp_path):
     assert_user_error(w2s("sweep", *SMALL, "--out-dir", tmp_path), "Missing option '--vary'")
 
 
-def test_rank_teachers_predicts_and_measures(tmp_path):
+def test_rank_teachers_predicts_and_measures(tiny_run, tmp_path):
+    seed_run_dir(tiny_run, tmp_path)  # test_efficientnet@32 and test_resnet@32 reused; the @24 ones extracted
     weak = ["--weak", "test_efficientnet@32", "--weak", "test_efficientnet@24", "--weak", "test_resnet@24"]
     args = ["rank-teachers", "--strong", "test_resnet@32", *weak, "--no-pretrained", *SMALL, "--n-pseudo", 600]
     r = w2s(*args, "--out-dir", tmp_path, "--measure", "--json")
