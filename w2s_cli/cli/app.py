@@ -613,7 +613,8 @@ def main() -> None:
             sys.stderr.write(f"w2s: error: {_rank_tag()}{printable(' '.join(exc.message.split()))}\n")
         code = 2
     except (KeyboardInterrupt, Interrupted):
-        sys.stderr.write("w2s: interrupted (rerun the same command to resume an extraction)\n")
+        if os.environ.get("RANK", "0") == "0":  # torchrun stops the other ranks when one fails: said once
+            sys.stderr.write("w2s: interrupted (rerun the same command to resume an extraction)\n")
         code = 130
     except BrokenPipeError:  # the reader of our stdout went away (e.g. `| head`)
         sys.stderr.close()
