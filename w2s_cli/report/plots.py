@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from w2s_cli.numerics.stats import MODELS
+from w2s_cli.report.render import LABELS
 from w2s_cli.store.artifact import atomic_output
 from w2s_cli.store.records import Sweep, SweepPoint
 
 COLORS = {"weak": "tab:red", "w2s": "tab:blue", "strong_sft": "tab:green", "ceiling": "tab:gray"}
-NAMES = {"weak": "weak teacher", "w2s": "W2S student", "strong_sft": "strong SFT", "ceiling": "strong ceiling"}
 
 
 def _plt():
@@ -84,7 +84,7 @@ def plot_synth_sweep(rows: list[dict[str, Any]], sweep: str, fixed: dict[str, An
     x = np.array([r["value"] for r in rows], dtype=float)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     for k in MODELS:
-        axes[0].plot(x, [r["predicted"][k] for r in rows], "-", color=COLORS[k], label=f"{NAMES[k]} (theory)")
+        axes[0].plot(x, [r["predicted"][k] for r in rows], "-", color=COLORS[k], label=f"{LABELS[k]} (theory)")
         axes[0].errorbar(
             x,
             [r["measured"][k] for r in rows],
@@ -93,7 +93,7 @@ def plot_synth_sweep(rows: list[dict[str, Any]], sweep: str, fixed: dict[str, An
             color=COLORS[k],
             ms=4,
             capsize=2,
-            label=f"{NAMES[k]} (measured)",
+            label=f"{LABELS[k]} (measured)",
         )
     axes[0].set_yscale("log")
     axes[0].set_ylabel("excess risk")
@@ -177,7 +177,7 @@ def plot_sweep(result: Sweep, path) -> Path:
                         ms=4,
                         capsize=2,
                         color=COLORS[k],
-                        label=f"{NAMES[k]}",
+                        label=f"{LABELS[k]}",
                     )
                     ax.plot(
                         xs,

@@ -75,12 +75,12 @@ def summary(result: ResultRecord) -> Summary:
         # a finetuned student: its LP-FT start (epoch 0) measured alike
         init=_over_trials(starts, result.n_test) if result.student and all(starts) else None,
         pseudo_label_accuracy=float(np.mean(pla)) if all(p is not None for p in pla) else None,
-        theory=theory_block(analyses, result) if all(analyses) else None,
+        theory=theory_summary(analyses, result) if all(analyses) else None,
         analysis_note=None if all(analyses) else result.analysis_note or "not analysed",
     )
 
 
-def theory_block(analyses: list[Analysis], result: ResultRecord) -> TheorySummary:
+def theory_summary(analyses: list[Analysis], result: ResultRecord) -> TheorySummary:
     """Dimensions, variance, decomposition and predictions, averaged over trials; the label-light PGR/OPR from
     the mean predicted errors with their standard error over trials (the measured headline's estimator)."""
     dims = Dimensions(

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
+from w2s_cli.distributed import CHUNK_ROWS  # rows per chunk of a pass over an artifact (W2S_CHUNK_ROWS)
 from w2s_cli.errors import W2SError, printable
 
 SCHEMA_VERSION = 3
@@ -38,7 +39,6 @@ SCHEMA_VERSION = 3
 READS = {kind: (2, 3) for kind in ("teacher", "pseudolabels", "result", "intrinsic_dim")} | {"embeddings": (1, 2, 3)}
 KINDS = ("embeddings", "teacher", "pseudolabels", "result", "intrinsic_dim")
 META_KEY = "w2s"
-CHUNK_ROWS = 8192
 _HASH_PLACEHOLDER = "0" * 64
 # the record fields each kind must carry (besides schema_version and kind)
 REQUIRED = {
