@@ -82,6 +82,11 @@ def tensors_of(path: Path) -> dict[str, np.ndarray]:
         return {k: f.get_tensor(k) for k in f.keys()}
 
 
+def poisoned(row: int, value: float) -> Callable[[np.ndarray], np.ndarray]:
+    """A tensor edit for with_record: `value` (NaN or inf) written across one row."""
+    return lambda a: np.where(np.arange(len(a))[:, None] == row, value, a)
+
+
 def with_record(src: str, raw: Callable[[dict], str] = json.dumps, name: str = "bad", **tensors) -> Callable:
     """An artifact with the tensors of `src` (those named replaced, None: removed) and the w2s record
     `raw(record of src)`."""
@@ -1027,14 +1032,14 @@ CASES = [
         "bad.safetensors",
         "tensor 'pseudo_labels'",
         "hold NaN or inf (first: row 7)",
-        setup=with_record("P", pseudo_labels=lambda a: np.where(np.arange(len(a))[:, None] == 7, np.nan, a)),
+        setup=with_record("P", pseudo_labels=poisoned(7, np.nan)),
     ),
     bad(
         "fit-student-inf-weak-test-outputs",
         ("fit-student", "{bad}", "--strong", "{strong}"),
         "tensor 'weak_test_output'",
         "(first: row 2)",
-        setup=with_record("P", weak_test_output=lambda a: np.where(np.arange(len(a))[:, None] == 2, np.inf, a)),
+        setup=with_record("P", weak_test_output=poisoned(2, np.inf)),
     ),
     bad(
         "fit-student-nan-weak-basis",
@@ -1049,7 +1054,7 @@ CASES = [
         "teacher",
         "tensor 'coef'",
         "(first: row 4)",
-        setup=with_record("T", coef=lambda a: np.where(np.arange(len(a))[:, None] == 4, np.nan, a)),
+        setup=with_record("T", coef=poisoned(4, np.nan)),
     ),
     bad(
         "fit-student-logistic-on-soft-ridgeless-labels",
