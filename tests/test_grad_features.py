@@ -196,3 +196,31 @@ def test_bad_input_is_one_line(grads, tmp_path):
     r = w2s(*base, "--features", "grad", "--train", "head", "--init", result, "-o", tmp_path / "c.safetensors")
     assert_user_error(r, "not a finetune result")
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_init_reads_the_finetunes_cached_prefix_outputs(grads, tmp_path):
+    """With --init, the gradients start at the finetune's LP-FT head and read the frozen prefix's outputs it
+    cached (no images): the same features as from the images, to float rounding, and the record says which."""
+    from w2s_cli.extraction.extract import extract
+    from w2s_cli.finetuning.recipe import FinetuneRecipe
+    from w2s_cli.stages.finetune import finetune
+
+    d, weak, _ = grads
+    spec = BackboneSpec(MODEL, 32, str(d / "strong-weights.safetensors"))
+    strong = extract(DataOptions("digits"), spec, tmp_path / "s.safetensors", QUIET, limit=400, seed=0)
+    split = SplitOptions(n_labeled=100, n_pseudo=200, n_test=100)
+    pseudo = pseudolabel(train_weak(weak, tmp_path / "t.safetensors", split), tmp_path / "p.safetensors")
+    recipe = FinetuneRecipe(train="last:1", epochs=1)
+    result = finetune(pseudo, strong, out=tmp_path / "ft.safetensors", recipe=recipe, extract=QUIET)
+    common = dict(train="last:1", init=result, init_fit="strong_sft", proj_dim=128, limit=400, seed=0)
+    cached = extract_gradients(DataOptions("digits"), spec, tmp_path / "g1.safetensors", QUIET, **common)
+    f = store.read_meta(cached)["features"]
+    assert f["inputs"]["kind"] == "cached prefix outputs" and f["init"]["fit"] == "strong_sft"
+    assert f["measured"]["distortion"]["rows"] == 64
+    (tmp_path / "activations").rename(tmp_path / "moved")  # the cache gone: from the images
+    images = extract_gradients(DataOptions("digits"), spec, tmp_path / "g2.safetensors", QUIET, **common)
+    assert store.read_meta(images)["features"]["inputs"] == {"kind": "images"}
+    a, b = (np.asarray(store.load(p, "embeddings")["embeddings"]) for p in (cached, images))
+    assert a.shape == (400, 128) and np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+    head = np.asarray(store.load(result, "result")["start_coef_strong_sft"])
+    assert not np.allclose(head, default_head(head.shape[0], C, 0)[0])  # the LP-FT head, not the default

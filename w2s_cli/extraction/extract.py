@@ -109,9 +109,11 @@ def embed_shards(
     dev: torch.device,
     w: World,
     features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    inputs: Callable[[list[int]], torch.Tensor] | None = None,
 ) -> None:
     """Embed the rows of the shards `todo` and write each shard as soon as it is complete. `features`: what
-    to write per sample instead of the penultimate embedding (flattened), e.g. a frozen prefix's output."""
+    to write per sample instead of the penultimate embedding (flattened), e.g. a frozen prefix's output.
+    `inputs`: what `features` takes for a batch of rows, when not the images (a frozen prefix's cached outputs)."""
     model = backbone.model.to(dev).to(memory_format=torch.channels_last)
     embed = features or (lambda x: embed_batch(model, x))
     workers = default_workers(w) if options.num_workers is None else options.num_workers
@@ -121,7 +123,9 @@ def embed_shards(
     for k in todo:
         start, stop = plan.rows(k)
         batches += [list(range(s, min(s + options.batch_size, stop))) for s in range(start, stop, options.batch_size)]
-    if resize_on_device:  # same-size images in memory: batches sliced from the array, no loader workers
+    if inputs is not None:  # computed before (a frozen prefix's cached outputs): no images to load
+        loader, finish = ((inputs(b), ()) for b in batches), (lambda x: x)
+    elif resize_on_device:  # same-size images in memory: batches sliced from the array, no loader workers
         loader = array_batches(source.load.images, sample_ids, batches, dev)
     else:
         loader = DataLoader(
@@ -157,7 +161,8 @@ def embed_shards(
             bad = next((e for e in errors if e), None)
             if bad:
                 raise W2SError(bad)
-            x = finish(x.to(dev, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+            x = finish(x.to(dev, non_blocking=True))
+            x = x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
             z = embed(x).flatten(1).float()  # stays on the device until its shard is complete: no sync per batch
             buffer.append(z)
             filled += len(z)
@@ -226,7 +231,8 @@ def extract(
     function whose (flattened) outputs are written instead of the embeddings, and its record (the
     artifact's `features`); e.g. the frozen prefix of a finetune. A function with a true `needs_grad`
     attribute runs with autograd on (not under inference_mode); a record's `measured` entry is kept in the
-    artifact but not compared when resuming.
+    artifact but not compared when resuming; one with an `inputs` attribute (not None) takes
+    `inputs(row positions)` instead of images (gradient features reading a finetune's cached prefix outputs).
     """
     options = options or ExtractOptions()
     kind, _, arg = data.data.partition(":")
@@ -257,7 +263,7 @@ def extract(
         row = plan.rows(first)[0] if first < plan.count else plan.n_rows
         stderr.print(f"resuming {out} from row {row}: {len(done)} of {plan.count} shards already done")
     try:
-        embed_shards(bb, source, sample_ids, plan, todo, options, dev, w, fn)
+        embed_shards(bb, source, sample_ids, plan, todo, options, dev, w, fn, getattr(fn, "inputs", None))
     except W2SError:
         if w.main and not any(plan.done(k) for k in range(plan.count)):
             plan.remove()  # nothing to resume: leave no work folder behind
@@ -274,7 +280,9 @@ def extract(
 
 
 def _width(bb: Backbone, fn: Callable[[torch.Tensor], torch.Tensor]) -> int:
-    """Values per sample that `fn` gives (one forward pass on a blank input)."""
+    """Values per sample that `fn` gives (its own `width`, else one forward pass on a blank input)."""
+    if hasattr(fn, "width"):
+        return int(fn.width)
     with torch.inference_mode(not getattr(fn, "needs_grad", False)):
         return int(fn(torch.zeros(1, *bb.input_size)).numel())
 

@@ -141,12 +141,22 @@ def plan_blocks(student: Student, names: list[str], k: int | None) -> list[Block
 
 class GradientFeatures:
     """The function an extraction writes: images (B, 3, H, W) -> projected gradient features (B, k). The
-    student's frozen prefix runs without gradients; its trained part runs with them (needs_grad)."""
+    student's frozen prefix runs without gradients; its trained part runs with them (needs_grad).
+    `inputs`: row positions -> the frozen prefix's outputs (a finetune's cache); given, the function takes
+    those instead of images (and an extraction reads them through it)."""
 
     needs_grad = True
 
-    def __init__(self, student: Student, names: list[str], xi: torch.Tensor, k: int | None, seed: int) -> None:
-        self.student, self.names, self.seed = student, names, seed
+    def __init__(
+        self,
+        student: Student,
+        names: list[str],
+        xi: torch.Tensor,
+        k: int | None,
+        seed: int,
+        inputs: Callable[[list[int]], torch.Tensor] | None = None,
+    ) -> None:
+        self.student, self.names, self.seed, self.inputs = student, names, seed, inputs
         self.blocks = plan_blocks(student, names, k)
         self.xi = xi
         self._proj: dict[tuple[str, str], torch.Tensor] = {}
@@ -188,10 +198,10 @@ class GradientFeatures:
         return torch.cat(self.gradients(x), dim=1)
 
     def gradients(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each block's (B, k) part for a batch of images, in block order."""
+        """Each block's (B, k) part for a batch of images (or of the prefix's outputs), in block order."""
         self.student.to(x.device)
         with torch.no_grad():
-            a = self.student.cut.prefix(x)
+            a = x if self.inputs is not None else self.student.cut.prefix(x)
         parts: dict[str, torch.Tensor] = {}
         parts.update(self._kron_parts(a))
         parts.update(self._dense_parts(a))
@@ -286,10 +296,11 @@ def gradient_student(
 
 
 def distortion(fn: GradientFeatures, x: torch.Tensor) -> dict[str, Any]:
-    """How well the projection keeps inner products, on the images x: the Gram matrices of the exact
-    per-sample gradients and of the features, compared in float64 (relative error of the diagonal; error of
-    the off-diagonal entries relative to sqrt(G_ii G_jj); correlation of the off-diagonal entries)."""
-    exact = GradientFeatures(fn.student, fn.names, fn.xi, None, fn.seed)
+    """How well the projection keeps inner products, on the inputs x (images, or the prefix's outputs when fn
+    reads those): the Gram matrices of the exact per-sample gradients and of the features, compared in
+    float64 (relative error of the diagonal; error of the off-diagonal entries relative to sqrt(G_ii G_jj);
+    correlation of the off-diagonal entries)."""
+    exact = GradientFeatures(fn.student, fn.names, fn.xi, None, fn.seed, fn.inputs)
     try:
         E = torch.cat(exact.gradients(x), dim=1).double()
     finally:

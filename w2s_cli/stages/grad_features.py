@@ -10,6 +10,7 @@ projection's inner-product distortion measured at extraction time on the first r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,15 @@ from w2s_cli.finetuning.recipe import TrainSpec
 from w2s_cli.inputs.backbones import Backbone
 from w2s_cli.inputs.sources import ImageSource, open_source, subset
 from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions
+from w2s_cli.progress import stderr
 
 FITS = ("w2s", "strong_sft", "ceiling")
 DISTORTION_ROWS = 64
 
 
 def start_head(init: str | os.PathLike, fit: str) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any], int]:
-    """The LP-FT head (coef (width, C), intercept (C,)) of fit `fit` in the finetune result `init`, its record,
-    and the result's seed (that of its LoRA adapters)."""
+    """The LP-FT head (coef (width, C), intercept (C,)) of fit `fit` in the finetune result `init`, its record
+    (with the inputs its trained part read), and the result's seed (that of its LoRA adapters)."""
     from w2s_cli.store import artifact as store
     from w2s_cli.store.records import ResultRecord, read_record
 
@@ -49,7 +51,7 @@ def start_head(init: str | os.PathLike, fit: str) -> tuple[tuple[np.ndarray, np.
         raise W2SError(
             f"--init {printable(init)}: not a finetune result (its student is {student}); give one of w2s finetune"
         )
-    if f"start_coef_{fit}" not in art.tensors:
+    if not art.has(f"start_coef_{fit}"):
         raise W2SError(f"--init {printable(init)}: holds no LP-FT start head of fit {fit} (made by an older w2s)")
     head = (np.asarray(art[f"start_coef_{fit}"], np.float64), np.asarray(art[f"start_intercept_{fit}"], np.float64))
     record = {
@@ -59,8 +61,47 @@ def start_head(init: str | os.PathLike, fit: str) -> tuple[tuple[np.ndarray, np.
         "fit": fit,
         "strong_model": result.strong_model,
         "recipe_train": result.student.recipe["train"],
+        "inputs": result.student.inputs,
     }
     return head, record, int(art.meta["seed"])
+
+
+def cached_prefix(
+    inputs: dict[str, Any], c, bb: Backbone, source: ImageSource, ids: np.ndarray
+) -> tuple[Callable[[list[int]], torch.Tensor], dict[str, Any]] | None:
+    """The frozen prefix's outputs that a finetune read (`inputs`: its record of them), as a function of the
+    extraction's row positions (rows of `ids`), and their record; None unless they are still there, made by
+    the same weights and cut from the same images, and hold every sample."""
+    from w2s_cli.store.embeddings import EmbeddingSet
+
+    path = Path(str(inputs.get("path", "")))
+    if inputs.get("input") not in ("activations", "embeddings") or not path.is_file():
+        return None
+    try:
+        cache = EmbeddingSet(path, "cached activations")
+    except W2SError:
+        return None
+    made = cache.record
+    feats = made.features or {"kind": "embeddings"}
+    shape = tuple(feats.get("shape", [cache.width]))
+    wanted = {"kind": "activations", **c.record, "shape": list(shape)} if c.record["input"] == "activations" else None
+    if (
+        made.model["weights"]["state_dict_sha256"] != bb.weights["state_dict_sha256"]
+        or list(made.preprocessing["input_size"]) != list(bb.input_size)
+        or made.dataset["fingerprint"] != source.fingerprint
+        or feats != (wanted or {"kind": "embeddings"})
+    ):
+        return None
+    order = np.argsort(cache.art["sample_ids"], kind="stable")
+    where = np.searchsorted(cache.art["sample_ids"], ids, sorter=order)
+    where = order[np.minimum(where, len(order) - 1)]
+    if not np.array_equal(np.asarray(cache.art["sample_ids"])[where], ids):
+        return None
+
+    def rows(positions: list[int]) -> torch.Tensor:
+        return torch.from_numpy(cache.rows(where[positions])).reshape(-1, *shape)
+
+    return rows, {"path": str(path), "artifact_id": cache.meta["artifact_id"], "shape": list(shape)}
 
 
 def n_outputs(source: ImageSource) -> int:
@@ -119,14 +160,22 @@ def extract_gradients(
                 f"(width {start[0].shape[0]}), not of {printable(bb.name)} (width {bb.width})"
             )
         student, names = gradient_student(bb.model, bb.name, spec, start, lora_seed)
-        fn = GradientFeatures(student, names, output_signs(start[0].shape[1], proj_seed), proj_dim, proj_seed)
-        ids = subset(source, limit, seed)[:DISTORTION_ROWS]
-        measured = distortion(fn, first_images(bb, source, ids, resolve_device(options.device)))
+        ids = subset(source, limit, seed)
+        cached = cached_prefix(init_record["inputs"], student.cut, bb, source, ids) if init_record else None
+        if cached:
+            stderr.print(f"reading {cached[1]['path']} (the frozen prefix's outputs the finetune read)")
+        xi = output_signs(start[0].shape[1], proj_seed)
+        fn = GradientFeatures(student, names, xi, proj_dim, proj_seed, cached[0] if cached else None)
+        first = list(range(min(DISTORTION_ROWS, len(ids))))
+        dev = resolve_device(options.device)
+        x = cached[0](first).to(dev) if cached else first_images(bb, source, ids[first], dev)
+        measured = distortion(fn, x)
         n_params = sum(p.numel() for n, p in student.named_parameters() if p.requires_grad)
         record = {
             "kind": "grad",
             "train": str(spec),
             "trained": {"tensors": len(names), "parameters": int(n_params)},
+            "inputs": {"kind": "cached prefix outputs", **cached[1]} if cached else {"kind": "images"},
             "init": init_record or {"kind": "default", "head": "N(0, 1/width) coef, zero intercept", "seed": proj_seed},
             "lora_seed": lora_seed if spec.kind == "lora" else None,
             "outputs": OUTPUTS,
