@@ -280,6 +280,24 @@ def finetune(
     emit_path(path, f"test MSE: weak {t['error']['weak']:.4f}, finetuned w2s {t['error']['w2s']:.4f}; PGR {pgr}")
 
 
+@app.command("kernel-check")
+def kernel_check(
+    result: str | None = typer.Argument(None, help="A finetune result (w2s finetune; or stdin)."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
+) -> None:
+    """How far a finetune left the kernel regime: weights moved, output change unexplained by J dθ."""
+    from w2s_cli.report.render import kernel_check_blocks, print_json, show
+    from w2s_cli.stages.kernel_check import kernel_check as run
+
+    r = run(input_path(result, "finetune result"), device=device)
+    if as_json:
+        print_json(r)
+    else:
+        show(kernel_check_blocks(r), markdown=as_markdown)
+
+
 @app.command()
 def report(
     result: str | None = typer.Argument(None, help="Result artifact (or '-' / stdin)."),

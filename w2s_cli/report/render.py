@@ -300,6 +300,29 @@ def intrinsic_blocks(r: dict[str, Any]) -> list[Block]:
     return [Block(f"intrinsic dimension ({'centred' if r['center'] else 'uncentred'})", cols, rows, lines)]
 
 
+def kernel_check_blocks(r: dict[str, Any]) -> list[Block]:
+    """`w2s kernel-check`: per fit, how far the weights moved and how much of the output change the
+    linearisation leaves unexplained; the test errors of the start, the finetuned model and its first order."""
+    cols = ["model", "weights moved", "output change (rms)", "unexplained by J dθ", "test MSE start"]
+    cols += ["finetuned", "first order f0 + J dθ"]
+    rows = []
+    for k, f in r["fits"].items():
+        e, u = f["error"], f["unexplained"]
+        rows.append(
+            [LABELS.get(k, k), fmt(f["weight_change"], digits=4), fmt(f["output_change_rms"], digits=4)]
+            + [fmt(u["value"], u["stderr"], 3) if u["value"] is not None else "no change"]
+            + [fmt(e[x]["value"], e[x]["stderr"]) for x in ("start", "finetuned", "first_order")]
+        )
+    p, w = r["pgr"], r["error_weak"]
+    lines = [
+        f"{r['recipe']}; {r['n_test']} test rows; weak teacher test MSE {fmt(w['value'], w['stderr'])}",
+        "PGR: " + ", ".join(f"{x.replace('_', ' ')} {fmt(p[x]['value'], p[x]['stderr'], 3)}" for x in p),
+        "weights moved: |θ1 - θ0| / |θ0| over the trained parameters; unexplained: |Δf - J dθ| / |Δf| on the test rows "
+        "(0: the kernel regime; 1 or more: outside it)",
+    ]
+    return [Block("first-order (kernel-regime) check of a finetune", cols, rows, lines)]
+
+
 # synth ---------------------------------------------------------------------------------------------------
 def synth_blocks(r: dict[str, Any]) -> list[Block]:
     c = r["config"]

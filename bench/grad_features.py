@@ -1,0 +1,96 @@
+"""Gradient features (`w2s extract --features grad`) against one finetuning epoch of the same trained set over
+the same rows, in one process.
+
+Both read what the trained part takes (the frozen prefix's outputs for last:K: random values of the right
+shape, since throughput does not depend on them), in batches of the same size: the epoch is the least training
+loop (forward, squared-error loss, backward, AdamW step: bench/finetune.py's `bare`); the features are one
+forward and backward of the trained part per batch plus the per-sample projections (k values). The frozen
+prefix from images, which both can skip once its outputs are cached, is timed alongside for scale.
+
+    python bench/grad_features.py                                   # lite2@112, last:2, k = 2048, CPU
+    python bench/grad_features.py --train last:4 --proj-dim 4096 --rows 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from finetune import bare, student
+
+from w2s_cli.extraction.extract import resolve_device
+from w2s_cli.finetuning.gradients import GradientFeatures, output_signs
+from w2s_cli.finetuning.network import cut
+from w2s_cli.finetuning.recipe import TrainSpec
+from w2s_cli.inputs.backbones import create_backbone
+from w2s_cli.options import BackboneSpec
+
+
+def features_rate(s, x: torch.Tensor, k: int, batch: int, dev) -> float:
+    """Rows per second of gradient features over x (the prefix's outputs), as an extraction computes them."""
+    names = sorted(n for n, p in s.named_parameters() if p.requires_grad)
+    fn = GradientFeatures(s, names, output_signs(10, 0), k, 0, inputs=lambda rows: x[rows])
+    start = time.perf_counter()
+    for i in range(0, len(x), batch):
+        fn(x[i : i + batch].to(dev)).cpu()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    fn.close()
+    return len(x) / (time.perf_counter() - start)
+
+
+def prefix_rate(c, bb, rows: int, batch: int, dev) -> float:
+    x = torch.randn(batch, *bb.input_size)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(0, rows, batch):
+            c.prefix(x.to(dev))
+    return rows / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tf_efficientnet_lite2")
+    ap.add_argument("--image-size", type=int, default=112)
+    ap.add_argument("--train", default="last:2")
+    ap.add_argument("--proj-dim", type=int, default=2048)
+    ap.add_argument("--rows", type=int, default=1024)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    dev = resolve_device(args.device)
+    spec = TrainSpec.parse(args.train)
+    bb = create_backbone(BackboneSpec(args.model, args.image_size))
+    c = cut(bb.model, spec, bb.name)
+    with torch.inference_mode():
+        shape = tuple(c.prefix(torch.zeros(1, *bb.input_size)).shape[1:])
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(args.rows, *shape)).astype(np.float32))
+    y = torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, args.rows)])
+    print(
+        f"{args.model}@{args.image_size} --train {args.train}, k = {args.proj_dim}: {args.rows} rows of {shape}, "
+        f"batch {args.batch_size}, {dev}, {torch.get_num_threads()} threads"
+    )
+    rates = {"epoch": [], "features": [], "prefix": []}
+    for _ in range(args.repeats):  # interleaved, so drift of a noisy machine hits all alike
+        s = student(create_backbone(BackboneSpec(args.model, args.image_size)), spec, 10, dev)
+        rates["epoch"].append(bare(s, x, y, args.batch_size, 1, 1e-4, dev))
+        s = student(create_backbone(BackboneSpec(args.model, args.image_size)), spec, 10, dev)
+        with torch.no_grad():  # a head that is not zero (at a zero head every backbone gradient vanishes)
+            s.head.weight.normal_(0, s.head.in_features**-0.5)
+        rates["features"].append(features_rate(s, x, args.proj_dim, args.batch_size, dev))
+        rates["prefix"].append(prefix_rate(c, bb, min(args.rows, 512), args.batch_size, dev))
+    best = {k: max(v) for k, v in rates.items()}
+    for k, what in (("epoch", "finetuning epoch"), ("features", "gradient features"), ("prefix", "frozen prefix")):
+        runs = ", ".join(f"{v:.1f}" for v in rates[k])
+        print(f"{what:18s} {best[k]:9.1f} rows/s  (best of {args.repeats}: {runs})")
+    print(f"time of gradient features / one epoch, same rows: {best['epoch'] / best['features']:.2f}")
+    both = 1 / best["features"] + 1 / best["prefix"]
+    print(f"  with the frozen prefix from images (no cache): {best['epoch'] * both:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""`w2s kernel-check`: the first-order (kernel-regime) check of a finetune from its own weights, on a tiny real
+timm model over real digits images: a tiny learning rate stays in the kernel regime (the linearisation
+explains the output change), a large one leaves it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import QUIET, assert_user_error, save_random, w2s
+
+from w2s_cli.extraction.extract import extract
+from w2s_cli.finetuning.recipe import FinetuneRecipe
+from w2s_cli.options import BackboneSpec, DataOptions, SplitOptions, SubspaceOptions
+from w2s_cli.stages.finetune import finetune
+from w2s_cli.stages.kernel_check import kernel_check
+from w2s_cli.stages.teacher import pseudolabel, train_weak
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, weak_emb):
+    d = tmp_path_factory.mktemp("kernel")
+    weights = save_random("test_efficientnet", d / "strong-weights.safetensors", 2)
+    strong = extract(
+        DataOptions("digits"), BackboneSpec("test_efficientnet", 32, str(weights)), d / "s.safetensors", QUIET
+    )
+    split = SplitOptions(n_labeled=100, n_pseudo=300, n_test=200)
+    pseudo = pseudolabel(train_weak(weak_emb, d / "t.safetensors", split, SubspaceOptions("30")), d / "p.safetensors")
+    return d, pseudo, strong
+
+
+def finetuned(tiny, lr: float):
+    d, pseudo, strong = tiny
+    recipe = FinetuneRecipe(train="last:1", epochs=1, batch_size=32, lr=lr, select="last", warmup_epochs=0)
+    return finetune(pseudo, strong, out=d / f"ft-{lr:g}.safetensors", recipe=recipe, extract=QUIET)
+
+
+def test_a_tiny_step_stays_in_the_kernel_regime_and_a_large_one_leaves_it(tiny):
+    small, large = kernel_check(finetuned(tiny, 1e-5)), kernel_check(finetuned(tiny, 3e-2))
+    for r in (small, large):
+        for f in r["fits"].values():
+            assert f["stored_outputs_gap"] < 1e-5  # the check's f(x; θ1) is the finetune's own test output
+    for name in ("w2s", "strong_sft", "ceiling"):
+        s, g = small["fits"][name], large["fits"][name]
+        assert 0 < s["weight_change"] < g["weight_change"]
+        assert s["unexplained"]["value"] < 0.05 < g["unexplained"]["value"]
+        e = s["error"]
+        assert (
+            abs(e["first_order"]["value"] - e["finetuned"]["value"])
+            < 0.05 * abs(e["finetuned"]["value"] - e["start"]["value"]) + 1e-9
+        )  # to first order, the linearisation's error is the finetune's
+
+
+def test_cli_table_json_and_bad_input(tiny):
+    d, pseudo, strong = tiny
+    result = d / "ft-1e-05.safetensors"
+    if not result.exists():
+        finetuned(tiny, 1e-5)
+    r = w2s("kernel-check", result, "--json")
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(r.stdout)["fits"]) == {"w2s", "strong_sft", "ceiling"}
+    r = w2s("kernel-check", result)
+    assert r.exit_code == 0 and "unexplained by J dθ" in r.stdout and "W2S student" in r.stdout
+    from w2s_cli.stages.student import fit_student
+
+    linear = fit_student(pseudo, strong, d / "linear.safetensors")
+    assert_user_error(w2s("kernel-check", linear), "not a finetune result")
+    assert_user_error(w2s("kernel-check", d / "missing.safetensors"), "missing.safetensors")
