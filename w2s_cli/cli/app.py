@@ -175,7 +175,14 @@ def train_weak(
 
     src = input_path(weak, "weak embeddings")
     n_pseudo = split.n_pseudo if _given(ctx, "split__n_pseudo") else None
-    path = run(src, out or default_out(src, "teacher"), split, SubspaceOptions(subspace, energy), solver, n_pseudo)
+    path = run(
+        src,
+        out or default_out(src, "teacher"),
+        split=split,
+        subspace=SubspaceOptions(subspace, energy),
+        solver=solver,
+        n_pseudo=n_pseudo,
+    )
     meta = read_meta(path)
     acc = meta["test_accuracy"]
     dim = meta["subspace"]["dim"]
@@ -232,7 +239,13 @@ def fit_student(
 
     src = input_path(pseudo, "pseudo-labels")
     path = run(
-        src, strong, out or default_out(src, "result"), solver, SubspaceOptions(subspace, energy), dimensions, weak
+        src,
+        strong,
+        out or default_out(src, "result"),
+        subspace=SubspaceOptions(subspace, energy),
+        solver=solver,
+        dimensions=dimensions,
+        weak=weak,
     )
     t = read_meta(path)["trials"][0]
     pgr = "undefined" if t["pgr"] is None else f"{t['pgr']:.3f}"

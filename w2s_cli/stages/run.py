@@ -257,9 +257,9 @@ def run_trials(
             teacher = train_weak(
                 paths["weak"],
                 sub / "teacher.safetensors",
-                split,
-                options.weak_subspace,
-                teacher_solver,
+                split=split,
+                subspace=options.weak_subspace,
+                solver=teacher_solver,
                 n_pseudo=options.split.n_pseudo,
             )
             pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
@@ -283,8 +283,8 @@ def run_trials(
                         pseudo,
                         paths["strong"],
                         target,
-                        student_solver,
-                        options.strong_subspace,
+                        subspace=options.strong_subspace,
+                        solver=student_solver,
                         dimensions=options.dimensions,
                     )
                 )
