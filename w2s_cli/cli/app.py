@@ -521,7 +521,16 @@ def intrinsic_dim(
     from w2s_cli.stages.intrinsic import intrinsic_dim as run
 
     r = run(
-        input_path(weak, "weak embeddings"), strong, energy, center, estimator, method, max_samples, seed, plot, out
+        input_path(weak, "weak embeddings"),
+        strong,
+        energy=energy,
+        center=center,
+        estimators=estimator,
+        method=method,
+        max_samples=max_samples,
+        seed=seed,
+        plot=plot,
+        out=out,
     )
     if out is not None:
         sys.stderr.write(f"wrote {r['artifact']}\n")
