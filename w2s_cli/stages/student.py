@@ -184,7 +184,9 @@ def _student_design(
         strong_basis if one_pass else strong_basis(train_moments(emb_s, np.concatenate([rows.labeled, rows.pseudo])))
     )
     keep = not one_pass or N <= emb_s.width + 1
-    design = gather(emb_s, emb_w, basis, basis_w, rows.labeled, rows.pseudo, rows.test, rows.Y_L, targets_P, keep)
+    design = gather(
+        emb_s, emb_w, basis, basis_w, rows.labeled, rows.pseudo, rows.test, rows.Y_L, targets_P, keep_pseudo_rows=keep
+    )
     # ridgeless refits from the rows where the moments cannot resolve the design (rank below its width)
     keep_rows = solver != Solver.ridgeless or N <= design.d_s + 1 or (keep and found["record"]["rank"] < design.d_s)
     return design, found["basis"], found["record"], keep_rows
