@@ -490,7 +490,9 @@ def rank_teachers(
     teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]
     options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split)
     try:
-        result = run(flags.out_dir, data, options, extract, teachers, measure, flags.reuse, executor=spread)
+        result = run(
+            flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, executor=spread
+        )
     except Estimated as work:
         return _show_estimate(work.estimate, flags.out_dir, as_json)
     result["configuration"] = configuration()
