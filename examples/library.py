@@ -35,7 +35,7 @@ strong = extract(DataOptions("digits"), BackboneSpec("tf_efficientnet_lite2", 64
 # 2. teacher on n = 300 labels, N = 1000 pseudo-labels, student / SFT / ceiling on the strong embeddings,
 #    each backbone in its shared 40- / 100-dimensional principal subspace of the n + N training rows
 split = SplitOptions(n_labeled=300, n_pseudo=1000, n_test=400)
-teacher = train_weak(weak, out / "teacher.safetensors", split, SubspaceOptions("40"))
+teacher = train_weak(weak, out / "teacher.safetensors", split=split, subspace=SubspaceOptions("40"))
 pseudo = pseudolabel(teacher, out / "pseudo.safetensors")
 result = fit_student(pseudo, strong, out / "result.safetensors", subspace=SubspaceOptions("100"))
 s = summary(load_result(result))  # a Summary record; s.to_json() is what `w2s report --json` prints

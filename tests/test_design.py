@@ -45,7 +45,7 @@ def test_one_pass_gives_the_two_pass_design_and_reads_the_strong_rows_once(tmp_p
         return targets[pos]
 
     basis_s, _, _ = shared_basis(strong, np.concatenate([labeled, pseudo]), "auto", 0.9, len(labeled))
-    two = gather(strong, weak, basis_s, basis_w, labeled, pseudo, test, Y_L, targets_P, True)
+    two = gather(strong, weak, basis_s, basis_w, labeled, pseudo, test, Y_L, targets_P, keep_pseudo_rows=True)
     read, original = [], EmbeddingSet.rows
 
     def counted(self, idx):
@@ -59,7 +59,7 @@ def test_one_pass_gives_the_two_pass_design_and_reads_the_strong_rows_once(tmp_p
         found.append(basis_of(train, "auto", 0.9, len(labeled))[0])
         return found[-1]
 
-    one = gather(strong, weak, make, basis_w, labeled, pseudo, test, Y_L, targets_P, True)
+    one = gather(strong, weak, make, basis_w, labeled, pseudo, test, Y_L, targets_P, keep_pseudo_rows=True)
     assert sum(n for role, n in read if role == "strong embeddings") == 800  # L + P + test, once each
     assert one.d_s == two.d_s == found[0].components.shape[1]
     np.testing.assert_allclose(found[0].mean, basis_s.mean, rtol=0, atol=1e-12)

@@ -105,7 +105,7 @@ def test_full_width_collapses_near_the_width_and_the_shared_subspace_does_not(tm
     strong = embeddings_artifact(tmp_path / "strong.safetensors", S, labels, "strong")
     weak = embeddings_artifact(tmp_path / "weak.safetensors", W, labels, "weak")
     split = SplitOptions(n_labeled=150, n_test=1000, n_pseudo=int(1.2 * width))
-    teacher = train_weak(weak, tmp_path / "t.safetensors", split, SubspaceOptions("20"))
+    teacher = train_weak(weak, tmp_path / "t.safetensors", split=split, subspace=SubspaceOptions("20"))
     pseudo = pseudolabel(teacher, tmp_path / "p.safetensors")
     full = summary(
         load_result(fit_student(pseudo, strong, tmp_path / "full.safetensors", subspace=SubspaceOptions("none")))

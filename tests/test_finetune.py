@@ -39,7 +39,7 @@ def tiny(tmp_path_factory, weak_emb):
         DataOptions("digits"), BackboneSpec("test_efficientnet", 32, str(weights)), d / "s.safetensors", QUIET
     )
     split = SplitOptions(n_labeled=100, n_pseudo=300, n_test=200)
-    teacher = train_weak(weak_emb, d / "t.safetensors", split, SubspaceOptions("30"))
+    teacher = train_weak(weak_emb, d / "t.safetensors", split=split, subspace=SubspaceOptions("30"))
     pseudo = pseudolabel(teacher, d / "p.safetensors")
     return d, pseudo, strong
 
@@ -226,7 +226,10 @@ def test_images_that_can_no_longer_be_read_are_refused(tiny, tmp_path, image_fol
     weak = extract(data, spec, tmp_path / "w.safetensors", QUIET)
     strong = extract(data, BackboneSpec("test_efficientnet", 40, str(weights_file)), tmp_path / "s.safetensors", QUIET)
     teacher = train_weak(
-        weak, tmp_path / "t.safetensors", SplitOptions(n_labeled=20, n_pseudo=30, n_test=10), SubspaceOptions("5")
+        weak,
+        tmp_path / "t.safetensors",
+        split=SplitOptions(n_labeled=20, n_pseudo=30, n_test=10),
+        subspace=SubspaceOptions("5"),
     )
     pseudo = pseudolabel(teacher, tmp_path / "p.safetensors")
     shutil.rmtree(folder)

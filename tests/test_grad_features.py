@@ -173,7 +173,7 @@ def test_downstream_stages_run_on_gradient_features(grads):
     dims = json.loads(r.stdout)["weak"]
     assert 1 <= dims["d"] <= dims["rank"] <= 256 and dims["participation_ratio"] >= 1 and dims["twonn"] > 0
     split = SplitOptions(n_labeled=100, n_pseudo=200, n_test=100)
-    teacher = train_weak(weak, d / "t.safetensors", split, SubspaceOptions("auto"))
+    teacher = train_weak(weak, d / "t.safetensors", split=split, subspace=SubspaceOptions("auto"))
     pseudo = pseudolabel(teacher, d / "p.safetensors")
     result = fit_student(pseudo, strong, d / "r.safetensors", subspace=SubspaceOptions("auto"))
     t = store.read_meta(result)["trials"][0]
@@ -191,7 +191,7 @@ def test_bad_input_is_one_line(grads, tmp_path):
     result = d / "r.safetensors"
     if not result.exists():
         split = SplitOptions(n_labeled=100, n_pseudo=200, n_test=100)
-        pseudo = pseudolabel(train_weak(weak, d / "t2.safetensors", split), d / "p2.safetensors")
+        pseudo = pseudolabel(train_weak(weak, d / "t2.safetensors", split=split), d / "p2.safetensors")
         result = fit_student(pseudo, weak, d / "r2.safetensors")
     r = w2s(*base, "--features", "grad", "--train", "head", "--init", result, "-o", tmp_path / "c.safetensors")
     assert_user_error(r, "not a finetune result")

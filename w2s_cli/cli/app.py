@@ -48,6 +48,9 @@ RUN_GROUPS = {
     "recipe": FinetuneRecipe,
 }
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from w2s_cli.options import RunOptions
     from w2s_cli.report.tracking import Tracking
     from w2s_cli.store.records import Sweep
 
@@ -175,7 +178,14 @@ def train_weak(
 
     src = input_path(weak, "weak embeddings")
     n_pseudo = split.n_pseudo if _given(ctx, "split__n_pseudo") else None
-    path = run(src, out or default_out(src, "teacher"), split, SubspaceOptions(subspace, energy), solver, n_pseudo)
+    path = run(
+        src,
+        out or default_out(src, "teacher"),
+        split=split,
+        subspace=SubspaceOptions(subspace, energy),
+        solver=solver,
+        n_pseudo=n_pseudo,
+    )
     meta = read_meta(path)
     acc = meta["test_accuracy"]
     dim = meta["subspace"]["dim"]
@@ -232,7 +242,13 @@ def fit_student(
 
     src = input_path(pseudo, "pseudo-labels")
     path = run(
-        src, strong, out or default_out(src, "result"), solver, SubspaceOptions(subspace, energy), dimensions, weak
+        src,
+        strong,
+        out or default_out(src, "result"),
+        subspace=SubspaceOptions(subspace, energy),
+        solver=solver,
+        dimensions=dimensions,
+        weak=weak,
     )
     t = read_meta(path)["trials"][0]
     pgr = "undefined" if t["pgr"] is None else f"{t['pgr']:.3f}"
@@ -381,13 +397,9 @@ def sweep(
     from dataclasses import replace
 
     from w2s_cli.cli.config import configuration, save_configuration
-    from w2s_cli.progress import progress_bar
-    from w2s_cli.report.plots import plot_sweep, sweep_rows, write_csv
     from w2s_cli.report.render import print_json, show, sweep_blocks
     from w2s_cli.report.tracking import Tracking
-    from w2s_cli.stages.executors import Detached, Estimated
     from w2s_cli.stages.sweep import parse_vary
-    from w2s_cli.stages.sweep import sweep as run_sweep
     from w2s_cli.store.outputs import check_output
 
     varies = [parse_vary(v) for v in vary]
@@ -398,23 +410,63 @@ def sweep(
     for path, option in ((csv_out, "--csv"), (plot, "--plot")):
         if path is not None:
             check_output(path, option=option)
+
+    def options() -> RunOptions:  # made under the progress bar, as before
+        return flags.options(*models.specs(), split, head, recipe)
+
+    result = _sweep_points(out_dir, data, options, extract, varies, flags.reuse, spread, as_json)
+    if result is None:  # submitted (--detach) or estimated (--dry-run): said
+        return
+    if spread.kind != "inprocess" and collect is None:
+        save_configuration(out_dir / "jobs" / "sweep.toml")
+    result = replace(result, configuration=configuration())
+    _write_sweep(result, csv_out, plot, tracking, out_dir)
+    if as_json:
+        print_json(result)
+    else:
+        show(sweep_blocks(result))
+
+
+def _sweep_points(
+    out_dir: Path,
+    data: DataOptions,
+    options: Callable[[], RunOptions],
+    extract: ExtractOptions,
+    varies: list[tuple[str, list]],
+    reuse: bool,
+    spread: ExecutorOptions,
+    as_json: bool,
+) -> Sweep | None:
+    """The sweep's points, under a progress bar; None when its jobs were submitted (--detach) or its work only
+    estimated (--dry-run), which this says."""
+    from w2s_cli.cli.config import save_configuration
+    from w2s_cli.progress import progress_bar
+    from w2s_cli.stages.executors import Detached, Estimated
+    from w2s_cli.stages.sweep import sweep as run_sweep
+
     with progress_bar(extract.quiet) as bar:
         task = bar.add_task("sweep", total=None)
 
         def progress(done: int, total: int, key: str) -> None:
             bar.update(task, completed=done, total=total, description=f"sweep {key}")
 
-        options = flags.options(*models.specs(), split, head, recipe)
+        run_options = options()
         try:
-            result = run_sweep(out_dir, data, options, extract, varies, flags.reuse, progress, spread)
+            return run_sweep(out_dir, data, run_options, extract, varies, reuse, progress, spread)
         except Detached as submitted:
             save_configuration(out_dir / "jobs" / "sweep.toml")  # what --collect reads
-            return _detached(submitted.record, out_dir, as_json)
+            _detached(submitted.record, out_dir, as_json)
         except Estimated as work:
-            return _show_estimate(work.estimate, out_dir, as_json)
-    if spread.kind != "inprocess" and collect is None:
-        save_configuration(out_dir / "jobs" / "sweep.toml")
-    result = replace(result, configuration=configuration())
+            _show_estimate(work.estimate, out_dir, as_json)
+    return None
+
+
+def _write_sweep(
+    result: Sweep, csv_out: Path | None, plot: Path | None, tracking: Tracking | None, out_dir: Path
+) -> None:
+    """--csv, --plot and --track: the table, the figure and the MLflow runs, then which files were written."""
+    from w2s_cli.report.plots import plot_sweep, sweep_rows, write_csv
+
     header, body = sweep_rows(result)
     if csv_out is not None:
         write_csv(header, body, csv_out)
@@ -425,10 +477,6 @@ def sweep(
     for path in (csv_out, plot):
         if path is not None:
             sys.stderr.write(f"wrote {path}\n")
-    if as_json:
-        print_json(result)
-    else:
-        show(sweep_blocks(result))
 
 
 def _track_sweep(tracking: Tracking, result: Sweep, out_dir: Path, files: list[Path | None]) -> None:
@@ -495,7 +543,9 @@ def rank_teachers(
     teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]
     options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split)
     try:
-        result = run(flags.out_dir, data, options, extract, teachers, measure, flags.reuse, executor=spread)
+        result = run(
+            flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, executor=spread
+        )
     except Estimated as work:
         return _show_estimate(work.estimate, flags.out_dir, as_json)
     result["configuration"] = configuration()
@@ -526,7 +576,16 @@ def intrinsic_dim(
     from w2s_cli.stages.intrinsic import intrinsic_dim as run
 
     r = run(
-        input_path(weak, "weak embeddings"), strong, energy, center, estimator, method, max_samples, seed, plot, out
+        input_path(weak, "weak embeddings"),
+        strong,
+        energy=energy,
+        center=center,
+        estimators=estimator,
+        method=method,
+        max_samples=max_samples,
+        seed=seed,
+        plot=plot,
+        out=out,
     )
     if out is not None:
         sys.stderr.write(f"wrote {r['artifact']}\n")

@@ -12,7 +12,7 @@ import numpy as np
 from w2s_cli.numerics.stats import MODELS
 from w2s_cli.report.render import LABELS
 from w2s_cli.store.artifact import atomic_output
-from w2s_cli.store.records import Sweep, SweepPoint
+from w2s_cli.store.records import Summary, Sweep, SweepPoint
 
 COLORS = {"weak": "tab:red", "w2s": "tab:blue", "strong_sft": "tab:green", "ceiling": "tab:gray"}
 
@@ -157,78 +157,86 @@ def plot_sweep(result: Sweep, path) -> Path:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2))
     s = [p.summary for p in result.points]
     categorical = xname != "d_sw / d_w" and any(not _is_number(v) for v in labels)
-
-    def val(v: float | None) -> float:
-        return np.nan if v is None else float(v)
-
-    predicted = [p.theory.predicted if p.theory else None for p in s]  # label-light (None: not analysed)
-
     for ax, panel in zip(axes, panels, strict=True):
         for g, (name, idx) in enumerate(groups.items()):
             order = sorted(idx, key=lambda i: x[i])
-            xs = [x[i] for i in order]
+            xs, points = [x[i] for i in order], [s[i] for i in order]
             if panel == "error":
-                for k in MODELS:
-                    ax.errorbar(
-                        xs,
-                        [s[i].metrics.error[k] for i in order],
-                        yerr=[2 * val(s[i].metrics.error_stderr[k]) for i in order],
-                        fmt="o",
-                        ms=4,
-                        capsize=2,
-                        color=COLORS[k],
-                        label=f"{LABELS[k]}",
-                    )
-                    ax.plot(
-                        xs,
-                        [val(predicted[i] and predicted[i].error[k]) for i in order],
-                        "--",
-                        color=COLORS[k],
-                        lw=1,
-                    )
-                ax.set_ylabel("test MSE (dashed: label-light prediction)")
-                continue
-            color = f"C{g}"
-            tag = f" ({name})" if name else ""
-            ax.errorbar(
-                xs,
-                [val(getattr(s[i].metrics, panel)) for i in order],
-                yerr=[2 * val(getattr(s[i].metrics, f"{panel}_stderr")) for i in order],
-                fmt="o",
-                ms=4,
-                capsize=2,
-                color=color,
-                label=f"measured ±2 se{tag}",
-            )
-            pred = [val(predicted[i] and getattr(predicted[i], panel)) for i in order]
-            ax.plot(xs, pred, "--", color=color, label=f"label-light{tag}")
-            ax.plot(
-                xs,
-                [val(s[i].theory and getattr(s[i].theory.theory, panel)) for i in order],
-                ":",
-                color=color,
-                label=f"variance-only theory{tag}",
-            )
-            ax.set_ylabel(panel.upper())
-        if xname in ("n-pseudo", "n-labeled"):
-            _log_x(ax)
-            ticks = sorted(set(x))
-            ax.set_xticks(ticks, [f"{v:g}" for v in ticks], fontsize=7)
-        if xname == "d_sw / d_w" and panel == "pgr":  # name each teacher (without their common prefix)
-            prefix = os.path.commonprefix(labels).rpartition("_")[0]
-            names = [lab[len(prefix) + 1 :] if prefix else lab for lab in labels]
-            for xi, si, lab in zip(x, s, names, strict=True):
-                if si.metrics.pgr is not None:
-                    ax.annotate(lab, (xi, si.metrics.pgr), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        if categorical:
-            ticks = sorted(set(x))
-            ax.set_xticks(ticks, [labels[x.index(v)] for v in ticks], fontsize=7)
-        ax.set_xlabel(xname)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+                _error_series(ax, xs, points)
+            else:
+                _ratio_series(ax, panel, xs, points, f"C{g}", f" ({name})" if name else "")
+        _sweep_axis(ax, panel, xname, x, labels, s, categorical)
     fig.suptitle(f"w2s sweep over {', '.join(result.vary)} ({result.trials} trials per point)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _val(v: float | None) -> float:
+    return np.nan if v is None else float(v)
+
+
+def _error_series(ax, xs: list[float], points: list[Summary]) -> None:
+    """Test MSE of the four models (teacher, W2S student, strong SFT, ceiling) at xs: measured ± 2 standard
+    errors (points) and the label-light prediction (dashed)."""
+    predicted = [p.theory.predicted if p.theory else None for p in points]  # label-light (None: not analysed)
+    for k in MODELS:
+        ax.errorbar(
+            xs,
+            [p.metrics.error[k] for p in points],
+            yerr=[2 * _val(p.metrics.error_stderr[k]) for p in points],
+            fmt="o",
+            ms=4,
+            capsize=2,
+            color=COLORS[k],
+            label=f"{LABELS[k]}",
+        )
+        ax.plot(xs, [_val(pred and pred.error[k]) for pred in predicted], "--", color=COLORS[k], lw=1)
+    ax.set_ylabel("test MSE (dashed: label-light prediction)")
+
+
+def _ratio_series(ax, panel: str, xs: list[float], points: list[Summary], color: str, tag: str) -> None:
+    """PGR or OPR (`panel`) of one series at xs: measured ± 2 standard errors (points), the label-light
+    prediction (dashed) and the variance-only theory (dotted)."""
+    predicted = [p.theory.predicted if p.theory else None for p in points]  # label-light (None: not analysed)
+    ax.errorbar(
+        xs,
+        [_val(getattr(p.metrics, panel)) for p in points],
+        yerr=[2 * _val(getattr(p.metrics, f"{panel}_stderr")) for p in points],
+        fmt="o",
+        ms=4,
+        capsize=2,
+        color=color,
+        label=f"measured ±2 se{tag}",
+    )
+    ax.plot(
+        xs, [_val(pred and getattr(pred, panel)) for pred in predicted], "--", color=color, label=f"label-light{tag}"
+    )
+    theory = [_val(p.theory and getattr(p.theory.theory, panel)) for p in points]
+    ax.plot(xs, theory, ":", color=color, label=f"variance-only theory{tag}")
+    ax.set_ylabel(panel.upper())
+
+
+def _sweep_axis(
+    ax, panel: str, xname: str, x: list[float], labels: list[str], s: list[Summary], categorical: bool
+) -> None:
+    """The x axis of a sweep panel (log for n and N, teachers named on the PGR panel over d_sw / d_w,
+    the values' names when categorical), its grid and legend."""
+    if xname in ("n-pseudo", "n-labeled"):
+        _log_x(ax)
+        ticks = sorted(set(x))
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks], fontsize=7)
+    if xname == "d_sw / d_w" and panel == "pgr":  # name each teacher (without their common prefix)
+        prefix = os.path.commonprefix(labels).rpartition("_")[0]
+        names = [lab[len(prefix) + 1 :] if prefix else lab for lab in labels]
+        for xi, si, lab in zip(x, s, names, strict=True):
+            if si.metrics.pgr is not None:
+                ax.annotate(lab, (xi, si.metrics.pgr), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if categorical:
+        ticks = sorted(set(x))
+        ax.set_xticks(ticks, [labels[x.index(v)] for v in ticks], fontsize=7)
+    ax.set_xlabel(xname)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
 
 
 def sweep_rows(result: Sweep) -> tuple[list[str], list[list[Any]]]:

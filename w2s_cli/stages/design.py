@@ -72,6 +72,7 @@ def gather(
     test: np.ndarray,
     Y_L: np.ndarray,
     targets_P: Callable[[np.ndarray], np.ndarray],
+    *,
     keep_pseudo_rows: bool = False,
 ) -> Design:
     """Read the rows L, P and test once (strong and weak side by side) and gather the design.
@@ -83,45 +84,22 @@ def gather(
     pass gathers the raw strong columns and projects moments and rows on the basis afterwards (one pass
     over the strong embeddings instead of one for the basis and one for the design).
     """
-    from w2s_cli.distributed import all_reduce_moments, gather_rows, mine
-
     C = Y_L.shape[1]
     later = callable(basis_s)
     d_s = strong.width if later else basis_dim(basis_s, strong)
     d_w = 0 if weak is None else basis_dim(basis_w, weak)
-    code = np.zeros(strong.n_rows, dtype=np.int8)  # 1: labelled, 2: pseudo, 3: test
-    code[labeled], code[pseudo], code[test] = 1, 2, 3
-    parts: dict[str, list] = {"L": [], "test": [], "P": []}
-    P = Moments.empty(d_s + d_w + 2 * C)
-    order = np.sort(np.concatenate([labeled, pseudo, test]))
-    for k, start in enumerate(range(0, len(order), CHUNK_ROWS)):
-        if not mine(k):
-            continue
-        idx = order[start : start + CHUNK_ROWS]
+
+    def coordinates(idx: np.ndarray) -> np.ndarray:
+        """[z_s | z_w] of rows idx (z_s: the raw strong columns while the strong basis is still to be made)."""
         z = strong.rows(idx) if later else basis_s.transform(strong.rows(idx))
         if weak is not None:
             z = np.hstack([z, basis_w.transform(weak.rows(idx))])
-        where = code[idx]
-        in_p = where == 2
-        if in_p.any():
-            P = P.merge(Moments.of(np.hstack([z[in_p], targets_P(np.searchsorted(pseudo, idx[in_p]))])))
-            if keep_pseudo_rows:
-                parts["P"].append((idx[in_p], z[in_p, :d_s]))
-        for name, value in (("L", 1), ("test", 3)):
-            mask = where == value
-            if mask.any():
-                parts[name].append((idx[mask], z[mask]))
-    P = all_reduce_moments(P)
-    rows = {name: gather_rows(pieces) for name, pieces in parts.items()}
-    # pieces come in ascending row order and L, P, test are sorted: the gathered rows are in their order
-    ZL = np.vstack([z for _, z in rows["L"]])
-    Zt = np.vstack([z for _, z in rows["test"]])
-    ZP = np.vstack([z for _, z in rows["P"]]) if keep_pseudo_rows else None
+        return z
+
+    rows = (labeled, pseudo, test)
+    P, ZL, Zt, ZP = _one_pass(coordinates, strong.n_rows, rows, targets_P, d_s + d_w + 2 * C, d_s, keep_pseudo_rows)
     if later:
-        basis_s = basis_s(Moments.of(ZL[:, :d_s]).merge(select(P, np.arange(d_s))))
-        P = project(P, d_s, basis_s.mean, basis_s.components)
-        ZL, Zt = (np.hstack([basis_s.transform(Z[:, :d_s]), Z[:, d_s:]]) for Z in (ZL, Zt))
-        ZP = None if ZP is None else basis_s.transform(ZP)
+        basis_s, P, ZL, Zt, ZP = _in_strong_basis(basis_s, P, ZL, Zt, ZP, d_s)
         d_s = basis_dim(basis_s, strong)
     return Design(
         d_s=d_s,
@@ -137,6 +115,67 @@ def gather(
         Zw_test=Zt[:, d_s:] if weak is not None else None,
         Zs_P=ZP,
     )
+
+
+def _one_pass(
+    coordinates: Callable[[np.ndarray], np.ndarray],
+    n_rows: int,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    targets_P: Callable[[np.ndarray], np.ndarray],
+    width: int,
+    d_s: int,
+    keep_pseudo_rows: bool,
+) -> tuple[Moments, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Read the sorted rows (labelled L, pseudo P, test) in chunks, this rank's only: the moments of
+    [z | targets] over P (`width` columns), the coordinates z of the rows L and test and, when kept, the
+    z_s (first d_s) columns of the rows P; combined over the ranks, in row order."""
+    from w2s_cli.distributed import all_reduce_moments, gather_rows, mine
+
+    labeled, pseudo, test = rows
+    code = np.zeros(n_rows, dtype=np.int8)  # 1: labelled, 2: pseudo, 3: test
+    code[labeled], code[pseudo], code[test] = 1, 2, 3
+    parts: dict[str, list] = {"L": [], "test": [], "P": []}
+    P = Moments.empty(width)
+    order = np.sort(np.concatenate([labeled, pseudo, test]))
+    for k, start in enumerate(range(0, len(order), CHUNK_ROWS)):
+        if not mine(k):
+            continue
+        idx = order[start : start + CHUNK_ROWS]
+        z = coordinates(idx)
+        where = code[idx]
+        in_p = where == 2
+        if in_p.any():
+            P = P.merge(Moments.of(np.hstack([z[in_p], targets_P(np.searchsorted(pseudo, idx[in_p]))])))
+            if keep_pseudo_rows:
+                parts["P"].append((idx[in_p], z[in_p, :d_s]))
+        for name, value in (("L", 1), ("test", 3)):
+            mask = where == value
+            if mask.any():
+                parts[name].append((idx[mask], z[mask]))
+    P = all_reduce_moments(P)
+    gathered = {name: gather_rows(pieces) for name, pieces in parts.items()}
+    # pieces come in ascending row order and L, P, test are sorted: the gathered rows are in their order
+    ZL = np.vstack([z for _, z in gathered["L"]])
+    Zt = np.vstack([z for _, z in gathered["test"]])
+    ZP = np.vstack([z for _, z in gathered["P"]]) if keep_pseudo_rows else None
+    return P, ZL, Zt, ZP
+
+
+def _in_strong_basis(
+    make: Callable[[Moments], PrincipalBasis],
+    P: Moments,
+    ZL: np.ndarray,
+    Zt: np.ndarray,
+    ZP: np.ndarray | None,
+    width: int,
+) -> tuple[PrincipalBasis, Moments, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The strong basis, made from the moments of the raw strong columns (the first `width`) over L + P, and
+    the moments and rows with those columns projected on it (d_s columns)."""
+    basis_s = make(Moments.of(ZL[:, :width]).merge(select(P, np.arange(width))))
+    P = project(P, width, basis_s.mean, basis_s.components)
+    ZL, Zt = (np.hstack([basis_s.transform(Z[:, :width]), Z[:, width:]]) for Z in (ZL, Zt))
+    ZP = None if ZP is None else basis_s.transform(ZP)
+    return basis_s, P, ZL, Zt, ZP
 
 
 def basis_dim(basis: PrincipalBasis, emb: EmbeddingSet) -> int:

@@ -50,7 +50,8 @@ class TrialJob:
     resume: bool
 
     def __call__(self) -> str:
-        return str(run_trials(self.paths, self.folder, self.options, True, None, self.resume, self.extract)[0])
+        trials = run_trials(self.paths, self.folder, self.options, quiet=True, resume=self.resume, extract=self.extract)
+        return str(trials[0])
 
     @property
     def target(self) -> Path:

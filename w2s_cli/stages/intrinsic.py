@@ -112,6 +112,7 @@ def _moments(mats: list[Matrix], center: bool) -> Moments:
 def intrinsic_dim(
     weak: str | os.PathLike,
     strong: str | os.PathLike | None = None,
+    *,
     energy: float = 0.99,
     center: bool = True,
     estimators: str = "spectral,pr,twonn,mle",
@@ -131,6 +132,31 @@ def intrinsic_dim(
     for path in (plot, out):
         if path is not None:
             check_output(path, inputs=[weak, strong], option="--plot" if path is plot else "-o")
+    mats = _matrices(weak, strong)
+    joint = _moments(mats, center)
+    result: dict[str, Any] = {"energy": energy, "center": center, "estimators": {n: ESTIMATORS[n] for n in names}}
+    spectra, tensors = _dimensions(mats, joint, names, energy, max_samples, seed, result)
+    if strong is not None:
+        d_s, d_w = result["strong"]["d"], result["weak"]["d"]
+        if method == "subspace":
+            ov = _subspace_overlap(joint, spectra, mats[0].width, d_s, d_w, center)
+            tensors["canonical_correlations"] = np.asarray(ov["canonical_correlations"])
+            result.update({k: ov[k] for k in ("d_sw", "d_sw_null", "d_sw_corrected", "canonical_correlations")})
+            result["method"] = "subspace: squared canonical correlations of the top principal subspaces"
+        else:
+            result.update(authors_overlap(spectra["strong"], spectra["weak"], d_s, d_w, seed))
+    if plot is not None:
+        from w2s_cli.report.plots import plot_spectra
+
+        plot_spectra({k: v.values for k, v in spectra.items()}, {k: result[k]["d"] for k in spectra}, energy, plot)
+        result["plot"] = str(plot)
+    if out is not None:
+        result["artifact"] = str(_save_intrinsic(result, tensors, weak, strong, seed, out))
+    return result
+
+
+def _matrices(weak: str | os.PathLike, strong: str | os.PathLike | None) -> list[Matrix]:
+    """The weak matrix, and the strong one of the same samples when given."""
     mats = [Matrix(weak, "weak")]
     if strong is not None:
         mats.append(Matrix(strong, "strong"))
@@ -138,8 +164,20 @@ def intrinsic_dim(
             store.require_same_samples(mats[0].meta, mats[1].meta, f"weak {weak}", f"strong {strong}")
         elif mats[0].m != mats[1].m:
             raise W2SError(f"weak has {mats[0].m} rows and strong {mats[1].m}: the overlap needs the same samples")
-    joint = _moments(mats, center)
-    result: dict[str, Any] = {"energy": energy, "center": center, "estimators": {n: ESTIMATORS[n] for n in names}}
+    return mats
+
+
+def _dimensions(
+    mats: list[Matrix],
+    joint: Moments,
+    names: tuple[str, ...],
+    energy: float,
+    max_samples: int,
+    seed: int,
+    result: dict[str, Any],
+) -> tuple[dict[str, Spectrum], dict[str, np.ndarray]]:
+    """Each matrix's estimates (d_w, d_s: result[role]) from its block of the joint moments and, for the
+    nearest-neighbour estimators, from at most max_samples of its rows; its spectrum and the tensors to save."""
     spectra, tensors, offset = {}, {}, 0
     for mat in mats:
         cols = slice(offset, offset + mat.width)
@@ -154,34 +192,37 @@ def intrinsic_dim(
                 result[mat.role][est] = nearest_neighbour_dimension(mat.rows(rows), est, max_samples, seed)
         spectra[mat.role] = sp
         tensors[f"spectrum_{mat.role}"] = sp.values
-    if strong is not None:
-        d_s, d_w = result["strong"]["d"], result["weak"]["d"]
-        if method == "subspace":
-            Vw, Vs = spectra["weak"].vectors[:, :d_w], spectra["strong"].vectors[:, :d_s]
-            W = mats[0].width
-            P = np.zeros((joint.cross.shape[0], d_s + d_w))  # projection onto [top-d_s strong | top-d_w weak]
-            P[W:, :d_s], P[:W, d_s:] = Vs, Vw
-            ov = overlap(P.T @ joint.cross @ P, joint.count, slice(0, d_s), slice(d_s, None), centred=center)
-            tensors["canonical_correlations"] = np.asarray(ov["canonical_correlations"])
-            result.update({k: ov[k] for k in ("d_sw", "d_sw_null", "d_sw_corrected", "canonical_correlations")})
-            result["method"] = "subspace: squared canonical correlations of the top principal subspaces"
-        else:
-            result.update(authors_overlap(spectra["strong"], spectra["weak"], d_s, d_w, seed))
-    if plot is not None:
-        from w2s_cli.report.plots import plot_spectra
+    return spectra, tensors
 
-        plot_spectra({k: v.values for k, v in spectra.items()}, {k: result[k]["d"] for k in spectra}, energy, plot)
-        result["plot"] = str(plot)
-    if out is not None:
-        meta = store.base_meta("intrinsic_dim", seed)
-        meta.update(
-            {
-                "inputs": {
-                    "weak": str(Path(weak).resolve()),
-                    "strong": str(Path(strong).resolve()) if strong else None,
-                },
-                "result": {k: v for k, v in result.items() if k != "canonical_correlations"},
-            }
-        )
-        result["artifact"] = str(store.save(store.Artifact("intrinsic_dim", meta, tensors), out))
-    return result
+
+def _subspace_overlap(
+    joint: Moments, spectra: dict[str, Spectrum], width_w: int, d_s: int, d_w: int, center: bool
+) -> dict[str, Any]:
+    """d_sw (ours): the squared canonical correlations of the top-d_s strong and top-d_w weak principal
+    subspaces, from the joint moments ([weak | strong] columns, the weak matrix width_w wide)."""
+    Vw, Vs = spectra["weak"].vectors[:, :d_w], spectra["strong"].vectors[:, :d_s]
+    P = np.zeros((joint.cross.shape[0], d_s + d_w))  # projection onto [top-d_s strong | top-d_w weak]
+    P[width_w:, :d_s], P[:width_w, d_s:] = Vs, Vw
+    return overlap(P.T @ joint.cross @ P, joint.count, slice(0, d_s), slice(d_s, None), centred=center)
+
+
+def _save_intrinsic(
+    result: dict[str, Any],
+    tensors: dict[str, np.ndarray],
+    weak: str | os.PathLike,
+    strong: str | os.PathLike | None,
+    seed: int,
+    out: str | os.PathLike,
+) -> Path:
+    """Write the `intrinsic_dim` artifact: the inputs, the result (without the correlations: a tensor)."""
+    meta = store.base_meta("intrinsic_dim", seed)
+    meta.update(
+        {
+            "inputs": {
+                "weak": str(Path(weak).resolve()),
+                "strong": str(Path(strong).resolve()) if strong else None,
+            },
+            "result": {k: v for k, v in result.items() if k != "canonical_correlations"},
+        }
+    )
+    return store.save(store.Artifact("intrinsic_dim", meta, tensors), out)

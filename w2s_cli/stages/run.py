@@ -236,6 +236,7 @@ def run_trials(
     paths: dict[str, Path],
     folder: Path,
     options: RunOptions,
+    *,
     quiet: bool = False,
     progress=None,
     resume: bool = True,
@@ -244,50 +245,14 @@ def run_trials(
     """T trials (seeds seed..seed+T-1, the test split fixed) of train-weak, pseudolabel, fit-student (or
     finetune). With `resume`, a trial whose result is already in `folder` (same inputs and options) is not
     redone."""
-    teacher_solver, student_solver = options.head.solvers()
     results = []
     for t in range(options.trials):
         s = options.split.seed + t
-        sub = folder / f"trial-{s}"
-        target = sub / result_name(options)
+        target = folder / f"trial-{s}" / result_name(options)
         if resume and finished(target, wanted_identity(paths, options, s)):
             results.append(target)
         else:
-            split = SplitOptions(**{**options.split.__dict__, "seed": s})
-            teacher = train_weak(
-                paths["weak"],
-                sub / "teacher.safetensors",
-                split,
-                options.weak_subspace,
-                teacher_solver,
-                n_pseudo=options.split.n_pseudo,
-            )
-            pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
-            if options.student == StudentKind.finetune:
-                from w2s_cli.stages.finetune import finetune
-
-                ft_extract = dataclasses.replace(extract or ExtractOptions(), quiet=quiet or progress is not None)
-                results.append(
-                    finetune(
-                        pseudo,
-                        paths["strong"],
-                        out=target,
-                        recipe=options.finetune,
-                        subspace=options.strong_subspace,
-                        extract=ft_extract,
-                    )
-                )
-            else:
-                results.append(
-                    fit_student(
-                        pseudo,
-                        paths["strong"],
-                        target,
-                        student_solver,
-                        options.strong_subspace,
-                        dimensions=options.dimensions,
-                    )
-                )
+            results.append(one_trial(paths, target, options, s, quiet=quiet or progress is not None, extract=extract))
         if progress is not None:
             progress()
         elif not quiet:
@@ -295,6 +260,51 @@ def run_trials(
             note = f" (weak {acc['weak']:.3f} -> w2s {acc['w2s']:.3f})" if acc else ""
             stderr.print(f"trial {t + 1}/{options.trials} done{note}")
     return results
+
+
+def one_trial(
+    paths: dict[str, Path],
+    target: Path,
+    options: RunOptions,
+    seed: int,
+    *,
+    quiet: bool = False,
+    extract: ExtractOptions | None = None,
+) -> Path:
+    """One trial in target's folder: the teacher (train-weak) on the split drawn with `seed`, its pseudo-labels,
+    then the student with strong SFT and ceiling (fit-student, or finetune); returns `target`'s path."""
+    teacher_solver, student_solver = options.head.solvers()
+    sub = target.parent
+    split = SplitOptions(**{**options.split.__dict__, "seed": seed})
+    teacher = train_weak(
+        paths["weak"],
+        sub / "teacher.safetensors",
+        split=split,
+        subspace=options.weak_subspace,
+        solver=teacher_solver,
+        n_pseudo=options.split.n_pseudo,
+    )
+    pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
+    if options.student == StudentKind.finetune:
+        from w2s_cli.stages.finetune import finetune
+
+        ft_extract = dataclasses.replace(extract or ExtractOptions(), quiet=quiet)
+        return finetune(
+            pseudo,
+            paths["strong"],
+            out=target,
+            recipe=options.finetune,
+            subspace=options.strong_subspace,
+            extract=ft_extract,
+        )
+    return fit_student(
+        pseudo,
+        paths["strong"],
+        target,
+        subspace=options.strong_subspace,
+        solver=student_solver,
+        dimensions=options.dimensions,
+    )
 
 
 def run(
@@ -327,7 +337,7 @@ def experiment(
 ) -> Path:
     """trials -> combine: the T trials of one experiment (`run_trials`) in `folder`, combined into one result
     at `out` (default folder / result_name(options)); `seconds`: the extraction's, added to the trials'."""
-    results = run_trials(paths, folder, options, quiet, progress, resume, extract)
+    results = run_trials(paths, folder, options, quiet=quiet, progress=progress, resume=resume, extract=extract)
     out = folder / result_name(options) if out is None else out
     return combine([store.load(p, "result") for p in results], out, seconds)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,8 +26,8 @@ from w2s_cli.numerics.variance import LabelNoise
 from w2s_cli.options import Solver, SubspaceOptions, check_student_labels
 from w2s_cli.progress import stderr
 from w2s_cli.stages.analysis import analyse
-from w2s_cli.stages.design import gather
-from w2s_cli.stages.heads import basis_of, fit_head, train_moments
+from w2s_cli.stages.design import Design, gather
+from w2s_cli.stages.heads import Head, basis_of, fit_head, train_moments
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -43,12 +43,24 @@ from w2s_cli.store.records import (
 )
 
 
+class PseudoRows(NamedTuple):
+    """The rows of a pseudo-labels artifact: test, the n labelled rows with their (observed) labels Y_L, the N
+    pseudo rows with their observed labels (the pseudo-labels themselves are read per chunk)."""
+
+    test: np.ndarray
+    labeled: np.ndarray
+    pseudo: np.ndarray
+    Y_L: np.ndarray
+    observed_P: np.ndarray
+
+
 def fit_student(
     pseudo_path: str | os.PathLike,
     strong: str | os.PathLike,
     out: str | os.PathLike,
-    solver: Solver = Solver.ridgeless,
+    *,
     subspace: SubspaceOptions | None = None,
+    solver: Solver = Solver.ridgeless,
     dimensions: bool = True,
     weak: str | os.PathLike | None = None,
 ) -> Path:
@@ -61,67 +73,15 @@ def fit_student(
     check_student_labels(solver, made.teacher.solver, hard=made.labels == "hard")
     recorded = store.resolve(made.embeddings, pseudo.path, weak)
     out = check_output(out, inputs=[pseudo_path, strong, weak, recorded])
-    emb_s = EmbeddingSet(strong, "strong embeddings")
-    store.require_same_samples(
-        pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
-    )
-    weak_sig, strong_sig = made.embeddings["signature"], emb_s.signature()
-    if all(weak_sig[k] == strong_sig[k] for k in ("state_dict_sha256", "input_size")):
-        stderr.print("[yellow]note:[/] strong and weak embeddings come from the same model and input size")
-    emb_w = _weak_embeddings(pseudo, made, weak, dimensions)
-    if emb_w is not None and not np.array_equal(emb_w.values(), emb_s.values()):
-        raise W2SError(
-            f"weak {printable(emb_w.path)} and strong {printable(emb_s.path)} embeddings disagree on the labels "
-            "of the same samples (one of them was altered)"
-        )
-    test, labeled, rows = (np.asarray(pseudo[k]) for k in ("test_rows", "labeled_rows", "pseudo_rows"))
-    n, N, C = len(labeled), len(rows), emb_s.n_outputs
-    Y_L = as_targets(pseudo["labeled_observed"], emb_s.n_classes)
-    observed_P = np.asarray(pseudo["pseudo_observed"])
-    shape = pseudo.shape("pseudo_labels")
-    if shape != (N, C):
-        raise W2SError(f"pseudo-labels {printable(pseudo.path)}: labels of shape {shape}, expected {(N, C)}")
-
-    def targets_P(pos: np.ndarray) -> np.ndarray:
-        """[pseudo-labels | observed labels] of the pseudo rows at positions pos, read and built per chunk."""
-        return np.hstack(
-            [pseudo.rows("pseudo_labels", pos).astype(np.float64), as_targets(observed_P[pos], emb_s.n_classes)]
-        )
-
+    emb_s, emb_w = _student_embeddings(pseudo, made, strong, weak, dimensions)
+    rows = _pseudo_rows(pseudo, emb_s)
     if solver == Solver.logistic and emb_s.labels is None:
         raise W2SError("--solver logistic needs a classification dataset; this one has numeric targets")
-    weak_basis = (pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
-    basis_w = PrincipalBasis(*weak_basis) if emb_w is not None else None
-    found: dict[str, Any] = {}
-
-    def strong_basis(train: Moments) -> PrincipalBasis:
-        """The strong shared basis, from the moments of the n + N training rows (found in gather's pass)."""
-        found["basis"], found["record"], _ = basis_of(train, spec, sub_opts.energy, n)
-        return found["basis"]
-
-    # ridgeless heads: one pass, the strong basis found from the moments gathered with the design. Ridge and
-    # logistic heads fit on the N rows, kept projected (d_s wide, not full width): a first pass finds the basis
-    one_pass = solver == Solver.ridgeless
-    basis = strong_basis if one_pass else strong_basis(train_moments(emb_s, np.concatenate([labeled, rows])))
-    keep = not one_pass or N <= emb_s.width + 1
-    design = gather(emb_s, emb_w, basis, basis_w, labeled, rows, test, Y_L, targets_P, keep)
-    basis_s, basis_record, d_s, zs = found["basis"], found["record"], design.d_s, design.zs
-    # ridgeless refits from the rows where the moments cannot resolve the design (rank below its width)
-    keep_rows = solver != Solver.ridgeless or N <= d_s + 1 or (keep and basis_record["rank"] < d_s)
-    if keep_rows:  # heads that need their rows (ridge, logistic, or fewer rows than coordinates)
-        targets, Y_P = np.asarray(pseudo["pseudo_labels"], np.float64), as_targets(observed_P, emb_s.n_classes)
-        Zs_LP, Y_LP = np.vstack([design.Zs_L, design.Zs_P]), np.vstack([Y_L, Y_P])
-    else:
-        targets = Zs_LP = Y_LP = None
-    heads = {
-        "w2s": fit_head(solver, design.Zs_P, targets, _cols(design.P, zs, design.y), d_s),
-        "strong_sft": fit_head(solver, design.Zs_L, Y_L, _cols(design.L, zs, design.y), d_s),
-        "ceiling": fit_head(solver, Zs_LP, Y_LP, _cols(design.train, zs, design.y), d_s),
-    }
-    outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
-    outputs.update({k: h.outputs(design.Zs_test) for k, h in heads.items()})
-    truth = emb_s.truth(test)
-    metrics = Metrics.from_json(evaluate(outputs, truth, emb_s.labels[test] if emb_s.labels is not None else None))
+    design, basis_s, basis_record, keep_rows = _student_design(
+        solver, spec, sub_opts.energy, pseudo, emb_s, emb_w, rows
+    )
+    heads = _fit_heads(solver, design, pseudo, rows, emb_s.n_classes, keep_rows)
+    outputs, truth, metrics = _evaluate(pseudo, emb_s, rows.test, design, heads)
     seconds = {**made.seconds, "fit_student": round(time.perf_counter() - start, 3)}
     analysis, why_not = None, _why_no_analysis(made, solver, emb_w, dimensions)
     if why_not is None:
@@ -134,8 +94,8 @@ def fit_student(
     trial = Trial(
         metrics,
         seed=made.seed,
-        n_labeled=n,
-        n_pseudo=N,
+        n_labeled=len(rows.labeled),
+        n_pseudo=len(rows.pseudo),
         pseudo_label_accuracy=made.pseudo_label_accuracy,
         analysis=None if analysis is None else Analysis.from_json(analysis),
     )
@@ -150,6 +110,122 @@ def fit_student(
         seconds=seconds,
         analysis_note=why_not,
     )
+    return _write_result(record, outputs, rows.test, basis_s, out)
+
+
+def _student_embeddings(
+    pseudo: store.Artifact,
+    made: PseudoLabelsRecord,
+    strong: str | os.PathLike,
+    weak: str | os.PathLike | None,
+    dimensions: bool,
+) -> tuple[EmbeddingSet, EmbeddingSet | None]:
+    """The strong embeddings (of the pseudo-labels' samples) and, when asked for and found, the teacher's."""
+    emb_s = EmbeddingSet(strong, "strong embeddings")
+    store.require_same_samples(
+        pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
+    )
+    weak_sig, strong_sig = made.embeddings["signature"], emb_s.signature()
+    if all(weak_sig[k] == strong_sig[k] for k in ("state_dict_sha256", "input_size")):
+        stderr.print("[yellow]note:[/] strong and weak embeddings come from the same model and input size")
+    emb_w = _weak_embeddings(pseudo, made, weak, dimensions)
+    if emb_w is not None and not np.array_equal(emb_w.values(), emb_s.values()):
+        raise W2SError(
+            f"weak {printable(emb_w.path)} and strong {printable(emb_s.path)} embeddings disagree on the labels "
+            "of the same samples (one of them was altered)"
+        )
+    return emb_s, emb_w
+
+
+def _pseudo_rows(pseudo: store.Artifact, emb_s: EmbeddingSet) -> PseudoRows:
+    """The rows the teacher's split drew, the training labels; the pseudo-labels' shape checked."""
+    test, labeled, rows = (np.asarray(pseudo[k]) for k in ("test_rows", "labeled_rows", "pseudo_rows"))
+    N, C = len(rows), emb_s.n_outputs
+    Y_L = as_targets(pseudo["labeled_observed"], emb_s.n_classes)
+    observed_P = np.asarray(pseudo["pseudo_observed"])
+    shape = pseudo.shape("pseudo_labels")
+    if shape != (N, C):
+        raise W2SError(f"pseudo-labels {printable(pseudo.path)}: labels of shape {shape}, expected {(N, C)}")
+    return PseudoRows(test, labeled, rows, Y_L, observed_P)
+
+
+def _student_design(
+    solver: Solver,
+    spec: str | int | None,
+    energy: float,
+    pseudo: store.Artifact,
+    emb_s: EmbeddingSet,
+    emb_w: EmbeddingSet | None,
+    rows: PseudoRows,
+) -> tuple[Design, PrincipalBasis, dict[str, Any], bool]:
+    """The design in the strong shared basis (d_s) and the weak one (d_w), the strong basis and its record,
+    and whether the heads need the rows of the design (not only its moments)."""
+    n, N, n_classes = len(rows.labeled), len(rows.pseudo), emb_s.n_classes
+
+    def targets_P(pos: np.ndarray) -> np.ndarray:
+        """[pseudo-labels | observed labels] of the pseudo rows at positions pos, read and built per chunk."""
+        return np.hstack(
+            [pseudo.rows("pseudo_labels", pos).astype(np.float64), as_targets(rows.observed_P[pos], n_classes)]
+        )
+
+    weak_basis = (pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
+    basis_w = PrincipalBasis(*weak_basis) if emb_w is not None else None
+    found: dict[str, Any] = {}
+
+    def strong_basis(train: Moments) -> PrincipalBasis:
+        """The strong shared basis, from the moments of the n + N training rows (found in gather's pass)."""
+        found["basis"], found["record"], _ = basis_of(train, spec, energy, n)
+        return found["basis"]
+
+    # ridgeless heads: one pass, the strong basis found from the moments gathered with the design. Ridge and
+    # logistic heads fit on the N rows, kept projected (d_s wide, not full width): a first pass finds the basis
+    one_pass = solver == Solver.ridgeless
+    basis = (
+        strong_basis if one_pass else strong_basis(train_moments(emb_s, np.concatenate([rows.labeled, rows.pseudo])))
+    )
+    keep = not one_pass or N <= emb_s.width + 1
+    design = gather(
+        emb_s, emb_w, basis, basis_w, rows.labeled, rows.pseudo, rows.test, rows.Y_L, targets_P, keep_pseudo_rows=keep
+    )
+    # ridgeless refits from the rows where the moments cannot resolve the design (rank below its width)
+    keep_rows = solver != Solver.ridgeless or N <= design.d_s + 1 or (keep and found["record"]["rank"] < design.d_s)
+    return design, found["basis"], found["record"], keep_rows
+
+
+def _fit_heads(
+    solver: Solver, design: Design, pseudo: store.Artifact, rows: PseudoRows, n_classes: int | None, keep_rows: bool
+) -> dict[str, Head]:
+    """The W2S student (on the pseudo-labels), strong SFT (on the n labels) and the ceiling (on n + N labels),
+    from the moments of the design, and from its rows when `keep_rows` (heads that need them: ridge,
+    logistic, or fewer rows than coordinates)."""
+    Y_L, zs, y, d_s = rows.Y_L, design.zs, design.y, design.d_s
+    if keep_rows:
+        targets, Y_P = np.asarray(pseudo["pseudo_labels"], np.float64), as_targets(rows.observed_P, n_classes)
+        Zs_LP, Y_LP = np.vstack([design.Zs_L, design.Zs_P]), np.vstack([Y_L, Y_P])
+    else:
+        targets = Zs_LP = Y_LP = None
+    return {
+        "w2s": fit_head(solver, design.Zs_P, targets, _cols(design.P, zs, y), d_s),
+        "strong_sft": fit_head(solver, design.Zs_L, Y_L, _cols(design.L, zs, y), d_s),
+        "ceiling": fit_head(solver, Zs_LP, Y_LP, _cols(design.train, zs, y), d_s),
+    }
+
+
+def _evaluate(
+    pseudo: store.Artifact, emb_s: EmbeddingSet, test: np.ndarray, design: Design, heads: dict[str, Head]
+) -> tuple[dict[str, np.ndarray], np.ndarray, Metrics]:
+    """The four models' outputs on the test rows (the teacher's from the pseudo-labels), the truth, the metrics."""
+    outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
+    outputs.update({k: h.outputs(design.Zs_test) for k, h in heads.items()})
+    truth = emb_s.truth(test)
+    metrics = Metrics.from_json(evaluate(outputs, truth, emb_s.labels[test] if emb_s.labels is not None else None))
+    return outputs, truth, metrics
+
+
+def _write_result(
+    record: ResultRecord, outputs: dict[str, np.ndarray], test: np.ndarray, basis_s: PrincipalBasis, out: Path
+) -> Path:
+    """Save the `result` artifact: the record, the four models' test outputs, the test rows, the strong basis."""
     tensors: dict[str, Any] = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
     tensors.update({"test_rows": test, "strong_basis_mean": basis_s.mean})
     if basis_s.components is not None:

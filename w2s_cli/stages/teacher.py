@@ -7,6 +7,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,8 @@ from w2s_cli.errors import W2SError
 from w2s_cli.numerics.stats import accuracy, as_targets, one_hot, squared_errors
 from w2s_cli.numerics.variance import loo_residuals
 from w2s_cli.options import Solver, SplitOptions, SubspaceOptions
-from w2s_cli.stages.heads import apply, fit_head, my_blocks, shared_basis, to_embedding_space
+from w2s_cli.stages.heads import Head, apply, fit_head, my_blocks, shared_basis, to_embedding_space
+from w2s_cli.stages.split import Split as DrawnSplit
 from w2s_cli.stages.split import draw_split, noisy_values, subset_pseudo
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
@@ -36,6 +38,7 @@ from w2s_cli.store.records import (
 def train_weak(
     weak: str | os.PathLike,
     out: str | os.PathLike,
+    *,
     split: SplitOptions | None = None,
     subspace: SubspaceOptions | None = None,
     solver: Solver = Solver.ridgeless,
@@ -59,8 +62,6 @@ def train_weak(
     coef, intercept = to_embedding_space(basis, *head.linear())
     link = "softmax" if solver == Solver.logistic else "identity"
     test_out = apply(coef, intercept, emb.rows(s.test), link)
-    truth = emb.truth(s.test)
-    loo = loo_residuals(head.fit, Z_L, Y_L) if head.fit is not None else None
     record = TeacherRecord(
         embeddings=emb.reference(out),
         dataset=emb.record.dataset,
@@ -69,40 +70,58 @@ def train_weak(
         solver=solver.value,
         link=link,
         subspace=Basis.from_json({"requested": str(sub_opts.subspace), **basis_record}),
-        split=Split(
-            seed=split_opts.seed,
-            test_seed=split_opts.test_seed,
-            n_test=len(s.test),
-            n_labeled=len(s.labeled),
-            n_pseudo=len(s.pseudo),
-            n_pool=s.n_pool,
-            test_from_dataset_split=emb.split is not None,
-        ),
+        split=_split_record(split_opts, s, emb),
         label_noise=LabelNoiseRecord(
             split_opts.label_noise, "symmetric flips" if emb.labels is not None else "gaussian", [split_opts.seed, 2]
         ),
-        fit=FitRecord.from_json(head.record()),
-        sigma2=head.fit.sigma2() if head.fit is not None else None,
-        loo_error=None if loo is None else float((loo**2).mean()),
-        test_error=float(squared_errors(test_out, truth).mean()),
-        test_accuracy=accuracy(test_out, emb.labels[s.test]) if emb.labels is not None else None,
+        **_teacher_errors(head, Z_L, Y_L, test_out, emb, s.test),
         seconds=round(time.perf_counter() - start, 3),
         provenance=store.base_meta("teacher", split_opts.seed),
     )
-    tensors = {
-        "coef": coef,
-        "intercept": intercept,
+    tensors = {"coef": coef, "intercept": intercept, **_split_tensors(s, noisy)}
+    tensors.update({"basis_mean": basis.mean, "spectrum": spectrum})
+    if basis.components is not None:
+        tensors["basis"] = basis.components
+    return main_writes(lambda: store.save(store.Artifact("teacher", record.to_json(), tensors), out), out)
+
+
+def _split_record(opts: SplitOptions, s: DrawnSplit, emb: EmbeddingSet) -> Split:
+    """The record of the drawn split: seeds and the sizes n_test, n (labelled), N (pseudo) and the pool's."""
+    return Split(
+        seed=opts.seed,
+        test_seed=opts.test_seed,
+        n_test=len(s.test),
+        n_labeled=len(s.labeled),
+        n_pseudo=len(s.pseudo),
+        n_pool=s.n_pool,
+        test_from_dataset_split=emb.split is not None,
+    )
+
+
+def _teacher_errors(
+    head: Head, Z_L: np.ndarray, Y_L: np.ndarray, test_out: np.ndarray, emb: EmbeddingSet, test: np.ndarray
+) -> dict[str, Any]:
+    """The teacher's fit record, noise variance sigma2, leave-one-out error on its n labels, and test error
+    and accuracy (the TeacherRecord fields of the same names)."""
+    loo = loo_residuals(head.fit, Z_L, Y_L) if head.fit is not None else None
+    return {
+        "fit": FitRecord.from_json(head.record()),
+        "sigma2": head.fit.sigma2() if head.fit is not None else None,
+        "loo_error": None if loo is None else float((loo**2).mean()),
+        "test_error": float(squared_errors(test_out, emb.truth(test)).mean()),
+        "test_accuracy": accuracy(test_out, emb.labels[test]) if emb.labels is not None else None,
+    }
+
+
+def _split_tensors(s: DrawnSplit, noisy: np.ndarray) -> dict[str, np.ndarray]:
+    """The split's rows and the observed (after label noise) labels of the labelled and the pseudo rows."""
+    return {
         "test_rows": s.test,
         "labeled_rows": s.labeled,
         "pseudo_rows": s.pseudo,
         "labeled_observed": noisy[s.labeled],
         "pseudo_observed": noisy[s.pseudo],
-        "basis_mean": basis.mean,
-        "spectrum": spectrum,
     }
-    if basis.components is not None:
-        tensors["basis"] = basis.components
-    return main_writes(lambda: store.save(store.Artifact("teacher", record.to_json(), tensors), out), out)
 
 
 def pseudolabel(

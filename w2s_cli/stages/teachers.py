@@ -87,6 +87,7 @@ def rank_teachers(
     base: RunOptions,
     extract: ExtractOptions,
     teachers: list[BackboneSpec],
+    *,
     measure: bool = False,
     reuse: bool = True,
     progress: Callable[[str], None] | None = None,
@@ -115,22 +116,7 @@ def rank_teachers(
     entries, rows, strong_bases = [], {}, {}
     for spec in teachers:
         weak = cache.get(spec)
-        draws = [predict_w2s(weak, strong, base, base.split.seed + t, strong_bases) for t in range(base.trials)]
-        errors = {k: [d["predicted"]["error"][k] for d in draws] for k in ("weak", "w2s")}
-        # the standard error of the predicted W2S error: over trials, or over the n labelled rows for one
-        se = mean_and_sem(errors["w2s"])[1] if base.trials > 1 else _row_sem(draws[0]["w2s_rows"])
-        entry: dict[str, Any] = {
-            "weak": spec.label,
-            **{k: float(np.mean([d[k] for d in draws])) for k in ("d_w", "d_s", "d_sw")},
-            "predicted": {
-                "error_w2s": mean_and_sem(errors["w2s"])[0],
-                "error_w2s_stderr": se,
-                "error_weak": mean_and_sem(errors["weak"])[0],
-                "pgr": mean_and_sem([d["predicted"]["pgr"] for d in draws])[0],
-                "opr": mean_and_sem([d["predicted"]["opr"] for d in draws])[0],
-            },
-        }
-        rows[spec.label] = draws[0]["w2s_rows"]
+        entry, rows[spec.label] = _predicted_entry(spec, weak, strong, base, strong_bases)
         if measure:
             folder = out_dir / "teachers" / folder_name(spec)
             entry["measured"] = measured({"weak": weak, "strong": strong}, folder, base_with(base, spec), resume)
@@ -147,13 +133,48 @@ def rank_teachers(
         "near_ties": near_ties(entries, rows),
     }
     if measure:
-        pred = [e["predicted"]["error_w2s"] for e in entries]
-        meas = [e["measured"]["error_w2s"] for e in entries]
-        result["spearman"] = spearman(pred, meas)
-        result["max_relative_error"] = max(
-            (abs(p - m) / m for p, m in zip(pred, meas, strict=True) if p is not None and m), default=None
-        )
+        result.update(_prediction_quality(entries))
     return result
+
+
+def _predicted_entry(
+    spec: BackboneSpec,
+    weak: Path,
+    strong: Path,
+    base: RunOptions,
+    strong_bases: dict[int, PrincipalBasis],
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """A teacher's entry in the ranking: d_w, d_s, d_sw and its label-light predictions, averaged over the
+    trials' split draws; and the squared leave-one-out W2S errors of the first draw's n labelled rows."""
+    draws = [predict_w2s(weak, strong, base, base.split.seed + t, strong_bases) for t in range(base.trials)]
+    errors = {k: [d["predicted"]["error"][k] for d in draws] for k in ("weak", "w2s")}
+    # the standard error of the predicted W2S error: over trials, or over the n labelled rows for one
+    se = mean_and_sem(errors["w2s"])[1] if base.trials > 1 else _row_sem(draws[0]["w2s_rows"])
+    entry: dict[str, Any] = {
+        "weak": spec.label,
+        **{k: float(np.mean([d[k] for d in draws])) for k in ("d_w", "d_s", "d_sw")},
+        "predicted": {
+            "error_w2s": mean_and_sem(errors["w2s"])[0],
+            "error_w2s_stderr": se,
+            "error_weak": mean_and_sem(errors["weak"])[0],
+            "pgr": mean_and_sem([d["predicted"]["pgr"] for d in draws])[0],
+            "opr": mean_and_sem([d["predicted"]["opr"] for d in draws])[0],
+        },
+    }
+    return entry, draws[0]["w2s_rows"]
+
+
+def _prediction_quality(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the predicted W2S errors of measured teachers compare with the measured ones: their Spearman rank
+    correlation and the largest relative error."""
+    pred = [e["predicted"]["error_w2s"] for e in entries]
+    meas = [e["measured"]["error_w2s"] for e in entries]
+    return {
+        "spearman": spearman(pred, meas),
+        "max_relative_error": max(
+            (abs(p - m) / m for p, m in zip(pred, meas, strict=True) if p is not None and m), default=None
+        ),
+    }
 
 
 def measured(paths: dict[str, Path], folder: Path, options: RunOptions, resume: bool) -> dict[str, Any]:
