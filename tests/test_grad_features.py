@@ -209,7 +209,7 @@ def test_init_reads_the_finetunes_cached_prefix_outputs(grads, tmp_path):
     spec = BackboneSpec(MODEL, 32, str(d / "strong-weights.safetensors"))
     strong = extract(DataOptions("digits"), spec, tmp_path / "s.safetensors", QUIET, limit=400, seed=0)
     split = SplitOptions(n_labeled=100, n_pseudo=200, n_test=100)
-    pseudo = pseudolabel(train_weak(weak, tmp_path / "t.safetensors", split), tmp_path / "p.safetensors")
+    pseudo = pseudolabel(train_weak(weak, tmp_path / "t.safetensors", split=split), tmp_path / "p.safetensors")
     recipe = FinetuneRecipe(train="last:1", epochs=1)
     result = finetune(pseudo, strong, out=tmp_path / "ft.safetensors", recipe=recipe, extract=QUIET)
     common = dict(train="last:1", init=result, init_fit="strong_sft", proj_dim=128, limit=400, seed=0)

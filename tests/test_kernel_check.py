@@ -25,7 +25,8 @@ def tiny(tmp_path_factory, weak_emb):
         DataOptions("digits"), BackboneSpec("test_efficientnet", 32, str(weights)), d / "s.safetensors", QUIET
     )
     split = SplitOptions(n_labeled=100, n_pseudo=300, n_test=200)
-    pseudo = pseudolabel(train_weak(weak_emb, d / "t.safetensors", split, SubspaceOptions("30")), d / "p.safetensors")
+    teacher = train_weak(weak_emb, d / "t.safetensors", split=split, subspace=SubspaceOptions("30"))
+    pseudo = pseudolabel(teacher, d / "p.safetensors")
     return d, pseudo, strong
 
 
