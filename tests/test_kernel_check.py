@@ -67,3 +67,30 @@ def test_cli_table_json_and_bad_input(tiny):
     linear = fit_student(pseudo, strong, d / "linear.safetensors")
     assert_user_error(w2s("kernel-check", linear), "not a finetune result")
     assert_user_error(w2s("kernel-check", d / "missing.safetensors"), "missing.safetensors")
+
+
+def test_linearised_finetune_from_gradient_features(tiny):
+    """--grads FIT=GRADS: the LP-FT start plus the ridgeless fit of the residual on gradient features made at
+    that start; features made at another fit's start, or not gradient features, are refused."""
+    from w2s_cli.stages.grad_features import extract_gradients
+
+    d, pseudo, strong = tiny
+    result = finetuned(tiny, 3e-2)
+    spec = BackboneSpec("test_efficientnet", 32, str(d / "strong-weights.safetensors"))
+    common = dict(train="last:1", init=result, proj_dim=64)
+    g = {
+        f: extract_gradients(DataOptions("digits"), spec, d / f"g-{f}.safetensors", QUIET, init_fit=f, **common)
+        for f in ("w2s", "ceiling")
+    }
+    r = kernel_check(result, grads=g)
+    for f in ("w2s", "ceiling"):
+        lin = r["fits"][f]
+        assert lin["linearised"]["rows"] == {"w2s": 300, "ceiling": 400}[f] and lin["linearised"]["basis"]["dim"] <= 50
+        e = lin["error"]
+        assert 0 < e["linearised"]["value"] < 1 and e["linearised"]["value"] != e["start"]["value"]
+    assert "linearised" not in r["fits"]["strong_sft"]["error"] and r["pgr"]["linearised"]["value"] is not None
+    cli = w2s("kernel-check", result, "--grads", f"ceiling={g['w2s']}")
+    assert_user_error(cli, "made at the start of fit w2s, not of ceiling")
+    assert_user_error(w2s("kernel-check", result, "--grads", f"w2s={strong}"), "not gradient features")
+    assert_user_error(w2s("kernel-check", result, "--grads", "w2s"), "--grads takes FIT=GRADS")
+    assert_user_error(w2s("kernel-check", result, "--grads", f"teacher={g['w2s']}"), "the fits are")

@@ -299,6 +299,9 @@ def finetune(
 @app.command("kernel-check")
 def kernel_check(
     result: str | None = typer.Argument(None, help="A finetune result (w2s finetune; or stdin)."),
+    grads: list[str] = typer.Option(
+        [], "--grads", help="FIT=GRADS: gradient features at that fit's start (extract --features grad --init)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
@@ -307,7 +310,13 @@ def kernel_check(
     from w2s_cli.report.render import kernel_check_blocks, print_json, show
     from w2s_cli.stages.kernel_check import kernel_check as run
 
-    r = run(input_path(result, "finetune result"), device=device)
+    given = {}
+    for item in grads:
+        fit, eq, path = item.partition("=")
+        if not eq or not path:
+            raise W2SError(f"--grads takes FIT=GRADS (FIT one of w2s, strong_sft, ceiling), not '{printable(item)}'")
+        given[fit] = Path(path)
+    r = run(input_path(result, "finetune result"), grads=given, device=device)
     if as_json:
         print_json(r)
     else:

@@ -303,15 +303,17 @@ def intrinsic_blocks(r: dict[str, Any]) -> list[Block]:
 def kernel_check_blocks(r: dict[str, Any]) -> list[Block]:
     """`w2s kernel-check`: per fit, how far the weights moved and how much of the output change the
     linearisation leaves unexplained; the test errors of the start, the finetuned model and its first order."""
+    kinds = ["start", "finetuned", "first_order"]
+    kinds += ["linearised"] if any("linearised" in f["error"] for f in r["fits"].values()) else []
     cols = ["model", "weights moved", "output change (rms)", "unexplained by J dθ", "test MSE start"]
-    cols += ["finetuned", "first order f0 + J dθ"]
+    cols += ["finetuned", "first order f0 + J dθ"] + (["linearised (from start)"] if len(kinds) > 3 else [])
     rows = []
     for k, f in r["fits"].items():
         e, u = f["error"], f["unexplained"]
         rows.append(
             [LABELS.get(k, k), fmt(f["weight_change"], digits=4), fmt(f["output_change_rms"], digits=4)]
             + [fmt(u["value"], u["stderr"], 3) if u["value"] is not None else "no change"]
-            + [fmt(e[x]["value"], e[x]["stderr"]) for x in ("start", "finetuned", "first_order")]
+            + [fmt(e[x]["value"], e[x]["stderr"]) if x in e else "–" for x in kinds]
         )
     p, w = r["pgr"], r["error_weak"]
     lines = [
@@ -320,6 +322,8 @@ def kernel_check_blocks(r: dict[str, Any]) -> list[Block]:
         "weights moved: |θ1 - θ0| / |θ0| over the trained parameters; unexplained: |Δf - J dθ| / |Δf| on the test rows "
         "(0: the kernel regime; 1 or more: outside it)",
     ]
+    if len(kinds) > 3:
+        lines.append("linearised (from start): f0 + the ridgeless fit of the residual on the fit's gradient features")
     return [Block("first-order (kernel-regime) check of a finetune", cols, rows, lines)]
 
 

@@ -32,15 +32,65 @@ from w2s_cli.numerics.stats import mean_and_sem, pgr_from_rows, ratio, squared_e
 FITS = ("w2s", "strong_sft", "ceiling")
 
 
-def kernel_check(result: str | os.PathLike, *, device: str = "auto", batch_size: int = 256) -> dict[str, Any]:
-    """The first-order check of every fit of the finetune `result` (see the module doc), as a JSON-ready dict."""
+def kernel_check(
+    result: str | os.PathLike,
+    *,
+    grads: dict[str, str | os.PathLike] | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """The first-order check of every fit of the finetune `result` (see the module doc), as a JSON-ready dict.
+    `grads`: fit -> gradient features made at that fit's LP-FT start (`w2s extract --features grad --init
+    RESULT --init-fit FIT`); for each, the linearised finetune's test outputs and error are added."""
     import torch
 
     from w2s_cli.extraction.extract import resolve_device
     from w2s_cli.finetuning.network import backbone_from_record
+
+    art, rec, recipe, emb_s = _read(result)
+    grads = grads or {}
+    unknown = sorted(set(grads) - set(FITS))
+    if unknown:
+        raise W2SError(f"--grads {printable(unknown[0])}=...: the fits are {', '.join(FITS)}")
+    test = np.asarray(art["test_rows"])
+    x = torch.from_numpy(np.ascontiguousarray(_trained_inputs(result, rec, emb_s, test), np.float32))
+    dev = resolve_device(device)
+    bb = backbone_from_record(emb_s.meta, f"strong embeddings {printable(emb_s.path)}")
+    truth = emb_s.truth(test)
+    fits = {}
+    for name in FITS:
+        head = (np.asarray(art[f"start_coef_{name}"]), np.asarray(art[f"start_intercept_{name}"]))
+        weights = Path(result).resolve().parent / rec.fits[name].extra["weights"]  # recorded relative to it
+        fits[name] = _one_fit(copy.deepcopy(bb.model), bb.name, recipe, head, weights, x, dev, batch_size)
+        fits[name]["chosen_epoch"] = rec.fits[name].chosen_epoch
+        fits[name]["stored_outputs_gap"] = float(np.abs(fits[name].pop("f1") - art[f"test_output_{name}"]).max())
+        if name in grads:
+            out, fits[name]["linearised"] = linearised(art, result, rec, emb_s, name, grads[name])
+            fits[name]["outputs"]["linearised"] = out
+    errors = {n: {k: squared_errors(v, truth) for k, v in f.pop("outputs").items()} for n, f in fits.items()}
+    weak = squared_errors(np.asarray(art["test_output_weak"], np.float64), truth)
+    for n, f in fits.items():
+        f["error"] = {k: _mean_se(e) for k, e in errors[n].items()}
+    kinds = ["start", "finetuned", "first_order"] + (["linearised"] if {"w2s", "ceiling"} <= set(grads) else [])
+    pgr = {
+        k: dict(zip(("value", "stderr"), pgr_from_rows(weak, errors["w2s"][k], errors["ceiling"][k]), strict=True))
+        for k in kinds
+    }
+    return {
+        "result": str(result),
+        "recipe": recipe.describe(),
+        "n_test": len(test),
+        "error_weak": _mean_se(weak),
+        "fits": fits,
+        "pgr": pgr,
+    }
+
+
+def _read(result: str | os.PathLike):
+    """The finetune result (artifact, record, recipe) and its strong embeddings, or one clear error."""
     from w2s_cli.finetuning.recipe import FinetuneRecipe
     from w2s_cli.store import artifact as store
-    from w2s_cli.store.embeddings import EmbeddingSet, find
+    from w2s_cli.store.embeddings import find
     from w2s_cli.store.records import ResultRecord, read_record
 
     art = store.load(result, "result", what="finetune result")
@@ -56,43 +106,58 @@ def kernel_check(result: str | os.PathLike, *, device: str = "auto", batch_size:
     missing = [f for f in FITS if not art.has(f"start_coef_{f}")]
     if missing:
         raise W2SError(f"{printable(result)}: holds no LP-FT start head of fit {missing[0]} (made by an older w2s)")
-    emb_s = find(rec.provenance["strong_embeddings"], result, None, "strong embeddings")
-    test = np.asarray(art["test_rows"])
+    return art, rec, recipe, find(rec.provenance["strong_embeddings"], result, None, "strong embeddings")
+
+
+def _trained_inputs(result, rec, emb_s, rows: np.ndarray) -> np.ndarray:
+    """What the trained part took for `rows`: the frozen prefix's cached outputs, or the embeddings (head)."""
+    from w2s_cli.store.embeddings import EmbeddingSet
+
     inputs = rec.student.inputs
-    if inputs.get("input") == "activations":
-        path = inputs["path"]
-        if not os.path.isfile(path):
-            raise W2SError(f"{printable(result)}: the cached activations it trained on ({printable(path)}) are gone")
-        a = EmbeddingSet(path, "cached activations").rows(test).reshape(len(test), *inputs["shape"])
-    else:
-        a = emb_s.rows(test)
-    dev = resolve_device(device)
-    bb = backbone_from_record(emb_s.meta, f"strong embeddings {printable(emb_s.path)}")
-    truth = emb_s.truth(test)
-    x = torch.from_numpy(np.ascontiguousarray(a, np.float32))
-    fits = {}
-    for name in FITS:
-        head = (np.asarray(art[f"start_coef_{name}"]), np.asarray(art[f"start_intercept_{name}"]))
-        weights = Path(result).resolve().parent / rec.fits[name].extra["weights"]  # recorded relative to it
-        fits[name] = _one_fit(copy.deepcopy(bb.model), bb.name, recipe, head, weights, x, dev, batch_size)
-        fits[name]["chosen_epoch"] = rec.fits[name].chosen_epoch
-        fits[name]["stored_outputs_gap"] = float(np.abs(fits[name].pop("f1") - art[f"test_output_{name}"]).max())
-    errors = {n: {k: squared_errors(v, truth) for k, v in f.pop("outputs").items()} for n, f in fits.items()}
-    weak = squared_errors(np.asarray(art["test_output_weak"], np.float64), truth)
-    for n, f in fits.items():
-        f["error"] = {k: _mean_se(e) for k, e in errors[n].items()}
-    pgr = {
-        k: dict(zip(("value", "stderr"), pgr_from_rows(weak, errors["w2s"][k], errors["ceiling"][k]), strict=True))
-        for k in ("start", "finetuned", "first_order")
-    }
-    return {
-        "result": str(result),
-        "recipe": recipe.describe(),
-        "n_test": len(test),
-        "error_weak": _mean_se(weak),
-        "fits": fits,
-        "pgr": pgr,
-    }
+    if inputs.get("input") != "activations":
+        return emb_s.rows(rows)
+    path = inputs["path"]
+    if not os.path.isfile(path):
+        raise W2SError(f"{printable(result)}: the cached activations it trained on ({printable(path)}) are gone")
+    return EmbeddingSet(path, "cached activations").rows(rows).reshape(len(rows), *inputs["shape"])
+
+
+def linearised(art, result, rec, emb_s, fit: str, grads: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """The linearised finetune of fit `fit` on its test rows: its LP-FT start f0 plus the ridgeless fit of the
+    residual targets - f0 on the gradient features `grads` (made at that start), in their energy basis
+    (`auto`, 0.9, over the n + N rows, as fit-student's), over the fit's own rows."""
+    from w2s_cli.options import Solver
+    from w2s_cli.stages.finetune import fit_rows
+    from w2s_cli.stages.heads import fit_head, shared_basis
+    from w2s_cli.store import artifact as store
+    from w2s_cli.store.embeddings import EmbeddingSet
+
+    where = f"--grads {fit}={printable(grads)}"
+    if rec.student.recipe.get("loss") != "mse":
+        raise W2SError(f"{where}: the linearised finetune is of squared loss; this finetune used another")
+    g = EmbeddingSet(grads, "gradient features")
+    init = (g.record.features or {}).get("init") or {}
+    if (g.record.features or {}).get("kind") != "grad" or init.get("artifact_id") != art.meta["artifact_id"]:
+        raise W2SError(f"{where}: not gradient features made with --init {printable(result)}")
+    if init.get("fit") != fit:
+        raise W2SError(f"{where}: made at the start of fit {init.get('fit')}, not of {fit}")
+    if not np.array_equal(np.asarray(g.art["sample_ids"]), np.asarray(emb_s.art["sample_ids"])):
+        raise W2SError(f"{where}: not the samples of the strong embeddings {printable(emb_s.path)}")
+    pseudo = store.load(store.resolve(rec.provenance["pseudolabels"], result), "pseudolabels", what="pseudo-labels")
+    rows = fit_rows(pseudo, emb_s)
+    coef, intercept = np.asarray(art[f"start_coef_{fit}"]), np.asarray(art[f"start_intercept_{fit}"])
+
+    def start(r: np.ndarray) -> np.ndarray:
+        return emb_s.rows(r).astype(np.float64) @ coef + intercept
+
+    train = np.concatenate([rows["strong_sft"].rows, rows["w2s"].rows])
+    basis, record, _ = shared_basis(g, train, "auto", 0.9, len(rows["strong_sft"].rows))
+    f = rows[fit]
+    head = fit_head(Solver.ridgeless, basis.transform(g.rows(f.rows)), f.targets - start(f.rows))
+    c, b = head.linear()
+    test = np.asarray(art["test_rows"])
+    out = start(test) + basis.transform(g.rows(test)) @ c + b
+    return out, {"features": str(grads), "rows": len(f.rows), "basis": record}
 
 
 def _mean_se(e: np.ndarray) -> dict[str, float | None]:
