@@ -116,36 +116,14 @@ def embed_shards(
     `inputs`: what `features` takes for a batch of rows, when not the images (a frozen prefix's cached outputs)."""
     model = backbone.model.to(dev).to(memory_format=torch.channels_last)
     embed = features or (lambda x: embed_batch(model, x))
-    workers = default_workers(w) if options.num_workers is None else options.num_workers
-    resize_on_device = options.preprocess == Preprocess.device and isinstance(source.load, ArrayImages)
-    transform, finish = split_transform(backbone.data_config, resize_on_device)
-    batches = []  # batches never straddle shards, so a resumed run sees exactly the same batches
-    for k in todo:
-        start, stop = plan.rows(k)
-        batches += [list(range(s, min(s + options.batch_size, stop))) for s in range(start, stop, options.batch_size)]
-    if inputs is not None:  # computed before (a frozen prefix's cached outputs): no images to load
-        loader, finish = ((inputs(b), ()) for b in batches), (lambda x: x)
-    elif resize_on_device:  # same-size images in memory: batches sliced from the array, no loader workers
-        loader = array_batches(source.load.images, sample_ids, batches, dev)
-    else:
-        loader = DataLoader(
-            ImageRows(source, sample_ids, transform, backbone.input_size),
-            batch_sampler=batches,
-            num_workers=workers,
-            pin_memory=dev.type == "cuda",
-            prefetch_factor=4 if workers > 0 else None,
-            worker_init_fn=quiet_worker,
-        )
+    loader, finish = batch_loader(
+        backbone, source, sample_ids, shard_batches(plan, todo, options.batch_size), options, dev, w, inputs
+    )
     total = sum(plan.rows(k)[1] - plan.rows(k)[0] for k in todo)
     pending = iter(todo)
     k = next(pending, None)
     buffer: list[torch.Tensor] = []
     filled = 0
-
-    def store_shard(k: int, block: np.ndarray) -> None:
-        if not np.isfinite(block).all():
-            raise W2SError(f"{backbone.name} produced non-finite embeddings (NaN/inf); check the weights")
-        plan.write(k, block)
 
     # a shard is checked and written (with fsync) by a thread while the next one is embedded; at most one
     # is in flight, and leaving the block (done, error or interrupt) waits for it, so no write is cut short
@@ -172,10 +150,57 @@ def embed_shards(
                 block = torch.cat(buffer).cpu().numpy()
                 if written is not None:
                     written.result()  # the previous shard's error, if any, surfaces here
-                written = writer.submit(store_shard, k, block)
+                written = writer.submit(store_shard, plan, backbone.name, k, block)
                 buffer, filled, k = [], 0, next(pending, None)
         if written is not None:
             written.result()
+
+
+def store_shard(plan: ShardPlan, model_name: str, k: int, block: np.ndarray) -> None:
+    """Write shard `k` of `plan` (refused if `model_name` produced a non-finite value)."""
+    if not np.isfinite(block).all():
+        raise W2SError(f"{model_name} produced non-finite embeddings (NaN/inf); check the weights")
+    plan.write(k, block)
+
+
+def shard_batches(plan: ShardPlan, todo: list[int], batch_size: int) -> list[list[int]]:
+    """The row positions of each batch of the shards `todo`, in order. Batches never straddle shards, so a
+    resumed run sees exactly the same batches."""
+    batches = []
+    for k in todo:
+        start, stop = plan.rows(k)
+        batches += [list(range(s, min(s + batch_size, stop))) for s in range(start, stop, batch_size)]
+    return batches
+
+
+def batch_loader(
+    backbone: Backbone,
+    source: ImageSource,
+    sample_ids: np.ndarray,
+    batches: list[list[int]],
+    options: ExtractOptions,
+    dev: torch.device,
+    w: World,
+    inputs: Callable[[list[int]], torch.Tensor] | None,
+) -> tuple[Any, Callable[[torch.Tensor], torch.Tensor]]:
+    """The (batch, errors) of each of `batches`, and what finishes a batch on the device: the given `inputs`,
+    batches sliced from an in-memory image array (preprocessed on the device), or the loader workers'."""
+    workers = default_workers(w) if options.num_workers is None else options.num_workers
+    resize_on_device = options.preprocess == Preprocess.device and isinstance(source.load, ArrayImages)
+    transform, finish = split_transform(backbone.data_config, resize_on_device)
+    if inputs is not None:  # computed before (a frozen prefix's cached outputs): no images to load
+        return ((inputs(b), ()) for b in batches), (lambda x: x)
+    if resize_on_device:  # same-size images in memory: batches sliced from the array, no loader workers
+        return array_batches(source.load.images, sample_ids, batches, dev), finish
+    loader = DataLoader(
+        ImageRows(source, sample_ids, transform, backbone.input_size),
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=quiet_worker,
+    )
+    return loader, finish
 
 
 def array_batches(images: np.ndarray, sample_ids: np.ndarray, batches: list[list[int]], dev: torch.device):
@@ -256,12 +281,7 @@ def extract(
         if note:
             stderr.print(f"note: {note}")
     barrier()
-    done = [k for k in range(plan.count) if plan.done(k)]
-    todo = [k for k in range(plan.count) if k % w.size == w.rank and k not in done]
-    if done and w.main:
-        first = min(set(range(plan.count)) - set(done), default=plan.count)
-        row = plan.rows(first)[0] if first < plan.count else plan.n_rows
-        stderr.print(f"resuming {out} from row {row}: {len(done)} of {plan.count} shards already done")
+    todo = shards_to_do(plan, w, out)
     try:
         embed_shards(bb, source, sample_ids, plan, todo, options, dev, w, fn, getattr(fn, "inputs", None))
     except W2SError:
@@ -277,6 +297,17 @@ def extract(
         _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, time.perf_counter() - start_time)
     barrier()
     return out
+
+
+def shards_to_do(plan: ShardPlan, w: World, out: Path) -> list[int]:
+    """This rank's shards (k = rank, rank + world, ...) not yet done; rank 0 says where a resumed run starts."""
+    done = [k for k in range(plan.count) if plan.done(k)]
+    todo = [k for k in range(plan.count) if k % w.size == w.rank and k not in done]
+    if done and w.main:
+        first = min(set(range(plan.count)) - set(done), default=plan.count)
+        row = plan.rows(first)[0] if first < plan.count else plan.n_rows
+        stderr.print(f"resuming {out} from row {row}: {len(done)} of {plan.count} shards already done")
+    return todo
 
 
 def _width(bb: Backbone, fn: Callable[[torch.Tensor], torch.Tensor]) -> int:
