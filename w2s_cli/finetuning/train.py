@@ -179,21 +179,9 @@ def train_fit(
     quiet: bool = False,
 ) -> FitLog:
     """Finetune `student` on `fit`'s training rows; leave it holding the chosen epoch's weights."""
-    import timm.optim
-    import timm.scheduler
-
     w = world()
     steps = max(1, math.ceil(len(fit.train) / recipe.batch_size))
-    opt = timm.optim.create_optimizer_v2(student, opt=recipe.opt, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched, _ = timm.scheduler.create_scheduler_v2(
-        opt,
-        sched=recipe.sched,
-        num_epochs=max(recipe.epochs, 1),
-        warmup_epochs=recipe.warmup_epochs,
-        warmup_lr=recipe.lr * 0.01,
-        step_on_epochs=False,
-        updates_per_epoch=steps,
-    )
+    opt, sched = optimiser_and_schedule(student, recipe, steps)
     scaler = torch.amp.GradScaler("cuda") if recipe.precision == "fp16" and dev.type == "cuda" else None
     log, best = FitLog(), None
     ckpt = folder / "checkpoint.safetensors"
@@ -230,6 +218,25 @@ def train_fit(
     if recipe.select == Select.best and best is not None:
         load_trained(student, best)
     return log
+
+
+def optimiser_and_schedule(student: Student, recipe: FinetuneRecipe, steps: int):
+    """timm's optimiser over `student`'s parameters and its learning-rate schedule (warmup from 1% of the rate),
+    stepped per update (`steps` updates an epoch), so that the rate is a function of the update count."""
+    import timm.optim
+    import timm.scheduler
+
+    opt = timm.optim.create_optimizer_v2(student, opt=recipe.opt, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    sched, _ = timm.scheduler.create_scheduler_v2(
+        opt,
+        sched=recipe.sched,
+        num_epochs=max(recipe.epochs, 1),
+        warmup_epochs=recipe.warmup_epochs,
+        warmup_lr=recipe.lr * 0.01,
+        step_on_epochs=False,
+        updates_per_epoch=steps,
+    )
+    return opt, sched
 
 
 def _step(student: Student, x, y, batch: int, recipe: FinetuneRecipe, aux: float, opt, scaler, dev) -> float:
