@@ -92,13 +92,7 @@ def finetune(
     test = np.asarray(pseudo["test_rows"])
     job = Job(recipe, bb, emb_s, np.unique(np.concatenate([test, train_rows])), test, extract)
     job.inputs = _inputs(cut(bb.model, recipe.spec, bb.name), job, data)
-    identity = {
-        "recipe": recipe.record(),
-        "pseudolabels": pseudo.meta["artifact_id"],
-        "strong": emb_s.meta["artifact_id"],
-        "subspace": [sub_opts.subspace, sub_opts.energy],
-        "world_size": world().size,
-    }
+    identity = fits_identity(recipe, pseudo, emb_s, sub_opts)
     folder = Path(f"{out}.fits")
     heads = {name: _lp_head(emb_s, basis, fits[name], recipe.loss) for name in FITS}
     seed = int(made.seed)
@@ -120,6 +114,33 @@ def finetune(
         analysis_note="finetuned students: the variance analysis is about linear fits on fixed features",
         student_record=StudentRecord("finetune", recipe.record(), recipe.describe(), job.inputs_record, str(job.dev)),
     )
+    tensors = result_tensors(outputs, init, heads, test, basis)
+    main_writes(lambda: store.save(store.Artifact("result", result.to_json(), tensors), out), out)
+    remove_checkpoints(folder)
+    return out
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Once the result is written, the fits' checkpoints are no longer needed (their weights stay); rank 0."""
+    if world().main:
+        for name in FITS:
+            (folder / name / "checkpoint.safetensors").unlink(missing_ok=True)
+
+
+def fits_identity(recipe: FinetuneRecipe, pseudo, emb_s: EmbeddingSet, sub_opts: SubspaceOptions) -> dict[str, Any]:
+    """What makes two runs of the fits the same work (for resuming from their checkpoints), less the fit's name."""
+    return {
+        "recipe": recipe.record(),
+        "pseudolabels": pseudo.meta["artifact_id"],
+        "strong": emb_s.meta["artifact_id"],
+        "subspace": [sub_opts.subspace, sub_opts.energy],
+        "world_size": world().size,
+    }
+
+
+def result_tensors(outputs: dict, init: dict, heads: dict, test: np.ndarray, basis) -> dict[str, Any]:
+    """The result's tensors: the test outputs after finetuning and at epoch 0, the LP-FT start heads, the
+    test rows and the strong shared basis."""
     tensors: dict[str, Any] = {f"test_output_{k}": np.asarray(v, np.float64) for k, v in outputs.items()}
     tensors.update({f"init_output_{k}": np.asarray(init[k], np.float64) for k in FITS})
     for k in FITS:  # the LP-FT start: each head on the embeddings (for a later linearisation at that point)
@@ -127,11 +148,7 @@ def finetune(
     tensors.update({"test_rows": test, "strong_basis_mean": basis.mean})
     if basis.components is not None:
         tensors["strong_basis"] = basis.components
-    main_writes(lambda: store.save(store.Artifact("result", result.to_json(), tensors), out), out)
-    if world().main:  # the result is written: the fits' checkpoints are no longer needed (their weights stay)
-        for name in FITS:
-            (folder / name / "checkpoint.safetensors").unlink(missing_ok=True)
-    return out
+    return tensors
 
 
 def _check_recipe(recipe: FinetuneRecipe, emb_s: EmbeddingSet) -> None:
