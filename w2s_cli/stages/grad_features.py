@@ -124,6 +124,38 @@ def first_images(bb: Backbone, source: ImageSource, ids: np.ndarray, dev: torch.
     return finish(torch.stack([x for x, _ in items]).to(dev))
 
 
+def start_point(
+    bb: Backbone, C: int, head, init: str | os.PathLike | None, init_record: dict[str, Any] | None, proj_seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The head (coef (width, C), intercept (C,)) the gradients are taken at: `init`'s LP-FT head, refused
+    unless it was made for this very backbone, else `default_head`."""
+    start = head if head is not None else default_head(bb.width, C, proj_seed)
+    if head is not None and (start[0].shape[0] != bb.width or init_record["strong_model"] != bb.name):
+        raise W2SError(
+            f"--init {printable(init)}: a finetune of {printable(str(init_record['strong_model']))} "
+            f"(width {start[0].shape[0]}), not of {printable(bb.name)} (width {bb.width})"
+        )
+    return start
+
+
+def measure_distortion(
+    fn: GradientFeatures,
+    bb: Backbone,
+    source: ImageSource,
+    ids: np.ndarray,
+    options: ExtractOptions,
+    cached: Callable[[list[int]], torch.Tensor] | None,
+) -> dict[str, Any]:
+    """The projection's inner-product distortion on the first DISTORTION_ROWS samples (`distortion`), read
+    from the frozen prefix's cached outputs when there are (`cached`), else from the images."""
+    from w2s_cli.extraction.extract import resolve_device
+
+    first = list(range(min(DISTORTION_ROWS, len(ids))))
+    dev = resolve_device(options.device)
+    x = cached(first).to(dev) if cached else first_images(bb, source, ids[first], dev)
+    return distortion(fn, x)
+
+
 def extract_gradients(
     data: DataOptions,
     backbone: BackboneSpec,
@@ -142,7 +174,7 @@ def extract_gradients(
     """Write, for every sample, the projected gradient of s(x) with respect to what `--train train` trains, at
     the LP-FT head of `init` (else `default_head`), as an embeddings artifact at `out`; returns its path.
     `proj_dim` None writes the exact gradients (small models only: a test's reference)."""
-    from w2s_cli.extraction.extract import extract, resolve_device
+    from w2s_cli.extraction.extract import extract
 
     spec = TrainSpec.parse(train)
     if proj_dim is not None and proj_dim < 1:
@@ -152,13 +184,7 @@ def extract_gradients(
     source = open_source(data)
 
     def features(bb: Backbone):
-        C = n_outputs(source)
-        start = head if head is not None else default_head(bb.width, C, proj_seed)
-        if head is not None and (start[0].shape[0] != bb.width or init_record["strong_model"] != bb.name):
-            raise W2SError(
-                f"--init {printable(init)}: a finetune of {printable(str(init_record['strong_model']))} "
-                f"(width {start[0].shape[0]}), not of {printable(bb.name)} (width {bb.width})"
-            )
+        start = start_point(bb, n_outputs(source), head, init, init_record, proj_seed)
         student, names = gradient_student(bb.model, bb.name, spec, start, lora_seed)
         ids = subset(source, limit, seed)
         cached = cached_prefix(init_record["inputs"], student.cut, bb, source, ids) if init_record else None
@@ -166,10 +192,7 @@ def extract_gradients(
             stderr.print(f"reading {cached[1]['path']} (the frozen prefix's outputs the finetune read)")
         xi = output_signs(start[0].shape[1], proj_seed)
         fn = GradientFeatures(student, names, xi, proj_dim, proj_seed, cached[0] if cached else None)
-        first = list(range(min(DISTORTION_ROWS, len(ids))))
-        dev = resolve_device(options.device)
-        x = cached[0](first).to(dev) if cached else first_images(bb, source, ids[first], dev)
-        measured = distortion(fn, x)
+        measured = measure_distortion(fn, bb, source, ids, options, cached[0] if cached else None)
         n_params = sum(p.numel() for n, p in student.named_parameters() if p.requires_grad)
         record = {
             "kind": "grad",
