@@ -56,7 +56,7 @@ def basis_of(moments: Moments, spec: str | int | None, energy: float, n_labeled:
 
 
 @dataclass
-class Head:
+class FittedHead:
     """A fitted head: `fit` (ridgeless, with what its variance needs) or a scikit-learn `estimator`."""
 
     solver: Solver
@@ -88,14 +88,14 @@ class Head:
 
 def fit_head(
     solver: Solver, Z: np.ndarray | None, Y: np.ndarray | None, moments: Moments | None = None, p: int | None = None
-) -> Head:
+) -> FittedHead:
     """Fit a head on coordinates Z (n, p) and targets Y (n, C); ridgeless may take the moments of [Z | Y]
     instead of (or besides) the rows: `fit_ridgeless`, which uses the moments when they hold more rows than
     coordinates and the rows otherwise, or where the moments cannot resolve the design."""
     solver = Solver(solver)
     if solver == Solver.ridgeless:
         rows = None if Z is None else (Z, Y)
-        return Head(solver, fit=fit_ridgeless(moments, Z.shape[1] if p is None else p, rows=rows))
+        return FittedHead(solver, fit=fit_ridgeless(moments, Z.shape[1] if p is None else p, rows=rows))
     est = make_solver(solver.value)
     if solver == Solver.logistic:
         est.fit(Z, Y if not _one_hot(Y) else Y.argmax(axis=1))
@@ -104,7 +104,7 @@ def fit_head(
     else:
         est.fit(Z, Y)
     est.n_rows_ = len(Z)
-    return Head(solver, estimator=est)
+    return FittedHead(solver, estimator=est)
 
 
 def _one_hot(Y: np.ndarray) -> bool:

@@ -27,7 +27,7 @@ from w2s_cli.options import Solver, SubspaceOptions, check_student_labels
 from w2s_cli.progress import stderr
 from w2s_cli.stages.analysis import analyse
 from w2s_cli.stages.design import Design, gather
-from w2s_cli.stages.heads import Head, basis_of, fit_head, train_moments
+from w2s_cli.stages.heads import FittedHead, basis_of, fit_head, train_moments
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -194,7 +194,7 @@ def _student_design(
 
 def _fit_heads(
     solver: Solver, design: Design, pseudo: store.Artifact, rows: PseudoRows, n_classes: int | None, keep_rows: bool
-) -> dict[str, Head]:
+) -> dict[str, FittedHead]:
     """The W2S student (on the pseudo-labels), strong SFT (on the n labels) and the ceiling (on n + N labels),
     from the moments of the design, and from its rows when `keep_rows` (heads that need them: ridge,
     logistic, or fewer rows than coordinates)."""
@@ -212,7 +212,7 @@ def _fit_heads(
 
 
 def _evaluate(
-    pseudo: store.Artifact, emb_s: EmbeddingSet, test: np.ndarray, design: Design, heads: dict[str, Head]
+    pseudo: store.Artifact, emb_s: EmbeddingSet, test: np.ndarray, design: Design, heads: dict[str, FittedHead]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, Metrics]:
     """The four models' outputs on the test rows (the teacher's from the pseudo-labels), the truth, the metrics."""
     outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}

@@ -16,7 +16,7 @@ from w2s_cli.errors import W2SError
 from w2s_cli.numerics.stats import accuracy, as_targets, one_hot, squared_errors
 from w2s_cli.numerics.variance import loo_residuals
 from w2s_cli.options import Solver, SplitOptions, SubspaceOptions
-from w2s_cli.stages.heads import Head, apply, fit_head, my_blocks, shared_basis, to_embedding_space
+from w2s_cli.stages.heads import FittedHead, apply, fit_head, my_blocks, shared_basis, to_embedding_space
 from w2s_cli.stages.split import Split as DrawnSplit
 from w2s_cli.stages.split import draw_split, noisy_values, subset_pseudo
 from w2s_cli.store import artifact as store
@@ -99,7 +99,7 @@ def _split_record(opts: SplitOptions, s: DrawnSplit, emb: EmbeddingSet) -> Split
 
 
 def _teacher_errors(
-    head: Head, Z_L: np.ndarray, Y_L: np.ndarray, test_out: np.ndarray, emb: EmbeddingSet, test: np.ndarray
+    head: FittedHead, Z_L: np.ndarray, Y_L: np.ndarray, test_out: np.ndarray, emb: EmbeddingSet, test: np.ndarray
 ) -> dict[str, Any]:
     """The teacher's fit record, noise variance sigma2, leave-one-out error on its n labels, and test error
     and accuracy (the TeacherRecord fields of the same names)."""
