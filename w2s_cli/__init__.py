@@ -36,7 +36,7 @@ _LAZY = {
     "finetune": ("w2s_cli.stages.finetune", "finetune"),
     "run": ("w2s_cli.stages.run", "run"),
     "sweep": ("w2s_cli.stages.sweep", "sweep"),
-    "rank_teachers": ("w2s_cli.stages.teachers", "rank_teachers"),
+    "rank_teachers": ("w2s_cli.stages.ranking", "rank_teachers"),
     "intrinsic_dim": ("w2s_cli.stages.intrinsic", "intrinsic_dim"),
     "summary": ("w2s_cli.stages.summary", "summary"),
     "load_result": ("w2s_cli.stages.summary", "load_result"),

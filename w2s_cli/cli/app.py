@@ -544,7 +544,7 @@ def rank_teachers(
     from w2s_cli.cli.config import configuration
     from w2s_cli.report.render import print_json, rank_blocks, show
     from w2s_cli.stages.executors import Estimated
-    from w2s_cli.stages.teachers import rank_teachers as run
+    from w2s_cli.stages.ranking import rank_teachers as run
 
     spread.check()
     if spread.detach:
