@@ -85,6 +85,48 @@ def _set(obj: Any, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
 
 
+# the JSON of a record: its fields one to one ----------------------------------------------------------------
+REST = ("provenance", "extra")  # the field keeping the keys a record does not type, as written
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """The keys a record types: its fields in their declared order, less `provenance` or `extra`."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in REST)
+
+
+def _json(v: Any) -> Any:
+    """A field's value as JSON: a record by its to_json(), maps and lists element by element (None as None)."""
+    if hasattr(v, "to_json"):
+        return v.to_json()
+    if isinstance(v, Mapping):
+        return {k: _json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json(x) for x in v]
+    return v
+
+
+def _to_json(rec: Any, omit_none: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A record's typed fields as JSON, in their declared order (those of `omit_none` left out when None);
+    the keys it keeps as written go first (`provenance`, which the typed fields override) or last (`extra`,
+    which overrides them)."""
+    out = {k: _json(getattr(rec, k)) for k in _names(type(rec)) if k not in omit_none or getattr(rec, k) is not None}
+    if "provenance" in rec.__dataclass_fields__:
+        return {**rec.provenance, **out}
+    if "extra" in rec.__dataclass_fields__:
+        return {**out, **rec.extra}
+    return out
+
+
+def _from_json(cls: type, d: Mapping[str, Any], **given: Any) -> Any:
+    """A record built from a JSON object: each typed field from its key (None where absent) but those `given`
+    (nested records, defaults); the keys it does not type kept as written, in its `provenance` or `extra`."""
+    names = _names(cls)
+    kwargs = {k: d.get(k) for k in names if k not in given}
+    for rest in (r for r in REST if r in cls.__dataclass_fields__):
+        kwargs[rest] = {k: v for k, v in d.items() if k not in names}
+    return cls(**kwargs, **given)
+
+
 # measured -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Metrics:
@@ -118,18 +160,7 @@ class Metrics:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Metrics:
         _need(d, "error", "pgr", "opr", where="metrics")
-        return cls(
-            error=d["error"],
-            error_stderr=d.get("error_stderr") or dict.fromkeys(MODELS),
-            pgr=d["pgr"],
-            pgr_stderr=d.get("pgr_stderr"),
-            opr=d["opr"],
-            opr_stderr=d.get("opr_stderr"),
-            n_test=d.get("n_test"),
-            accuracy=d.get("accuracy"),
-            accuracy_stderr=d.get("accuracy_stderr"),
-            trials=d.get("trials"),
-        )
+        return _from_json(cls, d, error_stderr=d.get("error_stderr") or dict.fromkeys(MODELS))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": dict(self.error), "error_stderr": dict(self.error_stderr)}
@@ -158,8 +189,6 @@ class FitRecord:
     chosen_epoch: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    KNOWN = ("solver", "rows", "rank", "condition_number", "ill_determined", "solved_from", "chosen_epoch")
-
     def __post_init__(self) -> None:
         _text("solver", self.solver)
         _count("rows", self.rows, optional=True)
@@ -173,17 +202,11 @@ class FitRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> FitRecord:
-        _need(d, where="fit")
-        known = {k: d[k] for k in cls.KNOWN if k in d}
-        return cls(**known, extra={k: v for k, v in d.items() if k not in cls.KNOWN})
+        return _from_json(cls, _need(d, where="fit"))
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {} if self.solver is None else {"solver": self.solver}
-        out["rows"] = self.rows
-        for k in ("rank", "condition_number", "ill_determined", "solved_from", "chosen_epoch"):
-            if getattr(self, k) is not None:
-                out[k] = getattr(self, k)
-        return {**out, **self.extra}
+        """`rows` always; the others only when set; then `extra`."""
+        return _to_json(self, omit_none=tuple(k for k in _names(FitRecord) if k != "rows"))
 
 
 def _fits(d: Any) -> dict[str, FitRecord]:
@@ -206,8 +229,6 @@ class Basis:
     energy_held: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    KNOWN = ("requested", "dim", "rule", "energy", "width", "rank", "rows", "energy_held")
-
     def __post_init__(self) -> None:
         _text("requested", self.requested)
         _text("rule", self.rule)
@@ -220,24 +241,16 @@ class Basis:
     def from_json(cls, d: Mapping[str, Any] | None) -> Basis | None:
         if d is None:
             return None
-        _need(d, where="subspace")
-        return cls(**{k: d.get(k) for k in cls.KNOWN}, extra={k: v for k, v in d.items() if k not in cls.KNOWN})
+        return _from_json(cls, _need(d, where="subspace"))
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.KNOWN[:-1]}
-        if self.energy_held is not None:
-            out["energy_held"] = self.energy_held
-        return {**out, **self.extra}
+        return _to_json(self, omit_none=("energy_held",))
 
 
 def _bases(d: Any) -> dict[str, Basis | None]:
     """The weak and strong bases (None: not recorded)."""
     d = {**dict.fromkeys(SIDES), **(_mapping("subspace", d) or {})}
     return {k: v if isinstance(v, Basis) or v is None else Basis.from_json(v) for k, v in d.items()}
-
-
-def _json_map(d: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if d is None else {k: (None if v is None else v.to_json()) for k, v in d.items()}
 
 
 @dataclass(frozen=True)
@@ -257,11 +270,10 @@ class LabelNoiseRecord:
     def from_json(cls, d: Mapping[str, Any] | None) -> LabelNoiseRecord | None:
         if d is None:
             return None
-        _need(d, "rate", where="label_noise")
-        return cls(d["rate"], d.get("kind"), d.get("seed"))
+        return _from_json(cls, _need(d, "rate", where="label_noise"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"rate": self.rate, "kind": self.kind, "seed": self.seed}
+        return _to_json(self)
 
 
 # the theory of one trial, and of a summary -----------------------------------------------------------------
@@ -292,9 +304,7 @@ class Dimensions:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Dimensions:
-        _need(d, *cls.NUMBERS, "m", where="dimensions")
-        fields = ("rank_w", "rank_s", "canonical_correlations", "basis")
-        return cls(**{k: d[k] for k in (*cls.NUMBERS, "m")}, **{k: d.get(k) for k in fields})
+        return _from_json(cls, _need(d, *cls.NUMBERS, "m", where="dimensions"))
 
     @property
     def overlap(self) -> float | None:
@@ -302,13 +312,7 @@ class Dimensions:
         return self.d_sw / self.d_w if self.d_w else None
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in (*self.NUMBERS, "m")}
-        for k in ("rank_w", "rank_s", "canonical_correlations"):
-            if getattr(self, k) is not None:
-                out[k] = getattr(self, k)
-        if self.basis is not None:
-            out["basis"] = _json_map(self.basis)
-        return out
+        return _to_json(self, omit_none=("rank_w", "rank_s", "canonical_correlations", "basis"))
 
 
 @dataclass(frozen=True)
@@ -325,11 +329,10 @@ class VarianceRow:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> VarianceRow:
-        _need(d, "exact", "theory", "ratio", where="variance")
-        return cls(d["exact"], d["theory"], d["ratio"])
+        return _from_json(cls, _need(d, "exact", "theory", "ratio", where="variance"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"exact": self.exact, "theory": self.theory, "ratio": self.ratio}
+        return _to_json(self)
 
 
 @dataclass(frozen=True)
@@ -349,8 +352,7 @@ class Decomposition:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Decomposition:
-        _need(d, "noise", "bias", "variance", where="decomposition")
-        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+        return _from_json(cls, _need(d, "noise", "bias", "variance", where="decomposition"))
 
     def to_json(self) -> dict[str, Any]:
         out = {"noise": self.noise, "bias": self.bias, "variance": self.variance}
@@ -391,12 +393,7 @@ class Predicted:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Predicted:
         _need(d, "error", "pgr", "opr", "method", where="predicted")
-        keys = ("error", "pgr", "opr", "method", "error_stderr", "pgr_stderr", "opr_stderr", "misfit")
-        return cls(
-            **{k: d.get(k) for k in keys},
-            over_trials="pgr_stderr" in d,
-            error_w2s_by_misfit=d.get("error_w2s_by_misfit"),
-        )
+        return _from_json(cls, d, over_trials="pgr_stderr" in d)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": dict(self.error)}
@@ -444,20 +441,10 @@ class Analysis:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Analysis:
         keys = ("dimensions", "variance", "predicted", "near_interpolation", "fits", "sigma2", "decomposition")
-        _need(d, *keys, where="analysis")
-        return cls(**{k: d[k] for k in keys}, variance_note=d.get("variance_note"))
+        return _from_json(cls, _need(d, *keys, where="analysis"))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dimensions": self.dimensions.to_json(),
-            "variance": _json_map(self.variance),
-            "variance_note": self.variance_note,
-            "predicted": self.predicted.to_json(),
-            "near_interpolation": list(self.near_interpolation),
-            "fits": _json_map(self.fits),
-            "sigma2": dict(self.sigma2),
-            "decomposition": _json_map(self.decomposition),
-        }
+        return _to_json(self)
 
 
 @dataclass(frozen=True)
@@ -487,12 +474,10 @@ class Trial:
     def from_json(cls, d: Mapping[str, Any]) -> Trial:
         _need(d, "error", "n_test", "pgr", "opr", where="trial")
         analysis, init = d.get("analysis"), d.get("init")
-        return cls(
+        return _from_json(
+            cls,
+            d,
             metrics=Metrics.from_json(d),
-            seed=d.get("seed"),
-            n_labeled=d.get("n_labeled"),
-            n_pseudo=d.get("n_pseudo"),
-            pseudo_label_accuracy=d.get("pseudo_label_accuracy"),
             analysis=None if analysis is None else Analysis.from_json(analysis),
             init=None if init is None else Metrics.from_json(init),
         )
@@ -532,10 +517,10 @@ class StudentRecord:
         if not d:
             return None
         _need(d, "kind", "recipe", "description", where="student")
-        return cls(d["kind"], d["recipe"], d["description"], d.get("inputs") or {}, d.get("device"))
+        return _from_json(cls, d, inputs=d.get("inputs") or {})
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _to_json(self)
 
 
 @dataclass(frozen=True)
@@ -564,11 +549,6 @@ class ResultRecord:
     analysis_note: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    TYPED = (
-        "trials dataset n_labeled n_pseudo n_test task weak_model weak_input_size strong_model strong_input_size "
-        "solver labels subspace label_noise fits seconds student analysis_note"
-    ).split()
-
     def __post_init__(self) -> None:
         if not self.trials or not all(isinstance(t, Trial) for t in self.trials):
             raise RecordError("'trials' is not a non-empty list of trials")
@@ -593,29 +573,17 @@ class ResultRecord:
         _need(d, "trials", "dataset", "n_labeled", "n_pseudo", "n_test", where="result")
         if not isinstance(d["trials"], list):
             raise RecordError("'trials' is not a list")
-        return cls(
-            **{k: d.get(k) for k in cls.TYPED if k not in ("trials", "label_noise", "student", "seconds")},
+        return _from_json(
+            cls,
+            d,
             trials=tuple(Trial.from_json(t) for t in d["trials"]),
             label_noise=LabelNoiseRecord.from_json(d.get("label_noise")),
             student=StudentRecord.from_json(d.get("student")),
             seconds=d.get("seconds") or {},
-            provenance={k: v for k, v in d.items() if k not in cls.TYPED},
         )
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.TYPED}
-        out.update(
-            trials=[t.to_json() for t in self.trials],
-            subspace=_json_map(self.subspace),
-            label_noise=None if self.label_noise is None else self.label_noise.to_json(),
-            fits=_json_map(self.fits),
-            seconds=dict(self.seconds),
-        )
-        if self.student is None:
-            del out["student"]
-        else:
-            out["student"] = self.student.to_json()
-        return {**self.provenance, **out}
+        return _to_json(self, omit_none=("student",))
 
     @property
     def input_sizes(self) -> tuple[int | None, int | None]:
@@ -682,15 +650,7 @@ class TheorySummary:
         _set(self, "sigma2", _per_model("sigma2", self.sigma2, models=SIDES))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dimensions": self.dimensions.to_json(),
-            "variance": _json_map(self.variance),
-            "decomposition": _json_map(self.decomposition),
-            "predicted": self.predicted.to_json(),
-            "near_interpolation": list(self.near_interpolation),
-            "sigma2": dict(self.sigma2),
-            "theory": self.theory.to_json(),
-        }
+        return _to_json(self)
 
 
 @dataclass(frozen=True)
@@ -752,9 +712,9 @@ class Summary:
             strong_input_size=self.strong_input_size,
             solver=self.solver,
             labels=self.labels,
-            subspace=_json_map(self.subspace),
-            label_noise=None if self.label_noise is None else self.label_noise.to_json(),
-            fits=_json_map(self.fits),
+            subspace=_json(self.subspace),
+            label_noise=_json(self.label_noise),
+            fits=_json(self.fits),
             seconds=dict(self.seconds),
             seeds=list(self.seeds),
         )
@@ -786,7 +746,7 @@ class SweepPoint:
         _mapping("params", self.params, optional=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"params": dict(self.params), "key": self.key, "result": self.result, "summary": self.summary.to_json()}
+        return _to_json(self)
 
 
 @dataclass(frozen=True)
@@ -808,17 +768,7 @@ class Sweep:
             raise RecordError("'points' of a sweep are SweepPoint records")
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "vary": list(self.vary),
-            "trials": self.trials,
-            "points": [p.to_json() for p in self.points],
-            "extract_seconds": dict(self.extract_seconds),
-        }
-        if self.spearman_pgr_vs_overlap is not None:
-            out["spearman_pgr_vs_overlap"] = dict(self.spearman_pgr_vs_overlap)
-        if self.configuration is not None:
-            out["configuration"] = self.configuration
-        return out
+        return _to_json(self, omit_none=("spearman_pgr_vs_overlap", "configuration"))
 
 
 # the teacher and its pseudo-labels -------------------------------------------------------------------------
@@ -847,14 +797,10 @@ class Split:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Split:
-        _need(d, "seed", "n_test", "n_labeled", "n_pseudo", where="split")
-        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+        return _from_json(cls, _need(d, "seed", "n_test", "n_labeled", "n_pseudo", where="split"))
 
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        if self.n_pseudo_drawn is None:
-            del out["n_pseudo_drawn"]
-        return out
+        return _to_json(self, omit_none=("n_pseudo_drawn",))
 
 
 @dataclass(frozen=True)
@@ -899,29 +845,21 @@ class TeacherRecord:
         for k in ("sigma2", "loo_error", "test_error", "test_accuracy", "seconds"):
             _number(k, getattr(self, k), optional=k != "seconds")
 
-    TYPED = (
-        "embeddings dataset sample_ids_sha256 task solver link subspace split label_noise fit sigma2 loo_error "
-        "test_error test_accuracy seconds"
-    ).split()
-
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TeacherRecord:
         _need(d, "embeddings", "dataset", "sample_ids_sha256", "solver", "link", "subspace", "split", where="teacher")
         _need(d, "label_noise", "fit", "seconds", where="teacher")
-        return cls(
-            **{k: d.get(k) for k in cls.TYPED if k not in ("subspace", "split", "label_noise", "fit")},
+        return _from_json(
+            cls,
+            d,
             subspace=Basis.from_json(d["subspace"]),
             split=Split.from_json(d["split"]),
             label_noise=LabelNoiseRecord.from_json(d["label_noise"]),
             fit=FitRecord.from_json(d["fit"]),
-            provenance={k: v for k, v in d.items() if k not in cls.TYPED},
         )
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.TYPED}
-        for k in ("subspace", "split", "label_noise", "fit"):
-            out[k] = out[k].to_json()
-        return {**self.provenance, **out}
+        return _to_json(self)
 
 
 @dataclass(frozen=True)
@@ -946,18 +884,10 @@ class TeacherReference:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TeacherReference:
         _need(d, "path", "artifact_id", "solver", "subspace", "fit", where="teacher")
-        return cls(
-            d["path"],
-            d.get("relpath"),
-            d["artifact_id"],
-            d["solver"],
-            Basis.from_json(d["subspace"]),
-            FitRecord.from_json(d["fit"]),
-        )
+        return _from_json(cls, d, subspace=Basis.from_json(d["subspace"]), fit=FitRecord.from_json(d["fit"]))
 
     def to_json(self) -> dict[str, Any]:
-        out = {"path": self.path, "relpath": self.relpath, "artifact_id": self.artifact_id, "solver": self.solver}
-        return {**out, "subspace": self.subspace.to_json(), "fit": self.fit.to_json()}
+        return _to_json(self)
 
 
 @dataclass(frozen=True)
@@ -979,11 +909,6 @@ class PseudoLabelsRecord:
     teacher_loo_error: float | None
     seconds: dict[str, float]
     provenance: dict[str, Any] = field(default_factory=dict)
-
-    TYPED = (
-        "teacher embeddings dataset sample_ids_sha256 task split label_noise labels pseudo_label_accuracy "
-        "teacher_sigma2 teacher_loo_error seconds"
-    ).split()
 
     def __post_init__(self) -> None:
         for name, kind in (("teacher", TeacherReference), ("split", Split), ("label_noise", LabelNoiseRecord)):
@@ -1007,20 +932,16 @@ class PseudoLabelsRecord:
     def from_json(cls, d: Mapping[str, Any]) -> PseudoLabelsRecord:
         _need(d, "teacher", "embeddings", "dataset", "sample_ids_sha256", "split", "label_noise", where="pseudolabels")
         _need(d, "labels", "seconds", where="pseudolabels")
-        return cls(
-            **{k: d.get(k) for k in cls.TYPED if k not in ("teacher", "split", "label_noise")},
+        return _from_json(
+            cls,
+            d,
             teacher=TeacherReference.from_json(d["teacher"]),
             split=Split.from_json(d["split"]),
             label_noise=LabelNoiseRecord.from_json(d["label_noise"]),
-            provenance={k: v for k, v in d.items() if k not in cls.TYPED},
         )
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.TYPED}
-        for k in ("teacher", "split", "label_noise"):
-            out[k] = out[k].to_json()
-        out["seconds"] = dict(self.seconds)
-        return {**self.provenance, **out}
+        return _to_json(self)
 
 
 def read_record(art: Any, kind: type) -> Any:
@@ -1054,8 +975,6 @@ class EmbeddingsRecord:
     features: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    TYPED = "model preprocessing dataset sample_ids_sha256 n_samples limit request data features".split()
-
     def __post_init__(self) -> None:
         _need(self.model, "name", "weights", where="model")
         _need(self.model["weights"], "state_dict_sha256", where="model.weights")
@@ -1069,12 +988,12 @@ class EmbeddingsRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> EmbeddingsRecord:
-        _need(d, "model", "preprocessing", "dataset", "sample_ids_sha256", where="embeddings")
-        return cls(**{k: d.get(k) for k in cls.TYPED}, provenance={k: v for k, v in d.items() if k not in cls.TYPED})
+        return _from_json(cls, _need(d, "model", "preprocessing", "dataset", "sample_ids_sha256", where="embeddings"))
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.TYPED if getattr(self, k) is not None or k == "limit"}
-        return {**self.provenance, **out}
+        """Every field but `limit` only when set (the others that may be unset: n_samples, request, data,
+        features)."""
+        return _to_json(self, omit_none=("n_samples", "request", "data", "features"))
 
     @property
     def task(self) -> str:
