@@ -1,10 +1,16 @@
 import gzip
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from w2s_cli import W2SError
+from w2s_cli.cli.options import SPEC_HELP
+from w2s_cli.inputs import hf, registry, sources
 from w2s_cli.inputs.sources import DEBIAN_FASHION_MNIST, TEST, UnreadableImage, digits, read_idx, subset
 from w2s_cli.inputs.sources import open_source as _open
 from w2s_cli.options import DataOptions
@@ -121,3 +127,46 @@ def test_torchvision_dataset_from_local_files(tmp_path):
         open_source("torchvision:FashionMNIST", root=str(tmp_path / "empty"))
     with pytest.raises(W2SError, match="no such dataset"):
         open_source("torchvision:NoSuchSet")
+
+
+SPECS = ["fashion-mnist", "digits", "folder:PATH", "csv:PATH", "torchvision:NAME", "hf:NAME_OR_PATH[:CONFIG]"]
+
+
+def test_registry_drives_help_error_and_dispatch(monkeypatch, tmp_path):
+    kinds = list(registry.SOURCES.values())
+    assert [k.spec for k in kinds] == SPECS and all(k.help for k in kinds)
+    assert SPEC_HELP == " | ".join(SPECS)
+    with pytest.raises(W2SError) as err:
+        open_source("imagenet")
+    assert str(err.value) == (
+        "unknown data SPEC 'imagenet'; use fashion-mnist, digits, folder:PATH, csv:PATH, torchvision:NAME or "
+        "hf:NAME_OR_PATH[:CONFIG]"
+    )
+    for bad in ("folder:", "folder", "csv:", "hf:", "torchvision", "digits:", "fashion-mnist:x", "", ":x"):
+        with pytest.raises(W2SError, match=f"unknown data SPEC '{re.escape(bad)}'; use fashion-mnist, digits"):
+            open_source(bad)
+    calls = []
+    for name in ("fashion_mnist", "digits", "image_folder", "csv_images", "torchvision_dataset", "hf_dataset"):
+        module = hf if name == "hf_dataset" else sources
+        monkeypatch.setattr(module, name, lambda *a, name=name: calls.append((name, a)))
+    kw = {"root": str(tmp_path), "download": True, "target_column": "y"}
+    expected = {
+        "fashion-mnist": ("fashion_mnist", (tmp_path, True)),
+        "digits": ("digits", ()),
+        "folder:a/b:c": ("image_folder", (Path("a/b:c"),)),
+        "csv:t.csv": ("csv_images", (Path("t.csv"), "y")),
+        "torchvision:CIFAR10": ("torchvision_dataset", ("CIFAR10", tmp_path, True)),
+        "hf:ylecun/mnist:cfg": ("hf_dataset", ("ylecun/mnist:cfg", DataOptions("hf:ylecun/mnist:cfg", **kw))),
+    }
+    assert [registry.find(spec)[0].spec for spec in expected] == SPECS  # one example per registered kind
+    for spec, call in expected.items():
+        open_source(spec, **kw)
+        assert calls.pop() == call
+
+
+def test_cli_help_does_not_import_the_sources():
+    """The registry is light: building the CLI's options imports no source (numpy, PIL) to list the SPECs."""
+    heavy = "{'numpy', 'PIL', 'w2s_cli.inputs.sources'}"
+    code = f"import sys, w2s_cli.cli.options; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

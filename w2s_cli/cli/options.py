@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from w2s_cli.finetuning.recipe import FinetuneRecipe
+from w2s_cli.inputs.registry import spec_help
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
@@ -27,7 +28,7 @@ from w2s_cli.options import (
     SubspaceOptions,
 )
 
-SPEC_HELP = "fashion-mnist | digits | folder:PATH | csv:PATH | torchvision:NAME | hf:NAME_OR_PATH[:CONFIG]"
+SPEC_HELP = spec_help()  # "fashion-mnist | digits | folder:PATH | ...", from the data SPEC registry
 DRY_RUN_HELP = "Print the work, disk and estimated time (from a few seconds of calibration); run nothing."
 SUBSPACE_HELP = (
     "Shared basis: top-K principal directions of the n + N training rows. none, auto (the smallest K holding "

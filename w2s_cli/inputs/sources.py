@@ -1,6 +1,7 @@
 """Data sources: turn a SPEC string into images, labels or targets, sample ids and the dataset's own split.
 
-SPECs: `fashion-mnist`, `digits`, `folder:PATH`, `csv:PATH`, `torchvision:NAME`, `hf:NAME_OR_PATH[:CONFIG]`.
+SPECs: `fashion-mnist`, `digits`, `folder:PATH`, `csv:PATH`, `torchvision:NAME`, `hf:NAME_OR_PATH[:CONFIG]`,
+each registered with its opener in w2s_cli.inputs.registry (which drives open_source and the CLI's help).
 Every source has a fingerprint (a hash of what identifies its content) so that artifacts from different
 data never mix.
 """
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from w2s_cli.errors import W2SError, printable
+from w2s_cli.inputs import registry
 from w2s_cli.options import DataOptions
 from w2s_cli.store.artifact import file_sha256
 
@@ -37,7 +39,6 @@ FASHION_MNIST_CLASSES = [
     "Ankle boot",
 ]
 TRAIN, TEST = 0, 1
-SPECS = "fashion-mnist, digits, folder:PATH, csv:PATH, torchvision:NAME or hf:NAME_OR_PATH[:CONFIG]"
 
 
 class UnreadableImage(Exception):
@@ -349,22 +350,11 @@ def open_source(options: DataOptions) -> ImageSource:
     root = Path(options.root) if options.root else None
     if root is not None and not root.is_dir():
         raise W2SError(f"--root {printable(root)}: not a directory")
-    if spec == "fashion-mnist":
-        return fashion_mnist(root, options.download)
-    if spec == "digits":
-        return digits()
-    kind, _, arg = spec.partition(":")
-    if kind == "folder" and arg:
-        return image_folder(Path(arg))
-    if kind == "csv" and arg:
-        return csv_images(Path(arg), options.target_column)
-    if kind == "torchvision" and arg:
-        return torchvision_dataset(arg, root, options.download)
-    if kind == "hf" and arg:
-        from w2s_cli.inputs.hf import hf_dataset
-
-        return hf_dataset(arg, options)
-    raise W2SError(f"unknown data SPEC '{printable(spec)}'; use {SPECS}")
+    found = registry.find(spec)
+    if found is None:
+        raise W2SError(f"unknown data SPEC '{printable(spec)}'; use {registry.spec_list()}")
+    kind, arg = found
+    return kind.opener(arg, options, root)
 
 
 def subset(source: ImageSource, limit: int | None, seed: int) -> np.ndarray:
