@@ -208,6 +208,8 @@ class SubmititCluster:
         self.slurm, self.live, self.folder = cluster == "slurm", [], folder
 
     def submit(self, jobs: list[Any], attempt: int = 0, after: list[Submission] | None = None) -> list[Submission]:
+        if not jobs:  # nothing to submit (e.g. every embedding already cached): no empty batch
+            return []
         if after and self.slurm:  # SLURM starts the trials once the extraction jobs have succeeded
             ids = ":".join(str(s.handle.job_id) for s in after)
             self.executor.update_parameters(slurm_dependency=f"afterok:{ids}")
