@@ -60,17 +60,21 @@ def bare(s: Student, x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int, 
     return epochs * len(x) / (time.perf_counter() - start)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(doc: str, rows: int) -> argparse.ArgumentParser:
+    """The options every cached-input benchmark takes (model, size, trained set, rows, batch, device, repeats)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tf_efficientnet_lite2")
     ap.add_argument("--image-size", type=int, default=112)
     ap.add_argument("--train", default="last:2")
-    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--rows", type=int, default=rows)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=2)
-    args = ap.parse_args()
+    return ap
+
+
+def cached_inputs(args):
+    """(device, spec, backbone, cut, prefix output shape, random inputs x (rows, *shape), one-hot targets y)."""
     dev = resolve_device(args.device)
     spec = TrainSpec.parse(args.train)
     bb = create_backbone(BackboneSpec(args.model, args.image_size))
@@ -80,6 +84,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.rows, *shape)).astype(np.float32)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, args.rows)]
+    return dev, spec, bb, c, shape, x, y
+
+
+def main() -> None:
+    ap = parser(__doc__, 4096)
+    ap.add_argument("--epochs", type=int, default=2)
+    args = ap.parse_args()
+    dev, spec, bb, c, shape, x, y = cached_inputs(args)
     inputs = TensorInputs(x, shape)
     recipe = FinetuneRecipe(train=args.train, epochs=args.epochs, batch_size=args.batch_size, lr=1e-4)
     print(

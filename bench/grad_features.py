@@ -13,17 +13,12 @@ prefix from images, which both can skip once its outputs are cached, is timed al
 
 from __future__ import annotations
 
-import argparse
 import time
 
-import numpy as np
 import torch
-from finetune import bare, student
+from finetune import bare, cached_inputs, parser, student
 
-from w2s_cli.extraction.extract import resolve_device
 from w2s_cli.finetuning.gradients import GradientFeatures, output_signs
-from w2s_cli.finetuning.network import cut
-from w2s_cli.finetuning.recipe import TrainSpec
 from w2s_cli.inputs.backbones import create_backbone
 from w2s_cli.options import BackboneSpec
 
@@ -51,25 +46,11 @@ def prefix_rate(c, bb, rows: int, batch: int, dev) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tf_efficientnet_lite2")
-    ap.add_argument("--image-size", type=int, default=112)
-    ap.add_argument("--train", default="last:2")
+    ap = parser(__doc__, 1024)
     ap.add_argument("--proj-dim", type=int, default=2048)
-    ap.add_argument("--rows", type=int, default=1024)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    dev = resolve_device(args.device)
-    spec = TrainSpec.parse(args.train)
-    bb = create_backbone(BackboneSpec(args.model, args.image_size))
-    c = cut(bb.model, spec, bb.name)
-    with torch.inference_mode():
-        shape = tuple(c.prefix(torch.zeros(1, *bb.input_size)).shape[1:])
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.normal(size=(args.rows, *shape)).astype(np.float32))
-    y = torch.from_numpy(np.eye(10, dtype=np.float32)[rng.integers(0, 10, args.rows)])
+    dev, spec, bb, c, shape, x, y = cached_inputs(args)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
     print(
         f"{args.model}@{args.image_size} --train {args.train}, k = {args.proj_dim}: {args.rows} rows of {shape}, "
         f"batch {args.batch_size}, {dev}, {torch.get_num_threads()} threads"

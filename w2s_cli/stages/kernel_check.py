@@ -57,6 +57,7 @@ def kernel_check(
     dev = resolve_device(device)
     bb = backbone_from_record(emb_s.meta, f"strong embeddings {printable(emb_s.path)}")
     truth = emb_s.truth(test)
+    rows = _fit_rows(result, rec, emb_s) if grads else None
     fits = {}
     for name in FITS:
         head = (np.asarray(art[f"start_coef_{name}"]), np.asarray(art[f"start_intercept_{name}"]))
@@ -65,7 +66,7 @@ def kernel_check(
         fits[name]["chosen_epoch"] = rec.fits[name].chosen_epoch
         fits[name]["stored_outputs_gap"] = float(np.abs(fits[name].pop("f1") - art[f"test_output_{name}"]).max())
         if name in grads:
-            out, fits[name]["linearised"] = linearised(art, result, rec, emb_s, name, grads[name])
+            out, fits[name]["linearised"] = linearised(art, result, rec, emb_s, rows, name, grads[name])
             fits[name]["outputs"]["linearised"] = out
     errors = {n: {k: squared_errors(v, truth) for k, v in f.pop("outputs").items()} for n, f in fits.items()}
     weak = squared_errors(np.asarray(art["test_output_weak"], np.float64), truth)
@@ -122,14 +123,21 @@ def _trained_inputs(result, rec, emb_s, rows: np.ndarray) -> np.ndarray:
     return EmbeddingSet(path, "cached activations").rows(rows).reshape(len(rows), *inputs["shape"])
 
 
-def linearised(art, result, rec, emb_s, fit: str, grads: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+def _fit_rows(result, rec, emb_s):
+    """The three fits' rows and targets, from the pseudo-labels the finetune read."""
+    from w2s_cli.stages.finetune import fit_rows
+    from w2s_cli.store import artifact as store
+
+    pseudo = store.load(store.resolve(rec.provenance["pseudolabels"], result), "pseudolabels", what="pseudo-labels")
+    return fit_rows(pseudo, emb_s)
+
+
+def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """The linearised finetune of fit `fit` on its test rows: its LP-FT start f0 plus the ridgeless fit of the
     residual targets - f0 on the gradient features `grads` (made at that start), in their energy basis
     (`auto`, 0.9, over the n + N rows, as fit-student's), over the fit's own rows."""
     from w2s_cli.options import Solver
-    from w2s_cli.stages.finetune import fit_rows
     from w2s_cli.stages.heads import fit_head, shared_basis
-    from w2s_cli.store import artifact as store
     from w2s_cli.store.embeddings import EmbeddingSet
 
     where = f"--grads {fit}={printable(grads)}"
@@ -143,8 +151,6 @@ def linearised(art, result, rec, emb_s, fit: str, grads: str | os.PathLike) -> t
         raise W2SError(f"{where}: made at the start of fit {init.get('fit')}, not of {fit}")
     if not np.array_equal(np.asarray(g.art["sample_ids"]), np.asarray(emb_s.art["sample_ids"])):
         raise W2SError(f"{where}: not the samples of the strong embeddings {printable(emb_s.path)}")
-    pseudo = store.load(store.resolve(rec.provenance["pseudolabels"], result), "pseudolabels", what="pseudo-labels")
-    rows = fit_rows(pseudo, emb_s)
     coef, intercept = np.asarray(art[f"start_coef_{fit}"]), np.asarray(art[f"start_intercept_{fit}"])
 
     def start(r: np.ndarray) -> np.ndarray:
