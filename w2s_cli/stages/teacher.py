@@ -78,7 +78,7 @@ def train_weak(
         seconds=round(time.perf_counter() - start, 3),
         provenance=store.base_meta("teacher", split_opts.seed),
     )
-    tensors = {"coef": coef, "intercept": intercept, **_split_tensors(s, noisy)}
+    tensors = {"coef": coef, "intercept": intercept, **_split_tensors(s, noisy), "test_output": test_out}
     tensors.update({"basis_mean": basis.mean, "spectrum": spectrum})
     if basis.components is not None:
         tensors["basis"] = basis.components
@@ -127,12 +127,14 @@ def _split_tensors(s: DrawnSplit, noisy: np.ndarray) -> dict[str, np.ndarray]:
 def pseudolabel(
     teacher_path: str | os.PathLike,
     out: str | os.PathLike,
+    *,
     n_pseudo: int | None = None,
     hard: bool = False,
     embeddings: str | os.PathLike | None = None,
 ) -> Path:
     """Label the teacher's N pseudo rows (or n_pseudo of them) with its outputs; write a `pseudolabels`
-    artifact that carries everything fit-student needs (rows, training labels, the weak basis)."""
+    artifact that carries everything fit-student needs (rows, training labels, the weak basis, and the
+    teacher's test outputs, which train-weak stored; teachers written before it stored them: recomputed)."""
     start = time.perf_counter()
     teacher = store.load(teacher_path, "teacher", what="teacher")
     made = read_record(teacher, TeacherRecord)
@@ -172,9 +174,17 @@ def pseudolabel(
         "labeled_rows": teacher["labeled_rows"],
         "labeled_observed": teacher["labeled_observed"],
         "pseudo_observed": np.asarray(teacher["pseudo_observed"])[position],
-        "weak_test_output": apply(coef, intercept, emb.rows(teacher["test_rows"]), link),
+        "weak_test_output": _test_output(teacher, emb, link),
         "weak_basis_mean": teacher["basis_mean"],
     }
     if teacher.has("basis"):
         tensors["weak_basis"] = teacher["basis"]
     return main_writes(lambda: store.save(store.Artifact("pseudolabels", record.to_json(), tensors), out), out)
+
+
+def _test_output(teacher: store.Artifact, emb: EmbeddingSet, link: str) -> np.ndarray:
+    """The teacher's outputs on the test rows: as train-weak stored them, or (a teacher artifact from before
+    it stored them) computed again from its head and the weak embeddings."""
+    if teacher.has("test_output"):
+        return np.asarray(teacher["test_output"])
+    return apply(teacher["coef"], teacher["intercept"], emb.rows(teacher["test_rows"]), link)
