@@ -168,6 +168,7 @@ def test_executor_mistakes_are_refused_before_any_work(tmp_path):
     for args, pattern in (
         (["--executor", "local:0"], "--executor must be one of inprocess, local:K, slurm, submitit-local"),
         (["--executor", "mpi"], "not 'mpi'"),
+        (["--executor", "collect"], "not 'collect' (sweep: --collect OUT)"),
         (["--executor", "local:2", "--detach"], "--detach needs --executor slurm"),
         (["--executor", "slurm", "--slurm-time", 0], "--slurm-time must be positive"),
         (["--executor", "slurm", "--slurm-option", "=x"], "expected KEY=VALUE"),

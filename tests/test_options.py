@@ -8,7 +8,15 @@ import pytest
 from w2s_cli import W2SError
 from w2s_cli.numerics.solvers import LogisticClassifier
 from w2s_cli.numerics.synth import SynthConfig
-from w2s_cli.options import ExtractOptions, HeadOptions, RunOptions, Solver, SplitOptions, SubspaceOptions
+from w2s_cli.options import (
+    ExecutorOptions,
+    ExtractOptions,
+    HeadOptions,
+    RunOptions,
+    Solver,
+    SplitOptions,
+    SubspaceOptions,
+)
 
 
 @pytest.mark.parametrize(
@@ -26,6 +34,8 @@ from w2s_cli.options import ExtractOptions, HeadOptions, RunOptions, Solver, Spl
         (lambda: ExtractOptions(batch_size=0), "--batch-size must be positive"),
         (lambda: ExtractOptions(num_workers=-1), "--num-workers must be 0 or more"),
         (lambda: SynthConfig(trials=1), "--trials must be at least 2"),
+        (lambda: ExecutorOptions("local:0"), "--executor must be one of inprocess, local:K, slurm, submitit-local"),
+        (lambda: ExecutorOptions("inprocess", detach=True), "--detach needs --executor slurm"),
         (lambda: SynthConfig(shared=30), r"--shared must be in \[0, min\(d_s, d_w\)\]"),
         (
             lambda: HeadOptions(teacher_solver=Solver.ridge, student_solver=Solver.logistic),

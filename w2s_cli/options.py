@@ -56,7 +56,8 @@ class Head(str, Enum):
     logistic = "logistic"
 
 
-EXECUTORS = ("inprocess", "local:K", "slurm", "submitit-local")  # and "collect": no jobs, only what they wrote
+EXECUTORS = ("inprocess", "local:K", "slurm", "submitit-local")
+COLLECT = "collect"  # no jobs: only gather what earlier jobs wrote (sweep --collect OUT); not a --executor value
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ class ExecutorOptions:
         """K of local:K."""
         return int(self.executor.partition(":")[2])
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         kind, colon, k = self.executor.partition(":")
-        valid = kind in ("inprocess", "slurm", "submitit-local") and not colon
+        valid = kind in ("inprocess", "slurm", "submitit-local", COLLECT) and not colon
         valid = valid or (kind == "local" and k.isdigit() and int(k) >= 1)
         if not valid:
             raise W2SError(f"--executor must be one of {', '.join(EXECUTORS)}, not '{printable(self.executor)}'")

@@ -27,6 +27,7 @@ from w2s_cli.cli.options import (
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.options import (
+    COLLECT,
     BackboneSpec,
     DataOptions,
     ExecutorOptions,
@@ -219,7 +220,7 @@ def pseudolabel(
     from w2s_cli.store.outputs import default_out
 
     src = input_path(teacher, "teacher")
-    path = run(src, out or default_out(src, "pseudolabels"), n_pseudo, hard, embeddings)
+    path = run(src, out or default_out(src, "pseudolabels"), n_pseudo=n_pseudo, hard=hard, embeddings=embeddings)
     acc = read_meta(path)["pseudo_label_accuracy"]
     emit_path(path, f"pseudo-label accuracy {acc:.4f}" if acc is not None else "")
 
@@ -412,10 +413,9 @@ def sweep(
     from w2s_cli.store.outputs import check_output
 
     varies = [parse_vary(v) for v in vary]
-    spread.check()
     tracking = Tracking.parse(track.track)
     out_dir = flags.out_dir if collect is None else collect
-    spread = spread if collect is None else ExecutorOptions("collect")
+    spread = spread if collect is None else ExecutorOptions(COLLECT)
     for path, option in ((csv_out, "--csv"), (plot, "--plot")):
         if path is not None:
             check_output(path, option=option)
@@ -546,7 +546,6 @@ def rank_teachers(
     from w2s_cli.stages.executors import Estimated
     from w2s_cli.stages.ranking import rank_teachers as run
 
-    spread.check()
     if spread.detach:
         raise W2SError("--detach is for sweep; rank-teachers waits for its --measure jobs")
     teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]

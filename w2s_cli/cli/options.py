@@ -14,9 +14,12 @@ from typing import Any
 
 import typer
 
+from w2s_cli.errors import W2SError
 from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.inputs.registry import spec_help
 from w2s_cli.options import (
+    COLLECT,
+    EXECUTORS,
     BackboneSpec,
     DataOptions,
     ExecutorOptions,
@@ -34,6 +37,13 @@ SUBSPACE_HELP = (
     "Shared basis: top-K principal directions of the n + N training rows. none, auto (the smallest K holding "
     "--energy of the variance, at most n/2) or K."
 )
+
+
+def _not_collect(executor: str) -> str:
+    """`collect` is how sweep --collect runs (no jobs), not an executor a user names."""
+    if executor == COLLECT:
+        raise W2SError(f"--executor must be one of {', '.join(EXECUTORS)}, not 'collect' (sweep: --collect OUT)")
+    return executor
 
 
 @dataclass(frozen=True)
@@ -168,7 +178,10 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
     },
     ExecutorOptions: {
         "executor": typer.Option(
-            "inprocess", "--executor", help="Where trials run: inprocess, local:K (K workers), slurm, submitit-local."
+            "inprocess",
+            "--executor",
+            help="Where trials run: inprocess, local:K (K workers), slurm, submitit-local.",
+            callback=_not_collect,
         ),
         "detach": typer.Option(False, "--detach", help="slurm: submit and return (then --collect OUT)."),
         "partition": typer.Option(None, "--slurm-partition", help="slurm: the partition."),

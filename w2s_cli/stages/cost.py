@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from w2s_cli.inputs.sources import subset
-from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, StudentKind
+from w2s_cli.options import COLLECT, BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, StudentKind
 from w2s_cli.stages.finetune_cost import Fits, finetune_work
 from w2s_cli.stages.run import EmbeddingCache, embedding_cache, extraction_request
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -134,7 +134,7 @@ def estimate(
         "finetune_epochs": sum(o.trials * o.finetune.epochs * 3 for o in ft),
         "finetune_step_rows": tuned["step_rows"],
         "finetune_forward_rows": tuned["forward_rows"],
-        "jobs": trials if executor is not None and executor.kind not in ("inprocess", "collect") else 0,
+        "jobs": trials if executor is not None and executor.kind not in ("inprocess", COLLECT) else 0,
         "disk_bytes": int(disk),
         "seconds": seconds,
         "total_seconds": sum(seconds.values()) if parallel is None else serial + parallel,

@@ -24,6 +24,7 @@ from typing import Any
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.options import (
+    COLLECT,
     BackboneSpec,
     DataOptions,
     ExecutorOptions,
@@ -353,7 +354,7 @@ def spread(
         from w2s_cli.stages.cost import estimate
 
         raise Estimated(estimate(cache, [o for _, _, o in tasks], reuse=reuse, trials=len(todo), executor=options))
-    if options.kind == "collect":
+    if options.kind == COLLECT:
         if todo or extraction:
             first = (extraction or todo)[0].name
             raise W2SError(
