@@ -28,6 +28,7 @@ from w2s_cli.options import BackboneSpec, DataOptions, Device, ExtractOptions, P
 from w2s_cli.progress import progress_bar, stderr
 from w2s_cli.store import artifact as store
 from w2s_cli.store.outputs import check_output
+from w2s_cli.store.records import EmbeddingsRecord
 
 # given the backbone: the function whose outputs an extraction writes, and its record
 FeatureMap = Callable[[Backbone], tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]]
@@ -319,34 +320,35 @@ def _width(bb: Backbone, fn: Callable[[torch.Tensor], torch.Tensor]) -> int:
 
 
 def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, seconds) -> None:
-    meta: dict[str, Any] = store.base_meta("embeddings", seed)
     width = record.pop("width")
-    meta.update(
-        {
-            "model": {"name": bb.name, "weights": bb.weights, "width": bb.width},
-            **record,
-            "preprocessing": {
-                **{k: list(v) if isinstance(v, tuple) else v for k, v in bb.data_config.items()},
-                "grey_to_rgb": True,
-                "transform": "timm.data.create_transform(eval)",
-                "mode": Preprocess(options.preprocess).value,
-                "precision": Precision(options.precision).value,
-            },
+    extraction = {
+        "device": dev.type,
+        "batch_size": options.batch_size,
+        "shard_rows": options.shard_rows,
+        "world_size": w.size,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(sample_ids) / max(seconds, 1e-9), 2),
+    }
+    made = EmbeddingsRecord(
+        model={"name": bb.name, "weights": bb.weights, "width": bb.width},
+        preprocessing={
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in bb.data_config.items()},
+            "grey_to_rgb": True,
+            "transform": "timm.data.create_transform(eval)",
+            "mode": Preprocess(options.preprocess).value,
+            "precision": Precision(options.precision).value,
+        },
+        dataset=source.record(),
+        sample_ids_sha256=store.ids_sha256(sample_ids),
+        n_samples=len(sample_ids),
+        limit=limit,
+        **record,
+        provenance={
+            **store.base_meta("embeddings", seed),
             "pooling": "timm forward_features + forward_head(pre_logits=True)",
             "dtype": "float32",
-            "dataset": source.record(),
-            "limit": limit,
-            "n_samples": len(sample_ids),
-            "sample_ids_sha256": store.ids_sha256(sample_ids),
-            "extraction": {
-                "device": dev.type,
-                "batch_size": options.batch_size,
-                "shard_rows": options.shard_rows,
-                "world_size": w.size,
-                "seconds": round(seconds, 3),
-                "images_per_second": round(len(sample_ids) / max(seconds, 1e-9), 2),
-            },
-        }
+            "extraction": extraction,
+        },
     )
     tensors: dict[str, Any] = {
         "embeddings": store.Chunked((len(sample_ids), width), np.dtype(np.float32), plan.blocks()),
@@ -355,6 +357,6 @@ def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, 
     }
     if source.split is not None:
         tensors["split"] = source.split[sample_ids]
-    store.save(store.Artifact("embeddings", meta, tensors), plan.out)
+    store.save(store.Artifact("embeddings", made.to_json(), tensors), plan.out)
     plan.remove()
     sys.stderr.flush()
