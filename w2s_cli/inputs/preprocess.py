@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import timm
 import torch
-import torch.nn.functional as F
 from torchvision import transforms as T
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F2
 
 
 def make_transform(config: dict[str, Any]):
@@ -26,16 +26,16 @@ def make_transform(config: dict[str, Any]):
     return timm.data.create_transform(**config, is_training=False)
 
 
-class PilToUint8:
-    """PIL image -> (3, H, W) uint8 tensor: ToTensor without the division by 255."""
-
-    def __call__(self, img) -> torch.Tensor:
-        return torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+def pil_to_uint8() -> v2.Compose:
+    """PIL image -> (3, H, W) uint8 tensor (grey and palette images to RGB): ToTensor without the /255."""
+    return v2.Compose([v2.RGB(), v2.PILToTensor()])
 
 
 class DeviceFinish:
-    """The device half: optional resize of the shorter side to `scale` and centre crop to `crop`, then
-    /255 and (x - mean) / std, on a uint8 (B, 3, H, W) batch."""
+    """The device half: optional resize of the shorter side to `scale` (bicubic, antialiased) and centre
+    crop to `crop`, then /255 and (x - mean) / std, on a uint8 (B, 3, H, W) batch. The normalisation keeps
+    mean and std on the device (torchvision's `normalize` copies them from host memory every batch, which
+    waits for the device)."""
 
     def __init__(self, mean, std, scale: int | None = None, crop: tuple[int, int] | None = None) -> None:
         self.mean = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -45,14 +45,10 @@ class DeviceFinish:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
         if self.scale is not None:
-            h, w = x.shape[-2:]
-            short = min(h, w)
-            size = (self.scale, int(self.scale * w / h)) if h == short else (int(self.scale * h / w), self.scale)
-            if size != (h, w):
-                x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp_(0, 255)
-            ch, cw = self.crop
-            top, left = int(round((x.shape[-2] - ch) / 2.0)), int(round((x.shape[-1] - cw) / 2.0))
-            x = x[..., top : top + ch, left : left + cw]
+            if min(x.shape[-2:]) != self.scale:  # else the shorter side has the size already
+                x = F2.resize(x, [self.scale], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+                x = x.clamp_(0, 255)
+            x = F2.center_crop(x, list(self.crop))
         if self.mean.device != x.device:  # moved once: a copy from pageable memory would sync every batch
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
         return x.div_(255).sub_(self.mean).div_(self.std)
@@ -67,9 +63,9 @@ def split_transform(config: dict[str, Any], resize_on_device: bool = False) -> t
         raise ValueError(f"unexpected timm transform {full}")  # timm's eval transforms all end this way
     norm = steps[-1]
     if not resize_on_device:
-        return T.Compose([*steps[:-2], PilToUint8()]), DeviceFinish(norm.mean, norm.std)
+        return T.Compose([*steps[:-2], pil_to_uint8()]), DeviceFinish(norm.mean, norm.std)
     resize = next((s for s in steps if isinstance(s, T.Resize)), None)
     crop = next((s for s in steps if isinstance(s, T.CenterCrop)), None)
     if resize is None or crop is None or not isinstance(resize.size, int):
-        return T.Compose([*steps[:-2], PilToUint8()]), DeviceFinish(norm.mean, norm.std)
-    return PilToUint8(), DeviceFinish(norm.mean, norm.std, resize.size, tuple(crop.size))
+        return T.Compose([*steps[:-2], pil_to_uint8()]), DeviceFinish(norm.mean, norm.std)
+    return pil_to_uint8(), DeviceFinish(norm.mean, norm.std, resize.size, tuple(crop.size))
