@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,9 +36,19 @@ FITS = ("w2s", "strong_sft", "ceiling")
 DISTORTION_ROWS = 64
 
 
-def start_head(init: str | os.PathLike, fit: str) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any], int]:
-    """The LP-FT head (coef (width, C), intercept (C,)) of fit `fit` in the finetune result `init`, its record
-    (with the inputs its trained part read), and the result's seed (that of its LoRA adapters)."""
+class Start(NamedTuple):
+    """A finetune's LP-FT start: its head (coef (width, C), intercept (C,)), its record (with the inputs the
+    trained part read), the result's seed (that of its LoRA adapters) and the tensors file its trained part
+    read (StudentRecord.tensors_read: input, path, shape), if any."""
+
+    head: tuple[np.ndarray, np.ndarray] | None
+    record: dict[str, Any] | None
+    seed: int
+    read: tuple[str, str, list[int] | None] | None = None
+
+
+def start_head(init: str | os.PathLike, fit: str) -> Start:
+    """The LP-FT start of fit `fit` in the finetune result `init` (see `Start`)."""
     from w2s_cli.store import artifact as store
     from w2s_cli.store.records import ResultRecord, read_record
 
@@ -63,27 +73,27 @@ def start_head(init: str | os.PathLike, fit: str) -> tuple[tuple[np.ndarray, np.
         "recipe_train": result.student.recipe["train"],
         "inputs": result.student.inputs,
     }
-    return head, record, int(art.meta["seed"])
+    return Start(head, record, int(art.meta["seed"]), result.student.tensors_read)
 
 
 def cached_prefix(
-    inputs: dict[str, Any], c, bb: Backbone, source: ImageSource, ids: np.ndarray
+    read: tuple[str, str, list[int] | None] | None, c, bb: Backbone, source: ImageSource, ids: np.ndarray
 ) -> tuple[Callable[[list[int]], torch.Tensor], dict[str, Any]] | None:
-    """The frozen prefix's outputs that a finetune read (`inputs`: its record of them), as a function of the
+    """The frozen prefix's outputs that a finetune read (`read`: Start.read), as a function of the
     extraction's row positions (rows of `ids`), and their record; None unless they are still there, made by
     the same weights and cut from the same images, and hold every sample."""
     from w2s_cli.store.embeddings import EmbeddingSet
 
-    path = Path(str(inputs.get("path", "")))
-    if inputs.get("input") not in ("activations", "embeddings") or not path.is_file():
+    if read is None or not Path(read[1]).is_file():
         return None
+    path = Path(read[1])
     try:
         cache = EmbeddingSet(path, "cached activations")
     except W2SError:
         return None
     made = cache.record
     feats = made.features or {"kind": "embeddings"}
-    shape = tuple(feats.get("shape", [cache.width]))
+    shape = tuple(made.feature_shape or [cache.width])
     wanted = {"kind": "activations", **c.record, "shape": list(shape)} if c.record["input"] == "activations" else None
     if (
         made.model["weights"]["state_dict_sha256"] != bb.weights["state_dict_sha256"]
@@ -179,7 +189,8 @@ def extract_gradients(
     spec = TrainSpec.parse(train)
     if proj_dim is not None and proj_dim < 1:
         raise W2SError(f"--proj-dim must be at least 1, got {proj_dim}")
-    head, init_record, lora_seed = start_head(init, init_fit) if init is not None else (None, None, seed)
+    lp = start_head(init, init_fit) if init is not None else Start(None, None, seed)
+    head, init_record, lora_seed = lp.head, lp.record, lp.seed
     options = options or ExtractOptions()
     source = open_source(data)
 
@@ -187,7 +198,7 @@ def extract_gradients(
         start = start_point(bb, n_outputs(source), head, init, init_record, proj_seed)
         student, names = gradient_student(bb.model, bb.name, spec, start, lora_seed)
         ids = subset(source, limit, seed)
-        cached = cached_prefix(init_record["inputs"], student.cut, bb, source, ids) if init_record else None
+        cached = cached_prefix(lp.read, student.cut, bb, source, ids)
         if cached:
             stderr.print(f"reading {cached[1]['path']} (the frozen prefix's outputs the finetune read)")
         xi = output_signs(start[0].shape[1], proj_seed)

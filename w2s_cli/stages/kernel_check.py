@@ -114,13 +114,13 @@ def _trained_inputs(result, rec, emb_s, rows: np.ndarray) -> np.ndarray:
     """What the trained part took for `rows`: the frozen prefix's cached outputs, or the embeddings (head)."""
     from w2s_cli.store.embeddings import EmbeddingSet
 
-    inputs = rec.student.inputs
-    if inputs.get("input") != "activations":
+    read = rec.student.tensors_read
+    if read is None or read[0] != "activations":
         return emb_s.rows(rows)
-    path = inputs["path"]
+    _, path, shape = read
     if not os.path.isfile(path):
         raise W2SError(f"{printable(result)}: the cached activations it trained on ({printable(path)}) are gone")
-    return EmbeddingSet(path, "cached activations").rows(rows).reshape(len(rows), *inputs["shape"])
+    return EmbeddingSet(path, "cached activations").rows(rows).reshape(len(rows), *shape)
 
 
 def _fit_rows(result, rec, emb_s):
@@ -141,14 +141,14 @@ def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike
     from w2s_cli.store.embeddings import EmbeddingSet
 
     where = f"--grads {fit}={printable(grads)}"
-    if rec.student.recipe.get("loss") != "mse":
+    if rec.student.loss != "mse":
         raise W2SError(f"{where}: the linearised finetune is of squared loss; this finetune used another")
     g = EmbeddingSet(grads, "gradient features")
-    init = (g.record.features or {}).get("init") or {}
-    if (g.record.features or {}).get("kind") != "grad" or init.get("artifact_id") != art.meta["artifact_id"]:
+    init = g.record.grad_init
+    if "artifact_id" not in init or init["artifact_id"] != art.meta["artifact_id"]:
         raise W2SError(f"{where}: not gradient features made with --init {printable(result)}")
-    if init.get("fit") != fit:
-        raise W2SError(f"{where}: made at the start of fit {init.get('fit')}, not of {fit}")
+    if init["fit"] != fit:
+        raise W2SError(f"{where}: made at the start of fit {init['fit']}, not of {fit}")
     if not np.array_equal(np.asarray(g.art["sample_ids"]), np.asarray(emb_s.art["sample_ids"])):
         raise W2SError(f"{where}: not the samples of the strong embeddings {printable(emb_s.path)}")
     coef, intercept = np.asarray(art[f"start_coef_{fit}"]), np.asarray(art[f"start_intercept_{fit}"])

@@ -522,6 +522,21 @@ class StudentRecord:
     def to_json(self) -> dict[str, Any]:
         return _to_json(self)
 
+    @property
+    def loss(self) -> str | None:
+        """The recipe's loss (mse, xent, logconf)."""
+        return self.recipe.get("loss")
+
+    @property
+    def tensors_read(self) -> tuple[str, str, list[int] | None] | None:
+        """What its trained part read when that was a file of tensors: (input, path, shape per row), input
+        'embeddings' (the strong embeddings, `head`) or 'activations' (the frozen prefix's cached outputs,
+        `last:K`); None when it read images (or the record predates this entry)."""
+        kind, path = self.inputs.get("input"), self.inputs.get("path")
+        if kind not in ("embeddings", "activations") or not isinstance(path, str):
+            return None
+        return kind, path, self.inputs.get("shape")
+
 
 @dataclass(frozen=True)
 class ResultRecord:
@@ -994,6 +1009,21 @@ class EmbeddingsRecord:
         """Every field but `limit` only when set (the others that may be unset: n_samples, request, data,
         features)."""
         return _to_json(self, omit_none=("n_samples", "request", "data", "features"))
+
+    @property
+    def feature_kind(self) -> str:
+        """What the rows are: embeddings, activations (a frozen prefix's outputs) or grad (gradient features)."""
+        return (self.features or {}).get("kind", "embeddings")
+
+    @property
+    def feature_shape(self) -> list[int] | None:
+        """The shape of one row's features before flattening (activations), if recorded."""
+        return (self.features or {}).get("shape")
+
+    @property
+    def grad_init(self) -> dict[str, Any]:
+        """Gradient features: the finetune start they were made at (its result's artifact_id, fit, ...); {}."""
+        return ((self.features or {}).get("init") or {}) if self.feature_kind == "grad" else {}
 
     @property
     def task(self) -> str:
