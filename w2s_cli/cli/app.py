@@ -360,7 +360,7 @@ def run(
         from w2s_cli.stages.cost import estimate_run
 
         return _show_estimate(estimate_run(flags.out_dir, data, options, extract, flags.reuse), flags.out_dir, as_json)
-    path = run_all(flags.out_dir, data, options, extract, flags.reuse)
+    path = run_all(flags.out_dir, data, options, extract, reuse=flags.reuse)
     if tracking is not None:  # before anything is said: a store that refuses is the one error line
         _track_run(tracking, path, flags.out_dir)
     sys.stderr.write(f"result: {path}\n")
@@ -461,7 +461,9 @@ def _sweep_points(
 
         run_options = options()
         try:
-            return run_sweep(out_dir, data, run_options, extract, varies, reuse, progress, spread)
+            return run_sweep(
+                out_dir, data, run_options, extract, varies, reuse=reuse, progress=progress, executor=spread
+            )
         except Detached as submitted:
             save_configuration(out_dir / "jobs" / "sweep.toml")  # what --collect reads
             _detached(submitted.record, out_dir, as_json)

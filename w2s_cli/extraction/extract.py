@@ -243,6 +243,7 @@ def extract(
     backbone: BackboneSpec,
     out: str | os.PathLike,
     options: ExtractOptions | None = None,
+    *,
     limit: int | None = None,
     seed: int = 0,
     request: dict[str, Any] | None = None,

@@ -61,8 +61,8 @@ class Rows:
 def finetune(
     pseudo_path: str | os.PathLike,
     strong: str | os.PathLike,
-    *,
     out: str | os.PathLike,
+    *,
     recipe: FinetuneRecipe | None = None,
     subspace: SubspaceOptions | None = None,
     data: DataOptions | None = None,

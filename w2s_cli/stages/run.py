@@ -312,6 +312,7 @@ def run(
     data: DataOptions | None = None,
     options: RunOptions | None = None,
     extract: ExtractOptions | None = None,
+    *,
     reuse: bool = True,
 ) -> Path:
     """Extract weak and strong embeddings once, then T trials; returns the path of the combined result."""

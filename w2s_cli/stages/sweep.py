@@ -142,6 +142,7 @@ def sweep(
     base: RunOptions,
     extract: ExtractOptions,
     varies: list[tuple[str, list[Any]]],
+    *,
     reuse: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
     executor: ExecutorOptions | None = None,
