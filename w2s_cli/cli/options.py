@@ -4,6 +4,7 @@ w2s_cli.options) into typed objects passed to a command by keyword."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import inspect
 import typing
@@ -121,115 +122,110 @@ class ExperimentFlags:
         )
 
 
+def option(*flags: str, **kw: Any) -> Any:
+    """A typer option without its default: `takes` fills that in from the option group's dataclass field, so
+    every default is declared once, in the dataclass."""
+    return typer.Option(None, *flags, **kw)
+
+
 DECLARATIONS: dict[type, dict[str, Any]] = {
     FinetuneRecipe: {
-        "train": typer.Option(
-            "last:2", "--train", help="What trains: head, last:K (blocks), lora:R (rank), all. Frozen BN, no dropout."
+        "train": option(
+            "--train", help="What trains: head, last:K (blocks), lora:R (rank), all. Frozen BN, no dropout."
         ),
-        "loss": typer.Option("mse", "--loss", help="mse (the paper's), xent (soft cross-entropy), logconf (Burns)."),
-        "epochs": typer.Option(5, "--epochs", help="Epochs over each fit's training rows."),
-        "lr": typer.Option(1e-3, "--lr", help="Peak learning rate."),
-        "batch_size": typer.Option(64, "--ft-batch-size", help="Finetuning batch size."),
-        "weight_decay": typer.Option(0.0, "--weight-decay", help="Weight decay (not on biases and norms)."),
-        "opt": typer.Option("adamw", "--opt", help="Optimiser, by timm's create_optimizer_v2 name."),
-        "sched": typer.Option("cosine", "--sched", help="Schedule, by timm's create_scheduler_v2 name."),
-        "warmup_epochs": typer.Option(0.5, "--warmup-epochs", help="Linear warm-up, in epochs."),
-        "val_fraction": typer.Option(
-            0.1, "--val-fraction", help="Held-out share of each fit's rows (the W2S student's: pseudo-labelled)."
+        "loss": option("--loss", help="mse (the paper's), xent (soft cross-entropy), logconf (Burns)."),
+        "epochs": option("--epochs", help="Epochs over each fit's training rows."),
+        "lr": option("--lr", help="Peak learning rate."),
+        "batch_size": option("--ft-batch-size", help="Finetuning batch size."),
+        "weight_decay": option("--weight-decay", help="Weight decay (not on biases and norms)."),
+        "opt": option("--opt", help="Optimiser, by timm's create_optimizer_v2 name."),
+        "sched": option("--sched", help="Schedule, by timm's create_scheduler_v2 name."),
+        "warmup_epochs": option("--warmup-epochs", help="Linear warm-up, in epochs."),
+        "val_fraction": option(
+            "--val-fraction", help="Held-out share of each fit's rows (the W2S student's: pseudo-labelled)."
         ),
-        "select": typer.Option("best", "--select", help="best: the epoch of lowest validation loss; last."),
-        "aux_weight": typer.Option(0.5, "--aux-weight", help="logconf: weight of the self-hardened term."),
-        "aux_warmup": typer.Option(0.2, "--aux-warmup", help="logconf: share of updates to ramp that weight up."),
-        "augment": typer.Option(False, "--augment/--no-augment", help="timm's train transform (lora:R, all)."),
-        "precision": typer.Option("fp32", "--ft-precision", help="Finetuning precision on a GPU (bf16/fp16: AMP)."),
+        "select": option("--select", help="best: the epoch of lowest validation loss; last."),
+        "aux_weight": option("--aux-weight", help="logconf: weight of the self-hardened term."),
+        "aux_warmup": option("--aux-warmup", help="logconf: share of updates to ramp that weight up."),
+        "augment": option("--augment/--no-augment", help="timm's train transform (lora:R, all)."),
+        "precision": option("--ft-precision", help="Finetuning precision on a GPU (bf16/fp16: AMP)."),
     },
     TrackFlags: {
-        "track": typer.Option(
-            None, "--track", help="Also log the results to MLflow: mlflow (./mlruns) or mlflow:URI. Needs w2s[mlflow]."
+        "track": option(
+            "--track", help="Also log the results to MLflow: mlflow (./mlruns) or mlflow:URI. Needs w2s[mlflow]."
         ),
     },
     ModelFlags: {
-        "weak": typer.Option("tf_efficientnet_lite0", "--weak", help="Weak timm model, MODEL or MODEL@PX."),
-        "weak_size": typer.Option(64, "--weak-size", help="Weak input size (px) when --weak has no @PX."),
-        "strong": typer.Option("tf_efficientnet_lite2", "--strong", help="Strong timm model, MODEL or MODEL@PX."),
-        "strong_size": typer.Option(112, "--strong-size", help="Strong input size when --strong has no @PX."),
-        "weak_weights": typer.Option(None, "--weak-weights"),
-        "strong_weights": typer.Option(None, "--strong-weights"),
-        "pretrained": typer.Option(True, "--pretrained/--no-pretrained"),
+        "weak": option("--weak", help="Weak timm model, MODEL or MODEL@PX."),
+        "weak_size": option("--weak-size", help="Weak input size (px) when --weak has no @PX."),
+        "strong": option("--strong", help="Strong timm model, MODEL or MODEL@PX."),
+        "strong_size": option("--strong-size", help="Strong input size when --strong has no @PX."),
+        "weak_weights": option("--weak-weights"),
+        "strong_weights": option("--strong-weights"),
+        "pretrained": option("--pretrained/--no-pretrained"),
     },
     ExperimentFlags: {
-        "trials": typer.Option(1, "--trials", help="Split draws (seeds seed..seed+T-1); mean and standard error."),
-        "subspace": typer.Option("auto", "--subspace", help=SUBSPACE_HELP),
-        "weak_subspace": typer.Option(None, "--weak-subspace", help="The weak basis (default: --subspace)."),
-        "strong_subspace": typer.Option(None, "--strong-subspace", help="The strong basis (default: --subspace)."),
-        "energy": typer.Option(0.90, "--energy", help="Variance fraction for --subspace auto."),
-        "limit": typer.Option(None, "--limit", help="Samples to extract (default: just enough)."),
-        "reuse": typer.Option(True, "--reuse/--no-reuse", help="Reuse embeddings and finished trials in --out-dir."),
-        "dimensions": typer.Option(True, "--dimensions/--no-dimensions", help="Analyse d_sw, variance, bias."),
-        "out_dir": typer.Option(Path("w2s-run"), "--out-dir"),
-        "student": typer.Option(
-            "probe", "--student", help="probe: linear heads on frozen embeddings; finetune: the strong network."
-        ),
+        "trials": option("--trials", help="Split draws (seeds seed..seed+T-1); mean and standard error."),
+        "subspace": option("--subspace", help=SUBSPACE_HELP),
+        "weak_subspace": option("--weak-subspace", help="The weak basis (default: --subspace)."),
+        "strong_subspace": option("--strong-subspace", help="The strong basis (default: --subspace)."),
+        "energy": option("--energy", help="Variance fraction for --subspace auto."),
+        "limit": option("--limit", help="Samples to extract (default: just enough)."),
+        "reuse": option("--reuse/--no-reuse", help="Reuse embeddings and finished trials in --out-dir."),
+        "dimensions": option("--dimensions/--no-dimensions", help="Analyse d_sw, variance, bias."),
+        "out_dir": option("--out-dir"),
+        "student": option("--student", help="probe: linear heads on frozen embeddings; finetune: the strong network."),
     },
     StudyFlags: {
-        "config": typer.Option(
-            None, "--config", help="TOML file of options by long name (the command line overrides it)."
-        ),
+        "config": option("--config", help="TOML file of options by long name (the command line overrides it)."),
     },
     ExecutorOptions: {
-        "executor": typer.Option(
-            "inprocess",
+        "executor": option(
             "--executor",
             help="Where trials run: inprocess, local:K (K workers), slurm, submitit-local.",
             callback=_not_collect,
         ),
-        "detach": typer.Option(False, "--detach", help="slurm: submit and return (then --collect OUT)."),
-        "partition": typer.Option(None, "--slurm-partition", help="slurm: the partition."),
-        "time_min": typer.Option(60, "--slurm-time", help="slurm: minutes per job."),
-        "gpus": typer.Option(0, "--slurm-gpus", help="slurm: GPUs per job."),
-        "cpus": typer.Option(2, "--slurm-cpus", help="slurm: CPUs per job."),
-        "mem_gb": typer.Option(8.0, "--slurm-mem-gb", help="slurm: memory per job (GB)."),
-        "sbatch": typer.Option([], "--slurm-option", help="slurm: an extra sbatch option KEY=VALUE (repeatable)."),
-        "dry_run": typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+        "detach": option("--detach", help="slurm: submit and return (then --collect OUT)."),
+        "partition": option("--slurm-partition", help="slurm: the partition."),
+        "time_min": option("--slurm-time", help="slurm: minutes per job."),
+        "gpus": option("--slurm-gpus", help="slurm: GPUs per job."),
+        "cpus": option("--slurm-cpus", help="slurm: CPUs per job."),
+        "mem_gb": option("--slurm-mem-gb", help="slurm: memory per job (GB)."),
+        "sbatch": option("--slurm-option", help="slurm: an extra sbatch option KEY=VALUE (repeatable)."),
+        "dry_run": option("--dry-run", help=DRY_RUN_HELP),
     },
     DataOptions: {
-        "data": typer.Option("fashion-mnist", "--data", help=SPEC_HELP),
-        "root": typer.Option(None, "--root", help="Folder holding the dataset files."),
-        "download": typer.Option(False, "--download", help="Let torchvision download the dataset."),
-        "target_column": typer.Option(None, "--target-column", help="csv: the numeric target column."),
-        "image_column": typer.Option(None, "--image-column", help="hf: the image column (default: detected)."),
-        "label_column": typer.Option(
-            None, "--label-column", help="hf: the label or target column (default: detected)."
-        ),
+        "data": option("--data", help=SPEC_HELP),
+        "root": option("--root", help="Folder holding the dataset files."),
+        "download": option("--download", help="Let torchvision download the dataset."),
+        "target_column": option("--target-column", help="csv: the numeric target column."),
+        "image_column": option("--image-column", help="hf: the image column (default: detected)."),
+        "label_column": option("--label-column", help="hf: the label or target column (default: detected)."),
     },
     ExtractOptions: {
-        "batch_size": typer.Option(64, "--batch-size"),
-        "device": typer.Option("auto", "--device"),
-        "num_workers": typer.Option(
-            None, "--num-workers", help="DataLoader workers (default: spare cores, at most 8)."
-        ),
-        "shard_rows": typer.Option(10_000, "--shard-rows", help="Rows per resumable shard."),
-        "preprocess": typer.Option(
-            "timm", "--preprocess", help="timm: PIL in workers (exact); device: batched on the device."
-        ),
-        "precision": typer.Option("fp32", "--precision", help="Forward pass precision (bf16/fp16: autocast)."),
-        "quiet": typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        "batch_size": option("--batch-size"),
+        "device": option("--device"),
+        "num_workers": option("--num-workers", help="DataLoader workers (default: spare cores, at most 8)."),
+        "shard_rows": option("--shard-rows", help="Rows per resumable shard."),
+        "preprocess": option("--preprocess", help="timm: PIL in workers (exact); device: batched on the device."),
+        "precision": option("--precision", help="Forward pass precision (bf16/fp16: autocast)."),
+        "quiet": option("--quiet", "-q", help="No progress bar."),
     },
     SplitOptions: {
-        "n_labeled": typer.Option(1000, "--n-labeled", help="n: true labels for the teacher (and strong SFT)."),
-        "n_pseudo": typer.Option(8000, "--n-pseudo", help="N: samples the teacher pseudo-labels for the student."),
-        "n_test": typer.Option(2000, "--n-test", help="Test samples (from the dataset's test split if it has one)."),
-        "seed": typer.Option(0, "--seed", help="Seed of the labelled / pseudo-label draws (and label noise)."),
-        "test_seed": typer.Option(0, "--test-seed", help="Seed of the test draw (fixed across trials)."),
-        "label_noise": typer.Option(
-            0.0, "--label-noise", help="Flip each training label with this probability (regression: noise std)."
+        "n_labeled": option("--n-labeled", help="n: true labels for the teacher (and strong SFT)."),
+        "n_pseudo": option("--n-pseudo", help="N: samples the teacher pseudo-labels for the student."),
+        "n_test": option("--n-test", help="Test samples (from the dataset's test split if it has one)."),
+        "seed": option("--seed", help="Seed of the labelled / pseudo-label draws (and label noise)."),
+        "test_seed": option("--test-seed", help="Seed of the test draw (fixed across trials)."),
+        "label_noise": option(
+            "--label-noise", help="Flip each training label with this probability (regression: noise std)."
         ),
     },
     HeadOptions: {
-        "head": typer.Option("ridgeless", "--head", help="ridgeless (the theory's) or logistic (the authors' heads)."),
-        "teacher_solver": typer.Option("ridgeless", "--teacher-solver"),
-        "student_solver": typer.Option("ridgeless", "--solver", help="Student, SFT and ceiling solver."),
-        "hard": typer.Option(False, "--hard/--soft", help="One-hot (hard) or the teacher's raw outputs (soft)."),
+        "head": option("--head", help="ridgeless (the theory's) or logistic (the authors' heads)."),
+        "teacher_solver": option("--teacher-solver"),
+        "student_solver": option("--solver", help="Student, SFT and ceiling solver."),
+        "hard": option("--hard/--soft", help="One-hot (hard) or the teacher's raw outputs (soft)."),
     },
 }
 
@@ -251,9 +247,7 @@ def takes(required: tuple[str, ...] = (), **groups: type) -> Callable:
         for group, cls in groups.items():
             types = _hints(cls)
             for f in dataclasses.fields(cls):
-                decl = DECLARATIONS[cls][f.name]
-                if f.name in required:
-                    decl = _copy(decl, default=...)
+                decl = _copy(DECLARATIONS[cls][f.name], default=... if f.name in required else _default(f))
                 added.append(
                     inspect.Parameter(
                         f"{group}__{f.name}", inspect.Parameter.KEYWORD_ONLY, default=decl, annotation=types[f.name]
@@ -283,6 +277,12 @@ def takes(required: tuple[str, ...] = (), **groups: type) -> Callable:
         return wrapper
 
     return deco
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default as click takes it (an enum by its value, a factory's product)."""
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _copy(info: Any, default: Any) -> Any:
