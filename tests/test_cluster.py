@@ -138,10 +138,9 @@ def test_a_killed_parent_is_resumed_by_the_same_command(inprocess, tmp_path):
     assert parent.returncode == 130, err
     before = finished_trials(out)
     assert 1 <= len(before) < 6
-    done = subprocess.run(
-        [*command, "--executor", "local:2", "--csv", str(out / "sweep.csv")], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+    # the same command again, in this process (only the killed parent needs its own)
+    done = w2s(*command[3:], "--executor", "local:2", "--csv", out / "sweep.csv")
+    assert done.exit_code == 0, done.output
     assert f"{len(before)} of 6 jobs already finished; {6 - len(before)} to run" in done.stderr
     after = finished_trials(out)
     assert len(after) == 6 and all(after[p] == t for p, t in before.items())
