@@ -4,12 +4,14 @@ Every bad input must give exactly one printable line on stderr starting with `w2
 nothing on stdout, no output file left behind (not even a temp file), and leave every input file as it was.
 A row is: an id, the command line (`{name}` stands for a path made by the fixtures or the row's setup), the
 substrings expected in the error line, the `-o`-like outputs that must not exist afterwards, and how to run
-it (in this process, or as a subprocess that cannot bypass file permissions or that may only write small
-files). A few positive rows at the end check that edge cases the checks must let through still work.
+it (in this process: unrestricted, or for the length of the command unable to bypass file permissions or able
+to write only small files). A few positive rows at the end check that edge cases the checks must let through
+still work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -17,9 +19,7 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,6 @@ from safetensors.numpy import save_file
 
 from w2s_cli.store import artifact as store
 
-W2S = Path(sys.executable).parent / "w2s"
 EXTRACT = ("--model", "test_resnet", "--no-pretrained", "--image-size", 32, "--num-workers", 0, "-q")
 DIGITS = ("--data", "digits", *EXTRACT)
 TEST_MODELS = ("--weak", "test_efficientnet@32", "--strong", "test_resnet@32", "--no-pretrained", "-q")
@@ -1281,43 +1280,54 @@ def _fill(value: object, names: dict[str, Path]) -> str:
     return text
 
 
-def _unprivileged() -> None:
-    """In the child: give up root's power to bypass file permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
-    for good, so that file modes apply as to any user. Not setuid(nobody): the venv's interpreter lives in
-    /root, which nobody may not enter."""
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+@contextlib.contextmanager
+def _unprivileged() -> Iterator[None]:
+    """This thread without root's power to bypass file permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    taken out of its effective set, still permitted, so put back after), so that file modes apply as to any
+    user. Not setuid(nobody): the venv's interpreter lives in /root, which nobody may not enter."""
     libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2):
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: the bounding set limits root after exec
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+    header, data = _CapHeader(0x20080522, 0), (_CapData * 2)()  # _LINUX_CAPABILITY_VERSION_3, this thread
+    if libc.capget(ctypes.byref(header), data) != 0:
+        pytest.skip(f"cannot read this thread's capabilities ({os.strerror(ctypes.get_errno())})")
+    effective = data[0].effective
+    data[0].effective &= ~(1 << 1 | 1 << 2)
+    if libc.capset(ctypes.byref(header), data) != 0:
+        pytest.skip(f"cannot drop the permission override here ({os.strerror(ctypes.get_errno())})")
+    try:
+        yield
+    finally:
+        data[0].effective = effective
+        assert libc.capset(ctypes.byref(header), data) == 0, os.strerror(ctypes.get_errno())
 
 
-def _small_files() -> None:
-    """In the child: no file may grow past 16 KiB; a write beyond gets EFBIG (SIGXFSZ ignored)."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+@contextlib.contextmanager
+def _small_files() -> Iterator[None]:
+    """This process unable to grow any file past 16 KiB: a write beyond gets EFBIG (SIGXFSZ ignored)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16384, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
 
 
-def run_case(args: list[str], stdin: str | None, runner: str, cwd: Path) -> CliResult:
-    if runner == "inprocess":
-        return w2s(*args, input=stdin)
+def run_case(args: list[str], stdin: str | None, runner: str) -> CliResult:
+    """The row's command in this process (conftest's w2s), under the runner's restriction for its duration."""
     if os.geteuid() != 0 and runner == "unprivileged":
         pytest.skip("needs root (to drop the permission override)")
-    preexec = _unprivileged if runner == "unprivileged" else _small_files
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    try:
-        done = subprocess.run(
-            [str(W2S), *args],
-            input=stdin or "",
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            env=env,
-            preexec_fn=preexec,
-            timeout=120,
-        )
-    except subprocess.SubprocessError as exc:
-        pytest.skip(f"cannot start a restricted process here ({exc})")
-    return CliResult(done.returncode, done.stdout, done.stderr)
+    restriction = {"inprocess": contextlib.nullcontext, "unprivileged": _unprivileged, "small_files": _small_files}
+    with restriction[runner]():
+        return w2s(*args, input=stdin)
 
 
 def sha256(path: Path) -> str:
@@ -1431,7 +1441,7 @@ def test_bad_input(case: Case, base, inputs, tmp_path, monkeypatch):
     paths_before = {*tmp_path.rglob("*"), *inputs.folder.rglob("*")}
 
     try:
-        r = run_case(args, stdin, case.runner, tmp_path)
+        r = run_case(args, stdin, case.runner)
     finally:
         changed = inputs.changed([*args, stdin or "", *map(str, outs)])
         left = leftovers(inputs.folder, paths_before)

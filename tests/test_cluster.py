@@ -22,12 +22,20 @@ GRID = [*MODELS, *SMALL, "--vary", "n-pseudo=300,600,900", "--trials", 2]
 ROOT = Path(__file__).resolve().parents[1]
 
 
+EMBEDDINGS = ["test_efficientnet-32px.safetensors", "test_resnet-32px.safetensors"]  # what a sweep of MODELS makes
+
+
 @pytest.fixture(scope="module")
-def inprocess(tmp_path_factory) -> Path:
-    """The 3-point x 2-trial sweep in this process (the default executor): its folder and CSV."""
+def inprocess(tmp_path_factory, tiny_run) -> Path:
+    """The 3-point x 2-trial sweep in this process (the default executor): its folder and CSV. Its embeddings
+    are the session's tiny_run's (MODELS on digits, extracted in this process), copied where a sweep keeps them."""
     out = tmp_path_factory.mktemp("inprocess")
+    (out / "embeddings").mkdir()
+    for role, name in zip(("weak", "strong"), EMBEDDINGS, strict=True):
+        shutil.copy2(tiny_run.embeddings(role), out / "embeddings" / name)
     r = w2s("sweep", *GRID, "--out-dir", out, "--csv", out / "sweep.csv")
     assert r.exit_code == 0, r.output
+    assert len([line for line in r.stderr.splitlines() if line.startswith("reusing")]) == 2  # nothing extracted
     return out
 
 
@@ -94,9 +102,7 @@ def test_submitit_local_executor_extracts_first_then_runs_a_job_per_trial(inproc
     # two extraction jobs, then six trial jobs, each with its own submitit folder and log
     jobs = [p for p in (out / "jobs").iterdir() if p.is_dir()]
     assert len(jobs) == 8 and all(list(p.glob("*_log.err")) for p in jobs)
-    assert sorted(p.name for p in (out / "embeddings").iterdir()) == sorted(
-        p.name for p in (inprocess / "embeddings").iterdir()
-    )
+    assert sorted(p.name for p in (out / "embeddings").iterdir()) == EMBEDDINGS
     # --collect merges what the jobs wrote, from the sweep's own recorded configuration
     saved = (out / "jobs" / "sweep.toml").read_text()
     assert 'executor = "submitit-local"' in saved and "csv" not in saved
@@ -138,10 +144,9 @@ def test_a_killed_parent_is_resumed_by_the_same_command(inprocess, tmp_path):
     assert parent.returncode == 130, err
     before = finished_trials(out)
     assert 1 <= len(before) < 6
-    done = subprocess.run(
-        [*command, "--executor", "local:2", "--csv", str(out / "sweep.csv")], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+    # the same command again, in this process (only the killed parent needs its own)
+    done = w2s(*command[3:], "--executor", "local:2", "--csv", out / "sweep.csv")
+    assert done.exit_code == 0, done.output
     assert f"{len(before)} of 6 jobs already finished; {6 - len(before)} to run" in done.stderr
     after = finished_trials(out)
     assert len(after) == 6 and all(after[p] == t for p, t in before.items())

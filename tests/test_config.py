@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from conftest import assert_user_error, w2s
+from conftest import assert_user_error, seed_run_dir, w2s
 
 from w2s_cli.cli.app import app
 from w2s_cli.cli.config import dumps, load
@@ -34,7 +34,8 @@ trials = 2
 """
 
 
-def test_a_sweep_from_a_file_with_the_command_line_on_top(tmp_path):
+def test_a_sweep_from_a_file_with_the_command_line_on_top(tiny_run, tmp_path):
+    seed_run_dir(tiny_run, tmp_path / "out")  # STUDY's models on digits, already extracted: the sweep reuses them
     config = tmp_path / "study.toml"
     config.write_text(STUDY)
     r = w2s("sweep", "--config", config, "--trials", 1, "--out-dir", tmp_path / "out", "--json")
@@ -57,7 +58,8 @@ def test_a_sweep_from_a_file_with_the_command_line_on_top(tmp_path):
     ]
 
 
-def test_run_records_its_configuration_and_a_repeated_option_replaces_the_files_list(tmp_path):
+def test_run_records_its_configuration_and_a_repeated_option_replaces_the_files_list(tiny_run, tmp_path):
+    seed_run_dir(tiny_run, tmp_path / "run")  # STUDY's models on digits, already extracted: the run reuses them
     config = tmp_path / "run.toml"
     config.write_text(STUDY.replace('vary = ["n-pseudo=300,600"]\n', "n-pseudo = 300\n").replace("trials = 2", ""))
     r = w2s("run", "--config", config, "--out-dir", tmp_path / "run", "--json")

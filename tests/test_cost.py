@@ -5,14 +5,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import w2s
+from conftest import seed_run_dir, w2s
 
 MODELS = ["--weak", "test_efficientnet@32", "--strong", "test_resnet@32", "--no-pretrained"]
 SMALL = ["--data", "digits", "--n-labeled", 200, "--n-test", 300, "--subspace", 20, "--num-workers", 0, "-q"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_run_dry_run_counts_the_work_and_writes_nothing(tmp_path):
+def test_run_dry_run_counts_the_work_and_writes_nothing(tiny_run, tmp_path):
     out = tmp_path / "run"
     r = w2s("run", *MODELS, *SMALL, "--n-pseudo", 600, "--out-dir", out, "--dry-run", "--json")
     assert r.exit_code == 0, r.output
@@ -22,8 +22,11 @@ def test_run_dry_run_counts_the_work_and_writes_nothing(tmp_path):
     assert all(b["images"] == 1797 and not b["cached"] and b["seconds_per_image"] > 0 for b in work["backbones"])
     assert work["trials"] == 1 and work["jobs"] == 0 and work["disk_bytes"] > 1797 * 4 * 2
     assert work["total_seconds"] == pytest.approx(sum(work["seconds"].values()))
-    # once extracted, the embeddings cost nothing and the finished trial is not counted again (sweep)
-    assert w2s("run", *MODELS, *SMALL, "--n-pseudo", 600, "--out-dir", out).exit_code == 0
+    # once extracted, the embeddings cost nothing and the finished trial is not counted again (sweep); the
+    # extractions are the session's tiny_run's (MODELS, SMALL), put where this run would have written them
+    seed_run_dir(tiny_run, out)
+    done = w2s("run", *MODELS, *SMALL, "--n-pseudo", 600, "--out-dir", out)
+    assert done.exit_code == 0 and done.stderr.count("reusing") == 2, done.output
     r = w2s("sweep", *MODELS, *SMALL, "--vary", "n-pseudo=600,900", "--out-dir", out, "--dry-run")
     assert r.exit_code == 0, r.output
     assert "test_resnet@32: cached, 0 to embed" in r.stdout and "trials to fit: 2" in r.stdout

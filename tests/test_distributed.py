@@ -11,14 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import w2s
 
 from w2s_cli.store import artifact as store
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "W2S_DIST_BACKEND": "gloo"}
 EXTRACT = ["--data", "digits", "--no-pretrained", "--num-workers", "0", "-q"]
+# what is killed or signalled runs as its own `w2s` process; the reference and the rerun run in this one
 SLOW_EXTRACT = [
-    "w2s",
     "extract",
     *EXTRACT,
     "--model",
@@ -52,6 +53,13 @@ def same_record(a: dict, b: dict) -> None:
     assert a == b
 
 
+def ok(*args) -> str:
+    """`w2s ARGS` in this process; its stderr."""
+    r = w2s(*args)
+    assert r.exit_code == 0, r.output
+    return r.stderr
+
+
 def wait_for_shards(folder: Path, count: int, proc: subprocess.Popen) -> None:
     deadline = time.time() + 300
     while len(list(folder.glob("shard-*.safetensors"))) < count and proc.poll() is None and time.time() < deadline:
@@ -59,16 +67,16 @@ def wait_for_shards(folder: Path, count: int, proc: subprocess.Popen) -> None:
 
 
 def test_a_killed_extraction_resumes_to_the_same_artifact(tmp_path):
-    sh(*SLOW_EXTRACT, "-o", tmp_path / "whole.safetensors")
+    ok(*SLOW_EXTRACT, "-o", tmp_path / "whole.safetensors")
     out = tmp_path / "killed.safetensors"
-    proc = subprocess.Popen([str(a) for a in SLOW_EXTRACT] + ["-o", str(out)], env=ENV, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(a) for a in ["w2s", *SLOW_EXTRACT, "-o", out]], env=ENV, stderr=subprocess.DEVNULL)
     shards = out.with_name(out.name + ".shards")
     wait_for_shards(shards, 3, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists() and len(list(shards.glob("shard-*.safetensors"))) >= 3
-    again = sh(*SLOW_EXTRACT, "-o", out)
-    assert "resuming" in again.stderr and "from row" in again.stderr
+    again = ok(*SLOW_EXTRACT, "-o", out)
+    assert "resuming" in again and "from row" in again
     assert not shards.exists()
     a, b = store.load(tmp_path / "whole.safetensors"), store.load(out)
     for name in ("embeddings", "sample_ids", "labels"):
@@ -84,14 +92,14 @@ def test_a_killed_extraction_resumes_to_the_same_artifact(tmp_path):
 
 def test_sigterm_leaves_no_partial_file_and_resumes(tmp_path):
     args = [*SLOW_EXTRACT, "-o", tmp_path / "e.safetensors"]
-    proc = subprocess.Popen([str(a) for a in args], env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(a) for a in ["w2s", *args]], env=ENV, stderr=subprocess.PIPE, text=True)
     shards = tmp_path / "e.safetensors.shards"
     wait_for_shards(shards, 2, proc)
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate()[1]
     assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("w2s: interrupted")
     assert not (tmp_path / "e.safetensors").exists() and not list(shards.glob(".w2s-*"))
-    assert "resuming" in sh(*args).stderr
+    assert "resuming" in ok(*args)
 
 
 def test_ctrl_c_with_loader_workers_prints_one_line_and_resumes(tmp_path):
@@ -100,7 +108,7 @@ def test_ctrl_c_with_loader_workers_prints_one_line_and_resumes(tmp_path):
     args = [a if a != "0" else "2" for a in SLOW_EXTRACT] + ["-o", tmp_path / "e.safetensors"]  # --num-workers 2
     assert args[args.index("--num-workers") + 1] == "2"
     proc = subprocess.Popen(
-        [str(a) for a in args], env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True
+        [str(a) for a in ["w2s", *args]], env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True
     )  # its own process group, like a shell's foreground job
     shards = tmp_path / "e.safetensors.shards"
     try:
@@ -113,47 +121,40 @@ def test_ctrl_c_with_loader_workers_prints_one_line_and_resumes(tmp_path):
     assert proc.returncode == 130
     assert err.splitlines() == ["w2s: interrupted (rerun the same command to resume an extraction)"], err
     assert not (tmp_path / "e.safetensors").exists() and list(shards.glob("shard-*.safetensors"))
-    again = sh(*args)
-    assert "resuming" in again.stderr and "from row" in again.stderr
+    again = ok(*args)
+    assert "resuming" in again and "from row" in again
     assert store.load(tmp_path / "e.safetensors").shape("embeddings")[0] == 1797
 
 
 @pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
-def test_torchrun_extraction_and_streamed_solves_match_one_process(tmp_path):
+def test_torchrun_extraction_and_streamed_solves_match_one_process(tiny_run, tmp_path):
+    """The one process is this one: its extractions are the session's tiny_run (the same two models, 32 px,
+    --no-pretrained, on digits), its stages run here (in chunks of the default size); only torchrun's side
+    runs as processes."""
     one, two = tmp_path / "one", tmp_path / "two"
     for folder in (one, two):
         folder.mkdir()
     for name, model in (("weak", "test_efficientnet"), ("strong", "test_resnet")):
         common = [*EXTRACT, "--model", model, "--image-size", 32, "--shard-rows", 250]
-        sh("w2s", "extract", *common, "-o", one / f"{name}.safetensors")
         torchrun("extract", *common, "-o", two / f"{name}.safetensors")
-        a, b = store.load(one / f"{name}.safetensors"), store.load(two / f"{name}.safetensors")
+        a, b = store.load(tiny_run.embeddings(name)), store.load(two / f"{name}.safetensors")
         np.testing.assert_array_equal(a["embeddings"], b["embeddings"])  # no duplicated or missing rows
+        np.testing.assert_array_equal(a["sample_ids"], b["sample_ids"])
         assert b.meta["extraction"]["world_size"] == 2
     env = {**ENV, "W2S_CHUNK_ROWS": "128"}  # many chunks, so both ranks carry rows of every pass
+    split = ("--n-labeled", 300, "--n-test", 300, "--n-pseudo", 1000)
     stages = [
-        (
-            "train-weak",
-            "weak.safetensors",
-            "--n-labeled",
-            300,
-            "--n-test",
-            300,
-            "--n-pseudo",
-            1000,
-            "--subspace",
-            20,
-            "-o",
-            "t.safetensors",
-        ),
-        ("pseudolabel", "t.safetensors", "-o", "p.safetensors"),
-        ("fit-student", "p.safetensors", "--strong", "strong.safetensors", "--subspace", 30, "-o", "r.safetensors"),
+        ("train-weak", "{weak}", *split, "--subspace", 20, "-o", "{out}/t.safetensors"),
+        ("pseudolabel", "{out}/t.safetensors", "-o", "{out}/p.safetensors"),
+        ("fit-student", "{out}/p.safetensors", "--strong", "{strong}", "--subspace", 30, "-o", "{out}/r.safetensors"),
     ]
+    here = {"weak": tiny_run.embeddings("weak"), "strong": tiny_run.embeddings("strong"), "out": one}
+    there = {"weak": "weak.safetensors", "strong": "strong.safetensors", "out": "."}
     for stage in stages:
-        sh("w2s", *stage, env=env, cwd=one)
-        torchrun(*stage, env=env, cwd=two)
-    a = json.loads(sh("w2s", "report", one / "r.safetensors", "--json").stdout)
-    b = json.loads(sh("w2s", "report", two / "r.safetensors", "--json").stdout)
+        ok(*(str(a).format(**here) for a in stage))
+        torchrun(*(str(a).format(**there) for a in stage), env=env, cwd=two)
+    a = json.loads(w2s("report", one / "r.safetensors", "--json").stdout)
+    b = json.loads(w2s("report", two / "r.safetensors", "--json").stdout)
     for k in ("weak", "w2s", "strong_sft", "ceiling"):
         assert b["error"][k] == pytest.approx(a["error"][k], rel=1e-8)
         assert b["variance"][k]["exact"] == pytest.approx(a["variance"][k]["exact"], rel=1e-8)

@@ -3,6 +3,7 @@ weights from a local file) over real digits images."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -166,10 +167,32 @@ def _cli(tiny, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def one_thread():
+    """This process computing as the subprocesses here do (OMP_NUM_THREADS=1): torch and BLAS on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def finetune_here(args: list[str]) -> None:
+    """`_cli`'s command (`python -m w2s_cli finetune ...`) through the entry point in this process, on one thread."""
+    with one_thread():
+        r = w2s(*args[3:])
+    assert r.exit_code == 0, r.output
+
+
 def test_killed_finetune_resumes_to_identical_weights(tiny, tmp_path):
+    """Only the killed command is its own process: the reference and the resumed rerun run in this one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = tmp_path / "whole.safetensors"
-    subprocess.run(_cli(tiny, whole), check=True, env=env, capture_output=True)
+    finetune_here(_cli(tiny, whole))
     killed = tmp_path / "killed.safetensors"
     proc = subprocess.Popen(_cli(tiny, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = Path(f"{killed}.fits") / "w2s" / "checkpoint.safetensors"
@@ -179,8 +202,7 @@ def test_killed_finetune_resumes_to_identical_weights(tiny, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists() and not killed.exists()  # killed mid-way through the W2S fit
-    done = subprocess.run(_cli(tiny, killed), env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    finetune_here(_cli(tiny, killed))
     meta = store.read_meta(killed)
     assert meta["fits"]["w2s"]["resumed_from_epoch"] >= 1
     for fit in ("w2s", "strong_sft", "ceiling"):
@@ -194,7 +216,7 @@ def test_torchrun_two_processes_match_one(tiny, tmp_path):
     one = tmp_path / "one.safetensors"
     two = tmp_path / "two.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_cli(tiny, one, "--epochs", "2"), check=True, env=env, capture_output=True)
+    finetune_here(_cli(tiny, one, "--epochs", "2"))  # the one process is this one
     args = _cli(tiny, two, "--epochs", "2")[3:]  # after `python -m w2s_cli`
     r = subprocess.run(
         [torchrun, "--nproc-per-node", "2", "-m", "w2s_cli", *args], env=env, capture_output=True, text=True
