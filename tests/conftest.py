@@ -121,6 +121,34 @@ def strong_emb(digits_run) -> Path:
 
 
 @pytest.fixture(scope="session")
+def finetune_inputs(session_dir, weak_emb) -> Path:
+    """What the finetuning tests start from, made once: digits through a tiny random-weight strong network
+    (test_efficientnet@32, weights seed 2: strong-weights.safetensors, s.safetensors) and the pseudo-labels
+    of weak_emb's teacher (n = 100, N = 300, 200 test, subspace 30: p.safetensors)."""
+    from w2s_cli.extraction.extract import extract
+    from w2s_cli.options import BackboneSpec, DataOptions, SplitOptions, SubspaceOptions
+    from w2s_cli.stages.teacher import pseudolabel, train_weak
+
+    d = session_dir / "finetune-inputs"
+    d.mkdir()
+    weights = save_random("test_efficientnet", d / "strong-weights.safetensors", 2)
+    extract(DataOptions("digits"), BackboneSpec("test_efficientnet", 32, str(weights)), d / "s.safetensors", QUIET)
+    split = SplitOptions(n_labeled=100, n_pseudo=300, n_test=200)
+    pseudolabel(
+        train_weak(weak_emb, d / "t.safetensors", split=split, subspace=SubspaceOptions("30")), d / "p.safetensors"
+    )
+    return d
+
+
+def copy_finetune_inputs(inputs: Path, d: Path) -> tuple[Path, Path, Path]:
+    """A module's own copy of finetune_inputs in folder d (a finetune writes its prefix cache beside the
+    strong embeddings): (d, pseudo-labels, strong embeddings)."""
+    for name in ("strong-weights.safetensors", "s.safetensors", "p.safetensors"):
+        shutil.copy(inputs / name, d / name)
+    return d, d / "p.safetensors", d / "s.safetensors"
+
+
+@pytest.fixture(scope="session")
 def image_folder(session_dir) -> Path:
     """A real ImageFolder tree of PNG files (digits 0-2) with train/ and test/ parts."""
     root = session_dir / "folder"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import QUIET, assert_user_error, save_random, seed_run_dir, w2s
+from conftest import QUIET, assert_user_error, copy_finetune_inputs, seed_run_dir, w2s
 from safetensors.torch import load_file
 
 from w2s_cli.extraction.extract import embed_batch, extract
@@ -32,17 +32,9 @@ FAST = dict(epochs=2, batch_size=32, lr=1e-3)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, weak_emb):
-    """Digits: the conftest weak teacher's pseudo-labels, and a tiny random-weight strong network."""
-    d = tmp_path_factory.mktemp("finetune")
-    weights = save_random("test_efficientnet", d / "strong-weights.safetensors", 2)
-    strong = extract(
-        DataOptions("digits"), BackboneSpec("test_efficientnet", 32, str(weights)), d / "s.safetensors", QUIET
-    )
-    split = SplitOptions(n_labeled=100, n_pseudo=300, n_test=200)
-    teacher = train_weak(weak_emb, d / "t.safetensors", split=split, subspace=SubspaceOptions("30"))
-    pseudo = pseudolabel(teacher, d / "p.safetensors")
-    return d, pseudo, strong
+def tiny(tmp_path_factory, finetune_inputs):
+    """Digits: the conftest weak teacher's pseudo-labels, and a tiny random-weight strong network (a copy)."""
+    return copy_finetune_inputs(finetune_inputs, tmp_path_factory.mktemp("finetune"))
 
 
 def run_ft(tiny, name: str, **recipe) -> Path:

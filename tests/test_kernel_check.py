@@ -7,27 +7,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import QUIET, assert_user_error, save_random, w2s
+from conftest import QUIET, assert_user_error, copy_finetune_inputs, w2s
 
-from w2s_cli.extraction.extract import extract
 from w2s_cli.finetuning.recipe import FinetuneRecipe
-from w2s_cli.options import BackboneSpec, DataOptions, SplitOptions, SubspaceOptions
+from w2s_cli.options import BackboneSpec, DataOptions
 from w2s_cli.stages.finetune import finetune
 from w2s_cli.stages.kernel_check import kernel_check
-from w2s_cli.stages.teacher import pseudolabel, train_weak
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, weak_emb):
-    d = tmp_path_factory.mktemp("kernel")
-    weights = save_random("test_efficientnet", d / "strong-weights.safetensors", 2)
-    strong = extract(
-        DataOptions("digits"), BackboneSpec("test_efficientnet", 32, str(weights)), d / "s.safetensors", QUIET
-    )
-    split = SplitOptions(n_labeled=100, n_pseudo=300, n_test=200)
-    teacher = train_weak(weak_emb, d / "t.safetensors", split=split, subspace=SubspaceOptions("30"))
-    pseudo = pseudolabel(teacher, d / "p.safetensors")
-    return d, pseudo, strong
+def tiny(tmp_path_factory, finetune_inputs):
+    """Digits: the conftest weak teacher's pseudo-labels, and a tiny random-weight strong network (a copy)."""
+    return copy_finetune_inputs(finetune_inputs, tmp_path_factory.mktemp("kernel"))
 
 
 def finetuned(tiny, lr: float):
