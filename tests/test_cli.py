@@ -106,16 +106,24 @@ def test_soft_and_hard_pseudo_labels(chain, session_dir):
 
 
 def test_pseudolabel_takes_the_teachers_stored_test_outputs(chain, tmp_path):
-    """train-weak stores the teacher's test outputs and pseudolabel passes them on; a teacher written before
-    they were stored (the same artifact without them) gets them computed again, to the same numbers."""
+    """train-weak stores the teacher's test outputs and pseudolabel passes on those stored (shown with a copy
+    whose stored outputs were shifted); a teacher written before they were stored (the same artifact without
+    them) gets them computed again, to the same numbers."""
     teacher, pseudo = store.load(chain["teacher"]), store.load(chain["pseudo"])
     assert teacher.shape("test_output") == (len(teacher["test_rows"]), 10)
     np.testing.assert_array_equal(pseudo["weak_test_output"], teacher["test_output"])
-    tensors = {k: teacher[k] for k in teacher.names() if k != "test_output"}
-    old = store.save(store.Artifact("teacher", teacher.meta, tensors), tmp_path / "old-teacher.safetensors")
-    made = w2s("pseudolabel", old, "--n-pseudo", 900, "-o", tmp_path / "p.safetensors")
-    assert made.exit_code == 0, made.output
-    np.testing.assert_array_equal(store.load(tmp_path / "p.safetensors")["weak_test_output"], teacher["test_output"])
+    tensors = {k: teacher[k] for k in teacher.names()}
+    for name, stored in (("shifted", teacher["test_output"] + 1), ("old", None)):
+        copy = (
+            {**tensors, "test_output": stored}
+            if stored is not None
+            else {k: v for k, v in tensors.items() if k != "test_output"}
+        )
+        t = store.save(store.Artifact("teacher", teacher.meta, copy), tmp_path / f"{name}-teacher.safetensors")
+        made = w2s("pseudolabel", t, "--n-pseudo", 900, "-o", tmp_path / f"{name}-p.safetensors")
+        assert made.exit_code == 0, made.output
+        expected = teacher["test_output"] + 1 if stored is not None else teacher["test_output"]
+        np.testing.assert_array_equal(store.load(tmp_path / f"{name}-p.safetensors")["weak_test_output"], expected)
 
 
 def test_mismatched_artifacts_are_refused(chain, session_dir):

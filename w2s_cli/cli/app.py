@@ -168,8 +168,8 @@ def train_weak(
     split: SplitOptions,
     weak: str | None = typer.Argument(None, help="Weak embeddings artifact (or '-' / stdin)."),
     solver: Solver = typer.Option("ridgeless", "--solver", help="The teacher's head."),
-    subspace: str = typer.Option("auto", "--subspace", help=SUBSPACE_HELP),
-    energy: float = typer.Option(0.90, "--energy", help="Variance fraction for --subspace auto."),
+    subspace: str = typer.Option(SubspaceOptions.subspace, "--subspace", help=SUBSPACE_HELP),
+    energy: float = typer.Option(SubspaceOptions.energy, "--energy", help="Variance fraction for --subspace auto."),
     out: Path | None = typer.Option(None, "-o", "--out"),
 ) -> None:
     """Draw and store the split; fit the weak basis and the teacher on n labels."""
@@ -231,8 +231,8 @@ def fit_student(
     strong: str = typer.Option(..., "--strong", help="Strong embeddings artifact (same samples)."),
     weak: str | None = typer.Option(None, "--weak", help="Weak embeddings (default: the teacher's, if found)."),
     solver: Solver = typer.Option("ridgeless", "--solver", help="Student, SFT and ceiling head."),
-    subspace: str = typer.Option("auto", "--subspace", help=SUBSPACE_HELP),
-    energy: float = typer.Option(0.90, "--energy", help="Variance fraction for --subspace auto."),
+    subspace: str = typer.Option(SubspaceOptions.subspace, "--subspace", help=SUBSPACE_HELP),
+    energy: float = typer.Option(SubspaceOptions.energy, "--energy", help="Variance fraction for --subspace auto."),
     dimensions: bool = typer.Option(True, "--dimensions/--no-dimensions", help="Analyse d_sw, variance, bias."),
     out: Path | None = typer.Option(None, "-o", "--out"),
 ) -> None:
@@ -264,8 +264,10 @@ def finetune(
     study: StudyFlags,
     pseudo: str | None = typer.Argument(None, help="Pseudo-labels artifact (or '-' / stdin)."),
     strong: str = typer.Option(..., "--strong", help="Strong embeddings artifact: its network is finetuned."),
-    subspace: str = typer.Option("auto", "--subspace", help="The strong basis of the LP-FT heads. " + SUBSPACE_HELP),
-    energy: float = typer.Option(0.90, "--energy", help="Variance fraction for --subspace auto."),
+    subspace: str = typer.Option(
+        SubspaceOptions.subspace, "--subspace", help="The strong basis of the LP-FT heads. " + SUBSPACE_HELP
+    ),
+    energy: float = typer.Option(SubspaceOptions.energy, "--energy", help="Variance fraction for --subspace auto."),
     data: str | None = typer.Option(None, "--data", help="The images, when not where STRONG's record says."),
     root: str | None = typer.Option(None, "--root", help="Folder holding the dataset files (with --data)."),
     out: Path | None = typer.Option(None, "-o", "--out"),

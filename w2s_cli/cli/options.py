@@ -282,6 +282,8 @@ def takes(required: tuple[str, ...] = (), **groups: type) -> Callable:
 def _default(f: dataclasses.Field) -> Any:
     """A dataclass field's default as click takes it (an enum by its value, a factory's product)."""
     value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if value is dataclasses.MISSING:
+        raise TypeError(f"option field {f.name} has no default: list it in takes(required=...)")
     return value.value if isinstance(value, enum.Enum) else value
 
 

@@ -118,6 +118,8 @@ def _trained_inputs(result, rec, emb_s, rows: np.ndarray) -> np.ndarray:
     if read is None or read[0] != "activations":
         return emb_s.rows(rows)
     _, path, shape = read
+    if shape is None:
+        raise W2SError(f"{printable(result)}: its record does not say the shape of the activations it trained on")
     if not os.path.isfile(path):
         raise W2SError(f"{printable(result)}: the cached activations it trained on ({printable(path)}) are gone")
     return EmbeddingSet(path, "cached activations").rows(rows).reshape(len(rows), *shape)
@@ -144,11 +146,11 @@ def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike
     if rec.student.loss != "mse":
         raise W2SError(f"{where}: the linearised finetune is of squared loss; this finetune used another")
     g = EmbeddingSet(grads, "gradient features")
-    init = g.record.grad_init
-    if "artifact_id" not in init or init["artifact_id"] != art.meta["artifact_id"]:
+    made_at, made_fit = g.record.grad_start
+    if made_at is None or made_at != art.meta["artifact_id"]:
         raise W2SError(f"{where}: not gradient features made with --init {printable(result)}")
-    if init["fit"] != fit:
-        raise W2SError(f"{where}: made at the start of fit {init['fit']}, not of {fit}")
+    if made_fit != fit:
+        raise W2SError(f"{where}: made at the start of fit {printable(made_fit)}, not of {fit}")
     if not np.array_equal(np.asarray(g.art["sample_ids"]), np.asarray(emb_s.art["sample_ids"])):
         raise W2SError(f"{where}: not the samples of the strong embeddings {printable(emb_s.path)}")
     coef, intercept = np.asarray(art[f"start_coef_{fit}"]), np.asarray(art[f"start_intercept_{fit}"])

@@ -1021,9 +1021,11 @@ class EmbeddingsRecord:
         return (self.features or {}).get("shape")
 
     @property
-    def grad_init(self) -> dict[str, Any]:
-        """Gradient features: the finetune start they were made at (its result's artifact_id, fit, ...); {}."""
-        return ((self.features or {}).get("init") or {}) if self.feature_kind == "grad" else {}
+    def grad_start(self) -> tuple[str | None, str | None]:
+        """Gradient features: the finetune start they were made at, (its result's artifact_id, the fit); else
+        (None, None)."""
+        init = ((self.features or {}).get("init") or {}) if self.feature_kind == "grad" else {}
+        return init.get("artifact_id"), init.get("fit")
 
     @property
     def task(self) -> str:
