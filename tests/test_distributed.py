@@ -102,6 +102,26 @@ def test_sigterm_leaves_no_partial_file_and_resumes(tmp_path):
     assert "resuming" in ok(*args)
 
 
+def test_loader_workers_ignore_signals_and_keep_connection_errors_quiet(capsys):
+    """What quiet_worker makes of a loader worker: Ctrl-C and SIGTERM ignored (the main process answers
+    them), and an unhandled broken connection (the main process gone while multiprocessing's file-descriptor
+    server thread talks to it) not printed; any other unhandled error still is."""
+    from w2s_cli.extraction.extract import quiet_worker
+
+    saved = sys.excepthook, {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        quiet_worker(0)
+        assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        for exc in (ConnectionResetError("peer gone"), EOFError(), ValueError("shown")):
+            sys.excepthook(type(exc), exc, None)
+    finally:
+        sys.excepthook = saved[0]
+        for s, handler in saved[1].items():
+            signal.signal(s, handler)
+    err = capsys.readouterr().err
+    assert "ValueError: shown" in err and "peer gone" not in err and "EOFError" not in err
+
+
 def test_ctrl_c_with_loader_workers_prints_one_line_and_resumes(tmp_path):
     """SIGINT to the process group, as a terminal's Ctrl-C sends it, while two loader workers run: the
     workers stay quiet, the command says one line, and the rerun resumes from the finished shards."""

@@ -57,9 +57,20 @@ def quiet_worker(worker_id: int) -> None:
     """A loader worker's start (worker_init_fn). Ctrl-C (or SIGTERM) reaches the whole process group and only
     the main process answers it (one line, `w2s: interrupted`), shutting its workers down as it unwinds;
     without this a forked worker runs w2s's own handler and prints a traceback, and one killed by SIGTERM
-    makes torch raise in the main process. A worker still ends with its parent (torch's watchdog)."""
+    makes torch raise in the main process. A worker still ends with its parent (torch's watchdog). Its
+    connection errors are not shown either (`_quiet_connection_errors`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.excepthook = _quiet_connection_errors
+
+
+def _quiet_connection_errors(kind, value, tb) -> None:
+    """A loader worker's excepthook: a broken connection (OSError, EOFError) is the main process going away,
+    e.g. multiprocessing's file-descriptor server thread (resource_sharer) printing a traceback when Ctrl-C
+    interrupts the main process while it takes a batch's shared memory; other errors print as usual (the
+    worker's own errors reach the main process through the loader, not through this hook)."""
+    if not issubclass(kind, (OSError, EOFError)):
+        sys.__excepthook__(kind, value, tb)
 
 
 def resolve_device(device: Device | str, w: World | None = None) -> torch.device:
