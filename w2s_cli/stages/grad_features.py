@@ -190,13 +190,12 @@ def extract_gradients(
     if proj_dim is not None and proj_dim < 1:
         raise W2SError(f"--proj-dim must be at least 1, got {proj_dim}")
     lp = start_head(init, init_fit) if init is not None else Start(None, None, seed)
-    head, init_record, lora_seed = lp.head, lp.record, lp.seed
     options = options or ExtractOptions()
     source = open_source(data)
 
     def features(bb: Backbone):
-        start = start_point(bb, n_outputs(source), head, init, init_record, proj_seed)
-        student, names = gradient_student(bb.model, bb.name, spec, start, lora_seed)
+        start = start_point(bb, n_outputs(source), lp.head, init, lp.record, proj_seed)
+        student, names = gradient_student(bb.model, bb.name, spec, start, lp.seed)
         ids = subset(source, limit, seed)
         cached = cached_prefix(lp.read, student.cut, bb, source, ids)
         if cached:
@@ -210,8 +209,8 @@ def extract_gradients(
             "train": str(spec),
             "trained": {"tensors": len(names), "parameters": int(n_params)},
             "inputs": {"kind": "cached prefix outputs", **cached[1]} if cached else {"kind": "images"},
-            "init": init_record or {"kind": "default", "head": "N(0, 1/width) coef, zero intercept", "seed": proj_seed},
-            "lora_seed": lora_seed if spec.kind == "lora" else None,
+            "init": lp.record or {"kind": "default", "head": "N(0, 1/width) coef, zero intercept", "seed": proj_seed},
+            "lora_seed": lp.seed if spec.kind == "lora" else None,
             "outputs": OUTPUTS,
             "output_signs": [int(v) for v in fn.xi.tolist()],
             "projection": fn.record(),
