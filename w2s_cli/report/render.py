@@ -258,6 +258,8 @@ def theory_block(t: TheorySummary) -> Block:
         f"{fmt(t.sigma2['strong'])}; variance = sigma^2 x exact coefficient; noise = the ceiling's error less its "
         "variance; bias = the rest"
     )
+    if t.decomposition_note:
+        lines.append(f"decomposition: {t.decomposition_note}")
     pred = t.predicted
     if pred.misfit is not None:
         lines.append(

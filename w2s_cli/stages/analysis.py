@@ -115,16 +115,30 @@ def analyse(
         "ceiling": None if s2c is None else s2c * exact["ceiling"],
     }
     out["sigma2"] = {"weak": s2w, "strong": s2c}
-    out["decomposition"] = decompose(errors, var, inherited_bias(design, outputs["ceiling"]))
+    ill = [k for k in MODELS if {"weak": teacher, **fits}[k].ill_determined]
+    inherited, why = inherited_bias(design, outputs["ceiling"])
+    if ill:  # its parts move with rounding in the fits' weakest directions: not printed as if they did not
+        out["decomposition"] = {}
+        out["decomposition_note"] = f"not determined by this design (ill-determined fit: {', '.join(ill)})"
+    else:
+        out["decomposition"] = decompose(errors, var, inherited)
+        if why is not None:
+            out["decomposition_note"] = f"inherited bias not determined by this design ({why})"
     return out
 
 
-def inherited_bias(design: Design, ceiling_test: np.ndarray) -> float | None:
+def inherited_bias(design: Design, ceiling_test: np.ndarray) -> tuple[float | None, str | None]:
     """||P_s f_w* - f_s*||^2 on the test rows: f_w* the weak fit on all n + N training labels, projected
-    on the strong subspace by least squares over the same rows, against the strong ceiling."""
+    on the strong subspace by least squares over the same rows, against the strong ceiling; (None, why) when
+    the moments of the n + N rows cannot resolve either fit (a full-width basis on few rows, say), where the
+    number would be rounding error."""
     train = design.train
     weak_ceiling = fit_on(train, design.zw, design.y)
-    Gp, _, _ = gram_pinv(select(train, design.zs).cross, train.count)
+    Gp, rank_s, _ = gram_pinv(select(train, design.zs).cross, train.count)
+    if weak_ceiling.ill_determined or rank_s < min(train.count - 1, design.d_s):
+        side = "weak" if weak_ceiling.ill_determined else "strong"
+        rank, d = (weak_ceiling.rank, design.d_w) if side == "weak" else (rank_s, design.d_s)
+        return None, f"the {side} fit over the {train.count} training rows resolves rank {rank} of {d} coordinates"
     coef = Gp @ (train.cross[np.ix_(design.zs, design.zw)] @ weak_ceiling.coef)
     projected = weak_ceiling.y_mean + (design.Zs_test - train.mean[design.zs]) @ coef
-    return float(((projected - ceiling_test) ** 2).mean())
+    return float(((projected - ceiling_test) ** 2).mean()), None

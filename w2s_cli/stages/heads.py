@@ -94,7 +94,7 @@ def fit_head(
     coordinates and the rows otherwise, or where the moments cannot resolve the design."""
     solver = Solver(solver)
     if solver == Solver.ridgeless:
-        rows = None if Z is None else (Z, Y)
+        rows = None if Z is None or Y is None else (Z, Y)
         return FittedHead(solver, fit=fit_ridgeless(moments, Z.shape[1] if p is None else p, rows=rows))
     est = make_solver(solver.value)
     if solver == Solver.logistic:

@@ -187,8 +187,9 @@ def _student_design(
     design = gather(
         emb_s, emb_w, basis, basis_w, rows.labeled, rows.pseudo, rows.test, rows.Y_L, targets_P, keep_pseudo_rows=keep
     )
-    # ridgeless refits from the rows where the moments cannot resolve the design (rank below its width)
-    keep_rows = solver != Solver.ridgeless or N <= design.d_s + 1 or (keep and found["record"]["rank"] < design.d_s)
+    # whenever the pseudo rows are kept, their targets are too: a ridgeless fit refits from the rows where its
+    # moments cannot resolve the design (a fit's own rows can lack directions the basis's n + N rows have)
+    keep_rows = solver != Solver.ridgeless or keep
     return design, found["basis"], found["record"], keep_rows
 
 

@@ -113,6 +113,7 @@ def theory_summary(analyses: list[Analysis], result: ResultRecord) -> TheorySumm
         near_interpolation=sorted({k for a in analyses for k in a.near_interpolation}),
         sigma2={k: _mean([a.sigma2[k] for a in analyses]) for k in ("weak", "strong")},
         theory=variance_only(dims, result.n_labeled, result.n_pseudo),
+        decomposition_note=next((a.decomposition_note for a in analyses if a.decomposition_note), None),
     )
 
 

@@ -423,8 +423,10 @@ class Analysis:
     fits: dict[str, FitRecord]
     sigma2: dict[str, float | None]
     decomposition: dict[str, Decomposition]
+    decomposition_note: str | None = None  # why the decomposition (or its inherited part) is left out
 
     def __post_init__(self) -> None:
+        _text("decomposition_note", self.decomposition_note)
         if not isinstance(self.dimensions, Dimensions):
             _set(self, "dimensions", Dimensions.from_json(self.dimensions))
         _set(self, "variance", _per_model_records("variance", self.variance, VarianceRow))
@@ -444,7 +446,7 @@ class Analysis:
         return _from_json(cls, _need(d, *keys, where="analysis"))
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json(self)
+        return _to_json(self, omit_none=("decomposition_note",))
 
 
 @dataclass(frozen=True)
@@ -653,8 +655,10 @@ class TheorySummary:
     near_interpolation: tuple[str, ...]
     sigma2: dict[str, float | None]
     theory: VarianceOnly
+    decomposition_note: str | None = None
 
     def __post_init__(self) -> None:
+        _text("decomposition_note", self.decomposition_note)
         if not isinstance(self.dimensions, Dimensions) or not isinstance(self.predicted, Predicted):
             raise RecordError("'dimensions' and 'predicted' of a summary are records")
         if not isinstance(self.theory, VarianceOnly):
@@ -665,7 +669,7 @@ class TheorySummary:
         _set(self, "sigma2", _per_model("sigma2", self.sigma2, models=SIDES))
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json(self)
+        return _to_json(self, omit_none=("decomposition_note",))
 
 
 @dataclass(frozen=True)
