@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import embeddings_artifact, w2s
 
 M, WIDTH, C = 420, 256, 3
