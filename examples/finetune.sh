@@ -10,7 +10,7 @@ out=${FINETUNE_DIR:-w2s-finetune}
 docs=${DOCS_DIR:-docs}
 mkdir -p "$docs"
 
-# the README table: 3 trials (seeds 0, 1, 2) of the probe and of the finetuned students, same pseudo-labels
+# the table in docs/finetuning.md: 3 trials (seeds 0, 1, 2) of the probe and of the finetuned students, same pseudo-labels
 w2s run --trials 3 --out-dir "$out" --markdown -q > "$docs/finetune-default-probe.md"
 w2s run --trials 3 --out-dir "$out" --student finetune --markdown -q > "$docs/finetune-default.md"
 

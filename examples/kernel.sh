@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Does the linear theory describe finetuning? (README section of that name; docs/kernel-*.csv, docs/theory.md)
+# Does the linear theory describe finetuning? (docs/kernel-check.md, section of that name; docs/kernel-*.csv, docs/theory.md)
 # On the default pair (Fashion-MNIST, lite0@64 -> lite2@112, n = 1,000, N = 8,000, the default recipe
 # `--train last:2`), offline, from the repository root after `make install`:
 #  1. the finetuned students (3 seeds), gradient features at each model's LP-FT start (read from the frozen

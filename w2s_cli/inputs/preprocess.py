@@ -6,8 +6,8 @@ the model's device.
   (tested equal), for a quarter of the bytes between processes.
 * `device`: for sources of same-size images held in memory (Fashion-MNIST, CIFAR, ...), workers only decode
   to uint8 at the native size; resize (bicubic, antialiased), centre crop and normalisation run batched on
-  the device. Faster on a GPU, not bit-identical to PIL's bicubic (the difference is measured in the
-  README). Sources of image files keep timm's PIL resize in the workers.
+  the device. Faster on a GPU, not bit-identical to PIL's bicubic (the difference is measured in
+  docs/scale.md). Sources of image files keep timm's PIL resize in the workers.
 """
 
 from __future__ import annotations

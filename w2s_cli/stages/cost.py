@@ -2,7 +2,7 @@
 it would take on this machine, from a few seconds of calibration. Nothing is extracted or written.
 
 The model of the time is deliberately simple: extraction is bound by each backbone's forward pass (the
-extraction loop runs at 0.95 of the bare forward on 2 cores, README *Benchmarks*), so it is timed on a
+extraction loop runs at 0.95 of the bare forward on 2 cores, docs/scale.md *Benchmarks*), so it is timed on a
 batch of random images at the requested size with random weights (the speed does not depend on them);
 a trial is bound by float64 products of its rows with the embeddings' width (moments for both bases, the
 projections, the analysis), so one such product is timed and scaled; finetuning (stages/finetune_cost.py) is
