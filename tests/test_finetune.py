@@ -108,6 +108,33 @@ def test_step_zero_is_the_linear_student(tiny):
         assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), k
 
 
+def test_epoch_zero_is_the_linear_student_of_the_training_slice(tiny):
+    """The honest validation bar: each LP-FT start head is the ridgeless fit on its fit's training slice only
+    (in fit-student's strong basis), so its validation loss at epoch 0 is out of sample like every later
+    epoch's; epoch 0 is then fit-student's student refitted without the validation rows."""
+    from w2s_cli.numerics.solvers import RidgelessRegressor
+    from w2s_cli.stages.finetune import fit_rows, validation_split
+    from w2s_cli.store.embeddings import EmbeddingSet
+
+    d, pseudo, strong = tiny
+    r = run_ft(tiny, "ft-honest", train="head", val_fraction=0.2, epochs=1)
+    ft, emb = store.load(r), EmbeddingSet(strong, "strong embeddings")
+    mean, V = np.asarray(ft["strong_basis_mean"]), np.asarray(ft["strong_basis"])
+    test = np.asarray(ft["test_rows"])
+    fits = fit_rows(store.load(pseudo), emb)
+    seed = int(store.read_meta(pseudo)["seed"])
+    for k, name in enumerate(("w2s", "strong_sft", "ceiling")):
+        train, val = validation_split(len(fits[name].rows), 0.2, seed, k)
+        assert len(val) > 0
+        rows = fits[name].rows[train]
+        head = RidgelessRegressor().fit((emb.rows(rows) - mean) @ V, fits[name].targets[train])
+        expected = head.predict((emb.rows(test) - mean) @ V)
+        got = np.asarray(ft[f"init_output_{name}"])
+        assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max(), name
+        history = store.read_meta(r)["fits"][name]["history"]
+        assert history[0]["epoch"] == 0 and history[0]["val_loss"] is not None
+
+
 def test_ground_truth_never_reaches_the_w2s_student(tiny, tmp_path):
     """Scrambling the true labels of the pseudo-labelled pool changes nothing in the W2S student's weights
     (the ceiling, which trains on them, does change)."""

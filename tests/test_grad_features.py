@@ -224,3 +224,78 @@ def test_init_reads_the_finetunes_cached_prefix_outputs(grads, tmp_path):
     assert a.shape == (400, 128) and np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
     head = np.asarray(store.load(result, "result")["start_coef_strong_sft"])
     assert not np.allclose(head, default_head(head.shape[0], C, 0)[0])  # the LP-FT head, not the default
+
+
+def test_features_at_a_checkpoint_are_those_at_its_weights_loaded_by_hand(grads, tmp_path):
+    """--init-epoch K (and final): the W2S fit keeps each epoch's trained parameters, and the gradient features
+    there equal the exact per-sample gradients (torch.func) of the network built by hand from the pretrained
+    weights, the LP-FT head and that epoch's parameters; the record says which point."""
+    from safetensors.torch import load_file
+
+    from w2s_cli.extraction.extract import extract
+    from w2s_cli.finetuning.network import load_trained
+    from w2s_cli.finetuning.recipe import FinetuneRecipe
+    from w2s_cli.stages.finetune import finetune
+
+    d, weak, _ = grads
+    spec = BackboneSpec(MODEL, 32, str(d / "strong-weights.safetensors"))
+    strong = extract(DataOptions("digits"), spec, tmp_path / "s.safetensors", QUIET, limit=400, seed=0)
+    split = SplitOptions(n_labeled=100, n_pseudo=200, n_test=100)
+    pseudo = pseudolabel(train_weak(weak, tmp_path / "t.safetensors", split=split), tmp_path / "p.safetensors")
+    recipe = FinetuneRecipe(train="last:1", epochs=2, lr=3e-3, select="last")
+    result = finetune(pseudo, strong, out=tmp_path / "ft.safetensors", recipe=recipe, extract=QUIET)
+    fit = store.read_meta(result)["fits"]["w2s"]
+    assert [p.rsplit("/", 1)[-1] for p in fit["epoch_weights"]] == ["epoch-1.safetensors", "epoch-2.safetensors"]
+    common = dict(train="last:1", init=result, init_fit="w2s", proj_dim=None, limit=400, seed=0)
+    art = store.load(result, "result")
+    head = (np.asarray(art["start_coef_w2s"]), np.asarray(art["start_intercept_w2s"]))
+    x = None
+    for epoch, name in ((1, "epoch-1"), ("final", "final")):
+        g = extract_gradients(
+            DataOptions("digits"), spec, tmp_path / f"g-{name}.safetensors", QUIET, init_epoch=epoch, **common
+        )
+        made = store.read_meta(g)["features"]["init"]
+        assert made["epoch"] == epoch and made["fit"] == "w2s"
+        model = timm.create_model(MODEL).eval()
+        model.load_state_dict(load_file(str(d / "strong-weights.safetensors")))
+        student, names = gradient_student(model, MODEL, TrainSpec.parse("last:1"), head, 0)
+        load_trained(student, load_file(str(tmp_path / "ft.safetensors.fits" / "w2s" / f"{name}.safetensors")))
+        if x is None:
+            from w2s_cli.finetuning.network import backbone_from_record
+            from w2s_cli.inputs.sources import open_source
+            from w2s_cli.stages.grad_features import first_images
+
+            bb = backbone_from_record(store.read_meta(strong), "strong")
+            ids = np.asarray(store.load(g, "embeddings")["sample_ids"])[:5]
+            x = first_images(bb, open_source(DataOptions("digits")), ids, torch.device("cpu"))
+        xi = torch.tensor(store.read_meta(g)["features"]["output_signs"], dtype=torch.float32)
+        expected = reference(student, names, xi, x).numpy()
+        got = np.asarray(store.load(g, "embeddings")["embeddings"])[:5]
+        assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    start = extract_gradients(DataOptions("digits"), spec, tmp_path / "g0.safetensors", QUIET, **common)
+    a, b = (np.asarray(store.load(p, "embeddings")["embeddings"]) for p in (start, tmp_path / "g-final.safetensors"))
+    assert not np.allclose(a, b)  # the kernel moved with the weights
+    r = w2s(
+        "extract",
+        "--data",
+        "digits",
+        "--model",
+        MODEL,
+        "--weights",
+        spec.weights,
+        "--image-size",
+        32,
+        "--limit",
+        400,
+        "--features",
+        "grad",
+        "--train",
+        "last:1",
+        "--init",
+        result,
+        "--init-epoch",
+        7,
+        "-o",
+        tmp_path / "bad.safetensors",
+    )
+    assert_user_error(r, "--init-epoch 7")

@@ -116,6 +116,9 @@ def extract(
     train: str | None = typer.Option(None, "--train", help="grad: the trained set (head, last:K, lora:R, all)."),
     init: str | None = typer.Option(None, "--init", help="grad: start at this finetune result's LP-FT head."),
     init_fit: str = typer.Option("w2s", "--init-fit", help="grad: which fit's head (w2s, strong_sft, ceiling)."),
+    init_epoch: str = typer.Option(
+        "start", "--init-epoch", help="grad: that fit at its start, after epoch K, or its final weights."
+    ),
     proj_dim: int = typer.Option(2048, "--proj-dim", help="grad: values per sample (random projection)."),
     proj_seed: int = typer.Option(0, "--proj-seed", help="grad: seed of the projection and the output signs."),
 ) -> None:
@@ -129,6 +132,8 @@ def extract(
         raise W2SError("--features grad needs --train SPEC (what finetuning trains: head, last:K, lora:R or all)")
     if features == "embeddings" and (train is not None or init is not None):
         raise W2SError("--train and --init go with --features grad")
+    if init is None and init_epoch != "start":
+        raise W2SError("--init-epoch goes with --init RESULT")
     if out is None:
         slug = data.data.replace(":", "-").replace("/", "_").strip("_")
         kind = "" if features == "embeddings" else f"_grad-{train.replace(':', '')}"
@@ -148,6 +153,7 @@ def extract(
         train=train,
         init=init,
         init_fit=init_fit,
+        init_epoch=init_epoch,
         proj_dim=proj_dim,
         proj_seed=proj_seed,
         limit=limit,

@@ -177,8 +177,10 @@ def train_fit(
     identity: dict[str, Any],
     dev: torch.device,
     quiet: bool = False,
+    keep_epochs: bool = False,
 ) -> FitLog:
-    """Finetune `student` on `fit`'s training rows; leave it holding the chosen epoch's weights."""
+    """Finetune `student` on `fit`'s training rows; leave it holding the chosen epoch's weights. keep_epochs:
+    also write each epoch's trained parameters (`epoch_weights`), for the kernel at that point of the finetune."""
     w = world()
     steps = max(1, math.ceil(len(fit.train) / recipe.batch_size))
     opt, sched = optimiser_and_schedule(student, recipe, steps)
@@ -213,6 +215,8 @@ def train_fit(
                 h["val_loss"] for h in log.history[:-1]
             ):
                 best = trained_state(student)
+            if keep_epochs:
+                save_weights(student, epoch_weights(folder, epoch + 1))
             _save_checkpoint(ckpt, identity, student, opt, log, best)
     log.chosen_epoch = _chosen(log, recipe)
     if recipe.select == Select.best and best is not None:
@@ -284,6 +288,18 @@ def _chosen(log: FitLog, recipe: FinetuneRecipe) -> int:
     if recipe.select == Select.last or log.history[0]["val_loss"] is None:
         return log.history[-1]["epoch"]
     return min(log.history, key=lambda h: (h["val_loss"], h["epoch"]))["epoch"]
+
+
+def epoch_weights(folder: Path, epoch: int) -> Path:
+    """Where a fit kept its trained parameters after `epoch` (train_fit's keep_epochs)."""
+    return Path(folder) / f"epoch-{epoch}.safetensors"
+
+
+def save_weights(student: Student, path: Path) -> None:
+    """The trained parameters (safetensors, written atomically by rank 0)."""
+    if world().main:
+        with atomic_output(path) as tmp:
+            save_file(trained_state(student), str(tmp))
 
 
 def _save_checkpoint(path: Path, identity, student: Student, opt, log: FitLog, best) -> None:

@@ -6,10 +6,11 @@ pipeline drew, beside (not instead of) the linear student of `fit-student`:
 * strong SFT:  the n labelled rows with their observed labels;
 * ceiling:     the n + N rows with their observed labels.
 
-LP-FT: each head starts from the linear student, the ridgeless fit on all the fit's rows and targets in the
-strong shared basis that `fit-student` uses, mapped back to the embedding; so epoch 0 is the linear student
-and every later epoch is what finetuning adds (the validation slice, held out of every step, is in-sample for
-that start). With `--train head` or `last:K`, the frozen part of the network runs once: its outputs for every
+LP-FT: each head starts from the linear student of the fit's training slice, the ridgeless fit on those rows
+and targets in the strong shared basis that `fit-student` uses, mapped back to the embedding; so epoch 0 is a
+linear student and every later epoch is what finetuning adds. The validation slice is held out of the start
+head too, so every epoch, 0 included, is judged out of sample (with --val-fraction 0 epoch 0 is fit-student's
+student itself). With `--train head` or `last:K`, the frozen part of the network runs once: its outputs for every
 row are cached in activations/ beside the strong embeddings (sharded and resumable, like an
 extraction) and shared by the three fits, by trials and by sweep points. The result has the schema of
 `fit-student`'s, so report, run and sweep read it unchanged; test labels are read only to evaluate.
@@ -94,11 +95,12 @@ def finetune(
     job.inputs = _inputs(cut(bb.model, recipe.spec, bb.name), job, data)
     identity = fits_identity(recipe, pseudo, emb_s, sub_opts)
     folder = Path(f"{out}.fits")
-    heads = {name: _lp_head(emb_s, basis, fits[name], recipe.loss) for name in FITS}
     seed = int(made.seed)
+    slices = {name: validation_split(len(fits[name].rows), recipe.val_fraction, seed, k) for k, name in enumerate(FITS)}
+    heads = {name: _lp_head(emb_s, basis, fits[name], slices[name][0], recipe.loss) for name in FITS}
     done = {
-        name: job.run(name, k, fits[name], heads[name], seed, folder / name, {**identity, "fit": name}, out)
-        for k, name in enumerate(FITS)
+        name: job.run(name, fits[name], slices[name], heads[name], seed, folder / name, {**identity, "fit": name}, out)
+        for name in FITS
     }
     outputs, init, trial = _trial(pseudo, made, emb_s, test, fits, done)
     seconds = {**made.seconds, "finetune": round(time.perf_counter() - start, 3)}
@@ -220,13 +222,14 @@ class Job:
     def positions(self, rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.needed, rows)
 
-    def run(self, name: str, k: int, f: Rows, head, seed: int, folder: Path, identity: dict, out: Path):
-        """One fit from its LP-FT head: (test outputs at epoch 0, after finetuning, its record)."""
+    def run(self, name: str, f: Rows, split, head, seed: int, folder: Path, identity: dict, out: Path):
+        """One fit from its LP-FT head, on its (train, val) positions `split`: (test outputs at epoch 0, after
+        finetuning, its record)."""
         import torch
 
         from w2s_cli.finetuning.lora import add_lora
         from w2s_cli.finetuning.network import Student, cut, set_trainable
-        from w2s_cli.finetuning.train import Fit, predictions, raw_outputs, train_fit
+        from w2s_cli.finetuning.train import Fit, epoch_weights, predictions, raw_outputs, save_weights, train_fit
 
         recipe, spec = self.recipe, self.recipe.spec
         begin = time.perf_counter()
@@ -237,14 +240,23 @@ class Job:
         if self.dev.type == "cuda":
             student = student.to(memory_format=torch.channels_last)
         trained = set_trainable(student, spec, lora)
-        train, val = validation_split(len(f.rows), recipe.val_fraction, seed, k)
+        train, val = split
         targets = np.zeros((len(self.needed), f.targets.shape[1]), np.float32)
         targets[self.positions(f.rows)] = f.targets if recipe.loss == Loss.mse else probabilities(f.targets)
         fit = Fit(name, self.inputs, targets, self.positions(f.rows[train]), self.positions(f.rows[val]))
         test = self.positions(self.test)
         first = predictions(raw_outputs(student, self.inputs, test, recipe, self.dev), recipe.loss)
+        keep = name == "w2s"  # its kernel at every epoch is what predicting and stopping it read
         log = train_fit(
-            student, fit, recipe, seed=seed, folder=folder, identity=identity, dev=self.dev, quiet=self.extract.quiet
+            student,
+            fit,
+            recipe,
+            seed=seed,
+            folder=folder,
+            identity=identity,
+            dev=self.dev,
+            quiet=self.extract.quiet,
+            keep_epochs=keep,
         )
         last = predictions(raw_outputs(student, self.inputs, test, recipe, self.dev), recipe.loss)
         weights = folder / "final.safetensors"
@@ -257,6 +269,12 @@ class Job:
             "trained_parameters": int(sum(p.numel() for p in student.parameters() if p.requires_grad)),
             "trained_tensors": len(trained),
             "weights": os.path.relpath(weights.resolve(), Path(out).resolve().parent),
+            "epoch_weights": [
+                os.path.relpath(epoch_weights(folder, e).resolve(), Path(out).resolve().parent)
+                for e in range(1, recipe.epochs + 1)
+            ]
+            if keep
+            else None,
             "seconds": round(time.perf_counter() - begin, 3),
             **log.record(),
         }
@@ -271,26 +289,17 @@ def validation_split(n: int, fraction: float, seed: int, k: int) -> tuple[np.nda
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _lp_head(emb_s: EmbeddingSet, basis, f: Rows, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
-    """LP-FT: the linear student on all the fit's rows and targets (its validation slice included, so that
-    epoch 0 is fit-student's student) in the strong shared basis (ridgeless for mse, the soft-target logistic
-    head for the cross-entropies), as (coef (width, C), intercept (C,)) on embeddings."""
-    Z = basis.transform(emb_s.rows(f.rows))
+def _lp_head(emb_s: EmbeddingSet, basis, f: Rows, train: np.ndarray, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
+    """LP-FT: the linear student on the fit's training slice (positions `train` of its rows; the validation
+    slice stays out, so that its loss judges epoch 0 out of sample like every later epoch) in the strong
+    shared basis (ridgeless for mse, the soft-target logistic head for the cross-entropies), as
+    (coef (width, C), intercept (C,)) on embeddings."""
+    Z, targets = basis.transform(emb_s.rows(f.rows[train])), f.targets[train]
     if loss == Loss.mse:
-        head = fit_head(Solver.ridgeless, Z, f.targets)
+        head = fit_head(Solver.ridgeless, Z, targets)
     else:
-        head = fit_head(Solver.logistic, Z, probabilities(f.targets))
+        head = fit_head(Solver.logistic, Z, probabilities(targets))
     return to_embedding_space(basis, *head.linear())
-
-
-def save_weights(student, path: Path) -> None:
-    """The trained parameters of a finished fit (safetensors, written atomically)."""
-    from safetensors.torch import save_file
-
-    from w2s_cli.finetuning.network import trained_state
-
-    with store.atomic_output(path) as tmp:
-        save_file(trained_state(student), str(tmp))
 
 
 def data_options(made: EmbeddingsRecord) -> DataOptions:

@@ -37,18 +37,45 @@ DISTORTION_ROWS = 64
 
 
 class Start(NamedTuple):
-    """A finetune's LP-FT start: its head (coef (width, C), intercept (C,)), its record (with the inputs the
-    trained part read), the result's seed (that of its LoRA adapters) and the tensors file its trained part
-    read (StudentRecord.tensors_read: input, path, shape), if any."""
+    """A point of a finetune: its LP-FT start head (coef (width, C), intercept (C,)), its record (with the inputs
+    the trained part read), the result's seed (that of its LoRA adapters), the tensors file its trained part
+    read (StudentRecord.tensors_read: input, path, shape), if any, and the trained parameters to load on top
+    of the start (`weights`, a safetensors file; None: the start itself, epoch 0)."""
 
     head: tuple[np.ndarray, np.ndarray] | None
     record: dict[str, Any] | None
     seed: int
     read: tuple[str, str, list[int] | None] | None = None
+    weights: Path | None = None
 
 
-def start_head(init: str | os.PathLike, fit: str) -> Start:
-    """The LP-FT start of fit `fit` in the finetune result `init` (see `Start`)."""
+def parse_epoch(text: str | int) -> str | int:
+    """--init-epoch: start (the LP-FT start, epoch 0), final (the weights the fit kept) or an epoch number."""
+    value = str(text).strip()
+    if value in ("start", "final"):
+        return value
+    if value.isdigit():
+        return 0 if int(value) == 0 else int(value)
+    raise W2SError(f"--init-epoch must be start, final or an epoch number, not '{printable(value)}'")
+
+
+def epoch_weights_file(init: str | os.PathLike, result, fit: str, epoch: str | int) -> Path | None:
+    """The trained parameters of fit `fit` of the finetune result `init` after `epoch` (None: the start)."""
+    if epoch in ("start", 0):
+        return None
+    extra = result.fits[fit].extra
+    owner = Path(init).resolve().parent
+    if epoch == "final":
+        return owner / extra["weights"]
+    kept = extra.get("epoch_weights") or []
+    if not 1 <= int(epoch) <= len(kept):
+        what = f"epochs 1-{len(kept)} and final" if kept else "only its start and final weights (epochs not kept)"
+        raise W2SError(f"--init-epoch {epoch}: fit {fit} of {printable(init)} has {what}")
+    return owner / kept[int(epoch) - 1]
+
+
+def start_head(init: str | os.PathLike, fit: str, epoch: str | int = "start") -> Start:
+    """Fit `fit` of the finetune result `init` at `epoch` (see `Start`, `parse_epoch`)."""
     from w2s_cli.store import artifact as store
     from w2s_cli.store.records import ResultRecord, read_record
 
@@ -73,7 +100,16 @@ def start_head(init: str | os.PathLike, fit: str) -> Start:
         "recipe_train": result.student.recipe["train"],
         "inputs": result.student.inputs,
     }
-    return Start(head, record, int(art.meta["seed"]), result.student.tensors_read)
+    weights = epoch_weights_file(init, result, fit, epoch)
+    if weights is not None:
+        from w2s_cli.store.artifact import file_sha256
+
+        if not weights.is_file():
+            raise W2SError(f"--init {printable(init)}: the weights of fit {fit} at epoch {epoch} are gone")
+        record.update(epoch=epoch, weights_sha256=file_sha256(weights))
+        if epoch == "final":
+            record["chosen_epoch"] = result.fits[fit].chosen_epoch
+    return Start(head, record, int(art.meta["seed"]), result.student.tensors_read, weights)
 
 
 def cached_prefix(
@@ -112,6 +148,22 @@ def cached_prefix(
         return torch.from_numpy(cache.rows(where[positions])).reshape(-1, *shape)
 
     return rows, {"path": str(path), "artifact_id": cache.meta["artifact_id"], "shape": list(shape)}
+
+
+def load_point(student, names: list[str], weights: Path, init) -> None:
+    """Load a finetune's trained parameters at a later point onto `student` (built at its start): refused
+    unless they are exactly the parameters this trained set names."""
+    from safetensors.torch import load_file
+
+    from w2s_cli.finetuning.network import load_trained
+
+    state = load_file(str(weights))
+    if sorted(state) != sorted(names):
+        raise W2SError(
+            f"--init {printable(init)}: {printable(weights)} holds {len(state)} tensors, not the {len(names)} "
+            "this trained set has (give the --train of that finetune)"
+        )
+    load_trained(student, state)
 
 
 def n_outputs(source: ImageSource) -> int:
@@ -175,6 +227,7 @@ def extract_gradients(
     train: str,
     init: str | os.PathLike | None = None,
     init_fit: str = "w2s",
+    init_epoch: str | int = "start",
     proj_dim: int | None = 2048,
     proj_seed: int = 0,
     limit: int | None = None,
@@ -182,20 +235,23 @@ def extract_gradients(
     request: dict[str, Any] | None = None,
 ) -> Path:
     """Write, for every sample, the projected gradient of s(x) with respect to what `--train train` trains, at
-    the LP-FT head of `init` (else `default_head`), as an embeddings artifact at `out`; returns its path.
+    fit `init_fit` of the finetune `init` after `init_epoch` (start: its LP-FT head on the pretrained network;
+    final: its kept weights; K: after epoch K), else at `default_head`, as an embeddings artifact at `out`.
     `proj_dim` None writes the exact gradients (small models only: a test's reference)."""
     from w2s_cli.extraction.extract import extract
 
     spec = TrainSpec.parse(train)
     if proj_dim is not None and proj_dim < 1:
         raise W2SError(f"--proj-dim must be at least 1, got {proj_dim}")
-    lp = start_head(init, init_fit) if init is not None else Start(None, None, seed)
+    lp = start_head(init, init_fit, parse_epoch(init_epoch)) if init is not None else Start(None, None, seed)
     options = options or ExtractOptions()
     source = open_source(data)
 
     def features(bb: Backbone):
         start = start_point(bb, n_outputs(source), lp.head, init, lp.record, proj_seed)
         student, names = gradient_student(bb.model, bb.name, spec, start, lp.seed)
+        if lp.weights is not None:
+            load_point(student, names, lp.weights, init)
         ids = subset(source, limit, seed)
         cached = cached_prefix(lp.read, student.cut, bb, source, ids)
         if cached:

@@ -151,6 +151,8 @@ def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike
         raise W2SError(f"{where}: not gradient features made with --init {printable(result)}")
     if made_fit != fit:
         raise W2SError(f"{where}: made at the start of fit {printable(made_fit)}, not of {fit}")
+    if g.record.grad_epoch != "start":
+        raise W2SError(f"{where}: made after epoch {g.record.grad_epoch} of that fit, not at its start")
     if not np.array_equal(np.asarray(g.art["sample_ids"]), np.asarray(emb_s.art["sample_ids"])):
         raise W2SError(f"{where}: not the samples of the strong embeddings {printable(emb_s.path)}")
     coef, intercept = np.asarray(art[f"start_coef_{fit}"]), np.asarray(art[f"start_intercept_{fit}"])

@@ -1032,6 +1032,12 @@ class EmbeddingsRecord:
         return init.get("artifact_id"), init.get("fit")
 
     @property
+    def grad_epoch(self) -> str | int:
+        """Gradient features made with --init: the point of that finetune (start, an epoch, final)."""
+        init = ((self.features or {}).get("init") or {}) if self.feature_kind == "grad" else {}
+        return init.get("epoch") or "start"
+
+    @property
     def task(self) -> str:
         """classification or regression (records from before regression datasets: classification)."""
         return self.dataset["task"] if "task" in self.dataset else "classification"
