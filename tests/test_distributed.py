@@ -139,7 +139,8 @@ def test_ctrl_c_with_loader_workers_prints_one_line_and_resumes(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130
-    assert err.splitlines() == ["w2s: interrupted (rerun the same command to resume an extraction)"], err
+    line = "w2s: interrupted during an extraction (rerun the same command to resume it from its finished shards)"
+    assert err.splitlines() == [line], err
     assert not (tmp_path / "e.safetensors").exists() and list(shards.glob("shard-*.safetensors"))
     again = ok(*args)
     assert "resuming" in again and "from row" in again

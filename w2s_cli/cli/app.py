@@ -692,13 +692,24 @@ def _rank_tag() -> str:
     return f"rank {w.rank}: " if w is not None and w.size > 1 else ""
 
 
+# the commands whose work a rerun resumes, for an interrupt outside any stage that names its own work
+RESUMABLE = {
+    "extract": ("an extraction", "rerun the same command to resume it from its finished shards"),
+    "run": ("a run", "rerun the same command to resume: finished extractions and trials are reused"),
+    "sweep": ("a sweep", "rerun the same command to resume: finished extractions and points are reused"),
+}
+
+
 def main() -> None:
     """Entry point: every user mistake, usage errors included, becomes one line and exit code 2."""
+    from w2s_cli.progress import interrupted_during
+
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     hint = f"try 'w2s {command} --help'" if command in app_commands() else "try 'w2s --help'"
     code = 1
+    interrupted_during()  # forget what an earlier command in this process was doing
     try:
         from w2s_cli.cli.config import preload
 
@@ -708,8 +719,10 @@ def main() -> None:
             sys.stderr.write(f"w2s: error: {_rank_tag()}{printable(' '.join(exc.message.split()))}\n")
         code = 2
     except (KeyboardInterrupt, Interrupted):
+        # what was under way: the stage's own word (progress.running), else the command's own resumable work
+        work = interrupted_during() or RESUMABLE.get(command)
         if os.environ.get("RANK", "0") == "0":  # torchrun stops the other ranks when one fails: said once
-            sys.stderr.write("w2s: interrupted (rerun the same command to resume an extraction)\n")
+            sys.stderr.write("w2s: interrupted" + (f" during {work[0]} ({work[1]})" if work else "") + "\n")
         code = 130
     except BrokenPipeError:  # the reader of our stdout went away (e.g. `| head`)
         sys.stderr.close()

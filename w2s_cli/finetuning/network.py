@@ -13,8 +13,11 @@ and `all` work for any timm model.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -173,3 +176,67 @@ def load_trained(student: Student, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for n, t in state.items():
             named[n].copy_(t)
+
+
+# weights files outside the artifact format (a fit's final weights, its checkpoint) -----------------------------
+HASH_KEY = "w2s_tensors_sha256"  # in the file's safetensors metadata: the hash of its own tensors
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A content hash of named tensors (names, dtypes, shapes and bytes, in name order): what a weights file
+    or checkpoint records of itself, and a fit's record of its final weights."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{list(t.shape)}\n".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta: dict[str, str] | None = None) -> None:
+    """`tensors` as a safetensors file at `path` (written atomically), its own hash in its metadata."""
+    from safetensors.torch import save_file
+
+    from w2s_cli.store.artifact import atomic_output
+
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata={**(meta or {}), HASH_KEY: tensors_sha256(tensors)})
+
+
+def read_tensors(
+    path: str | os.PathLike,
+    role: str,
+    *,
+    like: dict[str, torch.Tensor] | None = None,
+    sha256: str | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (on the CPU) and metadata of a weights file w2s wrote (`save_tensors`), or one W2SError
+    naming the file and its `role`: missing, unreadable, truncated, damaged (its tensors no longer hash to
+    the hash written with them, or to `sha256`, the hash a record holds), or foreign (other tensor names or
+    shapes than `like`)."""
+    from safetensors import SafetensorError, safe_open
+
+    where = f"{role} {printable(path)}"
+    try:  # the library checks the header against the file's length: a truncated file fails here
+        if not Path(path).is_file():
+            raise W2SError(f"{where}: not found" if not Path(path).exists() else f"{where}: not a file")
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except OSError as exc:
+        raise W2SError(f"{where}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    except (SafetensorError, ValueError, RuntimeError):
+        raise W2SError(f"{where}: truncated or damaged (not a readable safetensors file)") from None
+    found = tensors_sha256(tensors)
+    if meta.get(HASH_KEY, found) != found:
+        raise W2SError(f"{where}: damaged (its tensors no longer match the hash written with them)")
+    if sha256 is not None and found != sha256:
+        raise W2SError(f"{where}: not the weights its result recorded (their hash differs)")
+    if like is not None:
+        if sorted(tensors) != sorted(like):
+            raise W2SError(f"{where}: holds {len(tensors)} tensors, not the {len(like)} this recipe trains")
+        bad = next((n for n in sorted(like) if tensors[n].shape != like[n].shape), None)
+        if bad is not None:
+            shape, wanted = list(tensors[bad].shape), list(like[bad].shape)
+            raise W2SError(f"{where}: tensor {printable(bad)} has shape {shape}, not {wanted}")
+    return tensors, meta

@@ -20,16 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from w2s_cli.distributed import barrier, world
-from w2s_cli.errors import W2SError
-from w2s_cli.finetuning.network import Student, load_trained, trained_state
+from w2s_cli.errors import W2SError, printable
+from w2s_cli.finetuning.network import Student, load_trained, read_tensors, save_tensors, trained_state
 from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss, Select
-from w2s_cli.progress import progress_bar
-from w2s_cli.store.artifact import atomic_output
+from w2s_cli.progress import progress_bar, stderr
+from w2s_cli.store.records import PrecisionRecord
 
 
 class TensorInputs:
@@ -157,8 +155,17 @@ def _val_loss(student: Student, fit: Fit, recipe: FinetuneRecipe, dev: torch.dev
     return float(row_losses(out, y, Loss.mse if recipe.loss == Loss.mse else Loss.xent).mean())
 
 
+def precision_used(dev: torch.device, requested: str) -> PrecisionRecord:
+    """What a finetune that asks for `requested` (fp32, bf16, fp16) runs on `dev`: AMP (autocast to bf16 or
+    fp16, and for fp16 a gradient scaler) on a CUDA device only; plain fp32 anywhere else."""
+    amp = requested != "fp32" and dev.type == "cuda"
+    return PrecisionRecord(
+        requested, requested if amp else "fp32", autocast=amp, grad_scaler=amp and requested == "fp16"
+    )
+
+
 def _autocast(dev: torch.device, precision: str):
-    if precision == "fp32" or dev.type != "cuda":
+    if not precision_used(dev, precision).autocast:
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
@@ -184,7 +191,7 @@ def train_fit(
     w = world()
     steps = max(1, math.ceil(len(fit.train) / recipe.batch_size))
     opt, sched = optimiser_and_schedule(student, recipe, steps)
-    scaler = torch.amp.GradScaler("cuda") if recipe.precision == "fp16" and dev.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if precision_used(dev, recipe.precision).grad_scaler else None
     log, best = FitLog(), None
     ckpt = folder / "checkpoint.safetensors"
     start = _resume(ckpt, identity, student, opt, log)
@@ -296,10 +303,9 @@ def epoch_weights(folder: Path, epoch: int) -> Path:
 
 
 def save_weights(student: Student, path: Path) -> None:
-    """The trained parameters (safetensors, written atomically by rank 0)."""
+    """The trained parameters (safetensors with their hash inside, written atomically by rank 0)."""
     if world().main:
-        with atomic_output(path) as tmp:
-            save_file(trained_state(student), str(tmp))
+        save_tensors(trained_state(student), path)
 
 
 def _save_checkpoint(path: Path, identity, student: Student, opt, log: FitLog, best) -> None:
@@ -313,23 +319,25 @@ def _save_checkpoint(path: Path, identity, student: Student, opt, log: FitLog, b
             for key, v in s.items():
                 tensors[f"opt.{i}.{key}"] = torch.as_tensor(v).contiguous()
         meta = {"identity": identity, "log": log.record(), "param_groups": state["param_groups"]}
-        with atomic_output(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"w2s_checkpoint": json.dumps(meta)})
+        save_tensors(tensors, path, {"w2s_checkpoint": json.dumps(meta)})
     barrier()
 
 
 def _resume(path: Path, identity, student: Student, opt, log: FitLog) -> int:
-    """Load the checkpoint of this very fit if there is one; returns the epoch to start from."""
+    """Load the checkpoint of this very fit if there is one; returns the epoch to start from. A damaged or
+    foreign checkpoint, or one of other work, is not used: the fit starts over, and says so."""
     if not path.exists():
         return 0
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["w2s_checkpoint"])
-            if meta["identity"] != identity:
-                return 0
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, KeyError, ValueError):
-        return 0  # a damaged or foreign checkpoint: start over
+        tensors, raw = read_tensors(path, "checkpoint")
+        meta = json.loads(raw["w2s_checkpoint"])
+        same = meta["identity"] == identity
+    except W2SError as exc:
+        return _start_over(f"{exc.message}; starting this fit over")
+    except (KeyError, TypeError, ValueError):
+        return _start_over(f"checkpoint {printable(path)}: not a w2s checkpoint; starting this fit over")
+    if not same:
+        return _start_over(f"checkpoint {printable(path)}: of other settings or inputs; starting this fit over")
     load_trained(student, {k[6:]: v for k, v in tensors.items() if k.startswith("param.")})
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
@@ -342,7 +350,13 @@ def _resume(path: Path, identity, student: Student, opt, log: FitLog) -> int:
     return int(log.history[-1]["epoch"])
 
 
+def _start_over(note: str) -> int:
+    if world().main:
+        stderr.print(f"note: {note}")
+    return 0
+
+
 def _load_best(path: Path) -> dict[str, torch.Tensor] | None:
-    with safe_open(str(path), framework="pt") as f:
-        best = {k[5:]: f.get_tensor(k) for k in f.keys() if k.startswith("best.")}
+    tensors, _ = read_tensors(path, "checkpoint")
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     return best or None

@@ -168,6 +168,16 @@ def _headline(s: Summary) -> str:
     return headline
 
 
+def _ran(student) -> str:
+    """Where and in what precision a finetune ran, as its record says (older records: nothing)."""
+    p = student.precision
+    if p is None:
+        return ""
+    amp = " with AMP" if p.autocast else ""
+    asked = f" ({p.requested} was asked for: AMP needs a CUDA device)" if p.requested != p.used else ""
+    return f"; ran on {student.device} in {p.used}{amp}{asked}"
+
+
 def report_blocks(s: Summary) -> list[Block]:
     trained, start = _trained_on(s), s.init
     cols = ["model", "trained on", "d/rows", "test MSE"] + (["accuracy"] if s.classification else [])
@@ -194,7 +204,7 @@ def report_blocks(s: Summary) -> list[Block]:
         chosen = ", ".join(
             f"{LABELS[k]} {None if _fit(s, k) is None else _fit(s, k).chosen_epoch}" for k in MODELS if k != "weak"
         )
-        lines.append(f"student: {s.student.description} (chosen epoch: {chosen}; last trial)")
+        lines.append(f"student: {s.student.description} (chosen epoch: {chosen}; last trial){_ran(s.student)}")
         lines.append(
             f"at epoch 0 (the linear students): PGR = {fmt(start.pgr, start.pgr_stderr, 3)}   "
             f"OPR = {fmt(start.opr, start.opr_stderr, 3)}"

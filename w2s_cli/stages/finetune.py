@@ -32,7 +32,7 @@ from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss
 from w2s_cli.numerics.stats import as_targets, evaluate, probabilities
 from w2s_cli.options import DataOptions, ExtractOptions, Solver, SubspaceOptions
-from w2s_cli.progress import stderr
+from w2s_cli.progress import running, stderr
 from w2s_cli.stages.heads import fit_head, shared_basis, to_embedding_space
 from w2s_cli.stages.student import result_meta
 from w2s_cli.store import artifact as store
@@ -41,6 +41,7 @@ from w2s_cli.store.outputs import check_output
 from w2s_cli.store.records import (
     EmbeddingsRecord,
     Metrics,
+    PrecisionRecord,
     PseudoLabelsRecord,
     RecordError,
     StudentRecord,
@@ -49,6 +50,10 @@ from w2s_cli.store.records import (
 )
 
 FITS = ("w2s", "strong_sft", "ceiling")
+RESUME = (
+    "rerun the same command to resume it: the frozen prefix's cache from its finished shards, each fit from "
+    "its last finished epoch"
+)
 
 
 @dataclasses.dataclass
@@ -59,6 +64,7 @@ class Rows:
     targets: np.ndarray
 
 
+@running("a finetune", RESUME)
 def finetune(
     pseudo_path: str | os.PathLike,
     strong: str | os.PathLike,
@@ -92,7 +98,8 @@ def finetune(
     bb = backbone_from_record(emb_s.meta, f"strong embeddings {printable(strong)}")
     test = np.asarray(pseudo["test_rows"])
     job = Job(recipe, bb, emb_s, np.unique(np.concatenate([test, train_rows])), test, extract)
-    job.inputs = _inputs(cut(bb.model, recipe.spec, bb.name), job, data)
+    job.inputs = _inputs(cut(bb.model, recipe.spec, bb.name), job, data, out)
+    precision = precision_in_use(recipe, job.dev)
     identity = fits_identity(recipe, pseudo, emb_s, sub_opts)
     folder = Path(f"{out}.fits")
     seed = int(made.seed)
@@ -114,7 +121,9 @@ def finetune(
         trial=trial,
         seconds=seconds,
         analysis_note="finetuned students: the variance analysis is about linear fits on fixed features",
-        student_record=StudentRecord("finetune", recipe.record(), recipe.describe(), job.inputs_record, str(job.dev)),
+        student_record=StudentRecord(
+            "finetune", recipe.record(), recipe.describe(), job.inputs_record, str(job.dev), precision
+        ),
     )
     tensors = result_tensors(outputs, init, heads, test, basis)
     main_writes(lambda: store.save(store.Artifact("result", result.to_json(), tensors), out), out)
@@ -228,7 +237,7 @@ class Job:
         import torch
 
         from w2s_cli.finetuning.lora import add_lora
-        from w2s_cli.finetuning.network import Student, cut, set_trainable
+        from w2s_cli.finetuning.network import Student, cut, set_trainable, tensors_sha256, trained_state
         from w2s_cli.finetuning.train import Fit, epoch_weights, predictions, raw_outputs, save_weights, train_fit
 
         recipe, spec = self.recipe, self.recipe.spec
@@ -268,7 +277,9 @@ class Job:
             "val_rows": len(val),
             "trained_parameters": int(sum(p.numel() for p in student.parameters() if p.requires_grad)),
             "trained_tensors": len(trained),
-            "weights": os.path.relpath(weights.resolve(), Path(out).resolve().parent),
+            "weights": os.path.relpath(weights.resolve(), Path(out).resolve().parent),  # beside the result
+            "weights_path": str(weights.resolve()),
+            "weights_sha256": tensors_sha256(trained_state(student)),  # what kernel-check reads is checked
             "epoch_weights": [
                 os.path.relpath(epoch_weights(folder, e).resolve(), Path(out).resolve().parent)
                 for e in range(1, recipe.epochs + 1)
@@ -302,6 +313,19 @@ def _lp_head(emb_s: EmbeddingSet, basis, f: Rows, train: np.ndarray, loss: Loss)
     return to_embedding_space(basis, *head.linear())
 
 
+def precision_in_use(recipe: FinetuneRecipe, dev) -> PrecisionRecord:
+    """The precision the fits run in on `dev` (recorded), said on stderr when it is not the one asked for."""
+    from w2s_cli.finetuning.train import precision_used
+
+    ran = precision_used(dev, recipe.precision)
+    if ran.used != ran.requested and world().main:
+        stderr.print(
+            f"note: --ft-precision {ran.requested} (AMP) needs a CUDA device: on {dev} this finetune runs in "
+            f"{ran.used}, and its record says so"
+        )
+    return ran
+
+
 def data_options(made: EmbeddingsRecord) -> DataOptions:
     """Where an embeddings artifact's images came from, as recorded (older records: the request or name)."""
     if made.data is not None:
@@ -329,14 +353,15 @@ def open_images(emb_s: EmbeddingSet, data: DataOptions | None):
     return source
 
 
-def _inputs(c, job: Job, data: DataOptions | None):
+def _inputs(c, job: Job, data: DataOptions | None, out: Path):
     """The inputs of the trained part over job.needed: the strong embeddings themselves (`head`), the frozen
-    prefix's cached outputs (`last:K`), or the images (`lora:R`, `all`)."""
+    prefix's cached outputs (`last:K`), or the images (`lora:R`, `all`). The record names a file of tensors
+    as any input is referenced (absolute, relative to the result `out`, its artifact_id)."""
     from w2s_cli.finetuning.train import ImageInputs, TensorInputs
 
     emb_s, kind = job.emb_s, c.record["input"]
     if kind == "embeddings":
-        job.inputs_record = {"input": "embeddings", "path": str(emb_s.path)}
+        job.inputs_record = {"input": "embeddings", **store.reference(emb_s.art, out)}
         return TensorInputs(emb_s.rows(job.needed), (emb_s.width,))
     if kind == "images":
         source = open_images(emb_s, data)
@@ -349,9 +374,10 @@ def _inputs(c, job: Job, data: DataOptions | None):
         job.inputs_record = {"input": "images", "data": dataclasses.asdict(data or data_options(emb_s.record))}
         return ImageInputs(source, ids, job.bb.data_config, job.recipe.augment, workers)
     path = prefix_cache(c, emb_s, job.bb, job.recipe, job.extract, data)
-    shape = tuple(store.read_meta(path)["features"]["shape"])
-    job.inputs_record = {"input": "activations", "path": str(path), "shape": list(shape), **c.record}
-    return TensorInputs(EmbeddingSet(path, "cached activations").rows(job.needed), shape)
+    cache = EmbeddingSet(path, "cached activations")
+    shape = tuple(cache.meta["features"]["shape"])
+    job.inputs_record = {"input": "activations", **store.reference(cache.art, out), "shape": list(shape), **c.record}
+    return TensorInputs(cache.rows(job.needed), shape)
 
 
 def prefix_cache_path(strong: Path, cut_record: dict[str, Any]) -> Path:
@@ -362,6 +388,7 @@ def prefix_cache_path(strong: Path, cut_record: dict[str, Any]) -> Path:
     return Path(strong).parent / "activations" / f"{stem}.{cut_name}.safetensors"
 
 
+@running("the frozen prefix's cache", "rerun the same command to resume it from its finished shards")
 def prepare_prefix_cache(
     strong: str | os.PathLike, recipe: FinetuneRecipe, extract: ExtractOptions, data: DataOptions | None = None
 ) -> Path | None:
@@ -402,6 +429,7 @@ def prefix_cache(c, emb_s: EmbeddingSet, bb, recipe: FinetuneRecipe, extract, da
         pass
     spec, seed = spec_from_record(emb_s.meta)
     source = open_images(emb_s, data)
+    _check_cache_writable(path, emb_s, recipe)
     run_extract(
         data or data_options(emb_s.record),
         spec,
@@ -415,3 +443,23 @@ def prefix_cache(c, emb_s: EmbeddingSet, bb, recipe: FinetuneRecipe, extract, da
     if not same(read_record(store.load(path, "embeddings"), EmbeddingsRecord)):
         raise W2SError(f"{printable(path)}: cached activations that do not match {printable(emb_s.path)}")
     return path
+
+
+def _check_cache_writable(path: Path, emb_s: EmbeddingSet, recipe: FinetuneRecipe) -> None:
+    """Refuse, before any work, a prefix cache that cannot be written where it belongs (beside the strong
+    embeddings: one cache per strong embeddings, shared by every finetune, trial and sweep point)."""
+    import tempfile
+
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".w2s-", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise W2SError(
+            f"cannot write the frozen prefix's cache {printable(path)} ({exc.strerror or exc}): --train "
+            f"{recipe.train} caches the frozen part's outputs in activations/ beside the strong embeddings "
+            f"{printable(emb_s.path)}, so that every finetune of them shares it; copy the strong embeddings to a "
+            "writable folder and give that copy with --strong"
+        ) from None

@@ -30,7 +30,8 @@ from w2s_cli.finetuning.recipe import TrainSpec
 from w2s_cli.inputs.backbones import Backbone
 from w2s_cli.inputs.sources import ImageSource, open_source, subset
 from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions
-from w2s_cli.progress import stderr
+from w2s_cli.progress import running, stderr
+from w2s_cli.store.records import TensorsRead
 
 FITS = ("w2s", "strong_sft", "ceiling")
 DISTORTION_ROWS = 64
@@ -39,13 +40,15 @@ DISTORTION_ROWS = 64
 class Start(NamedTuple):
     """A point of a finetune: its LP-FT start head (coef (width, C), intercept (C,)), its record (with the inputs
     the trained part read), the result's seed (that of its LoRA adapters), the tensors file its trained part
-    read (StudentRecord.tensors_read: input, path, shape), if any, and the trained parameters to load on top
-    of the start (`weights`, a safetensors file; None: the start itself, epoch 0)."""
+    read (StudentRecord.tensors_read, its `ref` holding where the file is now), if any, the signature of the
+    strong embeddings it finetuned (the network: model, weights, input size; the samples), and the trained
+    parameters to load on top of the start (`weights`, a safetensors file; None: the start itself, epoch 0)."""
 
     head: tuple[np.ndarray, np.ndarray] | None
     record: dict[str, Any] | None
     seed: int
-    read: tuple[str, str, list[int] | None] | None = None
+    read: TensorsRead | None = None
+    strong: dict[str, Any] | None = None
     weights: Path | None = None
 
 
@@ -74,8 +77,10 @@ def epoch_weights_file(init: str | os.PathLike, result, fit: str, epoch: str | i
     return owner / kept[int(epoch) - 1]
 
 
-def start_head(init: str | os.PathLike, fit: str, epoch: str | int = "start") -> Start:
-    """Fit `fit` of the finetune result `init` at `epoch` (see `Start`, `parse_epoch`)."""
+def start_head(init: str | os.PathLike, fit: str, out: str | os.PathLike, epoch: str | int = "start") -> Start:
+    """Fit `fit` of the finetune result `init` at `epoch` (see `Start`, `parse_epoch`), its record's paths
+    (absolute, and relative to the gradient features to be written at `out`)."""
+    from w2s_cli.stages.finetune import prefix_cache_path
     from w2s_cli.store import artifact as store
     from w2s_cli.store.records import ResultRecord, read_record
 
@@ -91,42 +96,52 @@ def start_head(init: str | os.PathLike, fit: str, epoch: str | int = "start") ->
     if not art.has(f"start_coef_{fit}"):
         raise W2SError(f"--init {printable(init)}: holds no LP-FT start head of fit {fit} (made by an older w2s)")
     head = (np.asarray(art[f"start_coef_{fit}"], np.float64), np.asarray(art[f"start_intercept_{fit}"], np.float64))
+    read, inputs = result.student.tensors_read, dict(result.student.inputs)
+    strong = result.provenance.get("strong_embeddings") or {}
+    if read is not None:  # where that file is now; a record of an older w2s: else beside the strong embeddings
+        where = store.resolve(read.ref, init)
+        if not where.is_file() and "relpath" not in read.ref and read.input == "activations" and strong:
+            where = prefix_cache_path(store.resolve(strong, init), inputs)
+        inputs.update(store.rebase({**read.ref, "path": str(where)}, init, out))
+        read = read._replace(ref={**read.ref, "path": inputs["path"]})
     record = {
         "kind": "finetune result",
-        "result": str(init),
-        "artifact_id": art.meta["artifact_id"],  # every artifact has its content hash
+        **store.reference(art, out),  # every artifact has its content hash (artifact_id)
         "fit": fit,
         "strong_model": result.strong_model,
         "recipe_train": result.student.recipe["train"],
-        "inputs": result.student.inputs,
+        "inputs": inputs,
     }
     weights = epoch_weights_file(init, result, fit, epoch)
     if weights is not None:
-        from w2s_cli.store.artifact import file_sha256
-
         if not weights.is_file():
             raise W2SError(f"--init {printable(init)}: the weights of fit {fit} at epoch {epoch} are gone")
-        record.update(epoch=epoch, weights_sha256=file_sha256(weights))
+        record["epoch"] = epoch
         if epoch == "final":
             record["chosen_epoch"] = result.fits[fit].chosen_epoch
-    return Start(head, record, int(art.meta["seed"]), result.student.tensors_read, weights)
+    return Start(head, record, int(art.meta["seed"]), read, strong.get("signature"), weights)
 
 
 def cached_prefix(
-    read: tuple[str, str, list[int] | None] | None, c, bb: Backbone, source: ImageSource, ids: np.ndarray
+    read: TensorsRead | None, c, bb: Backbone, source: ImageSource, ids: np.ndarray, out: str | os.PathLike
 ) -> tuple[Callable[[list[int]], torch.Tensor], dict[str, Any]] | None:
-    """The frozen prefix's outputs that a finetune read (`read`: Start.read), as a function of the
-    extraction's row positions (rows of `ids`), and their record; None unless they are still there, made by
-    the same weights and cut from the same images, and hold every sample."""
+    """The frozen prefix's outputs that a finetune read (`read`: Start.read, its path where the file is now),
+    as a function of the extraction's row positions (rows of `ids`), and their record (a reference relative
+    to the features to be written at `out`); None unless they are still there, the very file the finetune
+    read (its artifact_id, when recorded), made by the same weights and cut from the same images, and hold
+    every sample."""
+    from w2s_cli.store import artifact as store
     from w2s_cli.store.embeddings import EmbeddingSet
 
-    if read is None or not Path(read[1]).is_file():
+    if read is None or not Path(read.ref["path"]).is_file():
         return None
-    path = Path(read[1])
+    path = Path(read.ref["path"])
     try:
         cache = EmbeddingSet(path, "cached activations")
     except W2SError:
         return None
+    if read.ref.get("artifact_id", cache.meta["artifact_id"]) != cache.meta["artifact_id"]:
+        return None  # made again since the finetune read it
     made = cache.record
     feats = made.features or {"kind": "embeddings"}
     shape = tuple(made.feature_shape or [cache.width])
@@ -147,17 +162,16 @@ def cached_prefix(
     def rows(positions: list[int]) -> torch.Tensor:
         return torch.from_numpy(cache.rows(where[positions])).reshape(-1, *shape)
 
-    return rows, {"path": str(path), "artifact_id": cache.meta["artifact_id"], "shape": list(shape)}
+    return rows, {**store.reference(cache.art, out), "shape": list(shape)}
 
 
 def load_point(student, names: list[str], weights: Path, init) -> None:
-    """Load a finetune's trained parameters at a later point onto `student` (built at its start): refused
-    unless they are exactly the parameters this trained set names."""
-    from safetensors.torch import load_file
+    """Load a finetune's trained parameters at a later point onto `student` (built at its start), read
+    through the one weights loader (damage is one line): refused unless they are exactly the parameters this
+    trained set names."""
+    from w2s_cli.finetuning.network import load_trained, read_tensors
 
-    from w2s_cli.finetuning.network import load_trained
-
-    state = load_file(str(weights))
+    state, _ = read_tensors(weights, f"--init {printable(init)}: finetuned weights")
     if sorted(state) != sorted(names):
         raise W2SError(
             f"--init {printable(init)}: {printable(weights)} holds {len(state)} tensors, not the {len(names)} "
@@ -187,17 +201,30 @@ def first_images(bb: Backbone, source: ImageSource, ids: np.ndarray, dev: torch.
 
 
 def start_point(
-    bb: Backbone, C: int, head, init: str | os.PathLike | None, init_record: dict[str, Any] | None, proj_seed: int
+    bb: Backbone, C: int, lp: Start, init: str | os.PathLike | None, proj_seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The head (coef (width, C), intercept (C,)) the gradients are taken at: `init`'s LP-FT head, refused
-    unless it was made for this very backbone, else `default_head`."""
-    start = head if head is not None else default_head(bb.width, C, proj_seed)
-    if head is not None and (start[0].shape[0] != bb.width or init_record["strong_model"] != bb.name):
+    """The head (coef (width, C), intercept (C,)) the gradients are taken at: the LP-FT head of `init` (`lp`),
+    refused unless it was made for this very backbone (name, width, weights, input size), else
+    `default_head`."""
+    if lp.head is None:
+        return default_head(bb.width, C, proj_seed)
+    width, model = lp.head[0].shape[0], str(lp.record["strong_model"])
+    if width != bb.width or model != bb.name:
         raise W2SError(
-            f"--init {printable(init)}: a finetune of {printable(str(init_record['strong_model']))} "
-            f"(width {start[0].shape[0]}), not of {printable(bb.name)} (width {bb.width})"
+            f"--init {printable(init)}: a finetune of {printable(model)} (width {width}), not of "
+            f"{printable(bb.name)} (width {bb.width})"
         )
-    return start
+    made = lp.strong or {}  # older results without the signature: the name and width only
+    weights, size = made.get("state_dict_sha256"), made.get("input_size")
+    if (weights is not None and weights != bb.weights["state_dict_sha256"]) or (
+        size is not None and list(size) != list(bb.input_size)
+    ):
+        raise W2SError(
+            f"--init {printable(init)}: a finetune of {printable(model)} with weights {str(weights)[:12]} at input "
+            f"{size}, not of these ({bb.weights['state_dict_sha256'][:12]} at {list(bb.input_size)}): give the "
+            "strong network it finetuned (--weights, --image-size, --pretrained as its strong embeddings were made)"
+        )
+    return lp.head
 
 
 def measure_distortion(
@@ -218,6 +245,7 @@ def measure_distortion(
     return distortion(fn, x)
 
 
+@running("gradient features", "rerun the same command to resume them from their finished shards")
 def extract_gradients(
     data: DataOptions,
     backbone: BackboneSpec,
@@ -243,17 +271,17 @@ def extract_gradients(
     spec = TrainSpec.parse(train)
     if proj_dim is not None and proj_dim < 1:
         raise W2SError(f"--proj-dim must be at least 1, got {proj_dim}")
-    lp = start_head(init, init_fit, parse_epoch(init_epoch)) if init is not None else Start(None, None, seed)
+    lp = start_head(init, init_fit, out, parse_epoch(init_epoch)) if init is not None else Start(None, None, seed)
     options = options or ExtractOptions()
     source = open_source(data)
 
     def features(bb: Backbone):
-        start = start_point(bb, n_outputs(source), lp.head, init, lp.record, proj_seed)
+        start = start_point(bb, n_outputs(source), lp, init, proj_seed)
         student, names = gradient_student(bb.model, bb.name, spec, start, lp.seed)
         if lp.weights is not None:
             load_point(student, names, lp.weights, init)
         ids = subset(source, limit, seed)
-        cached = cached_prefix(lp.read, student.cut, bb, source, ids)
+        cached = cached_prefix(lp.read, student.cut, bb, source, ids, out)
         if cached:
             stderr.print(f"reading {cached[1]['path']} (the frozen prefix's outputs the finetune read)")
         xi = output_signs(start[0].shape[1], proj_seed)

@@ -61,8 +61,8 @@ def kernel_check(
     fits = {}
     for name in FITS:
         head = (np.asarray(art[f"start_coef_{name}"]), np.asarray(art[f"start_intercept_{name}"]))
-        weights = Path(result).resolve().parent / rec.fits[name].extra["weights"]  # recorded relative to it
-        fits[name] = _one_fit(copy.deepcopy(bb.model), bb.name, recipe, head, weights, x, dev, batch_size)
+        weights = _fit_weights(result, rec, name)
+        fits[name] = _one_fit(copy.deepcopy(bb.model), bb.name, recipe, head, weights, x, dev, batch_size, fit=name)
         fits[name]["chosen_epoch"] = rec.fits[name].chosen_epoch
         fits[name]["stored_outputs_gap"] = float(np.abs(fits[name].pop("f1") - art[f"test_output_{name}"]).max())
         if name in grads:
@@ -78,7 +78,7 @@ def kernel_check(
         for k in kinds
     }
     return {
-        "result": str(result),
+        "result": str(Path(result).resolve()),  # absolute, like every path this check reports
         "recipe": recipe.describe(),
         "n_test": len(test),
         "error_weak": _mean_se(weak),
@@ -110,19 +110,56 @@ def _read(result: str | os.PathLike):
     return art, rec, recipe, find(rec.provenance["strong_embeddings"], result, None, "strong embeddings")
 
 
+def _fit_weights(result, rec, name: str) -> tuple[Path, str | None]:
+    """Where fit `name`'s finetuned weights are (recorded relative to the result, and absolute), and the hash
+    of their tensors the result recorded (None in records of older w2s)."""
+    from w2s_cli.store import artifact as store
+
+    extra = rec.fits[name].extra
+    ref = {"relpath": extra["weights"], "path": extra.get("weights_path") or extra["weights"]}
+    return store.resolve(ref, result), extra.get("weights_sha256")
+
+
 def _trained_inputs(result, rec, emb_s, rows: np.ndarray) -> np.ndarray:
     """What the trained part took for `rows`: the frozen prefix's cached outputs, or the embeddings (head)."""
+    read = rec.student.tensors_read
+    if read is None or read.input != "activations":
+        return emb_s.rows(rows)
+    if read.shape is None:
+        raise W2SError(f"{printable(result)}: its record does not say the shape of the activations it trained on")
+    return _trained_cache(result, rec, emb_s).rows(rows).reshape(len(rows), *read.shape)
+
+
+def _trained_cache(result, rec, emb_s):
+    """The frozen prefix's cached outputs a finetune result trained on (an EmbeddingSet), found as any
+    recorded input is (beside the result, else at its absolute path; a record of an older w2s holds a path
+    relative to where the finetune ran: that, else the cache's place beside the strong embeddings), and
+    refused unless they are the very ones it read (their artifact_id; older records: the same kind of
+    activations of the same samples through the same weights)."""
+    from w2s_cli.stages.finetune import prefix_cache_path
+    from w2s_cli.store import artifact as store
     from w2s_cli.store.embeddings import EmbeddingSet
 
     read = rec.student.tensors_read
-    if read is None or read[0] != "activations":
-        return emb_s.rows(rows)
-    _, path, shape = read
-    if shape is None:
-        raise W2SError(f"{printable(result)}: its record does not say the shape of the activations it trained on")
-    if not os.path.isfile(path):
-        raise W2SError(f"{printable(result)}: the cached activations it trained on ({printable(path)}) are gone")
-    return EmbeddingSet(path, "cached activations").rows(rows).reshape(len(rows), *shape)
+    path = store.resolve(read.ref, result)
+    if not path.is_file() and "relpath" not in read.ref:
+        path = prefix_cache_path(emb_s.path, rec.student.inputs)
+    if not path.is_file():
+        raise W2SError(
+            f"{printable(result)}: the cached activations it trained on ({printable(read.ref['path'])}) are gone"
+        )
+    cache = EmbeddingSet(path, "cached activations")
+    made, wanted = cache.record, {k: rec.student.inputs.get(k) for k in ("before_block", "blocks", "shape")}
+    if read.ref.get("artifact_id", cache.meta["artifact_id"]) != cache.meta["artifact_id"] or not (
+        made.feature_kind == "activations"
+        and {k: (made.features or {}).get(k) for k in wanted} == wanted
+        and made.same_samples_and_weights(emb_s.record)
+    ):
+        raise W2SError(
+            f"{printable(result)}: the cached activations at {printable(path)} are not the ones it trained on "
+            "(made again since, from other samples or weights?)"
+        )
+    return cache
 
 
 def _fit_rows(result, rec, emb_s):
@@ -146,15 +183,7 @@ def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike
     if rec.student.loss != "mse":
         raise W2SError(f"{where}: the linearised finetune is of squared loss; this finetune used another")
     g = EmbeddingSet(grads, "gradient features")
-    made_at, made_fit = g.record.grad_start
-    if made_at is None or made_at != art.meta["artifact_id"]:
-        raise W2SError(f"{where}: not gradient features made with --init {printable(result)}")
-    if made_fit != fit:
-        raise W2SError(f"{where}: made at the start of fit {printable(made_fit)}, not of {fit}")
-    if g.record.grad_epoch != "start":
-        raise W2SError(f"{where}: made after epoch {g.record.grad_epoch} of that fit, not at its start")
-    if not np.array_equal(np.asarray(g.art["sample_ids"]), np.asarray(emb_s.art["sample_ids"])):
-        raise W2SError(f"{where}: not the samples of the strong embeddings {printable(emb_s.path)}")
+    grads_belong(g, art, rec, emb_s, fit, where=where, result=result)
     coef, intercept = np.asarray(art[f"start_coef_{fit}"]), np.asarray(art[f"start_intercept_{fit}"])
 
     def start(r: np.ndarray) -> np.ndarray:
@@ -167,7 +196,40 @@ def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike
     c, b = head.linear()
     test = np.asarray(art["test_rows"])
     out = start(test) + basis.transform(g.rows(test)) @ c + b
-    return out, {"features": str(grads), "rows": len(f.rows), "basis": record}
+    return out, {"features": str(Path(grads).resolve()), "rows": len(f.rows), "basis": record}
+
+
+def grads_belong(g, art, rec, emb_s, fit: str, *, where: str, result) -> None:
+    """Refuse gradient features `g` that are not of this finetune's fit `fit`: made at another start (of
+    another result, or of another of its fits), for another trained set, through another network (weights,
+    input size) or of other samples than its strong embeddings `emb_s`."""
+    from w2s_cli.finetuning.recipe import TrainSpec
+
+    made = g.record
+    made_at, made_fit = made.grad_start
+    if made_at is None or made_at != art.meta["artifact_id"]:
+        raise W2SError(f"{where}: not gradient features made with --init {printable(result)}")
+    if made_fit != fit:
+        raise W2SError(f"{where}: made at the start of fit {printable(made_fit)}, not of {fit}")
+    if made.grad_epoch != "start":
+        raise W2SError(f"{where}: made after epoch {made.grad_epoch} of that fit, not at its start")
+    trained, theirs = str(TrainSpec.parse(rec.student.recipe["train"])), (made.features or {}).get("train")
+    if theirs != trained:
+        raise W2SError(
+            f"{where}: gradient features of --train {printable(theirs)}, but this finetune trained {trained} "
+            f"(make them with --train {trained})"
+        )
+    mine, other = emb_s.record.signature, made.signature
+    if any(mine[k] != other[k] for k in ("model", "state_dict_sha256", "input_size")):
+        raise W2SError(
+            f"{where}: made through another network ({printable(other['model'])}, weights "
+            f"{other['state_dict_sha256'][:12]}, input {other['input_size']}) than this finetune's "
+            f"({printable(mine['model'])}, weights {mine['state_dict_sha256'][:12]}, input {mine['input_size']})"
+        )
+    if mine["dataset_fingerprint"] != other["dataset_fingerprint"] or not np.array_equal(
+        np.asarray(g.art["sample_ids"]), np.asarray(emb_s.art["sample_ids"])
+    ):
+        raise W2SError(f"{where}: not the samples of the strong embeddings {printable(emb_s.path)}")
 
 
 def _mean_se(e: np.ndarray) -> dict[str, float | None]:
@@ -175,25 +237,25 @@ def _mean_se(e: np.ndarray) -> dict[str, float | None]:
     return {"value": m, "stderr": se}
 
 
-def _one_fit(model, name: str, recipe, head, weights, x, dev, batch_size: int) -> dict[str, Any]:
-    """θ₀ (the start head on the pretrained backbone) and θ₁ (the finetuned weights) of one fit: movement,
-    outputs f₀, f₁, first order f₀ + JΔθ on the rows x, and the unexplained share of the change."""
+def _one_fit(model, name: str, recipe, head, weights, x, dev, batch_size: int, *, fit: str) -> dict[str, Any]:
+    """θ₀ (the start head on the pretrained backbone) and θ₁ (the finetuned weights: (path, recorded hash)) of
+    one fit: movement, outputs f₀, f₁, first order f₀ + JΔθ on the rows x, and the unexplained share of the
+    change."""
     import torch
-    from safetensors.torch import load_file
     from torch.func import functional_call, jvp
 
-    from w2s_cli.finetuning.network import Student, cut, set_trainable
+    from w2s_cli.finetuning.network import Student, cut, read_tensors, set_trainable
     from w2s_cli.finetuning.train import predictions
 
     student = Student(model, cut(model, recipe.spec, name), *head).to(dev)
     names = set_trainable(student, recipe.spec, [])
     named = dict(student.named_parameters())
     theta0 = {n: named[n].detach().clone() for n in names}
-    if not os.path.isfile(weights):
-        raise W2SError(f"finetuned weights {printable(weights)} not found (moved without the result's .fits folder?)")
-    theta1 = {k: v.to(dev) for k, v in load_file(str(weights)).items()}
-    if sorted(theta1) != names:
-        raise W2SError(f"{printable(weights)}: holds {len(theta1)} tensors, not the {len(names)} this recipe trains")
+    path, sha256 = weights
+    if not path.exists():
+        raise W2SError(f"finetuned weights {printable(path)} not found (moved without the result's .fits folder?)")
+    stored, _ = read_tensors(path, f"finetuned weights of fit {fit}", like=theta0, sha256=sha256)
+    theta1 = {k: v.to(dev) for k, v in stored.items()}
     delta = {n: theta1[n] - theta0[n] for n in names}
     moved = math.sqrt(sum(float(d.double().pow(2).sum()) for d in delta.values()))
     size = math.sqrt(sum(float(p.double().pow(2).sum()) for p in theta0.values()))

@@ -362,5 +362,5 @@ def combine(results: list[store.Artifact], out: Path, extra_seconds: dict[str, f
     provenance["trial_results"] = [store.reference(r, out) for r in results]
     record = dataclasses.replace(
         first, trials=tuple(t for r in records for t in r.trials), seconds=seconds, provenance=provenance
-    )
+    ).rebased(lambda ref: store.rebase(ref, results[0].path, out))  # the first trial's paths, relative to out
     return store.save(store.Artifact("result", record.to_json(), {"test_rows": results[0]["test_rows"]}), out)

@@ -255,8 +255,9 @@ def result_meta(
     provenance.update(
         {
             "pseudolabels": store.reference(pseudo, out),
-            "teacher": made.teacher.to_json(),
-            "weak_embeddings": made.embeddings,
+            # the pseudo-labels' references, their relative paths made relative to this result
+            "teacher": store.rebase(made.teacher.to_json(), pseudo.path, out),
+            "weak_embeddings": store.rebase(made.embeddings, _weak_owner(pseudo, made), out),
             "strong_embeddings": emb_s.reference(out),
             "sample_ids_sha256": emb_s.record.sample_ids_sha256,
             "split": made.split.to_json(),
@@ -283,6 +284,12 @@ def result_meta(
         analysis_note=analysis_note,
         provenance=provenance,
     )
+
+
+def _weak_owner(pseudo: store.Artifact, made: PseudoLabelsRecord) -> Path:
+    """The artifact the pseudo-labels' weak-embeddings reference is relative to: their teacher (pseudolabel
+    copies the teacher's reference as it is)."""
+    return store.resolve(made.teacher.to_json(), pseudo.path)
 
 
 def _cols(m: Moments, x: np.ndarray, y: np.ndarray) -> Moments:

@@ -479,6 +479,15 @@ def resolve(ref: dict[str, Any], owner: str | os.PathLike, given: str | os.PathL
     return candidates[-1]
 
 
+def rebase(ref: dict[str, Any], owner: str | os.PathLike, relative_to: str | os.PathLike) -> dict[str, Any]:
+    """A reference recorded by `owner`, as an artifact to be written at `relative_to` records it: the same
+    file (where it is now, `resolve`), its absolute path and its path relative to the new artifact's folder;
+    the reference's other keys kept."""
+    src = resolve(ref, owner).resolve()
+    rel = os.path.relpath(src, Path(relative_to).resolve().parent)
+    return {**ref, "path": str(src), "relpath": rel}
+
+
 def require_same_samples(a: dict[str, Any], b: dict[str, Any], what_a: str, what_b: str) -> None:
     """Refuse two records that are not about the same samples of the same dataset."""
     if a["dataset"]["fingerprint"] != b["dataset"]["fingerprint"]:

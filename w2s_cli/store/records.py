@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from w2s_cli.numerics.stats import MODELS
 
@@ -499,30 +499,75 @@ class Trial:
 
 
 # a result artifact's record -------------------------------------------------------------------------------
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class PrecisionRecord:
+    """The arithmetic a finetune ran in: the precision its recipe asked for, the one it used (AMP works on a
+    CUDA device only: fp32 elsewhere), whether autocast and a gradient scaler (fp16) were on."""
+
+    requested: str
+    used: str
+    autocast: bool = False
+    grad_scaler: bool = False
+
+    def __post_init__(self) -> None:
+        for k in ("requested", "used"):
+            if getattr(self, k) not in PRECISIONS:
+                raise RecordError(f"'precision.{k}' must be one of {', '.join(PRECISIONS)}, not {getattr(self, k)!r}")
+        for k in ("autocast", "grad_scaler"):
+            if not isinstance(getattr(self, k), bool):
+                raise RecordError(f"'precision.{k}' must be true or false, not {getattr(self, k)!r}")
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> PrecisionRecord | None:
+        return None if d is None else _from_json(cls, _need(d, "requested", "used", where="precision"))
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
+class TensorsRead(NamedTuple):
+    """The file of tensors a finetune's trained part read: `input` 'embeddings' (the strong embeddings,
+    `head`) or 'activations' (the frozen prefix's cached outputs, `last:K`); `ref` where it is (a reference:
+    the absolute path, the path relative to the result's folder and the file's artifact_id; records of
+    older w2s hold only a path, relative to the folder the finetune was launched from); `shape` per row."""
+
+    input: str
+    ref: dict[str, Any]
+    shape: list[int] | None
+
+
 @dataclass(frozen=True)
 class StudentRecord:
-    """A finetuned student: its recipe (and how it reads), the inputs of its trained part, its device."""
+    """A finetuned student: its recipe (and how it reads), the inputs of its trained part, its device and
+    the precision it ran in (records of older w2s: None)."""
 
     kind: str
     recipe: dict[str, Any]
     description: str
     inputs: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
+    precision: PrecisionRecord | None = None
 
     def __post_init__(self) -> None:
         _text("student.kind", self.kind, optional=False)
         _mapping("student.recipe", self.recipe, optional=False)
         _text("student.description", self.description, optional=False)
+        if self.precision is not None and not isinstance(self.precision, PrecisionRecord):
+            raise RecordError("'student.precision' is a precision record")
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> StudentRecord | None:
         if not d:
             return None
         _need(d, "kind", "recipe", "description", where="student")
-        return _from_json(cls, d, inputs=d.get("inputs") or {})
+        precision = PrecisionRecord.from_json(_mapping("student.precision", d.get("precision")))
+        return _from_json(cls, d, inputs=d.get("inputs") or {}, precision=precision)
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json(self)
+        return _to_json(self, omit_none=("precision",))
 
     @property
     def loss(self) -> str | None:
@@ -530,14 +575,26 @@ class StudentRecord:
         return self.recipe.get("loss")
 
     @property
-    def tensors_read(self) -> tuple[str, str, list[int] | None] | None:
-        """What its trained part read when that was a file of tensors: (input, path, shape per row), input
-        'embeddings' (the strong embeddings, `head`) or 'activations' (the frozen prefix's cached outputs,
-        `last:K`); None when it read images (or the record predates this entry)."""
+    def tensors_read(self) -> TensorsRead | None:
+        """What its trained part read when that was a file of tensors (`TensorsRead`); None when it read
+        images (or the record predates this entry). Where the file is now: artifact.resolve(ref, result)."""
         kind, path = self.inputs.get("input"), self.inputs.get("path")
         if kind not in ("embeddings", "activations") or not isinstance(path, str):
             return None
-        return kind, path, self.inputs.get("shape")
+        ref = {k: self.inputs[k] for k in ("path", "relpath", "artifact_id") if self.inputs.get(k) is not None}
+        return TensorsRead(kind, ref, self.inputs.get("shape"))
+
+
+REFERENCES = ("pseudolabels", "teacher", "weak_embeddings", "strong_embeddings")  # a result's inputs
+
+
+def _moved_weights(fit: FitRecord, move: Callable[[dict[str, Any]], dict[str, Any]]) -> FitRecord:
+    """A finetuned fit's record with its weights file (`weights`: relative to the result; `weights_path`:
+    absolute) passed through `move`."""
+    if not isinstance(fit.extra.get("weights"), str):
+        return fit
+    ref = move({"path": fit.extra.get("weights_path") or fit.extra["weights"], "relpath": fit.extra["weights"]})
+    return dataclasses.replace(fit, extra={**fit.extra, "weights": ref["relpath"], "weights_path": ref["path"]})
 
 
 @dataclass(frozen=True)
@@ -601,6 +658,20 @@ class ResultRecord:
 
     def to_json(self) -> dict[str, Any]:
         return _to_json(self, omit_none=("student",))
+
+    def rebased(self, move: Callable[[dict[str, Any]], dict[str, Any]]) -> ResultRecord:
+        """This record with every reference to a file passed through `move` (artifact.rebase, for a record
+        that another artifact takes over: a combined result): its inputs, the tensors a finetune read and its
+        fits' weights."""
+        provenance = {
+            k: move(v) if k in REFERENCES and isinstance(v, Mapping) and "path" in v else v
+            for k, v in self.provenance.items()
+        }
+        student, read = self.student, self.student and self.student.tensors_read
+        if read is not None:
+            student = dataclasses.replace(student, inputs={**student.inputs, **move(read.ref)})
+        fits = None if self.fits is None else {k: _moved_weights(f, move) for k, f in self.fits.items()}
+        return dataclasses.replace(self, provenance=provenance, student=student, fits=fits)
 
     @property
     def input_sizes(self) -> tuple[int | None, int | None]:
