@@ -293,7 +293,8 @@ def test_run_and_sweep_keep_probe_and_finetuned_students_apart(tiny, digits_run,
     assert probe.exit_code == 0 and tuned.exit_code == 0, probe.output + tuned.output
     p, f = json.loads(probe.stdout), json.loads(tuned.stdout)
     assert "student" not in p and f["student"]["description"].startswith("finetuned: last 1 block, LP-FT")
-    assert f["init"]["error"]["w2s"] == pytest.approx(p["error"]["w2s"], rel=1e-3)  # epoch 0 ~ the probe (90% rows)
+    # epoch 0 is the probe refitted on the 90% training slice (the validation rows stay out): close, not equal
+    assert f["init"]["error"]["w2s"] == pytest.approx(p["error"]["w2s"], rel=0.02)
     key = FinetuneRecipe(train="last:1", epochs=1).key()
     assert (tmp_path / "result.safetensors").exists() and (tmp_path / f"result-finetune-{key}.safetensors").exists()
     trial = tmp_path / "trial-0" / f"result-finetune-{key}.safetensors"
