@@ -35,6 +35,10 @@ class ShardPlan:
     def rows(self, k: int) -> tuple[int, int]:
         return k * self.shard_rows, min((k + 1) * self.shard_rows, self.n_rows)
 
+    def work_sha256(self) -> str:
+        """A hash of what makes the shards (the manifest's content)."""
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
+
     def path(self, k: int) -> Path:
         return self.folder / f"shard-{k:06d}.safetensors"
 
