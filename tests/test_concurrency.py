@@ -209,3 +209,23 @@ def test_two_extractions_to_one_output(tmp_path, processes):
     assert made.shape("embeddings")[0] == 300 and np.isfinite(made["embeddings"]).all()
     assert made.meta["command"].endswith(f"-o {out}")  # the first's, kept
     assert not shards.exists() and leftovers(tmp_path) == []
+
+
+def test_a_reader_keeps_reading_the_file_it_opened_when_another_process_replaces_it(tmp_path):
+    """What the first finetune met, without processes: a stage holds an artifact, reads one tensor, and
+    another process rewrites the same path (a rename, with a longer record); the stage's later reads are of
+    the file it opened, not of the new one at the old offsets."""
+    path = tmp_path / "p.safetensors"
+    rows = np.arange(12.0).reshape(4, 3)
+
+    def write(command: str) -> None:
+        meta = {**store.base_meta("intrinsic_dim", 0), "command": command, "result": {}}
+        store.save(store.Artifact("intrinsic_dim", meta, {"a": np.zeros(2), "z": rows}), path)
+
+    write("w2s run")
+    held = store.load(path)
+    assert held["a"].tolist() == [0.0, 0.0]  # the header is parsed, the file opened
+    write("w2s run " + "x" * 100)  # a longer header: every tensor moves
+    np.testing.assert_array_equal(held["z"], rows)
+    np.testing.assert_array_equal(held.rows("z", np.array([3, 1])), rows[[3, 1]])
+    assert store.load(path).meta["command"].endswith("x" * 100)

@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -102,15 +103,11 @@ class Artifact:
         self._fd: int | None = None
 
     def _file(self) -> int:
-        """The descriptor of the file read (opened at the first read, kept until this object goes)."""
+        """The descriptor of the file read (opened at the first read, closed when this object goes)."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
+            weakref.finalize(self, os.close, self._fd)
         return self._fd
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-            self._fd = None
 
     def __getstate__(self) -> dict[str, Any]:  # a descriptor does not travel to another process
         return {**self.__dict__, "_fd": None}
