@@ -27,6 +27,7 @@ from w2s_cli.inputs.sources import ArrayImages, ImageSource, UnreadableImage, op
 from w2s_cli.options import BackboneSpec, DataOptions, Device, ExtractOptions, Precision, Preprocess
 from w2s_cli.progress import progress_bar, stderr
 from w2s_cli.store import artifact as store
+from w2s_cli.store.locks import agreed, producing
 from w2s_cli.store.outputs import check_output
 from w2s_cli.store.records import EmbeddingsRecord
 
@@ -264,7 +265,9 @@ def extract(
     """Run a backbone over a dataset and write an `embeddings` artifact at `out`; returns its path.
 
     Rerunning the same extraction after it was killed resumes from its last complete shard. Under torchrun
-    every rank embeds its own shards (k = rank, rank + world, ...) and rank 0 writes the artifact.
+    every rank embeds its own shards (k = rank, rank + world, ...) and rank 0 writes the artifact. Another
+    w2s process extracting to the same `out` is waited for; when it made this very extraction meanwhile,
+    its artifact is kept.
     `source`: the already opened data source (saves opening it again). `features`: given the backbone, the
     function whose (flattened) outputs are written instead of the embeddings, and its record (the
     artifact's `features`); e.g. the frozen prefix of a finetune. A function with a true `needs_grad`
@@ -275,6 +278,7 @@ def extract(
     options = options or ExtractOptions()
     kind, _, arg = data.data.partition(":")
     out = check_output(out, inputs=[backbone.weights, arg if kind == "csv" else None])
+    found = _file_stamp(out)  # what is at `out` now, to tell what another process makes meanwhile
     w = world()
     dev = resolve_device(options.device, w)  # refuse an unavailable device or precision before any slow work
     _autocast(dev, options.precision)
@@ -288,28 +292,53 @@ def extract(
     same = {k: v for k, v in feature_record.items() if k != "measured"}
     work = {**identity(bb, source, sample_ids, options), "features": same}
     plan = ShardPlan(out, work, len(sample_ids), options.shard_rows)
-    start_time = time.perf_counter()
-    if w.main:
-        note = plan.prepare()
-        if note:
-            stderr.print(f"note: {note}")
-    barrier()
-    todo = shards_to_do(plan, w, out)
-    try:
-        embed_shards(bb, source, sample_ids, plan, todo, options, dev, w, fn, getattr(fn, "inputs", None))
-    except W2SError:
-        if w.main and not any(plan.done(k) for k in range(plan.count)):
-            plan.remove()  # nothing to resume: leave no work folder behind
-        raise
-    barrier()
-    if w.main:
-        missing = [k for k in range(plan.count) if not plan.done(k)]
-        if missing:
-            raise W2SError(f"shard {missing[0]} of {out} is missing after every rank finished; rerun to resume")
-        record = {"features": feature_record, "width": width, "data": dataclasses.asdict(data), "request": request}
-        _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, time.perf_counter() - start_time)
-    barrier()
+    with producing(out):  # the output and its shards: one process at a time
+        if agreed(w.main and made_meanwhile(plan, found)):
+            stderr.print(f"{out}: made meanwhile by another w2s process (the same extraction); kept")
+            return out
+        start_time = time.perf_counter()
+        if w.main:
+            note = plan.prepare()
+            if note:
+                stderr.print(f"note: {note}")
+        barrier()
+        todo = shards_to_do(plan, w, out)
+        try:
+            embed_shards(bb, source, sample_ids, plan, todo, options, dev, w, fn, getattr(fn, "inputs", None))
+        except W2SError:
+            if w.main and not any(plan.done(k) for k in range(plan.count)):
+                plan.remove()  # nothing to resume: leave no work folder behind
+            raise
+        barrier()
+        if w.main:
+            missing = [k for k in range(plan.count) if not plan.done(k)]
+            if missing:
+                raise W2SError(f"shard {missing[0]} of {out} is missing after every rank finished; rerun to resume")
+            record = {"features": feature_record, "width": width, "data": dataclasses.asdict(data), "request": request}
+            seconds = time.perf_counter() - start_time
+            _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, seconds)
+        barrier()
     return out
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """(device, inode, modification time) of the file at `path`, None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+def made_meanwhile(plan: ShardPlan, found: tuple[int, int, int] | None) -> bool:
+    """Whether the artifact at plan.out is not the file `found` there when this extraction started, but one
+    written since by another process doing this very work (its record carries the work's hash)."""
+    if _file_stamp(plan.out) in (None, found):
+        return False
+    try:
+        return store.read_meta(plan.out).get("extraction", {}).get("work") == plan.work_sha256()
+    except W2SError:
+        return False
 
 
 def shards_to_do(plan: ShardPlan, w: World, out: Path) -> list[int]:
@@ -340,6 +369,7 @@ def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, 
         "world_size": w.size,
         "seconds": round(seconds, 3),
         "images_per_second": round(len(sample_ids) / max(seconds, 1e-9), 2),
+        "work": plan.work_sha256(),  # what made these rows: another process waiting for them reuses them
     }
     made = EmbeddingsRecord(
         model={"name": bb.name, "weights": bb.weights, "width": bb.width},

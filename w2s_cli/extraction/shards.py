@@ -19,6 +19,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from w2s_cli.errors import W2SError
 from w2s_cli.store.artifact import atomic_output
 
 
@@ -34,6 +35,10 @@ class ShardPlan:
 
     def rows(self, k: int) -> tuple[int, int]:
         return k * self.shard_rows, min((k + 1) * self.shard_rows, self.n_rows)
+
+    def work_sha256(self) -> str:
+        """A hash of what makes the shards (the manifest's content)."""
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
 
     def path(self, k: int) -> Path:
         return self.folder / f"shard-{k:06d}.safetensors"
@@ -55,8 +60,12 @@ class ShardPlan:
         for stray in self.folder.glob(".w2s-*.tmp"):  # a temp file of a shard killed mid-write
             stray.unlink(missing_ok=True)
         if not manifest.exists():
-            with atomic_output(manifest) as tmp:
-                tmp.write_text(json.dumps(self.identity, sort_keys=True))
+            try:
+                with atomic_output(manifest) as tmp:
+                    tmp.write_text(json.dumps(self.identity, sort_keys=True))
+            except W2SError:  # e.g. a full disk: no work began, so leave no folder (a rerun would call it foreign)
+                self.remove()
+                raise
         return note
 
     def done(self, k: int) -> bool:

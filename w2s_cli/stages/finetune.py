@@ -37,6 +37,7 @@ from w2s_cli.stages.heads import fit_head, shared_basis, to_embedding_space
 from w2s_cli.stages.student import result_meta
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
+from w2s_cli.store.locks import agreed, producing
 from w2s_cli.store.outputs import check_output
 from w2s_cli.store.records import (
     EmbeddingsRecord,
@@ -105,29 +106,32 @@ def finetune(
     seed = int(made.seed)
     slices = {name: validation_split(len(fits[name].rows), recipe.val_fraction, seed, k) for k, name in enumerate(FITS)}
     heads = {name: _lp_head(emb_s, basis, fits[name], slices[name][0], recipe.loss) for name in FITS}
-    done = {
-        name: job.run(name, fits[name], slices[name], heads[name], seed, folder / name, {**identity, "fit": name}, out)
-        for name in FITS
-    }
-    outputs, init, trial = _trial(pseudo, made, emb_s, test, fits, done)
-    seconds = {**made.seconds, "finetune": round(time.perf_counter() - start, 3)}
-    result = result_meta(
-        pseudo,
-        emb_s,
-        out,
-        student="finetune",
-        strong_subspace={"requested": sub_opts.subspace, **basis_record},
-        fits={name: record for name, (_, _, record) in done.items()},
-        trial=trial,
-        seconds=seconds,
-        analysis_note="finetuned students: the variance analysis is about linear fits on fixed features",
-        student_record=StudentRecord(
-            "finetune", recipe.record(), recipe.describe(), job.inputs_record, str(job.dev), precision
-        ),
-    )
-    tensors = result_tensors(outputs, init, heads, test, basis)
-    main_writes(lambda: store.save(store.Artifact("result", result.to_json(), tensors), out), out)
-    remove_checkpoints(folder)
+    with producing(out):  # the fits' checkpoints and weights, and the result: one process at a time
+        done = {
+            name: job.run(
+                name, fits[name], slices[name], heads[name], seed, folder / name, {**identity, "fit": name}, out
+            )
+            for name in FITS
+        }
+        outputs, init, trial = _trial(pseudo, made, emb_s, test, fits, done)
+        seconds = {**made.seconds, "finetune": round(time.perf_counter() - start, 3)}
+        result = result_meta(
+            pseudo,
+            emb_s,
+            out,
+            student="finetune",
+            strong_subspace={"requested": sub_opts.subspace, **basis_record},
+            fits={name: record for name, (_, _, record) in done.items()},
+            trial=trial,
+            seconds=seconds,
+            analysis_note="finetuned students: the variance analysis is about linear fits on fixed features",
+            student_record=StudentRecord(
+                "finetune", recipe.record(), recipe.describe(), job.inputs_record, str(job.dev), precision
+            ),
+        )
+        tensors = result_tensors(outputs, init, heads, test, basis)
+        main_writes(lambda: store.save(store.Artifact("result", result.to_json(), tensors), out), out)
+        remove_checkpoints(folder)
     return out
 
 
@@ -410,9 +414,6 @@ def prefix_cache(c, emb_s: EmbeddingSet, bb, recipe: FinetuneRecipe, extract, da
     from the same network and samples, else extracted (sharded and resumable, torchrun-ready)."""
     import torch
 
-    from w2s_cli.extraction.extract import extract as run_extract
-    from w2s_cli.finetuning.network import cut, spec_from_record
-
     with torch.inference_mode():
         shape = tuple(c.prefix(torch.zeros(1, *bb.input_size)).shape[1:])
     record = {"kind": "activations", **c.record, "shape": list(shape)}
@@ -421,15 +422,31 @@ def prefix_cache(c, emb_s: EmbeddingSet, bb, recipe: FinetuneRecipe, extract, da
     def same(made: EmbeddingsRecord) -> bool:
         return made.features == record and made.same_samples_and_weights(emb_s.record)
 
-    try:
-        if path.exists() and same(EmbeddingsRecord.from_json(store.read_meta(path))):
-            stderr.print(f"reusing {path} (the frozen prefix's outputs)")
-            return path
-    except (W2SError, RecordError):
-        pass
+    def cached() -> bool:
+        try:
+            return path.exists() and same(EmbeddingsRecord.from_json(store.read_meta(path)))
+        except (W2SError, RecordError):
+            return False
+
+    if not agreed(cached()):
+        _check_cache_writable(path, emb_s, recipe)
+        with producing(path):  # another w2s process making it: wait, then look again
+            if not cached():
+                _extract_prefix(c, emb_s, bb, recipe, extract, data, path, record)
+                if not same(read_record(store.load(path, "embeddings"), EmbeddingsRecord)):
+                    raise W2SError(f"{printable(path)}: cached activations that do not match {printable(emb_s.path)}")
+                return path
+    stderr.print(f"reusing {path} (the frozen prefix's outputs)")
+    return path
+
+
+def _extract_prefix(c, emb_s: EmbeddingSet, bb, recipe, extract, data, path: Path, record: dict[str, Any]) -> None:
+    """The frozen prefix's outputs for every row of the strong embeddings, extracted to `path`."""
+    from w2s_cli.extraction.extract import extract as run_extract
+    from w2s_cli.finetuning.network import cut, spec_from_record
+
     spec, seed = spec_from_record(emb_s.meta)
     source = open_images(emb_s, data)
-    _check_cache_writable(path, emb_s, recipe)
     run_extract(
         data or data_options(emb_s.record),
         spec,
@@ -440,9 +457,6 @@ def prefix_cache(c, emb_s: EmbeddingSet, bb, recipe: FinetuneRecipe, extract, da
         source=source,
         features=lambda built: (cut(built.model, recipe.spec, bb.name).prefix, record),
     )
-    if not same(read_record(store.load(path, "embeddings"), EmbeddingsRecord)):
-        raise W2SError(f"{printable(path)}: cached activations that do not match {printable(emb_s.path)}")
-    return path
 
 
 def _check_cache_writable(path: Path, emb_s: EmbeddingSet, recipe: FinetuneRecipe) -> None:

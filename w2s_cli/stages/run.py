@@ -18,6 +18,7 @@ from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
+from w2s_cli.store.locks import agreed, producing
 from w2s_cli.store.records import EmbeddingsRecord, RecordError, ResultRecord
 
 
@@ -108,25 +109,34 @@ class EmbeddingCache:
         except (W2SError, RecordError):  # an unreadable or foreign cache entry is simply not reused
             return False
 
+    def reusable(self, spec: BackboneSpec, role: str | None, request: dict[str, Any]) -> Path | None:
+        """The first place that holds this extraction already (None with --no-reuse)."""
+        return next((p for p in self.candidates(spec, role) if self.reuse and self.matches(p, request)), None)
+
     def get(self, spec: BackboneSpec, role: str | None = None, key: str | None = None) -> Path:
         if (spec, role or "") in self.found:
             return self.found[spec, role or ""]
         request = extraction_request(self.data, spec, self.limit, self.seed)
-        found = (p for p in self.candidates(spec, role) if self.reuse and self.matches(p, request))
-        reused = next(found, None)
-        if reused is not None:
-            stderr.print(f"reusing {reused} (same request and data; --no-reuse to extract again)")
-            self.seconds[key or spec.label] = 0.0
-            out = reused
-        else:
-            from w2s_cli.extraction.extract import extract
-
-            out = self.path(spec, role)
-            start = time.perf_counter()
-            source, limit = self.source(), self.limit
-            extract(self.data, spec, out, self.extract, limit=limit, seed=self.seed, request=request, source=source)
-            self.seconds[key or spec.label] = time.perf_counter() - start
+        out = agreed(self.reusable(spec, role, request))
+        if out is None:
+            with producing(self.path(spec, role)):  # another w2s process making it: wait, then look again
+                out = self.reusable(spec, role, request)
+                if out is None:
+                    self.found[spec, role or ""] = self.make(spec, role, request, key)
+                    return self.found[spec, role or ""]
+        stderr.print(f"reusing {out} (same request and data; --no-reuse to extract again)")
+        self.seconds[key or spec.label] = 0.0
         self.found[spec, role or ""] = out
+        return out
+
+    def make(self, spec: BackboneSpec, role: str | None, request: dict[str, Any], key: str | None) -> Path:
+        """Extract `spec`'s embeddings to their place for `role`, timed."""
+        from w2s_cli.extraction.extract import extract
+
+        out, start = self.path(spec, role), time.perf_counter()
+        source, limit = self.source(), self.limit
+        extract(self.data, spec, out, self.extract, limit=limit, seed=self.seed, request=request, source=source)
+        self.seconds[key or spec.label] = time.perf_counter() - start
         return out
 
 
@@ -249,10 +259,13 @@ def run_trials(
     for t in range(options.trials):
         s = options.split.seed + t
         target = folder / f"trial-{s}" / result_name(options)
-        if resume and finished(target, wanted_identity(paths, options, s)):
-            results.append(target)
-        else:
-            results.append(one_trial(paths, target, options, s, quiet=quiet or progress is not None, extract=extract))
+        if not agreed(resume and finished(target, wanted_identity(paths, options, s))):
+            # the trial's folder is one unit: another w2s process in it is waited for, and what it
+            # finished meanwhile is kept
+            with producing(target.parent):
+                if not (resume and finished(target, wanted_identity(paths, options, s))):
+                    one_trial(paths, target, options, s, quiet=quiet or progress is not None, extract=extract)
+        results.append(target)
         if progress is not None:
             progress()
         elif not quiet:

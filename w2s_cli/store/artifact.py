@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -82,7 +83,11 @@ class Artifact:
 
     Every float tensor read from a file is checked finite as it is read (the rows read, not the whole file):
     a NaN or inf is refused with the file, the tensor and its first bad row, naming the artifact by `role`
-    (e.g. "strong embeddings") when the reader gave one."""
+    (e.g. "strong embeddings") when the reader gave one.
+
+    The file is opened once, at the first read, and every later read is of that very file: another w2s
+    process that writes the same path meanwhile replaces it by a rename, and this reader keeps reading
+    the version it started with (whose header it parsed) instead of the new file at old offsets."""
 
     def __init__(
         self,
@@ -95,6 +100,17 @@ class Artifact:
         self.kind, self.meta, self.path, self.role = kind, meta, path, role
         self.tensors: dict[str, Any] = dict(tensors or {})
         self._index: dict | None = None
+        self._fd: int | None = None
+
+    def _file(self) -> int:
+        """The descriptor of the file read (opened at the first read, closed when this object goes)."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+            weakref.finalize(self, os.close, self._fd)
+        return self._fd
+
+    def __getstate__(self) -> dict[str, Any]:  # a descriptor does not travel to another process
+        return {**self.__dict__, "_fd": None}
 
     # reading ------------------------------------------------------------------------------------------
     # Tensors are read with plain file reads at the offsets of the safetensors header, not through the
@@ -105,12 +121,12 @@ class Artifact:
         if self._index is None:
             name = printable(self.path)
             try:
-                size = os.path.getsize(self.path)
-                with open(self.path, "rb") as f:
-                    n = int.from_bytes(f.read(8), "little")
-                    if not 0 < n <= size - 8:
-                        raise ValueError("bad header length")
-                    header = json.loads(f.read(n))
+                fd = self._file()
+                size = os.fstat(fd).st_size
+                n = int.from_bytes(os.pread(fd, 8, 0), "little")
+                if not 0 < n <= size - 8:
+                    raise ValueError("bad header length")
+                header = json.loads(_pread(fd, n, 8))
             except OSError as exc:
                 raise W2SError(f"{name}: cannot read ({_reason(exc)})") from None
             except (ValueError, UnicodeDecodeError):
@@ -146,14 +162,15 @@ class Artifact:
             "or damaged)"
         )
 
-    def _read(self, f, name: str, start: int, count: int) -> np.ndarray:
-        """Rows [start, start + count) of tensor `name` from the open file f."""
+    def _read(self, name: str, start: int, count: int) -> np.ndarray:
+        """Rows [start, start + count) of tensor `name`."""
         dtype, shape, offset = self._layout()[name]
         row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
-        f.seek(offset + start * row * dtype.itemsize)
-        out = np.fromfile(f, dtype=dtype, count=count * row)
-        if len(out) != count * row:
+        nbytes = count * row * dtype.itemsize
+        data = _pread(self._file(), nbytes, offset + start * row * dtype.itemsize)
+        if len(data) != nbytes:
             raise W2SError(f"{printable(self.path)}: tensor '{name}' is truncated")
+        out = np.frombuffer(data, dtype=dtype, count=count * row)
         return out.reshape((count, *shape[1:])).astype(dtype.newbyteorder("="), copy=False)
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -163,8 +180,7 @@ class Artifact:
                 raise self._missing(name)
             shape = self._layout()[name][1]
             try:
-                with open(self.path, "rb") as f:
-                    block = self._read(f, name, 0, shape[0] if shape else 1)
+                block = self._read(name, 0, shape[0] if shape else 1)
             except OSError as exc:
                 raise W2SError(f"{printable(self.path)}: unreadable tensor '{name}' ({_reason(exc)})") from None
             self.tensors[name] = self._finite(name, None, block.reshape(shape))
@@ -189,11 +205,10 @@ class Artifact:
         order = np.argsort(idx, kind="stable")
         out = np.empty((len(idx), *shape[1:]), dtype=self._layout()[name][0].newbyteorder("="))
         try:
-            with open(self.path, "rb") as f:
-                pos = 0
-                for block in _row_blocks(lambda a, b: self._read(f, name, a, b - a), idx[order]):
-                    out[order[pos : pos + len(block)]] = block
-                    pos += len(block)
+            pos = 0
+            for block in _row_blocks(lambda a, b: self._read(name, a, b - a), idx[order]):
+                out[order[pos : pos + len(block)]] = block
+                pos += len(block)
         except OSError as exc:
             raise W2SError(f"{printable(self.path)}: unreadable tensor '{name}' ({_reason(exc)})") from None
         return self._finite(name, idx, out)
@@ -236,6 +251,24 @@ def _row_blocks(read, idx: np.ndarray) -> Iterator[np.ndarray]:
             breaks = np.flatnonzero(np.diff(members) != 1) + 1
             yield np.concatenate([read(int(run[0]), int(run[-1]) + 1) for run in np.split(members, breaks)])
         start = stop
+
+
+def _pread(fd: int, nbytes: int, offset: int) -> bytearray:
+    """Up to `nbytes` bytes at `offset` (fewer only at the end of the file), without moving a file position,
+    so that threads may read one descriptor at once."""
+    data = bytearray(nbytes)
+    view, got = memoryview(data), 0
+    while got < nbytes:
+        part = view[got : got + (1 << 26)]
+        if hasattr(os, "preadv"):  # straight into the buffer
+            n = os.preadv(fd, [part], offset + got)
+        else:
+            read = os.pread(fd, len(part), offset + got)
+            part[: len(read)], n = read, len(read)
+        if n == 0:
+            break
+        got += n
+    return data[:got] if got < nbytes else data
 
 
 def _os_error(exc: BaseException) -> int | None:
@@ -446,13 +479,30 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 def load(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None, what: str | None = None) -> Artifact:
     """The artifact at `path` (tensors read on demand); refuse one of the wrong kind with a clear error."""
     path = Path(path)
-    meta = read_meta(path)
-    kinds = (kind,) if isinstance(kind, str) else kind
-    if kinds is not None and meta["kind"] not in kinds:
-        want = " or ".join(kinds)
-        role = f"{what} " if what else ""
-        raise W2SError(f"{role}{printable(path)}: is a '{meta['kind']}' artifact, expected {want}")
-    return Artifact(meta["kind"], meta, path=path, role=what)
+    for _ in range(5):  # another w2s process may replace the file (by a rename) while we look at it
+        before = _file_id(path)
+        meta = read_meta(path)
+        kinds = (kind,) if isinstance(kind, str) else kind
+        if kinds is not None and meta["kind"] not in kinds:
+            want = " or ".join(kinds)
+            role = f"{what} " if what else ""
+            raise W2SError(f"{role}{printable(path)}: is a '{meta['kind']}' artifact, expected {want}")
+        art = Artifact(meta["kind"], meta, path=path, role=what)
+        try:  # its tensors are read from the very file its record came from
+            if _file_id(art._file()) == before:
+                break
+        except OSError:
+            break  # the first read says why
+    return art
+
+
+def _file_id(where: Path | int) -> tuple[int, int] | None:
+    """(device, inode) of a path or an open descriptor; None if it cannot be seen."""
+    try:
+        st = os.fstat(where) if isinstance(where, int) else os.stat(where)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def reference(art: Artifact, relative_to: str | os.PathLike, **extra: Any) -> dict[str, Any]:
