@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch.utils.data import DataLoader
 from w2s_cli.distributed import barrier, world
 from w2s_cli.errors import W2SError
 from w2s_cli.finetuning.network import Student, load_trained, trained_state
-from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss, Select
+from w2s_cli.finetuning.recipe import FLAGS, FinetuneRecipe, Loss, Select, schedule
 from w2s_cli.progress import progress_bar
 from w2s_cli.store.artifact import atomic_output
 
@@ -180,7 +179,9 @@ def train_fit(
 ) -> FitLog:
     """Finetune `student` on `fit`'s training rows; leave it holding the chosen epoch's weights."""
     w = world()
-    steps = max(1, math.ceil(len(fit.train) / recipe.batch_size))
+    if recipe.select == Select.best and len(fit.val) == 0:  # before anything is written (check_rows says it first)
+        raise W2SError(f"{fit.name}: {FLAGS['select']} best needs validation rows, and this fit has none")
+    steps = recipe.updates_per_epoch(len(fit.train))
     opt, sched = optimiser_and_schedule(student, recipe, steps)
     scaler = torch.amp.GradScaler("cuda") if recipe.precision == "fp16" and dev.type == "cuda" else None
     log, best = FitLog(), None
@@ -221,22 +222,12 @@ def train_fit(
 
 
 def optimiser_and_schedule(student: Student, recipe: FinetuneRecipe, steps: int):
-    """timm's optimiser over `student`'s parameters and its learning-rate schedule (warmup from 1% of the rate),
-    stepped per update (`steps` updates an epoch), so that the rate is a function of the update count."""
+    """timm's optimiser over `student`'s parameters and the recipe's learning-rate schedule over `steps`
+    updates an epoch (recipe.py's `schedule`, which FinetuneRecipe.check_rows also lays out before any work)."""
     import timm.optim
-    import timm.scheduler
 
     opt = timm.optim.create_optimizer_v2(student, opt=recipe.opt, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched, _ = timm.scheduler.create_scheduler_v2(
-        opt,
-        sched=recipe.sched,
-        num_epochs=max(recipe.epochs, 1),
-        warmup_epochs=recipe.warmup_epochs,
-        warmup_lr=recipe.lr * 0.01,
-        step_on_epochs=False,
-        updates_per_epoch=steps,
-    )
-    return opt, sched
+    return opt, schedule(opt, recipe, steps)
 
 
 def _step(student: Student, x, y, batch: int, recipe: FinetuneRecipe, aux: float, opt, scaler, dev) -> float:
