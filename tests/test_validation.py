@@ -231,8 +231,14 @@ def test_every_recipe_flag_is_an_option_of_the_commands_that_take_the_recipe():
 def test_config_values_of_another_type_are_refused_with_file_key_and_line(tmp_path, command, text, pattern):
     config = tmp_path / "study.toml"
     config.write_text(text)
-    extra = {"finetune": ("x.safetensors", "--strong", "y.safetensors"), "rank-teachers": TEACHERS}.get(command, ())
-    r = w2s(command, "--config", config, *extra, "--out-dir" if command != "finetune" else "-o", tmp_path / "out")
+    # what follows the file would stop the command at once, were the file let through (no inputs, no trials)
+    out = tmp_path / "out"
+    stop = {
+        "finetune": ("x.safetensors", "--strong", "y.safetensors", "-o", out),
+        "rank-teachers": (*TEACHERS, "--trials", 0, "--out-dir", out),
+        "sweep": ("--vary", "n-pseudo=100", "--trials", 0, "--out-dir", out),
+    }
+    r = w2s(command, "--config", config, *stop.get(command, ("--trials", 0, "--out-dir", out)))
     assert_user_error(r, f"--config {config} {pattern}")
     assert not (tmp_path / "out").exists()
 
@@ -279,9 +285,9 @@ def test_an_sbatch_that_refuses_the_jobs_is_one_line(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "args, pattern",
     [
-        (("--slurm-mem-gb", "inf"), "--slurm-mem-gb must be a positive number, got inf"),
-        (("--slurm-gpus", -1), "--slurm-gpus must be a whole number of at least 0"),
-        (("--slurm-cpus", 0), "--slurm-cpus must be a whole number of at least 1"),
+        (("--slurm-mem-gb", "inf"), "--slurm-mem-gb must be positive (and finite), got inf"),
+        (("--slurm-gpus", -1), "--slurm-gpus must be 0 or more (a whole number), got -1"),
+        (("--slurm-cpus", 0), "--slurm-cpus must be positive (a whole number), got 0"),
         (("--slurm-option", "time=10"), "w2s sets this sbatch option itself (use --slurm-time)"),
         (("--slurm-option", "--mem=4G"), "(use --slurm-mem-gb)"),
         (("--slurm-option", "array=0-9"), "w2s sets this sbatch option itself"),
@@ -291,7 +297,8 @@ def test_an_sbatch_that_refuses_the_jobs_is_one_line(tmp_path, monkeypatch):
     ],
 )
 def test_executor_values_are_checked_before_any_work(tmp_path, args, pattern):
-    r = w2s("sweep", *RUN, "--vary", "n-pseudo=100", "--executor", "submitit-local", *args, "--out-dir", tmp_path / "o")
+    sweep = ("sweep", *RUN, "--vary", "n-pseudo=100", "--trials", 0, "--out-dir", tmp_path / "o")  # --trials 0: a
+    r = w2s(*sweep, "--executor", "submitit-local", *args)  # stop at once, should the executor's values get through
     assert_user_error(r, pattern)
     assert not (tmp_path / "o").exists()
 
@@ -334,7 +341,7 @@ def test_augment_without_images_is_refused_before_extracting(tmp_path):
         ({"epochs": 2.5}, "--epochs must be a whole number of at least 1, got 2.5"),
         ({"epochs": True}, "--epochs must be a whole number"),
         ({"batch_size": 0}, "--ft-batch-size must be a whole number of at least 1"),
-        ({"lr": float("inf")}, "--lr must be a positive number, got inf"),
+        ({"lr": float("inf")}, "--lr must be positive, got inf"),
         ({"val_fraction": float("nan")}, r"--val-fraction must be in \[0, 0.5\)"),
         ({"aux_warmup": -0.1}, r"--aux-warmup must be in \[0, 1\]"),
         ({"loss": "hinge"}, "--loss must be one of mse, xent, logconf, not 'hinge'"),

@@ -109,12 +109,13 @@ class ExecutorOptions:
         for name, v, least in (("--slurm-time", self.time_min, 1), ("--slurm-cpus", self.cpus, 1),
                                ("--slurm-gpus", self.gpus, 0)):  # fmt: skip
             if isinstance(v, bool) or not isinstance(v, int) or v < least:
-                raise W2SError(f"{name} must be a whole number of at least {least}, got {printable(v)}")
+                what = "positive" if least else "0 or more"
+                raise W2SError(f"{name} must be {what} (a whole number), got {printable(v)}")
         if isinstance(self.mem_gb, bool) or not isinstance(self.mem_gb, (int, float)) or not 0 < self.mem_gb < math.inf:
-            raise W2SError(f"--slurm-mem-gb must be a positive number, got {printable(self.mem_gb)}")
+            raise W2SError(f"--slurm-mem-gb must be positive (and finite), got {printable(self.mem_gb)}")
         self.sbatch_parameters()
         missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]  # submitit calls both
-        if kind == "slurm" and not self.dry_run and missing:
+        if kind == "slurm" and not self.dry_run and missing:  # an estimate (--dry-run) needs no cluster
             raise W2SError(
                 f"--executor slurm: this machine has no SLURM (no {' or '.join(missing)} on the PATH); run on a "
                 "SLURM login node, or use --executor local:K or submitit-local here"

@@ -157,7 +157,7 @@ class FinetuneRecipe:
             )
         spec = TrainSpec.parse(self.train)
         checks = (
-            ("lr", _number(self.lr) and self.lr > 0, "a positive number"),
+            ("lr", _number(self.lr) and self.lr > 0, "positive"),
             ("batch_size", _whole(self.batch_size, 1), "a whole number of at least 1"),
             ("weight_decay", _number(self.weight_decay) and self.weight_decay >= 0, "0 or more"),
             ("warmup_epochs", _number(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs,
