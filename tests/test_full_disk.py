@@ -115,21 +115,25 @@ def test_an_extraction_on_a_full_disk_resumes_from_its_finished_shards(disk, tin
 
 
 def test_a_finetune_checkpoint_and_its_weights_on_a_full_disk(disk, finetune_inputs):
-    """The first write of `--epochs 1` is the W2S fit's checkpoint; with `--epochs 0` it is its weights."""
+    """After each epoch the W2S fit writes that epoch's weights (kept for its kernel), then its checkpoint (in
+    that order, so that a checkpoint always has its epoch's weights beside it): a disk that fills there gives
+    one line naming the file, and no partial file; the rerun, with space, finishes."""
     d = finetune_inputs
     args = ["finetune", d / "p.safetensors", "--strong", d / "s.safetensors", "--train", "head"]
-    args += ["--num-workers", 0, "-q", "-o", disk / "r.safetensors"]
+    args += ["--num-workers", 0, "-q", "-o", disk / "r.safetensors", "--epochs", 1]
     fits = disk / "r.safetensors.fits"
-    leave(disk, 16 << 10)
-    assert_user_error(w2s(*args, "--epochs", 1), f"{fits / 'w2s' / 'checkpoint.safetensors'}: {FULL}")
-    assert not list(fits.rglob("*.safetensors")) and not (disk / "r.safetensors").exists() and strays(disk) == []
-    leave(disk, 6 << 10)
-    assert_user_error(w2s(*args, "--epochs", 0, "--warmup-epochs", 0), f"{fits / 'w2s' / 'final.safetensors'}: {FULL}")
-    assert not list(fits.rglob("*.safetensors")) and strays(disk) == []
-    free_all(disk)
-    done = w2s(*args, "--epochs", 1)
+    for free in (4 << 10, 16 << 10):
+        leave(disk, free)
+        r = w2s(*args)
+        assert_user_error(r, FULL)
+        assert any(
+            f"{fits / 'w2s' / name}: {FULL}" in r.stderr for name in ("epoch-1.safetensors", "checkpoint.safetensors")
+        )
+        assert not (disk / "r.safetensors").exists() and strays(disk) == []
+        free_all(disk)
+    done = w2s(*args)
     assert done.exit_code == 0, done.output
-    assert sorted(p.name for p in fits.glob("*/*")) == ["final.safetensors"] * 3
+    assert sorted(p.name for p in fits.glob("*/*")) == ["epoch-1.safetensors"] + ["final.safetensors"] * 3
     assert store.load(disk / "r.safetensors", "result").meta["student"]["kind"] == "finetune"
 
 
@@ -146,9 +150,7 @@ def test_the_prefix_cache_on_a_full_disk_resumes(disk, finetune_inputs):
         "--train",
         "last:1",
         "--epochs",
-        0,
-        "--warmup-epochs",
-        0,
+        1,
     ]
     args += ["--shard-rows", 500, "--num-workers", 0, "-q", "-o", disk / "r.safetensors"]
     leave(disk, 900 << 10)

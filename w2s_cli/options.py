@@ -7,6 +7,8 @@ Each group is declared once here (field names, types, defaults); the CLI turns e
 from __future__ import annotations
 
 import math
+import re
+import shutil
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -57,6 +59,17 @@ class Head(str, Enum):
 
 
 EXECUTORS = ("inprocess", "local:K", "slurm", "submitit-local")
+# sbatch options that the job array's own flags set (a --slurm-option would silently replace them), and those
+# submitit sets for its logs and array (replacing them breaks the jobs); by sbatch's name, with w2s's flag
+OWN_SBATCH = {
+    "time": "--slurm-time",
+    "partition": "--slurm-partition",
+    "gpus-per-node": "--slurm-gpus",
+    "cpus-per-task": "--slurm-cpus",
+    "mem": "--slurm-mem-gb",
+    **{k: "" for k in ("job-name", "output", "error", "array", "open-mode", "signal", "dependency", "ntasks-per-node",
+                       "nodes")},
+}  # fmt: skip
 COLLECT = "collect"  # no jobs: only gather what earlier jobs wrote (sweep --collect OUT); not a --executor value
 
 
@@ -93,14 +106,38 @@ class ExecutorOptions:
             raise W2SError(f"--executor must be one of {', '.join(EXECUTORS)}, not '{printable(self.executor)}'")
         if self.detach and kind != "slurm":
             raise W2SError("--detach needs --executor slurm (local workers end with this process)")
-        for name, v in (("--slurm-time", self.time_min), ("--slurm-cpus", self.cpus), ("--slurm-mem-gb", self.mem_gb)):
-            if not v > 0:
-                raise W2SError(f"{name} must be positive, got {v}")
-        if self.gpus < 0:
-            raise W2SError(f"--slurm-gpus must be 0 or more, got {self.gpus}")
+        for name, v, least in (("--slurm-time", self.time_min, 1), ("--slurm-cpus", self.cpus, 1),
+                               ("--slurm-gpus", self.gpus, 0)):  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                what = "positive" if least else "0 or more"
+                raise W2SError(f"{name} must be {what} (a whole number), got {printable(v)}")
+        if isinstance(self.mem_gb, bool) or not isinstance(self.mem_gb, (int, float)) or not 0 < self.mem_gb < math.inf:
+            raise W2SError(f"--slurm-mem-gb must be positive (and finite), got {printable(self.mem_gb)}")
+        self.sbatch_parameters()
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]  # submitit calls both
+        if kind == "slurm" and not self.dry_run and missing:  # an estimate (--dry-run) needs no cluster
+            raise W2SError(
+                f"--executor slurm: this machine has no SLURM (no {' or '.join(missing)} on the PATH); run on a "
+                "SLURM login node, or use --executor local:K or submitit-local here"
+            )
+
+    def sbatch_parameters(self) -> dict[str, str | bool]:
+        """--slurm-option KEY=VALUE (or a bare KEY: an sbatch flag) as submitit's additional sbatch parameters,
+        each refused unless it is one sbatch option that w2s does not set itself."""
+        out: dict[str, str | bool] = {}
         for opt in self.sbatch:
-            if not opt.partition("=")[0].strip():
-                raise W2SError(f"--slurm-option '{printable(opt)}': expected KEY=VALUE (an sbatch option)")
+            key, eq, value = str(opt).partition("=")
+            name = key.strip().lstrip("-")
+            said = f"--slurm-option '{printable(opt)}'"
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name) or (eq and not value.strip()):
+                raise W2SError(f"{said}: expected KEY=VALUE (an sbatch option, e.g. qos=high) or a bare KEY")
+            if not value.isprintable():
+                raise W2SError(f"{said}: the value holds a line break or another control character")
+            own = OWN_SBATCH.get(name.replace("_", "-"))
+            if own is not None:
+                raise W2SError(f"{said}: w2s sets this sbatch option itself{f' (use {own})' if own else ''}")
+            out[name.replace("-", "_")] = value.strip() if eq else True
+        return out
 
     @property
     def spread(self) -> bool:
@@ -277,3 +314,6 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise W2SError(f"--trials must be at least 1, got {self.trials}")
+        if self.student == StudentKind.finetune:  # the fits' rows are the split's: refused before any extraction
+            n, N = self.split.n_labeled, self.split.n_pseudo
+            self.finetune.check_rows({"w2s": N, "strong_sft": n, "ceiling": n + N})

@@ -7,8 +7,10 @@ Every key is an option's long name without the dashes, with a TOML value of the 
     trials = 5
     pretrained = false                  # a --flag/--no-flag pair by its first name
 
-The file is read before the command line is parsed and handed to click as the command's `default_map`, so
-its values are converted and checked exactly as the command line's, and options given on the command line
+The file is read before the command line is parsed and handed to click as the command's `default_map`, after
+each value is checked against its option's type (a TOML value of another type, such as `epochs = true` or
+`lr = "0.1"`, is refused with its line, as the command line refuses `--epochs true`); click then converts and
+the option groups check them exactly as the command line's, and options given on the command line
 override the file (a repeatable option replaces the file's whole list). A key that is not an option of the
 command is refused with its line. Every command records its effective configuration (each option's final
 value, by long name) in the artifacts it writes, as `configuration`; a sweep spread over jobs also writes
@@ -17,12 +19,15 @@ it as OUT/jobs/sweep.toml, which `w2s sweep --collect OUT` reads back.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
 import sys
+import typing
 from enum import Enum
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 from w2s_cli.errors import W2SError, printable
@@ -69,7 +74,7 @@ def load(path: Path, command: Any, name: str) -> dict[str, Any]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise W2SError(f"--config {printable(path)}: not valid TOML: {exc}") from None
-    names, values = option_names(command), {}
+    names, declared, values = option_names(command), _annotations(command), {}
     for key, value in doc.items():
         where = f"--config {printable(path)} line {_line(text, key)}"
         if isinstance(value, dict):
@@ -85,8 +90,61 @@ def load(path: Path, command: Any, name: str) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise W2SError(f"{where}: --{key} is a flag: true or false")
             value = not value
+        for item in value if param.multiple else [value]:
+            _check_type(item, declared.get(param.name), f"{where}: Invalid value for '--{key}'")
         values[param.name] = value
     return values
+
+
+def _annotations(command: Any) -> dict[str, Any]:
+    """Each parameter's type, as the command declares it (`takes` builds its signature from the option groups)."""
+    try:
+        parameters = inspect.signature(command.callback).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {name: p.annotation for name, p in parameters.items()}
+
+
+def _check_type(value: Any, annotation: Any, said: str) -> None:
+    """Refuse a TOML value whose type is not the option's: what the command line, where every value is text
+    converted by the option's type, refuses too (a bool, a string or a float for a whole number, ...)."""
+    if typing.get_origin(annotation) in (typing.Union, UnionType):
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = kinds[0] if len(kinds) == 1 else None
+    if typing.get_origin(annotation) is list:
+        annotation = typing.get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        choices = [e.value for e in annotation]
+        if not (isinstance(value, str) and value in choices):
+            raise W2SError(f"{said}: {_shown(value)} is not one of {', '.join(choices)}")
+        return
+    expected = {
+        bool: ((bool,), "true or false"),
+        int: ((int,), "a whole number"),
+        float: ((int, float), "a number"),
+        str: ((str,), "a string (in quotes)"),
+        Path: ((str,), "a path (a string, in quotes)"),
+    }.get(annotation)
+    if expected is None:  # a type this table does not know: left to click's conversion
+        return
+    kinds, what = expected
+    if not isinstance(value, kinds) or (isinstance(value, bool) and annotation is not bool):
+        raise W2SError(f"{said}: {_shown(value)} is not {what}")
+
+
+def _shown(value: Any) -> str:
+    """A TOML value as the file wrote it, with its TOML type."""
+    if isinstance(value, bool):
+        return f"{'true' if value else 'false'} (a boolean)"
+    if isinstance(value, str):
+        return f"{json.dumps(value)} (a string)"
+    if isinstance(value, int):
+        return f"{value} (an integer)"
+    if isinstance(value, float):
+        return f"{value!r} (a float)"
+    if isinstance(value, list):
+        return "a list"
+    return f"{value} (a {type(value).__name__})"
 
 
 def _value(argv: list[str], flag: str) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from w2s_cli.errors import W2SError
-from w2s_cli.finetuning.recipe import FinetuneRecipe
+from w2s_cli.finetuning.recipe import FLAGS, SCHEDULES, FinetuneRecipe
 from w2s_cli.inputs.registry import spec_help
 from w2s_cli.options import (
     COLLECT,
@@ -129,26 +129,26 @@ def option(*flags: str, **kw: Any) -> Any:
 
 
 DECLARATIONS: dict[type, dict[str, Any]] = {
-    FinetuneRecipe: {
+    FinetuneRecipe: {  # by the recipe's own table of flags, which its messages use too
         "train": option(
-            "--train", help="What trains: head, last:K (blocks), lora:R (rank), all. Frozen BN, no dropout."
+            FLAGS["train"], help="What trains: head, last:K (blocks), lora:R (rank), all. Frozen BN, no dropout."
         ),
-        "loss": option("--loss", help="mse (the paper's), xent (soft cross-entropy), logconf (Burns)."),
-        "epochs": option("--epochs", help="Epochs over each fit's training rows."),
-        "lr": option("--lr", help="Peak learning rate."),
-        "batch_size": option("--ft-batch-size", help="Finetuning batch size."),
-        "weight_decay": option("--weight-decay", help="Weight decay (not on biases and norms)."),
-        "opt": option("--opt", help="Optimiser, by timm's create_optimizer_v2 name."),
-        "sched": option("--sched", help="Schedule, by timm's create_scheduler_v2 name."),
-        "warmup_epochs": option("--warmup-epochs", help="Linear warm-up, in epochs."),
+        "loss": option(FLAGS["loss"], help="mse (the paper's), xent (soft cross-entropy), logconf (Burns)."),
+        "epochs": option(FLAGS["epochs"], help="Epochs over each fit's training rows (at least 1)."),
+        "lr": option(FLAGS["lr"], help="Peak learning rate."),
+        "batch_size": option(FLAGS["batch_size"], help="Finetuning batch size."),
+        "weight_decay": option(FLAGS["weight_decay"], help="Weight decay (not on biases and norms)."),
+        "opt": option(FLAGS["opt"], help="Optimiser, by timm's create_optimizer_v2 name (adamw, sgd, lamb, ...)."),
+        "sched": option(FLAGS["sched"], help=f"Schedule, by timm's create_scheduler_v2 name: {', '.join(SCHEDULES)}."),
+        "warmup_epochs": option(FLAGS["warmup_epochs"], help="Linear warm-up, in epochs."),
         "val_fraction": option(
-            "--val-fraction", help="Held-out share of each fit's rows (the W2S student's: pseudo-labelled)."
+            FLAGS["val_fraction"], help="Held-out share of each fit's rows (the W2S student's: pseudo-labelled)."
         ),
-        "select": option("--select", help="best: the epoch of lowest validation loss; last."),
-        "aux_weight": option("--aux-weight", help="logconf: weight of the self-hardened term."),
-        "aux_warmup": option("--aux-warmup", help="logconf: share of updates to ramp that weight up."),
-        "augment": option("--augment/--no-augment", help="timm's train transform (lora:R, all)."),
-        "precision": option("--ft-precision", help="Finetuning precision on a GPU (bf16/fp16: AMP)."),
+        "select": option(FLAGS["select"], help="best: the epoch of lowest validation loss; last."),
+        "aux_weight": option(FLAGS["aux_weight"], help="logconf: weight of the self-hardened term."),
+        "aux_warmup": option(FLAGS["aux_warmup"], help="logconf: share of updates to ramp that weight up."),
+        "augment": option(f"{FLAGS['augment']}/--no-augment", help="timm's train transform (lora:R, all)."),
+        "precision": option(FLAGS["precision"], help="Finetuning precision on a GPU (bf16/fp16: AMP)."),
     },
     TrackFlags: {
         "track": option(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from torch.utils.data import DataLoader
 from w2s_cli.distributed import barrier, world
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.network import Student, load_trained, read_tensors, save_tensors, trained_state
-from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss, Select
+from w2s_cli.finetuning.recipe import FLAGS, FinetuneRecipe, Loss, Select, schedule
 from w2s_cli.progress import progress_bar, stderr
 from w2s_cli.store.records import PrecisionRecord
 
@@ -189,7 +188,9 @@ def train_fit(
     """Finetune `student` on `fit`'s training rows; leave it holding the chosen epoch's weights. keep_epochs:
     also write each epoch's trained parameters (`epoch_weights`), for the kernel at that point of the finetune."""
     w = world()
-    steps = max(1, math.ceil(len(fit.train) / recipe.batch_size))
+    if recipe.select == Select.best and len(fit.val) == 0:  # before anything is written (check_rows says it first)
+        raise W2SError(f"{fit.name}: {FLAGS['select']} best needs validation rows, and this fit has none")
+    steps = recipe.updates_per_epoch(len(fit.train))
     opt, sched = optimiser_and_schedule(student, recipe, steps)
     scaler = torch.amp.GradScaler("cuda") if precision_used(dev, recipe.precision).grad_scaler else None
     log, best = FitLog(), None
@@ -232,22 +233,12 @@ def train_fit(
 
 
 def optimiser_and_schedule(student: Student, recipe: FinetuneRecipe, steps: int):
-    """timm's optimiser over `student`'s parameters and its learning-rate schedule (warmup from 1% of the rate),
-    stepped per update (`steps` updates an epoch), so that the rate is a function of the update count."""
+    """timm's optimiser over `student`'s parameters and the recipe's learning-rate schedule over `steps`
+    updates an epoch (recipe.py's `schedule`, which FinetuneRecipe.check_rows also lays out before any work)."""
     import timm.optim
-    import timm.scheduler
 
     opt = timm.optim.create_optimizer_v2(student, opt=recipe.opt, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched, _ = timm.scheduler.create_scheduler_v2(
-        opt,
-        sched=recipe.sched,
-        num_epochs=max(recipe.epochs, 1),
-        warmup_epochs=recipe.warmup_epochs,
-        warmup_lr=recipe.lr * 0.01,
-        step_on_epochs=False,
-        updates_per_epoch=steps,
-    )
-    return opt, sched
+    return opt, schedule(opt, recipe, steps)
 
 
 def _step(student: Student, x, y, batch: int, recipe: FinetuneRecipe, aux: float, opt, scaler, dev) -> float:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -196,7 +199,6 @@ class SubmititCluster:
 
         cluster = "slurm" if options.kind == "slurm" else "local"
         self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
-        extra = dict(opt.split("=", 1) if "=" in opt else (opt, None) for opt in options.sbatch)
         self.executor.update_parameters(
             name="w2s",
             timeout_min=options.time_min,
@@ -204,18 +206,31 @@ class SubmititCluster:
             cpus_per_task=options.cpus,
             mem_gb=options.mem_gb,
             slurm_partition=options.partition,
-            slurm_additional_parameters={k.strip().lstrip("-").replace("-", "_"): v for k, v in extra.items()},
+            slurm_additional_parameters=options.sbatch_parameters(),
         )
         self.slurm, self.live, self.folder = cluster == "slurm", [], folder
+        self.name = options.executor
 
     def submit(self, jobs: list[Any], attempt: int = 0, after: list[Submission] | None = None) -> list[Submission]:
+        from submitit.core import utils
+
         if not jobs:  # nothing to submit (e.g. every embedding already cached): no empty batch
             return []
         if after and self.slurm:  # SLURM starts the trials once the extraction jobs have succeeded
             ids = ":".join(str(s.handle.job_id) for s in after)
             self.executor.update_parameters(slurm_dependency=f"afterok:{ids}")
-        with self.executor.batch():
-            handles = [self.executor.submit(job) for job in jobs]
+        said = io.StringIO()  # submitit prints a failed sbatch's stderr before raising: said once, below
+        try:
+            with contextlib.redirect_stderr(said), self.executor.batch():
+                handles = [self.executor.submit(job) for job in jobs]
+        except (OSError, subprocess.SubprocessError, utils.UncompletedJobError, utils.FailedSubmissionError) as exc:
+            # sbatch refused the array (a partition, account or option it does not know) or could not run
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            why = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
+            raise W2SError(
+                f"--executor {self.name}: the jobs could not be submitted ({printable(why or type(exc).__name__)})"
+            ) from None
+        sys.stderr.write(said.getvalue())
         if after and self.slurm:
             self.executor.update_parameters(slurm_dependency=None)
         subs = [Submission(j, h, Path(h.paths.stderr), attempt) for j, h in zip(jobs, handles, strict=True)]
@@ -244,9 +259,13 @@ class SubmititCluster:
 
 
 def backend(options: ExecutorOptions, out_dir: Path) -> WorkerPool | SubmititCluster:
-    if options.kind == "local":
-        return WorkerPool(options.workers, out_dir / "jobs" / "logs")
-    return SubmititCluster(options, out_dir / "jobs")
+    """The executor's runner, or one line saying why it cannot start (before any job is submitted)."""
+    try:
+        if options.kind == "local":
+            return WorkerPool(options.workers, out_dir / "jobs" / "logs")
+        return SubmititCluster(options, out_dir / "jobs")
+    except (OSError, RuntimeError, ValueError) as exc:  # submitit's own checks of the cluster, a pool's processes
+        raise W2SError(f"--executor {options.executor} cannot start: {printable(' '.join(str(exc).split()))}") from None
 
 
 def wait(

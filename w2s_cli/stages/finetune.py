@@ -29,7 +29,7 @@ import numpy as np
 
 from w2s_cli.distributed import main_writes, world
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss
+from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss, held_out
 from w2s_cli.numerics.stats import as_targets, evaluate, probabilities
 from w2s_cli.options import DataOptions, ExtractOptions, Solver, SubspaceOptions
 from w2s_cli.progress import running, stderr
@@ -90,6 +90,7 @@ def finetune(
     )
     _check_recipe(recipe, emb_s)
     fits = fit_rows(pseudo, emb_s)
+    recipe.check_rows({name: len(f.rows) for name, f in fits.items()})  # before the basis, the network, any fit
     train_rows = np.concatenate([fits["strong_sft"].rows, fits["w2s"].rows])
     basis, basis_record, _ = shared_basis(
         emb_s, train_rows, sub_opts.parsed(), sub_opts.energy, len(fits["strong_sft"].rows)
@@ -97,6 +98,7 @@ def finetune(
     from w2s_cli.finetuning.network import backbone_from_record, cut
 
     bb = backbone_from_record(emb_s.meta, f"strong embeddings {printable(strong)}")
+    _check_network(recipe, bb)
     test = np.asarray(pseudo["test_rows"])
     job = Job(recipe, bb, emb_s, np.unique(np.concatenate([test, train_rows])), test, extract)
     job.inputs = _inputs(cut(bb.model, recipe.spec, bb.name), job, data, out)
@@ -167,12 +169,19 @@ def result_tensors(outputs: dict, init: dict, heads: dict, test: np.ndarray, bas
 
 
 def _check_recipe(recipe: FinetuneRecipe, emb_s: EmbeddingSet) -> None:
-    if recipe.augment and recipe.spec.kind not in ("lora", "all"):
-        raise W2SError(
-            f"--augment needs images: --train lora:R or all (--train {recipe.train} trains on cached inputs)"
-        )
     if recipe.loss != Loss.mse and emb_s.labels is None:
         raise W2SError(f"--loss {recipe.loss.value} needs classes; this dataset has numeric targets (use --loss mse)")
+
+
+def _check_network(recipe: FinetuneRecipe, bb) -> None:
+    """What the recipe needs of the network itself, before any fit: layers for LoRA to adapt."""
+    from w2s_cli.finetuning.lora import lora_targets
+
+    if recipe.spec.kind == "lora" and not lora_targets(bb.model):
+        raise W2SError(
+            f"--train {recipe.train}: {printable(bb.name)} has no linear or dense 1x1 conv layer for LoRA to adapt; "
+            "use --train last:K or all"
+        )
 
 
 def _trial(pseudo, made: PseudoLabelsRecord, emb_s: EmbeddingSet, test: np.ndarray, fits: dict[str, Rows], done: dict):
@@ -300,7 +309,7 @@ def validation_split(n: int, fraction: float, seed: int, k: int) -> tuple[np.nda
     """Positions (sorted) of a fit's training and validation rows: round(fraction * n) held out, drawn
     from (seed, 3, k) for the k-th fit."""
     order = np.random.default_rng([seed, 3, k]).permutation(n)
-    n_val = int(round(fraction * n))
+    n_val = held_out(n, fraction)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
