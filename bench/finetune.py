@@ -22,10 +22,10 @@ import torch
 
 from w2s_cli.extraction.extract import resolve_device
 from w2s_cli.finetuning.network import Student, cut, set_trainable
-from w2s_cli.finetuning.recipe import FinetuneRecipe, TrainSpec
 from w2s_cli.finetuning.train import Fit, TensorInputs, train_fit
 from w2s_cli.inputs.backbones import create_backbone
 from w2s_cli.options import BackboneSpec
+from w2s_cli.options.recipe import FinetuneRecipe, TrainSpec
 
 
 def student(bb, spec: TrainSpec, classes: int, dev: torch.device) -> Student:

@@ -8,11 +8,11 @@ import pytest
 from conftest import embeddings_artifact, latent_embeddings, w2s
 
 from w2s_cli import W2SError
+from w2s_cli.diagnostics.intrinsic import intrinsic_dim
 from w2s_cli.numerics.moments import Moments
 from w2s_cli.numerics.spectra import Spectrum, energy_dimension, participation_ratio
 from w2s_cli.numerics.subspaces import overlap
 from w2s_cli.options import SplitOptions, SubspaceOptions
-from w2s_cli.stages.intrinsic import intrinsic_dim
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.stages.teacher import pseudolabel, train_weak

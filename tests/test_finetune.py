@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from w2s_cli.extraction.extract import embed_batch, extract
 from w2s_cli.finetuning.network import cut, flat_blocks
-from w2s_cli.finetuning.recipe import FinetuneRecipe, TrainSpec
 from w2s_cli.options import BackboneSpec, DataOptions, SplitOptions, SubspaceOptions
+from w2s_cli.options.recipe import FinetuneRecipe, TrainSpec
 from w2s_cli.stages.finetune import finetune
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.teacher import pseudolabel, train_weak
@@ -112,8 +112,9 @@ def test_epoch_zero_is_the_linear_student_of_the_training_slice(tiny):
     """The honest validation bar: each LP-FT start head is the ridgeless fit on its fit's training slice only
     (in fit-student's strong basis), so its validation loss at epoch 0 is out of sample like every later
     epoch's; epoch 0 is then fit-student's student refitted without the validation rows."""
+    from w2s_cli.finetuning.job import validation_split
     from w2s_cli.numerics.solvers import RidgelessRegressor
-    from w2s_cli.stages.finetune import fit_rows, validation_split
+    from w2s_cli.stages.finetune import training_sets
     from w2s_cli.store.embeddings import EmbeddingSet
 
     d, pseudo, strong = tiny
@@ -121,7 +122,7 @@ def test_epoch_zero_is_the_linear_student_of_the_training_slice(tiny):
     ft, emb = store.load(r), EmbeddingSet(strong, "strong embeddings")
     mean, V = np.asarray(ft["strong_basis_mean"]), np.asarray(ft["strong_basis"])
     test = np.asarray(ft["test_rows"])
-    fits = fit_rows(store.load(pseudo), emb)
+    fits = training_sets(store.load(pseudo), emb)
     seed = int(store.read_meta(pseudo)["seed"])
     for k, name in enumerate(("w2s", "strong_sft", "ceiling")):
         train, val = validation_split(len(fits[name].rows), 0.2, seed, k)

@@ -14,6 +14,7 @@ import torch
 from conftest import QUIET, assert_user_error, digits, save_random, w2s
 from torch.func import functional_call, grad, vmap
 
+from w2s_cli.diagnostics.grad_features import extract_gradients
 from w2s_cli.finetuning.gradients import (
     GradientFeatures,
     default_head,
@@ -21,9 +22,8 @@ from w2s_cli.finetuning.gradients import (
     gradient_student,
     output_signs,
 )
-from w2s_cli.finetuning.recipe import TrainSpec
 from w2s_cli.options import BackboneSpec, DataOptions, SplitOptions, SubspaceOptions
-from w2s_cli.stages.grad_features import extract_gradients
+from w2s_cli.options.recipe import TrainSpec
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
@@ -202,7 +202,7 @@ def test_init_reads_the_finetunes_cached_prefix_outputs(grads, tmp_path):
     """With --init, the gradients start at the finetune's LP-FT head and read the frozen prefix's outputs it
     cached (no images): the same features as from the images, to float rounding, and the record says which."""
     from w2s_cli.extraction.extract import extract
-    from w2s_cli.finetuning.recipe import FinetuneRecipe
+    from w2s_cli.options.recipe import FinetuneRecipe
     from w2s_cli.stages.finetune import finetune
 
     d, weak, _ = grads
@@ -234,7 +234,7 @@ def test_features_at_a_checkpoint_are_those_at_its_weights_loaded_by_hand(grads,
 
     from w2s_cli.extraction.extract import extract
     from w2s_cli.finetuning.network import load_trained
-    from w2s_cli.finetuning.recipe import FinetuneRecipe
+    from w2s_cli.options.recipe import FinetuneRecipe
     from w2s_cli.stages.finetune import finetune
 
     d, weak, _ = grads
@@ -261,9 +261,9 @@ def test_features_at_a_checkpoint_are_those_at_its_weights_loaded_by_hand(grads,
         student, names = gradient_student(model, MODEL, TrainSpec.parse("last:1"), head, 0)
         load_trained(student, load_file(str(tmp_path / "ft.safetensors.fits" / "w2s" / f"{name}.safetensors")))
         if x is None:
+            from w2s_cli.diagnostics.grad_features import first_images
             from w2s_cli.finetuning.network import backbone_from_record
             from w2s_cli.inputs.sources import open_source
-            from w2s_cli.stages.grad_features import first_images
 
             bb = backbone_from_record(store.read_meta(strong), "strong")
             ids = np.asarray(store.load(g, "embeddings")["sample_ids"])[:5]

@@ -9,10 +9,10 @@ import json
 import pytest
 from conftest import QUIET, assert_user_error, copy_finetune_inputs, w2s
 
-from w2s_cli.finetuning.recipe import FinetuneRecipe
+from w2s_cli.diagnostics.kernel_check import kernel_check
 from w2s_cli.options import BackboneSpec, DataOptions
+from w2s_cli.options.recipe import FinetuneRecipe
 from w2s_cli.stages.finetune import finetune
-from w2s_cli.stages.kernel_check import kernel_check
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_cli_table_json_and_bad_input(tiny):
 def test_linearised_finetune_from_gradient_features(tiny):
     """--grads FIT=GRADS: the LP-FT start plus the ridgeless fit of the residual on gradient features made at
     that start; features made at another fit's start, or not gradient features, are refused."""
-    from w2s_cli.stages.grad_features import extract_gradients
+    from w2s_cli.diagnostics.grad_features import extract_gradients
 
     d, pseudo, strong = tiny
     result = finetuned(tiny, 3e-2)

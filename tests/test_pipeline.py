@@ -3,8 +3,8 @@ import json
 import numpy as np
 from conftest import DIGITS_RUN, seed_run_dir, w2s
 
-from w2s_cli.stages.run import auto_limit
 from w2s_cli.store import artifact as store
+from w2s_cli.studies.run import auto_limit
 
 
 def test_run_with_trials_reports_mean_and_stderr(digits_run, tmp_path, weak_weights):

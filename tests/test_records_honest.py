@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from conftest import QUIET, CliResult, assert_user_error, copy_finetune_inputs, w2s
 
+from w2s_cli.diagnostics.grad_features import extract_gradients, start_head
+from w2s_cli.diagnostics.kernel_check import kernel_check
 from w2s_cli.options import BackboneSpec, DataOptions
-from w2s_cli.stages.grad_features import extract_gradients, start_head
-from w2s_cli.stages.kernel_check import kernel_check
 from w2s_cli.store import artifact as store
 from w2s_cli.store.records import PrecisionRecord, RecordError, ResultRecord, StudentRecord
 
@@ -283,7 +283,7 @@ def test_records_of_an_older_w2s_still_find_their_cache(made, tiny, tmp_path):
 def test_a_combined_result_records_paths_relative_to_itself(made, tiny):
     """`run` combines its trials' results (in trial-K/) into one beside them: the references it takes over
     from the first trial are made relative to the combined result."""
-    from w2s_cli.stages.run import combine
+    from w2s_cli.studies.run import combine
 
     d = tiny[0]
     out = combine([store.load(made[0])], d / "combined.safetensors")

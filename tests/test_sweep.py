@@ -9,7 +9,7 @@ from conftest import QUIET, TINY_MODELS, TINY_SIZES, assert_user_error, seed_run
 
 from w2s_cli import W2SError
 from w2s_cli.options import BackboneSpec, DataOptions, RunOptions, SplitOptions, SubspaceOptions
-from w2s_cli.stages.sweep import parse_vary, sweep
+from w2s_cli.studies.sweep import parse_vary, sweep
 
 MODELS, SMALL = TINY_MODELS, TINY_SIZES  # the session's tiny_run: its embeddings are reused below
 

@@ -24,8 +24,8 @@ from conftest import (
 from w2s_cli import W2SError
 from w2s_cli.cli.app import app
 from w2s_cli.cli.config import load, option_names
-from w2s_cli.finetuning.recipe import FLAGS, FinetuneRecipe
 from w2s_cli.options import ExecutorOptions, RunOptions, SplitOptions, StudentKind, SubspaceOptions
+from w2s_cli.options.recipe import FLAGS, FinetuneRecipe
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
 

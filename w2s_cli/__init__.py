@@ -11,7 +11,6 @@ estimators scikit-learn), so `import w2s_cli` stays light.
 """
 
 from w2s_cli.errors import W2SError
-from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
@@ -21,6 +20,7 @@ from w2s_cli.options import (
     SplitOptions,
     SubspaceOptions,
 )
+from w2s_cli.options.recipe import FinetuneRecipe
 
 __version__ = "0.2.0"
 
@@ -34,10 +34,10 @@ _LAZY = {
     "pseudolabel": ("w2s_cli.stages.teacher", "pseudolabel"),
     "fit_student": ("w2s_cli.stages.student", "fit_student"),
     "finetune": ("w2s_cli.stages.finetune", "finetune"),
-    "run": ("w2s_cli.stages.run", "run"),
-    "sweep": ("w2s_cli.stages.sweep", "sweep"),
-    "rank_teachers": ("w2s_cli.stages.ranking", "rank_teachers"),
-    "intrinsic_dim": ("w2s_cli.stages.intrinsic", "intrinsic_dim"),
+    "run": ("w2s_cli.studies.run", "run"),
+    "sweep": ("w2s_cli.studies.sweep", "sweep"),
+    "rank_teachers": ("w2s_cli.studies.ranking", "rank_teachers"),
+    "intrinsic_dim": ("w2s_cli.diagnostics.intrinsic", "intrinsic_dim"),
     "summary": ("w2s_cli.stages.summary", "summary"),
     "load_result": ("w2s_cli.stages.summary", "load_result"),
 }

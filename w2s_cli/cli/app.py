@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from w2s_cli.cli.options import (
+from w2s_cli.cli.flags import (
     DRY_RUN_HELP,
     SUBSPACE_HELP,
     ExperimentFlags,
@@ -25,7 +25,6 @@ from w2s_cli.cli.options import (
     takes,
 )
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.options import (
     COLLECT,
     BackboneSpec,
@@ -37,6 +36,7 @@ from w2s_cli.options import (
     SplitOptions,
     SubspaceOptions,
 )
+from w2s_cli.options.recipe import FinetuneRecipe
 
 # the option groups of `run` and `sweep`
 RUN_GROUPS = {
@@ -142,7 +142,7 @@ def extract(
     if features == "embeddings":
         emit_path(run_extract(data, spec, out, extract, limit=limit, seed=seed))
         return
-    from w2s_cli.stages.grad_features import extract_gradients
+    from w2s_cli.diagnostics.grad_features import extract_gradients
     from w2s_cli.store.artifact import read_meta
 
     path = extract_gradients(
@@ -286,7 +286,7 @@ def finetune(
 
     src = input_path(pseudo, "pseudo-labels")
     if dry_run:
-        from w2s_cli.stages.finetune_cost import estimate_finetune
+        from w2s_cli.studies.finetune_cost import estimate_finetune
 
         work = estimate_finetune(src, strong, recipe)
         return _show_estimate(work, out or default_out(src, "finetuned"), False, option="--out")
@@ -316,8 +316,8 @@ def kernel_check(
     as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
 ) -> None:
     """How far a finetune left the kernel regime: weights moved, output change unexplained by J dθ."""
+    from w2s_cli.diagnostics.kernel_check import kernel_check as run
     from w2s_cli.report.render import kernel_check_blocks, print_json, show
-    from w2s_cli.stages.kernel_check import kernel_check as run
 
     given = {}
     for item in grads:
@@ -360,12 +360,12 @@ def run(
 ) -> None:
     """The whole pipeline: extract weak and strong, train-weak, pseudolabel, fit-student (or finetune), report."""
     from w2s_cli.report.tracking import Tracking
-    from w2s_cli.stages.run import run as run_all
+    from w2s_cli.studies.run import run as run_all
 
     options = flags.options(*models.specs(), split, head, recipe)
     tracking = Tracking.parse(track.track)
     if dry_run:
-        from w2s_cli.stages.cost import estimate_run
+        from w2s_cli.studies.cost import estimate_run
 
         return _show_estimate(estimate_run(flags.out_dir, data, options, extract, flags.reuse), flags.out_dir, as_json)
     path = run_all(flags.out_dir, data, options, extract, reuse=flags.reuse)
@@ -417,8 +417,8 @@ def sweep(
     from w2s_cli.cli.config import configuration, save_configuration
     from w2s_cli.report.render import print_json, show, sweep_blocks
     from w2s_cli.report.tracking import Tracking
-    from w2s_cli.stages.sweep import parse_vary
     from w2s_cli.store.outputs import check_output
+    from w2s_cli.studies.sweep import parse_vary
 
     varies = [parse_vary(v) for v in vary]
     tracking = Tracking.parse(track.track)
@@ -458,8 +458,8 @@ def _sweep_points(
     estimated (--dry-run), which this says."""
     from w2s_cli.cli.config import save_configuration
     from w2s_cli.progress import progress_bar
-    from w2s_cli.stages.executors import Detached, Estimated
-    from w2s_cli.stages.sweep import sweep as run_sweep
+    from w2s_cli.studies.executors import Detached, Estimated
+    from w2s_cli.studies.sweep import sweep as run_sweep
 
     with progress_bar(extract.quiet) as bar:
         task = bar.add_task("sweep", total=None)
@@ -508,7 +508,7 @@ def _track_sweep(tracking: Tracking, result: Sweep, out_dir: Path, files: list[P
 def _show_estimate(work: dict, out_dir: Path, as_json: bool, option: str = "--out-dir") -> None:
     """--dry-run: the work, disk and estimated time, as lines or one JSON object on stdout."""
     from w2s_cli.report.render import print_json
-    from w2s_cli.stages.cost import describe
+    from w2s_cli.studies.cost import describe
 
     if as_json:
         print_json(work)
@@ -553,8 +553,8 @@ def rank_teachers(
     """Rank weak teachers by their predicted W2S student error, from n labels and unlabelled embeddings."""
     from w2s_cli.cli.config import configuration
     from w2s_cli.report.render import print_json, rank_blocks, show
-    from w2s_cli.stages.executors import Estimated
-    from w2s_cli.stages.ranking import rank_teachers as run
+    from w2s_cli.studies.executors import Estimated
+    from w2s_cli.studies.ranking import rank_teachers as run
 
     if spread.detach:
         raise W2SError("--detach is for sweep; rank-teachers waits for its --measure jobs")
@@ -590,11 +590,15 @@ def intrinsic_dim(
     out: Path | None = typer.Option(None, "-o", "--out", help="Also write an intrinsic_dim artifact."),
 ) -> None:
     """Intrinsic dimensions d_w (and d_s) and the weak-strong overlap d_sw of embeddings."""
+    from w2s_cli.diagnostics.intrinsic import intrinsic_dim as run
     from w2s_cli.report.render import intrinsic_blocks, print_json, show
-    from w2s_cli.stages.intrinsic import intrinsic_dim as run
+    from w2s_cli.store.outputs import check_output
 
+    main = input_path(weak, "weak embeddings")
+    if plot is not None:
+        check_output(plot, inputs=[main, strong], option="--plot")
     r = run(
-        input_path(weak, "weak embeddings"),
+        main,
         strong,
         energy=energy,
         center=center,
@@ -602,9 +606,15 @@ def intrinsic_dim(
         method=method,
         max_samples=max_samples,
         seed=seed,
-        plot=plot,
         out=out,
+        spectra=plot is not None,
     )
+    if plot is not None:
+        from w2s_cli.report.plots import plot_spectra
+
+        values = r.pop("spectra")
+        plot_spectra(values, {k: r[k]["d"] for k in values}, energy, plot)
+        r["plot"] = str(plot)
     if out is not None:
         sys.stderr.write(f"wrote {r['artifact']}\n")
     if as_json:

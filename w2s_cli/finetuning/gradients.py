@@ -34,7 +34,7 @@ from torch import nn
 
 from w2s_cli.errors import W2SError
 from w2s_cli.finetuning.network import Student, cut, set_trainable
-from w2s_cli.finetuning.recipe import TrainSpec
+from w2s_cli.options.recipe import TrainSpec
 
 OUTPUTS = "s(x) = sum_c xi_c f_c(x) / sqrt(C), xi_c = +-1 from the projection seed (signed pseudo-NTK)"
 
@@ -74,7 +74,7 @@ DENSE_LIMIT = 1 << 24  # entries of a dense projection matrix above which a laye
 
 
 @dataclass
-class Block:
+class TensorBlock:
     """One trained tensor's share of the features. `taped`: a linear/1x1-conv weight, whose per-sample gradient
     comes from its module's activations and output gradients (else from torch.func). `mode`: `exact` (its
     share is at least its size: kept as it is), `dense` (one Gaussian matrix) or `kronecker` (k_out x k_in)."""
@@ -109,13 +109,13 @@ class Block:
         return target - self.k
 
 
-def plan_blocks(student: Student, names: list[str], k: int | None) -> list[Block]:
+def plan_blocks(student: Student, names: list[str], k: int | None) -> list[TensorBlock]:
     """Each trained tensor's block of the features, in `names` order; k None: exact (identity, for tests)."""
     modules, params = dict(student.named_modules()), dict(student.named_parameters())
     blocks = []
     for n in names:
         owner, _, leaf = n.rpartition(".")
-        blocks.append(Block(n, tuple(params[n].shape), leaf == "weight" and _kron_module(modules[owner])))
+        blocks.append(TensorBlock(n, tuple(params[n].shape), leaf == "weight" and _kron_module(modules[owner])))
     if k is None:
         for b in blocks:
             b.share(b.numel)
@@ -238,7 +238,7 @@ class GradientFeatures:
                 parts[b.name] = self.project(i, b, torch.einsum("bto,bti->boi", delta, act).flatten(1))
         return parts
 
-    def project(self, i: int, b: Block, flat: torch.Tensor) -> torch.Tensor:
+    def project(self, i: int, b: TensorBlock, flat: torch.Tensor) -> torch.Tensor:
         """A block's flattened per-sample gradients (B, numel), projected as the block's mode says."""
         return flat if b.mode == "exact" else flat @ self.matrix(i, "dense", flat.shape[1], b.k, flat)
 

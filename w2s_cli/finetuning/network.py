@@ -26,9 +26,9 @@ from torch import nn
 
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.extraction.extract import embed_batch
-from w2s_cli.finetuning.recipe import TrainSpec
 from w2s_cli.inputs.backbones import Backbone, create_backbone
 from w2s_cli.options import BackboneSpec
+from w2s_cli.options.recipe import TrainSpec
 
 
 def spec_from_record(meta: dict[str, Any]) -> tuple[BackboneSpec, int]:

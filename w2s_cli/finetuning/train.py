@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from w2s_cli.distributed import barrier, world
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.network import Student, load_trained, read_tensors, save_tensors, trained_state
-from w2s_cli.finetuning.recipe import FLAGS, FinetuneRecipe, Loss, Select, schedule
+from w2s_cli.options.recipe import FLAGS, FinetuneRecipe, Loss, Select, schedule
 from w2s_cli.progress import progress_bar, stderr
 from w2s_cli.store.records import PrecisionRecord
 
@@ -136,7 +136,7 @@ def raw_outputs(
     return np.concatenate(parts) if parts else np.zeros((0, student.head.out_features))
 
 
-def predictions(raw: np.ndarray, loss: Loss) -> np.ndarray:
+def outputs_of(raw: np.ndarray, loss: Loss) -> np.ndarray:
     """What the model predicts from its raw outputs: themselves (mse), or their softmax (cross-entropies)."""
     if loss == Loss.mse:
         return raw

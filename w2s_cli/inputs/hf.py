@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from w2s_cli.errors import W2SError, printable
+from w2s_cli.inputs.registry import source
 from w2s_cli.inputs.sources import TEST, TRAIN, ImageSource, UnreadableImage
 from w2s_cli.options import DataOptions
 
@@ -286,3 +287,8 @@ def hf_dataset(arg: str, options: DataOptions) -> ImageSource:
         classes,
         details,
     )
+
+
+@source("hf", arg="NAME_OR_PATH[:CONFIG]", help="a Hugging Face datasets dataset (pip install 'w2s[hf]')")
+def _hf(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
+    return hf_dataset(arg, options)

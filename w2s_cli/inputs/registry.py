@@ -1,22 +1,18 @@
-"""The data SPEC registry: one `@source` opener per SPEC kind, the single list that drives `open_source`'s
-dispatch, its unknown-SPEC message and the CLI's `--data` help.
-
-Kept light (no numpy, PIL or torch) so that the CLI builds its help without importing any source: each
-opener imports its source's module when it is called.
-"""
+"""The data SPEC registry: one `@source` opener per SPEC kind, declared beside its source (like timm's
+`@register_model`: sources.py, hf.py), the single table that drives `open_source`'s dispatch, its
+unknown-SPEC message and the CLI's `--data` help. Importing `w2s_cli.inputs` fills it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from w2s_cli.inputs.sources import ImageSource
-    from w2s_cli.options import DataOptions
+from w2s_cli.options import DataOptions
 
-Opener = Callable[[str, "DataOptions", "Path | None"], "ImageSource"]
+# (ARG, the data options, --root as a checked Path or None) -> the source (an inputs.sources.ImageSource)
+Opener = Callable[[str, DataOptions, Path | None], Any]
 
 
 @dataclass(frozen=True)
@@ -69,45 +65,3 @@ def spec_list() -> str:
 def spec_help() -> str:
     """'fashion-mnist | digits | ...', the CLI's `--data` help."""
     return " | ".join(k.spec for k in SOURCES.values())
-
-
-@source("fashion-mnist", help="Fashion-MNIST: the Debian package's IDX files, else --root DIR, else --download")
-def _fashion_mnist(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
-    from w2s_cli.inputs.sources import fashion_mnist
-
-    return fashion_mnist(root, options.download)
-
-
-@source("digits", help="scikit-learn's 1,797 8x8 digits (no split of its own)")
-def _digits(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
-    from w2s_cli.inputs.sources import digits
-
-    return digits()
-
-
-@source("folder", arg="PATH", help="an ImageFolder tree PATH/<class>/<image>; PATH/train + PATH/test (or val) split")
-def _folder(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
-    from w2s_cli.inputs.sources import image_folder
-
-    return image_folder(Path(arg))
-
-
-@source("csv", arg="PATH", help="a UTF-8 CSV of image paths and a numeric target (regression); optional split")
-def _csv(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
-    from w2s_cli.inputs.sources import csv_images
-
-    return csv_images(Path(arg), options.target_column)
-
-
-@source("torchvision", arg="NAME", help="a torchvision dataset taking train= (CIFAR10, MNIST, ...), --root/--download")
-def _torchvision(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
-    from w2s_cli.inputs.sources import torchvision_dataset
-
-    return torchvision_dataset(arg, root, options.download)
-
-
-@source("hf", arg="NAME_OR_PATH[:CONFIG]", help="a Hugging Face datasets dataset (pip install 'w2s[hf]')")
-def _hf(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
-    from w2s_cli.inputs.hf import hf_dataset
-
-    return hf_dataset(arg, options)

@@ -22,8 +22,8 @@ from PIL import Image
 
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.inputs import registry
+from w2s_cli.inputs.registry import source
 from w2s_cli.options import DataOptions
-from w2s_cli.store.artifact import file_sha256
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -176,6 +176,11 @@ def fashion_mnist(root: Path | None = None, download: bool = False) -> ImageSour
     )
 
 
+@source("fashion-mnist", help="Fashion-MNIST: the Debian package's IDX files, else --root DIR, else --download")
+def _fashion_mnist(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
+    return fashion_mnist(root, options.download)
+
+
 def digits() -> ImageSource:
     """scikit-learn's 1,797 8x8 digits (values 0..16, scaled to 0..255); no split of its own."""
     from sklearn.datasets import load_digits
@@ -192,6 +197,11 @@ def digits() -> ImageSource:
         None,
         [str(k) for k in range(10)],
     )
+
+
+@source("digits", help="scikit-learn's 1,797 8x8 digits (no split of its own)")
+def _digits(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
+    return digits()
 
 
 def image_folder(path: Path) -> ImageSource:
@@ -239,12 +249,19 @@ def image_folder(path: Path) -> ImageSource:
     )
 
 
+@source("folder", arg="PATH", help="an ImageFolder tree PATH/<class>/<image>; PATH/train + PATH/test (or val) split")
+def _folder(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
+    return image_folder(Path(arg))
+
+
 def csv_images(path: Path, target_column: str | None = None) -> ImageSource:
     """A CSV with an image path column (relative to the CSV) and a numeric target: a regression task.
 
     Columns: `path` (or `image`, `file`, else the first), the target (`--target-column`, else `target`, else
     the second), and an optional `split` column with values train/test.
     """
+    from w2s_cli.store.artifact import file_sha256  # lazily: the CLI's help imports this module
+
     name = f"csv:{printable(path)}"
     if not path.is_file():
         raise W2SError(f"{name}: no such file")
@@ -299,6 +316,11 @@ def csv_images(path: Path, target_column: str | None = None) -> ImageSource:
     )
 
 
+@source("csv", arg="PATH", help="a UTF-8 CSV of image paths and a numeric target (regression); optional split")
+def _csv(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
+    return csv_images(Path(arg), options.target_column)
+
+
 def torchvision_dataset(name: str, root: Path | None, download: bool) -> ImageSource:
     """Any torchvision classification dataset taking `train=` (CIFAR10, MNIST, KMNIST, ...)."""
     import torchvision
@@ -342,6 +364,11 @@ def torchvision_dataset(name: str, root: Path | None, download: bool) -> ImageSo
         classes,
         {"source": str(root)},
     )
+
+
+@source("torchvision", arg="NAME", help="a torchvision dataset taking train= (CIFAR10, MNIST, ...), --root/--download")
+def _torchvision(arg: str, options: DataOptions, root: Path | None) -> ImageSource:
+    return torchvision_dataset(arg, root, options.download)
 
 
 def open_source(options: DataOptions) -> ImageSource:

@@ -1,2 +1,3 @@
-"""The pipeline's stages as functions: train-weak, pseudolabel, fit-student, run, sweep, rank-teachers.
-None of them imports torch: they read embeddings artifacts in row chunks and do float64 math."""
+"""The pipeline's stages, each what one subcommand of the chain does: the split, train-weak and pseudolabel
+(teacher.py), fit-student (student.py: heads, the one-pass design, the theory analysis), finetune, and the
+summary `w2s report` reads. None of them imports torch but finetune."""

@@ -45,7 +45,7 @@ def dimensions(design: Design) -> dict[str, Any]:
     }
 
 
-def predictions(design: Design, fits: dict[str, LinearFit], noise: LabelNoise) -> dict[str, Any]:
+def theory_predictions(design: Design, fits: dict[str, LinearFit], noise: LabelNoise) -> dict[str, Any]:
     """What needs no test label and no label of the N pseudo rows: dimensions, exact-design and paper
     variance coefficients, the label-light predictions, the fits' ranks and the interpolation flags.
 
@@ -103,7 +103,7 @@ def analyse(
 ) -> dict[str, Any]:
     """Everything the report says about the theory for one trial: the predictions above, plus the
     noise / bias / variance decomposition of the measured test errors."""
-    out = predictions(design, fits, noise)
+    out = theory_predictions(design, fits, noise)
     exact, teacher = out.pop("exact"), out.pop("teacher")
     out.pop("loo")
     errors = {k: float(squared_errors(outputs[k], truth).mean()) for k in MODELS}

@@ -19,7 +19,7 @@ from w2s_cli.options import SplitOptions
 
 
 @dataclass(frozen=True)
-class Split:
+class DrawnSplit:
     test: np.ndarray  # row indices, sorted
     labeled: np.ndarray
     pseudo: np.ndarray
@@ -36,7 +36,9 @@ class Split:
         return np.sort(np.concatenate([self.labeled, self.pseudo]))
 
 
-def draw_split(n_rows: int, dataset_split: np.ndarray | None, options: SplitOptions, n_pseudo: int | None) -> Split:
+def draw_split(
+    n_rows: int, dataset_split: np.ndarray | None, options: SplitOptions, n_pseudo: int | None
+) -> DrawnSplit:
     """Test rows (test_seed), then n labelled rows (seed), then N pseudo rows from the rest (seed, 1).
     n_pseudo None: min(options.n_pseudo, the rest of the training rows)."""
     n_test, n_labeled, seed = options.n_test, options.n_labeled, options.seed
@@ -71,7 +73,7 @@ def draw_split(n_rows: int, dataset_split: np.ndarray | None, options: SplitOpti
             f"--n-pseudo {N} is larger than the {len(pool)} training samples left after the {n_labeled} labelled ones"
         )
     pseudo = np.sort(np.random.default_rng([seed, 1]).choice(pool, size=N, replace=False))
-    split = Split(np.sort(test), np.sort(labeled), pseudo, len(pool))
+    split = DrawnSplit(np.sort(test), np.sort(labeled), pseudo, len(pool))
     split.check_disjoint()
     return split
 

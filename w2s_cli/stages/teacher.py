@@ -17,8 +17,7 @@ from w2s_cli.numerics.stats import accuracy, as_targets, one_hot, squared_errors
 from w2s_cli.numerics.variance import loo_residuals
 from w2s_cli.options import Solver, SplitOptions, SubspaceOptions
 from w2s_cli.stages.heads import FittedHead, apply, fit_head, my_blocks, shared_basis, to_embedding_space
-from w2s_cli.stages.split import Split as DrawnSplit
-from w2s_cli.stages.split import draw_split, noisy_values, subset_pseudo
+from w2s_cli.stages.split import DrawnSplit, draw_split, noisy_values, subset_pseudo
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet

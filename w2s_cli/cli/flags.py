@@ -16,7 +16,6 @@ from typing import Any
 import typer
 
 from w2s_cli.errors import W2SError
-from w2s_cli.finetuning.recipe import FLAGS, SCHEDULES, FinetuneRecipe
 from w2s_cli.inputs.registry import spec_help
 from w2s_cli.options import (
     COLLECT,
@@ -31,6 +30,7 @@ from w2s_cli.options import (
     StudentKind,
     SubspaceOptions,
 )
+from w2s_cli.options.recipe import FLAGS, SCHEDULES, FinetuneRecipe
 
 SPEC_HELP = spec_help()  # "fashion-mnist | digits | folder:PATH | ...", from the data SPEC registry
 DRY_RUN_HELP = "Print the work, disk and estimated time (from a few seconds of calibration); run nothing."

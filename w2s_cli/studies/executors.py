@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.finetuning.recipe import FinetuneRecipe
 from w2s_cli.options import (
     COLLECT,
     BackboneSpec,
@@ -36,8 +35,9 @@ from w2s_cli.options import (
     SplitOptions,
     StudentKind,
 )
+from w2s_cli.options.recipe import FinetuneRecipe
 from w2s_cli.progress import stderr
-from w2s_cli.stages.run import EmbeddingCache, extraction_request, finished, result_name, run_trials, wanted_identity
+from w2s_cli.studies.run import EmbeddingCache, extraction_request, finished, result_name, run_trials, wanted_identity
 
 POLL_SECONDS = 0.5
 
@@ -92,7 +92,7 @@ class PrefixJob:
     extract: ExtractOptions
 
     def __call__(self) -> str:
-        from w2s_cli.stages.finetune import prepare_prefix_cache
+        from w2s_cli.finetuning.prefix import prepare_prefix_cache
 
         return str(prepare_prefix_cache(self.strong, self.recipe, self.extract))
 
@@ -351,7 +351,7 @@ def spread(
 ) -> None:
     """Every trial of every task (name, folder, options) finished by the executor, so that the in-process
     loop then only combines them; with --detach, submitted (raises Detached with the submission's record);
-    with --dry-run, estimated (raises Estimated with stages/cost.py's estimate)."""
+    with --dry-run, estimated (raises Estimated with studies/cost.py's estimate)."""
     specs = [s for _, _, o in tasks for s in (o.weak, o.strong)]
     if options.kind == "local" and not options.dry_run:  # extracted here, once, as the in-process sweep does
         where, extraction = {spec: cache.get(spec) for spec in dict.fromkeys(specs)}, []
@@ -370,7 +370,7 @@ def spread(
             job()
         prefixes = []
     if options.dry_run:
-        from w2s_cli.stages.cost import estimate
+        from w2s_cli.studies.cost import estimate
 
         raise Estimated(estimate(cache, [o for _, _, o in tasks], reuse=reuse, trials=len(todo), executor=options))
     if options.kind == COLLECT:

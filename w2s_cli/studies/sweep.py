@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.finetuning.recipe import FinetuneRecipe, Loss, TrainSpec
 from w2s_cli.options import (
     BackboneSpec,
     DataOptions,
@@ -29,10 +28,11 @@ from w2s_cli.options import (
     SubspaceOptions,
     parse_subspace,
 )
-from w2s_cli.stages.executors import spread
-from w2s_cli.stages.run import embedding_cache, experiment
+from w2s_cli.options.recipe import FinetuneRecipe, Loss, TrainSpec
 from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.store.records import Summary, Sweep, SweepPoint
+from w2s_cli.studies.executors import spread
+from w2s_cli.studies.run import embedding_cache, experiment
 
 PARAMETERS = (
     "n-pseudo",
@@ -148,7 +148,7 @@ def sweep(
     executor: ExecutorOptions | None = None,
 ) -> Sweep:
     """Run every point of the grid (T trials each); return the sweep's record (its points' summaries).
-    `executor`: where the trials run (stages/executors.py); by default one after another in this process."""
+    `executor`: where the trials run (studies/executors.py); by default one after another in this process."""
     if not varies:
         raise W2SError("sweep needs at least one --vary PARAM=V1,V2,...")
     names = [n for n, _ in varies]

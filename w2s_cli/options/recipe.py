@@ -195,6 +195,14 @@ class FinetuneRecipe:
     def updates_per_epoch(self, train_rows: int) -> int:
         return max(1, math.ceil(train_rows / self.batch_size))
 
+    def check_task(self, *, classification: bool) -> None:
+        """Refuse a loss the task cannot take: the cross-entropies need classes."""
+        if self.loss != Loss.mse and not classification:
+            raise W2SError(
+                f"{FLAGS['loss']} {self.loss.value} needs classes; this dataset has numeric targets (use "
+                f"{FLAGS['loss']} mse)"
+            )
+
     def check_rows(self, rows: dict[str, int]) -> None:
         """Refuse, before any work, a recipe that the fits' row counts ({fit: rows}, fits as in FIT_WORDS)
         cannot run: --select best with a fit whose validation share rounds to no row, or a schedule that timm

@@ -26,10 +26,10 @@ from w2s_cli.finetuning.gradients import (
     gradient_student,
     output_signs,
 )
-from w2s_cli.finetuning.recipe import TrainSpec
 from w2s_cli.inputs.backbones import Backbone
 from w2s_cli.inputs.sources import ImageSource, open_source, subset
 from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions
+from w2s_cli.options.recipe import TrainSpec
 from w2s_cli.progress import running, stderr
 from w2s_cli.store.records import TensorsRead
 
@@ -80,7 +80,7 @@ def epoch_weights_file(init: str | os.PathLike, result, fit: str, epoch: str | i
 def start_head(init: str | os.PathLike, fit: str, out: str | os.PathLike, epoch: str | int = "start") -> Start:
     """Fit `fit` of the finetune result `init` at `epoch` (see `Start`, `parse_epoch`), its record's paths
     (absolute, and relative to the gradient features to be written at `out`)."""
-    from w2s_cli.stages.finetune import prefix_cache_path
+    from w2s_cli.finetuning.prefix import prefix_cache_path
     from w2s_cli.store import artifact as store
     from w2s_cli.store.records import ResultRecord, read_record
 

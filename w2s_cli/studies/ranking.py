@@ -22,17 +22,17 @@ from w2s_cli.numerics.stats import as_targets, mean_and_sem
 from w2s_cli.numerics.subspaces import PrincipalBasis
 from w2s_cli.numerics.variance import LabelNoise
 from w2s_cli.options import BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, SplitOptions
-from w2s_cli.stages.analysis import fit_on, predictions
-from w2s_cli.stages.cost import estimate
+from w2s_cli.stages.analysis import fit_on, theory_predictions
 from w2s_cli.stages.design import gather
-from w2s_cli.stages.executors import Estimated, spread
 from w2s_cli.stages.heads import shared_basis
-from w2s_cli.stages.run import embedding_cache, experiment
 from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.summary import load_result, summary
-from w2s_cli.stages.sweep import spearman
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
+from w2s_cli.studies.cost import estimate
+from w2s_cli.studies.executors import Estimated, spread
+from w2s_cli.studies.run import embedding_cache, experiment
+from w2s_cli.studies.sweep import spearman
 
 
 def predict_w2s(
@@ -70,7 +70,7 @@ def predict_w2s(
         "strong_sft": fit_on(design.L, design.zs, design.y),
         "ceiling": fit_on(design.train, design.zs, design.y),  # only its design enters (v_c)
     }
-    out = predictions(design, fits, LabelNoise(sp.label_noise, emb_w.n_classes))
+    out = theory_predictions(design, fits, LabelNoise(sp.label_noise, emb_w.n_classes))
     loo = out["loo"]["w2s"]
     return {
         "d_w": out["dimensions"]["d_w"],
@@ -94,7 +94,7 @@ def rank_teachers(
     executor: ExecutorOptions | None = None,
 ) -> dict[str, Any]:
     """Rank `teachers` by predicted W2S error (lowest first); with `measure`, also train them all (one job per
-    teacher and trial when `executor` spreads them, stages/executors.py)."""
+    teacher and trial when `executor` spreads them, studies/executors.py)."""
     if len(teachers) < 2:
         raise W2SError("rank-teachers needs at least two --weak teachers to rank")
     if len({t.label for t in teachers}) != len(teachers):

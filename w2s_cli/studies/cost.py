@@ -5,7 +5,7 @@ The model of the time is deliberately simple: extraction is bound by each backbo
 extraction loop runs at 0.95 of the bare forward on 2 cores, docs/scale.md *Benchmarks*), so it is timed on a
 batch of random images at the requested size with random weights (the speed does not depend on them);
 a trial is bound by float64 products of its rows with the embeddings' width (moments for both bases, the
-projections, the analysis), so one such product is timed and scaled; finetuning (stages/finetune_cost.py) is
+projections, the analysis), so one such product is timed and scaled; finetuning (studies/finetune_cost.py) is
 bound by the frozen prefix's cache and the trained part's forward and backward passes, each timed on a batch
 through the cut network.
 """
@@ -21,9 +21,9 @@ import numpy as np
 
 from w2s_cli.inputs.sources import subset
 from w2s_cli.options import COLLECT, BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, StudentKind
-from w2s_cli.stages.finetune_cost import Fits, finetune_work
-from w2s_cli.stages.run import EmbeddingCache, embedding_cache, extraction_request
 from w2s_cli.store.embeddings import EmbeddingSet
+from w2s_cli.studies.finetune_cost import Fits, finetune_work
+from w2s_cli.studies.run import EmbeddingCache, embedding_cache, extraction_request
 
 BATCH = 32
 LOOP_EFFICIENCY = 0.95  # the extraction loop against the bare forward (bench/extract.py)
@@ -32,7 +32,7 @@ TRIAL_OVERHEAD = 1.0  # seconds of a trial that do not scale with its rows (file
 
 
 @dataclass(frozen=True)
-class Backbone:
+class BackboneCost:
     """One backbone's share of the work: images to embed (0 when cached) and what calibration measured."""
 
     label: str
@@ -79,7 +79,7 @@ def product_seconds(width: int, rows: int = 2000) -> float:
     return (time.perf_counter() - start) / rows
 
 
-def backbones(cache: EmbeddingCache, specs: list[BackboneSpec], rows: int, reuse: bool) -> list[Backbone]:
+def backbones(cache: EmbeddingCache, specs: list[BackboneSpec], rows: int, reuse: bool) -> list[BackboneCost]:
     out = []
     for spec in dict.fromkeys(specs):
         request = extraction_request(cache.data, spec, cache.limit, cache.seed)
@@ -89,7 +89,7 @@ def backbones(cache: EmbeddingCache, specs: list[BackboneSpec], rows: int, reuse
         if found:
             width = EmbeddingSet(found[0], "embeddings").width
         path = str(found[0]) if found else None
-        out.append(Backbone(spec.label, 0 if found else rows, bool(found), width, per_image, path))
+        out.append(BackboneCost(spec.label, 0 if found else rows, bool(found), width, per_image, path))
     return out
 
 

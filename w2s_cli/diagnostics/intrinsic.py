@@ -119,39 +119,37 @@ def intrinsic_dim(
     method: str = "subspace",
     max_samples: int = 5000,
     seed: int = 0,
-    plot: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
+    spectra: bool = False,
 ) -> dict[str, Any]:
-    """Estimates for the weak matrix (and the strong one, and their overlap d_sw)."""
+    """Estimates for the weak matrix (and the strong one, and their overlap d_sw). spectra: also return each
+    input's eigenvalues (`result["spectra"]`, role -> values), what a figure of their cumulative energy
+    (report.plots.plot_spectra) draws."""
     if method not in ("subspace", "authors"):
         raise W2SError(f"--method must be subspace or authors, not '{printable(method)}'")
     check_energy(energy)
     names = parse_estimators(estimators)
     if any(n in ("twonn", "mle") for n in names) and max_samples < 3:
         raise W2SError(f"--max-samples must be at least 3 for the nearest-neighbour estimators, got {max_samples}")
-    for path in (plot, out):
-        if path is not None:
-            check_output(path, inputs=[weak, strong], option="--plot" if path is plot else "-o")
+    if out is not None:
+        check_output(out, inputs=[weak, strong], option="-o")
     mats = _matrices(weak, strong)
     joint = _moments(mats, center)
     result: dict[str, Any] = {"energy": energy, "center": center, "estimators": {n: ESTIMATORS[n] for n in names}}
-    spectra, tensors = _dimensions(mats, joint, names, energy, max_samples, seed, result)
+    spectra_of, tensors = _dimensions(mats, joint, names, energy, max_samples, seed, result)
     if strong is not None:
         d_s, d_w = result["strong"]["d"], result["weak"]["d"]
         if method == "subspace":
-            ov = _subspace_overlap(joint, spectra, mats[0].width, d_s, d_w, center)
+            ov = _subspace_overlap(joint, spectra_of, mats[0].width, d_s, d_w, center)
             tensors["canonical_correlations"] = np.asarray(ov["canonical_correlations"])
             result.update({k: ov[k] for k in ("d_sw", "d_sw_null", "d_sw_corrected", "canonical_correlations")})
             result["method"] = "subspace: squared canonical correlations of the top principal subspaces"
         else:
-            result.update(authors_overlap(spectra["strong"], spectra["weak"], d_s, d_w, seed))
-    if plot is not None:
-        from w2s_cli.report.plots import plot_spectra
-
-        plot_spectra({k: v.values for k, v in spectra.items()}, {k: result[k]["d"] for k in spectra}, energy, plot)
-        result["plot"] = str(plot)
+            result.update(authors_overlap(spectra_of["strong"], spectra_of["weak"], d_s, d_w, seed))
     if out is not None:
         result["artifact"] = str(_save_intrinsic(result, tensors, weak, strong, seed, out))
+    if spectra:
+        result["spectra"] = {k: v.values for k, v in spectra_of.items()}
     return result
 
 

@@ -1,4 +1,4 @@
-"""The finetuning share of `--dry-run` (stages/cost.py): the frozen prefix's cache and the three fits of each
+"""The finetuning share of `--dry-run` (studies/cost.py): the frozen prefix's cache and the three fits of each
 trial, timed by a few batches through the cut network on this machine.
 
 Per strong backbone and cut (`--train last:K`), the frozen prefix runs once over every row of the strong
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from w2s_cli.finetuning.recipe import FinetuneRecipe, TrainSpec
 from w2s_cli.options import BackboneSpec
+from w2s_cli.options.recipe import FinetuneRecipe, TrainSpec
 
 BATCH = 64  # the default --ft-batch-size
 REPEATS = 6  # timed calls of each part; the best one counts (the machine may be shared)
@@ -128,10 +128,10 @@ def finetune_work(items: list[Fits], rows: int, strong: dict[str, Path | None]) 
 
 
 def estimate_finetune(pseudo_path: str | Path, strong: str | Path, recipe: FinetuneRecipe) -> dict[str, Any]:
-    """`w2s finetune --dry-run`: the work of the three fits on these pseudo-labels, in stages/cost.py's form."""
+    """`w2s finetune --dry-run`: the work of the three fits on these pseudo-labels, in studies/cost.py's form."""
     from w2s_cli.errors import printable
     from w2s_cli.finetuning.network import spec_from_record
-    from w2s_cli.stages.finetune import fit_rows
+    from w2s_cli.stages.finetune import training_sets
     from w2s_cli.store import artifact as store
     from w2s_cli.store.embeddings import EmbeddingSet
 
@@ -140,7 +140,7 @@ def estimate_finetune(pseudo_path: str | Path, strong: str | Path, recipe: Finet
     store.require_same_samples(
         pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
     )
-    fits = fit_rows(pseudo, emb_s)
+    fits = training_sets(pseudo, emb_s)
     spec = spec_from_record(emb_s.meta)[0]
     n, N = len(fits["strong_sft"].rows), len(fits["w2s"].rows)
     item = Fits(spec, recipe, n, N, len(pseudo["test_rows"]))
@@ -163,6 +163,6 @@ def estimate_finetune(pseudo_path: str | Path, strong: str | Path, recipe: Finet
 
 
 def _cache_exists(strong: Path, cut_record: dict) -> bool:
-    from w2s_cli.stages.finetune import prefix_cache_path
+    from w2s_cli.finetuning.prefix import prefix_cache_path
 
     return prefix_cache_path(strong, cut_record).exists()

@@ -89,7 +89,7 @@ def kernel_check(
 
 def _read(result: str | os.PathLike):
     """The finetune result (artifact, record, recipe) and its strong embeddings, or one clear error."""
-    from w2s_cli.finetuning.recipe import FinetuneRecipe
+    from w2s_cli.options.recipe import FinetuneRecipe
     from w2s_cli.store import artifact as store
     from w2s_cli.store.embeddings import find
     from w2s_cli.store.records import ResultRecord, read_record
@@ -136,7 +136,7 @@ def _trained_cache(result, rec, emb_s):
     relative to where the finetune ran: that, else the cache's place beside the strong embeddings), and
     refused unless they are the very ones it read (their artifact_id; older records: the same kind of
     activations of the same samples through the same weights)."""
-    from w2s_cli.stages.finetune import prefix_cache_path
+    from w2s_cli.finetuning.prefix import prefix_cache_path
     from w2s_cli.store import artifact as store
     from w2s_cli.store.embeddings import EmbeddingSet
 
@@ -164,11 +164,11 @@ def _trained_cache(result, rec, emb_s):
 
 def _fit_rows(result, rec, emb_s):
     """The three fits' rows and targets, from the pseudo-labels the finetune read."""
-    from w2s_cli.stages.finetune import fit_rows
+    from w2s_cli.stages.finetune import training_sets
     from w2s_cli.store import artifact as store
 
     pseudo = store.load(store.resolve(rec.provenance["pseudolabels"], result), "pseudolabels", what="pseudo-labels")
-    return fit_rows(pseudo, emb_s)
+    return training_sets(pseudo, emb_s)
 
 
 def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
@@ -203,7 +203,7 @@ def grads_belong(g, art, rec, emb_s, fit: str, *, where: str, result) -> None:
     """Refuse gradient features `g` that are not of this finetune's fit `fit`: made at another start (of
     another result, or of another of its fits), for another trained set, through another network (weights,
     input size) or of other samples than its strong embeddings `emb_s`."""
-    from w2s_cli.finetuning.recipe import TrainSpec
+    from w2s_cli.options.recipe import TrainSpec
 
     made = g.record
     made_at, made_fit = made.grad_start
@@ -245,7 +245,7 @@ def _one_fit(model, name: str, recipe, head, weights, x, dev, batch_size: int, *
     from torch.func import functional_call, jvp
 
     from w2s_cli.finetuning.network import Student, cut, read_tensors, set_trainable
-    from w2s_cli.finetuning.train import predictions
+    from w2s_cli.finetuning.train import outputs_of
 
     student = Student(model, cut(model, recipe.spec, name), *head).to(dev)
     names = set_trainable(student, recipe.spec, [])
@@ -273,7 +273,7 @@ def _one_fit(model, name: str, recipe, head, weights, x, dev, batch_size: int, *
     change = ((f1 - f0) ** 2).sum(axis=1)
     left = ((f1 - lin) ** 2).sum(axis=1)
     share, share_se = ratio(left, change)
-    outputs = {k: predictions(v, recipe.loss) for k, v in (("start", f0), ("finetuned", f1), ("first_order", lin))}
+    outputs = {k: outputs_of(v, recipe.loss) for k, v in (("start", f0), ("finetuned", f1), ("first_order", lin))}
     return {
         "trained_parameters": int(sum(p.numel() for p in theta0.values())),
         "weight_change": moved / size if size else None,
@@ -284,5 +284,5 @@ def _one_fit(model, name: str, recipe, head, weights, x, dev, batch_size: int, *
             "stderr": share_se / (2 * math.sqrt(share)) if share and share_se is not None else None,
         },
         "outputs": outputs,
-        "f1": predictions(f1, recipe.loss),
+        "f1": outputs_of(f1, recipe.loss),
     }
