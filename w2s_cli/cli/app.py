@@ -116,8 +116,11 @@ def extract(
     train: str | None = typer.Option(None, "--train", help="grad: the trained set (head, last:K, lora:R, all)."),
     init: str | None = typer.Option(None, "--init", help="grad: start at this finetune result's LP-FT head."),
     init_fit: str = typer.Option("w2s", "--init-fit", help="grad: which fit's head (w2s, strong_sft, ceiling)."),
-    init_epoch: str = typer.Option(
-        "start", "--init-epoch", help="grad: that fit at its start, after epoch K, or its final weights."
+    init_epoch: str | None = typer.Option(
+        None,
+        "--init-epoch",
+        help="With --init: that fit at its start, after epoch K, or its final weights (default: start for grad, "
+        "final for embeddings).",
     ),
     proj_dim: int = typer.Option(2048, "--proj-dim", help="grad: values per sample (random projection)."),
     proj_seed: int = typer.Option(0, "--proj-seed", help="grad: seed of the projection and the output signs."),
@@ -130,17 +133,33 @@ def extract(
         raise W2SError(f"--features must be embeddings or grad, not '{features}'")
     if features == "grad" and train is None:
         raise W2SError("--features grad needs --train SPEC (what finetuning trains: head, last:K, lora:R or all)")
-    if features == "embeddings" and (train is not None or init is not None):
-        raise W2SError("--train and --init go with --features grad")
-    if init is None and init_epoch != "start":
+    if features == "embeddings" and train is not None:
+        raise W2SError("--train goes with --features grad (with --init, embeddings are of that finetune's network)")
+    if init is None and init_epoch is not None:
         raise W2SError("--init-epoch goes with --init RESULT")
     if out is None:
         slug = data.data.replace(":", "-").replace("/", "_").strip("_")
-        kind = "" if features == "embeddings" else f"_grad-{train.replace(':', '')}"
+        kind = f"_grad-{train.replace(':', '')}" if features == "grad" else ("_finetuned" if init else "")
         out = Path(f"{slug}_{model.replace('/', '_')}_{image_size or 'native'}px{kind}.safetensors")
     spec = BackboneSpec(model, image_size, weights, pretrained)
-    if features == "embeddings":
+    if features == "embeddings" and init is None:
         emit_path(run_extract(data, spec, out, extract, limit=limit, seed=seed))
+        return
+    if features == "embeddings":  # the finetuned network's own embeddings: the after-kernel of its head
+        from w2s_cli.diagnostics.grad_features import extract_finetuned
+
+        made = extract_finetuned(
+            data,
+            spec,
+            out,
+            extract,
+            init=init,
+            init_fit=init_fit,
+            init_epoch=init_epoch or "final",
+            limit=limit,
+            seed=seed,
+        )
+        emit_path(made)
         return
     from w2s_cli.diagnostics.grad_features import extract_gradients
     from w2s_cli.store.artifact import read_meta
@@ -153,7 +172,7 @@ def extract(
         train=train,
         init=init,
         init_fit=init_fit,
-        init_epoch=init_epoch,
+        init_epoch=init_epoch or "start",
         proj_dim=proj_dim,
         proj_seed=proj_seed,
         limit=limit,
@@ -278,6 +297,9 @@ def finetune(
     root: str | None = typer.Option(None, "--root", help="Folder holding the dataset files (with --data)."),
     out: Path | None = typer.Option(None, "-o", "--out"),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
+    predict: bool = typer.Option(
+        True, "--predict/--no-predict", help="Label-light predictions from the W2S finetune's after-kernel."
+    ),
 ) -> None:
     """Finetune the strong network on the teacher's labels (W2S), on n labels (SFT) and n + N (ceiling)."""
     from w2s_cli.stages.finetune import finetune as run
@@ -300,6 +322,10 @@ def finetune(
         data=images,
         extract=extract,
     )
+    if predict:
+        from w2s_cli.diagnostics.predict import predict_and_attach
+
+        predict_and_attach(path, extract=extract, quiet=extract.quiet)
     t = read_meta(path)["trials"][0]
     pgr = "undefined" if t["pgr"] is None else f"{t['pgr']:.3f}"
     emit_path(path, f"test MSE: weak {t['error']['weak']:.4f}, finetuned w2s {t['error']['w2s']:.4f}; PGR {pgr}")
@@ -330,6 +356,92 @@ def kernel_check(
         print_json(r)
     else:
         show(kernel_check_blocks(r), markdown=as_markdown)
+
+
+@app.command()
+def predict(
+    result: str | None = typer.Argument(None, help="A finetune result (w2s finetune; or stdin)."),
+    kernel: str = typer.Option("embeddings", "--kernel", help="The after-kernel: embeddings or grad (features)."),
+    epoch: str = typer.Option("final", "--epoch", help="The W2S fit's point: final, or an epoch K it kept."),
+    along: bool = typer.Option(False, "--along-epochs", help="At every epoch it kept, and where to stop."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """After a W2S finetune, with no further labels: predicted errors, PGR and OPR from its after-kernel."""
+    from w2s_cli.diagnostics.grad_features import parse_epoch
+    from w2s_cli.diagnostics.predict import predict_finetune, predicted_along_epochs, stop_epoch
+    from w2s_cli.report.render import print_json
+
+    src = input_path(result, "finetune result")
+    if along:
+        rows = predicted_along_epochs(src, kernel=kernel)
+        if as_json:
+            print_json({"epochs": rows, "stop_epoch": stop_epoch(rows)})
+            return
+        for r in rows:
+            sys.stdout.write(f"epoch {r['epoch']}: predicted W2S test MSE {r['error_w2s']:.4f}, PGR {_num(r['pgr'])}\n")
+        sys.stdout.write(f"stop at epoch {stop_epoch(rows)} (lowest predicted W2S error)\n")
+        return
+    predicted, where = predict_finetune(src, kernel=kernel, epoch=parse_epoch(epoch))
+    if as_json:
+        print_json({"predicted": predicted.to_json(), "after_kernel": where})
+        return
+    e = predicted.error
+    sys.stdout.write(
+        f"predicted test MSE: weak {e['weak']:.4f}, w2s {e['w2s']:.4f}, strong SFT {e['strong_sft']:.4f}, "
+        f"ceiling {e['ceiling']:.4f}; PGR {_num(predicted.pgr)}, OPR {_num(predicted.opr)}\n({predicted.method}; "
+        f"{where['seconds']:.0f} s)\n"
+    )
+
+
+@app.command()
+@takes(recipe=FinetuneRecipe, extract=ExtractOptions)
+def proxy(
+    recipe: FinetuneRecipe,
+    extract: ExtractOptions,
+    pseudo: str | None = typer.Argument(None, help="Pseudo-labels artifact (or '-' / stdin)."),
+    strong: str = typer.Option(..., "--strong", help="Strong embeddings artifact: its network is finetuned."),
+    proxy_epochs: int = typer.Option(1, "--proxy-epochs", help="Epochs of the short W2S finetune."),
+    kernel: str = typer.Option("embeddings", "--kernel", help="The after-kernel: embeddings or grad (features)."),
+    subspace: str = typer.Option(
+        SubspaceOptions.subspace, "--subspace", help="The strong basis of the LP-FT heads. " + SUBSPACE_HELP
+    ),
+    energy: float = typer.Option(SubspaceOptions.energy, "--energy", help="Variance fraction for --subspace auto."),
+    out: Path | None = typer.Option(None, "-o", "--out"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Before the three finetunes: a short W2S finetune, then what the recipe's three fits will score."""
+    from w2s_cli.report.render import print_json
+    from w2s_cli.stages.summary import load_result, summary
+    from w2s_cli.store.outputs import default_out
+    from w2s_cli.studies.proxy import proxy_finetune
+
+    src = input_path(pseudo, "pseudo-labels")
+    path, cost = proxy_finetune(
+        src,
+        strong,
+        out or default_out(src, "proxy"),
+        recipe=recipe,
+        epochs=proxy_epochs,
+        subspace=SubspaceOptions(subspace, energy),
+        extract=extract,
+        kernel=kernel,
+    )
+    predicted = summary(load_result(path)).predicted
+    if as_json:
+        print_json({"predicted": predicted.to_json(), "cost": cost, "result": str(path)})
+        return
+    e = predicted.error
+    sys.stdout.write(
+        f"predicted test MSE of the recipe's finetunes: weak {e['weak']:.4f}, w2s {e['w2s']:.4f}, strong SFT "
+        f"{e['strong_sft']:.4f}, ceiling {e['ceiling']:.4f}; PGR {_num(predicted.pgr)}, OPR {_num(predicted.opr)}\n"
+        f"cost: the proxy took {cost['proxy_seconds']:.0f} s; the three finetunes are estimated at "
+        f"{cost['full_estimated_seconds']:.0f} s\n"
+    )
+    sys.stderr.write(f"result: {path}\n")
+
+
+def _num(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
 
 
 @app.command()

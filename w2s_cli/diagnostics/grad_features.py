@@ -305,3 +305,62 @@ def extract_gradients(
     return extract(
         data, backbone, out, options, limit=limit, seed=seed, request=request, source=source, features=features
     )
+
+
+class FinetunedEmbeddings:
+    """The function an extraction writes for a finetuned network: its penultimate embedding (the trained
+    part's output, before the head) at a point of a finetune: the after-kernel of its head. `inputs`: row
+    positions -> the frozen prefix's outputs the finetune cached (then the function takes those); else
+    images."""
+
+    def __init__(self, student, inputs: Callable[[list[int]], torch.Tensor] | None) -> None:
+        self.student, self.inputs = student, inputs
+        self.width = student.head.in_features
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        a = x if self.inputs is not None else self.student.cut.prefix(x)
+        return self.student.cut.suffix(a)
+
+
+def extract_finetuned(
+    data: DataOptions,
+    backbone: BackboneSpec,
+    out: str | os.PathLike,
+    options: ExtractOptions | None = None,
+    *,
+    init: str | os.PathLike,
+    init_fit: str = "w2s",
+    init_epoch: str | int = "final",
+    limit: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write, for every sample, the penultimate embedding of fit `init_fit` of the finetune `init` after
+    `init_epoch` (final: its kept weights; K: after epoch K; start: the pretrained network) as an embeddings
+    artifact at `out`: the finetuned network's own embeddings, read from the frozen prefix's cache where the
+    finetune cached it."""
+    from w2s_cli.extraction.extract import extract
+    from w2s_cli.store import artifact as store
+    from w2s_cli.store.records import ResultRecord
+
+    lp = start_head(init, init_fit, out, parse_epoch(init_epoch))
+    spec = TrainSpec.parse(ResultRecord.from_json(store.read_meta(init)).student.recipe["train"])
+    options = options or ExtractOptions()
+    source = open_source(data)
+
+    def features(bb: Backbone):
+        start = start_point(bb, n_outputs(source), lp, init, 0)
+        student, names = gradient_student(bb.model, bb.name, spec, start, lp.seed)
+        if lp.weights is not None:
+            load_point(student, names, lp.weights, init)
+        cached = cached_prefix(lp.read, student.cut, bb, source, subset(source, limit, seed), out)
+        if cached:
+            stderr.print(f"reading {cached[1]['path']} (the frozen prefix's outputs the finetune read)")
+        record = {
+            "kind": "finetuned",
+            "train": str(spec),
+            "inputs": {"kind": "cached prefix outputs", **cached[1]} if cached else {"kind": "images"},
+            "init": lp.record,
+        }
+        return FinetunedEmbeddings(student, cached[0] if cached else None), record
+
+    return extract(data, backbone, out, options, limit=limit, seed=seed, source=source, features=features)

@@ -95,6 +95,28 @@ class Job:
     def positions(self, rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.needed, rows)
 
+    def start(self, plan: FitPlan) -> FitDone:
+        """A fit left at its LP-FT start (not finetuned: a proxy's strong SFT and ceiling): its test outputs at
+        epoch 0 are also its last, from its head on the test rows' inputs (no weights are written)."""
+        from w2s_cli.finetuning.network import Student, cut
+        from w2s_cli.finetuning.train import outputs_of, raw_outputs
+
+        student = Student(self.bb.model, cut(self.bb.model, self.recipe.spec, self.bb.name), *plan.head).to(self.dev)
+        first = outputs_of(
+            raw_outputs(student, self.inputs, self.positions(self.test), self.recipe, self.dev), self.recipe.loss
+        )
+        train, val = plan.split
+        record = {
+            "solver": "finetune",
+            "rows": len(plan.rows.rows),
+            "train_rows": len(train),
+            "val_rows": len(val),
+            "finetuned": False,
+            "chosen_epoch": 0,
+            "history": [],
+        }
+        return FitDone(first, first, record)
+
     def run(self, plan: FitPlan, seed: int, out: Path) -> FitDone:
         """One fit from its LP-FT head (the W2S fit keeps each epoch's weights: its kernel at every epoch is
         what predicting and stopping it read)."""

@@ -143,8 +143,13 @@ def _dim(s: Summary, k: str) -> str:
     return "" if fit.rank is None else f"{fit.rank}/{fit.rows}"
 
 
+def _predictions(s: Summary):
+    """The label-light predictions: the probe's (its theory), or a finetuned student's (its after-kernel)."""
+    return s.theory.predicted if s.theory else s.predicted
+
+
 def _model_row(s: Summary, k: str, trained: dict[str, str]) -> list[str]:
-    m, pred, start = s.metrics, s.theory.predicted if s.theory else None, s.init
+    m, pred, start = s.metrics, _predictions(s), s.init
     row = [LABELS[k], trained[k], _dim(s, k), fmt(m.error[k], m.error_stderr[k])]
     if s.classification:
         row.append(fmt(m.accuracy[k], m.accuracy_stderr[k]))
@@ -161,8 +166,8 @@ def _headline(s: Summary) -> str:
     if m.pgr is None:
         pgr += " (err_weak - err_ceiling is within noise of zero)"
     headline = f"PGR = {pgr}   OPR = {fmt(m.opr, m.opr_stderr, 3)}"
-    if s.theory:
-        pred = s.theory.predicted
+    if _predictions(s):
+        pred = _predictions(s)
         headline += f"   (label-light predictions: PGR {fmt(pred.pgr, pred.pgr_stderr, 3)}, "
         headline += f"OPR {fmt(pred.opr, pred.opr_stderr, 3)})"
     return headline
@@ -181,7 +186,7 @@ def _ran(student) -> str:
 def report_blocks(s: Summary) -> list[Block]:
     trained, start = _trained_on(s), s.init
     cols = ["model", "trained on", "d/rows", "test MSE"] + (["accuracy"] if s.classification else [])
-    cols += ["label-light prediction"] if s.theory else []
+    cols += ["label-light prediction"] if _predictions(s) else []
     cols += ["test MSE at epoch 0 (LP-FT start)"] if start else []
     rows = [_model_row(s, k, trained) for k in MODELS]
     task = " vs one-hot label" if s.task == "classification" else ""
@@ -219,6 +224,8 @@ def report_blocks(s: Summary) -> list[Block]:
         blocks.append(theory_block(s.theory))
     else:
         blocks[0].lines.append(f"theory: not analysed ({s.analysis_note})")
+        if s.predicted is not None:
+            blocks[0].lines.append(f"label-light predictions: {s.predicted.method}")
     blocks[-1].lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s.seconds.items()))
     return blocks
 

@@ -64,10 +64,12 @@ def finetune(
     subspace: SubspaceOptions | None = None,
     data: DataOptions | None = None,
     extract: ExtractOptions | None = None,
+    trained: tuple[str, ...] = FITS,
 ) -> Path:
     """Finetune the W2S student, strong SFT and ceiling; evaluate them with the teacher; write a `result`.
     `data`: where the images are now, when not where STRONG's record says; `extract`: device, batch size,
-    workers and quiet for the frozen prefix's cache and the image loaders."""
+    workers and quiet for the frozen prefix's cache and the image loaders. `trained`: the fits to finetune
+    (a proxy finetunes the W2S student alone); the others stay at their LP-FT start, and their records say so."""
     start = time.perf_counter()
     recipe, sub_opts, extract = recipe or FinetuneRecipe(), subspace or SubspaceOptions(), extract or ExtractOptions()
     pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
@@ -102,7 +104,7 @@ def finetune(
         for name in FITS
     }
     with producing(out):  # the fits' checkpoints and weights, and the result: one process at a time
-        done = {name: job.run(plans[name], seed, out) for name in FITS}
+        done = {name: job.run(plans[name], seed, out) if name in trained else job.start(plans[name]) for name in FITS}
         outputs, init, trial = _trial(pseudo, made, emb_s, test, fits, done)
         seconds = {**made.seconds, "finetune": round(time.perf_counter() - start, 3)}
         result = result_meta(

@@ -77,6 +77,7 @@ def summary(result: ResultRecord) -> Summary:
         pseudo_label_accuracy=float(np.mean(pla)) if all(p is not None for p in pla) else None,
         theory=theory_summary(analyses, result) if all(analyses) else None,
         analysis_note=None if all(analyses) else result.analysis_note or "not analysed",
+        predicted=_predicted([t.predicted for t in trials]) if all(t.predicted for t in trials) else None,
     )
 
 

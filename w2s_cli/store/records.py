@@ -461,10 +461,15 @@ class Trial:
     pseudo_label_accuracy: float | None = None
     analysis: Analysis | None = None
     init: Metrics | None = None
+    # a finetuned student's label-light predictions, from the kernel its W2S finetune ends in, and where from
+    predicted: Predicted | None = None
+    after_kernel: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.metrics, Metrics):
             raise RecordError("'metrics' of a trial is not a Metrics record")
+        if self.predicted is not None and not isinstance(self.predicted, Predicted):
+            raise RecordError("'predicted' of a trial is not a Predicted record")
         if self.metrics.n_test is None:
             raise RecordError("a trial without 'n_test'")
         _count("seed", self.seed, optional=True)
@@ -475,13 +480,14 @@ class Trial:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Trial:
         _need(d, "error", "n_test", "pgr", "opr", where="trial")
-        analysis, init = d.get("analysis"), d.get("init")
+        analysis, init, predicted = d.get("analysis"), d.get("init"), d.get("predicted")
         return _from_json(
             cls,
             d,
             metrics=Metrics.from_json(d),
             analysis=None if analysis is None else Analysis.from_json(analysis),
             init=None if init is None else Metrics.from_json(init),
+            predicted=None if predicted is None else Predicted.from_json(predicted),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -495,6 +501,8 @@ class Trial:
         if self.init is not None:
             out["init"] = self.init.to_json()
         out["analysis"] = None if self.analysis is None else self.analysis.to_json()
+        if self.predicted is not None:
+            out.update(predicted=self.predicted.to_json(), after_kernel=self.after_kernel)
         return out
 
 
@@ -769,6 +777,7 @@ class Summary:
     pseudo_label_accuracy: float | None = None
     theory: TheorySummary | None = None
     analysis_note: str | None = None
+    predicted: Predicted | None = None  # finetuned students: the label-light predictions of their trials
 
     def __post_init__(self) -> None:
         if not isinstance(self.metrics, Metrics) or self.metrics.trials is None:
@@ -818,6 +827,8 @@ class Summary:
             out.update(self.theory.to_json())
         else:
             out["analysis_note"] = self.analysis_note
+            if self.predicted is not None:  # a finetuned student's, from the kernel its W2S finetune ends in
+                out["predicted"] = self.predicted.to_json()
         return out
 
 

@@ -299,10 +299,11 @@ def one_trial(
     )
     pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
     if options.student == StudentKind.finetune:
+        from w2s_cli.diagnostics.predict import predict_and_attach
         from w2s_cli.stages.finetune import finetune
 
         ft_extract = dataclasses.replace(extract or ExtractOptions(), quiet=quiet)
-        return finetune(
+        made = finetune(
             pseudo,
             paths["strong"],
             out=target,
@@ -310,6 +311,7 @@ def one_trial(
             subspace=options.strong_subspace,
             extract=ft_extract,
         )
+        return predict_and_attach(made, extract=ft_extract, quiet=quiet)
     return fit_student(
         pseudo,
         paths["strong"],

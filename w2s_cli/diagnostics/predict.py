@@ -1,0 +1,155 @@
+"""Label-light predictions of finetuned students: the probe's machinery (exact leave-one-out on the n labelled
+rows, the variance law for the ceiling; stages/analysis.py) applied in the kernel a W2S finetune ends in.
+
+The after-kernel of the W2S fit (docs/theory.md, "Beyond the start"): its network's own embeddings at the
+chosen weights (`embeddings`, the tangent kernel of its head) or its gradient features there (`grad`). On it,
+fit-student's analysis predicts the test errors of the W2S student, strong SFT and the ceiling, PGR and OPR,
+from the n labels and unlabelled rows alone: no label of the N pool or of the test rows enters (the kernel's
+own fit-student result, written beside the finetune, measures its heads on the test rows, as any result
+does; its predictions do not read them). The finetune's W2S fit is the full one (after the fact) or a short
+proxy (`proxy_finetune`: one W2S fit, a few epochs, before spending the three finetunes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from w2s_cli.errors import W2SError, printable
+from w2s_cli.options import ExtractOptions, SubspaceOptions
+from w2s_cli.progress import stderr
+from w2s_cli.store import artifact as store
+from w2s_cli.store.records import Predicted, ResultRecord, read_record
+
+KERNELS = ("embeddings", "grad")
+
+
+def after_kernel(
+    result: str | os.PathLike,
+    *,
+    kernel: str = "embeddings",
+    epoch: str | int = "final",
+    extract: ExtractOptions | None = None,
+    proj_dim: int = 2048,
+) -> Path:
+    """The after-kernel features of the W2S fit of the finetune `result` at `epoch`, an embeddings artifact
+    of every sample of its strong embeddings, written (or reused) beside its weights."""
+    from w2s_cli.diagnostics.grad_features import extract_finetuned, extract_gradients
+    from w2s_cli.finetuning.network import spec_from_record
+    from w2s_cli.finetuning.prefix import data_options
+    from w2s_cli.store.embeddings import find
+
+    if kernel not in KERNELS:
+        raise W2SError(f"--kernel must be one of {', '.join(KERNELS)}, not '{printable(kernel)}'")
+    rec = _finetune_record(result)
+    emb_s = find(rec.provenance["strong_embeddings"], result, None, "strong embeddings")
+    spec, seed = spec_from_record(emb_s.meta)
+    out = Path(f"{result}.fits") / "w2s" / f"after-kernel-{kernel}-{epoch}.safetensors"
+    common = dict(init=result, init_fit="w2s", init_epoch=epoch, limit=emb_s.record.limit, seed=seed)
+    options = extract or ExtractOptions(quiet=True)
+    data = data_options(emb_s.record)
+    if kernel == "embeddings":
+        return extract_finetuned(data, spec, out, options, **common)
+    train = rec.student.recipe["train"]
+    return extract_gradients(data, spec, out, options, train=train, proj_dim=proj_dim, **common)
+
+
+def predict_finetune(
+    result: str | os.PathLike,
+    *,
+    kernel: str = "embeddings",
+    epoch: str | int = "final",
+    extract: ExtractOptions | None = None,
+) -> tuple[Predicted, dict[str, Any]]:
+    """The label-light predictions of the finetune `result` from the after-kernel of its W2S fit at `epoch`,
+    and where they came from (the features, the kernel's own fit-student result, the seconds spent)."""
+    begin = time.perf_counter()
+    rec = _finetune_record(result)
+    features = after_kernel(result, kernel=kernel, epoch=epoch, extract=extract)
+    pseudo = store.resolve(rec.provenance["pseudolabels"], result)
+    kernel_result = Path(f"{features}".removesuffix(".safetensors") + ".result.safetensors")
+    predicted = predict_from_kernel(pseudo, features, kernel_result)
+    s_dim = store.read_meta(kernel_result)["subspace"]["strong"]["dim"]
+    method = (
+        f"the probe's leave-one-out and variance law in the after-kernel of the W2S finetune ({kernel} of its "
+        f"network at epoch {epoch}, K = {s_dim})"
+    )
+    predicted = replace(predicted, method=method)
+    where = {
+        "kernel": kernel,
+        "epoch": epoch,
+        "features": store.reference(store.load(features), result),
+        "result": store.reference(store.load(kernel_result), result),
+        "seconds": round(time.perf_counter() - begin, 3),
+    }
+    return predicted, where
+
+
+def predict_from_kernel(pseudo: str | os.PathLike, features: str | os.PathLike, out: str | os.PathLike) -> Predicted:
+    """The label-light predictions in a kernel (`features`: an embeddings artifact of the pseudo-labels'
+    samples): fit-student's analysis on them, its own result written at `out`. They read the n labelled rows'
+    labels and the features; no label of the pool or of the test rows."""
+    from w2s_cli.stages.student import fit_student
+    from w2s_cli.stages.summary import load_result, summary
+
+    fit_student(pseudo, features, out, subspace=SubspaceOptions("auto"))
+    s = summary(load_result(out))
+    if s.theory is None:
+        raise W2SError(f"{printable(features)}: no label-light predictions in this kernel ({s.analysis_note})")
+    return s.theory.predicted
+
+
+def attach_predictions(result: str | os.PathLike, predicted: Predicted, where: dict[str, Any]) -> Path:
+    """Rewrite the finetune `result` with its trial's predictions (its tensors, hence its artifact_id, unchanged)."""
+    art = store.load(result, "result")
+    rec = read_record(art, ResultRecord)
+    if len(rec.trials) != 1:
+        raise W2SError(f"{printable(result)}: a result of {len(rec.trials)} trials; predict each trial's result")
+    trial = replace(rec.trials[0], predicted=predicted, after_kernel=where)
+    tensors = {name: art[name] for name in art.names()}
+    meta = {k: v for k, v in replace(rec, trials=(trial,)).to_json().items() if k not in ("artifact_id",)}
+    return store.save(store.Artifact("result", meta, tensors), result)
+
+
+def _finetune_record(result: str | os.PathLike) -> ResultRecord:
+    rec = read_record(store.load(result, "result", what="finetune result"), ResultRecord)
+    if rec.student is None or rec.student.kind != "finetune":
+        raise W2SError(f"{printable(result)}: not a finetune result (made by w2s fit-student, not w2s finetune)")
+    return rec
+
+
+def predict_and_attach(
+    result: str | os.PathLike, *, extract: ExtractOptions | None = None, quiet: bool = False
+) -> Path:
+    """What `w2s finetune` and `w2s run --student finetune` do after the three fits: the predictions from the
+    W2S fit's after-kernel, written into its result."""
+    predicted, where = predict_finetune(result, extract=extract)
+    if not quiet:
+        stderr.print(f"label-light predictions from the W2S finetune's after-kernel ({where['seconds']:.0f} s)")
+    return attach_predictions(result, predicted, where)
+
+
+def predicted_along_epochs(
+    result: str | os.PathLike, *, kernel: str = "embeddings", extract: ExtractOptions | None = None
+) -> list[dict[str, Any]]:
+    """When to stop: the predicted test errors (W2S student, PGR) of the finetune `result`'s W2S fit after each
+    epoch it kept, from the after-kernel there; the stopping rule keeps the epoch of the lowest predicted W2S
+    error (`stop_epoch`), a choice made on the n labelled rows through the teacher's leave-one-out, never on a
+    label of the pool or of the test rows."""
+    rec = _finetune_record(result)
+    kept = rec.fits["w2s"].extra.get("epoch_weights") or []
+    if not kept:
+        raise W2SError(f"{printable(result)}: its W2S fit kept no epoch weights (made by an older w2s)")
+    rows = []
+    for epoch in range(1, len(kept) + 1):
+        predicted, _ = predict_finetune(result, kernel=kernel, epoch=epoch, extract=extract)
+        rows.append({"epoch": epoch, "error_w2s": predicted.error["w2s"], "pgr": predicted.pgr, "opr": predicted.opr})
+    return rows
+
+
+def stop_epoch(rows: list[dict[str, Any]]) -> int:
+    """The epoch of the lowest predicted W2S error (the earliest on a tie)."""
+    return min(rows, key=lambda r: (r["error_w2s"], r["epoch"]))["epoch"]
