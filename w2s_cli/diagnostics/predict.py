@@ -81,6 +81,7 @@ def predict_finetune(
     where = {
         "kernel": kernel,
         "epoch": epoch,
+        "w2s_by_capture": w2s_by_capture(result, features) if kernel == "embeddings" and epoch == "final" else None,
         "features": store.reference(store.load(features), result),
         "result": store.reference(store.load(kernel_result), result),
         "seconds": round(time.perf_counter() - begin, 3),
@@ -153,3 +154,68 @@ def predicted_along_epochs(
 def stop_epoch(rows: list[dict[str, Any]]) -> int:
     """The epoch of the lowest predicted W2S error (the earliest on a tie)."""
     return min(rows, key=lambda r: (r["error_w2s"], r["epoch"]))["epoch"]
+
+
+def w2s_by_capture(result: str | os.PathLike, features: str | os.PathLike) -> dict[str, Any]:
+    """The W2S finetune's own test error from the n labelled rows, corrected for its teacher's in-sample fit.
+
+    On a labelled row i the teacher is fitted in-sample: f_w(x_i) = f_w^(-i)(x_i) + d_i (d_i its exact
+    leave-one-out shift), and the student, which learned the teacher's function, follows a share c of it:
+    f_s(x_i) = f_s^(-i)(x_i) + c d_i. Its leave-one-out residual is then y_i - f_s(x_i) + c d_i. The share c
+    needs no label: the student's misfit to the teacher with row i left out, f_s^(-i) - f_w^(-i) =
+    (f_s - f_w) + (1 - c) d_i on the labelled rows, is exchangeable with its misfit f_s - f_w on rows neither
+    saw (the test rows' inputs), whose mean square is measured; c solves the quadratic that equates the two.
+    Reads the n labels, the inputs of the test rows and no label of the pool or of the test rows."""
+    import numpy as np
+
+    from w2s_cli.numerics.solvers import fit_rows
+    from w2s_cli.numerics.stats import as_targets
+    from w2s_cli.store.embeddings import find
+
+    rec = _finetune_record(result)
+    art, pseudo = store.load(result, "result"), store.load(store.resolve(rec.provenance["pseudolabels"], result))
+    made = read_record(pseudo, _pseudo_kind())
+    emb_w = find(made.embeddings, pseudo.path, None, "weak embeddings")
+    weights = Path(result).resolve().parent / rec.fits["w2s"].extra["weights"]
+    from w2s_cli.finetuning.network import read_tensors
+
+    head, _ = read_tensors(weights, "the W2S fit's final weights")
+    W, b = head["head.weight"].double().numpy(), head["head.bias"].double().numpy()
+    feats = store.load(features, "embeddings")
+    labeled, test = np.asarray(pseudo["labeled_rows"]), np.asarray(art["test_rows"])
+    f_L = np.asarray(feats.rows("embeddings", labeled), np.float64) @ W.T + b
+    f_T = np.asarray(feats.rows("embeddings", test), np.float64) @ W.T + b
+    Y = as_targets(pseudo["labeled_observed"], emb_w.n_classes)
+    mean, basis = np.asarray(pseudo["weak_basis_mean"]), pseudo["weak_basis"] if pseudo.has("weak_basis") else None
+    Z = np.asarray(emb_w.rows(labeled), np.float64) - mean
+    Z = Z if basis is None else Z @ np.asarray(basis)
+    teacher = fit_rows(Z, Y)
+    Zc = Z - teacher.x_mean
+    h = 1.0 / teacher.rows + np.einsum("ij,jk,ik->i", Zc, teacher.gram_pinv, Zc)
+    shift = (h / (1 - h))[:, None] * (Y - teacher.predict(Z))
+    m = f_L - teacher.predict(Z)
+    misfit_test = float(((f_T - np.asarray(pseudo["weak_test_output"], np.float64)) ** 2).mean())
+    a, bq = float((shift**2).mean()), 2 * float((m * shift).mean())
+    c0 = float((m**2).mean()) - misfit_test
+    disc = bq * bq - 4 * a * c0
+    if a <= 0 or disc < 0:
+        return {"error_w2s": None, "capture": None, "why": "no share c equates the two misfits"}
+    roots = [1 - (-bq + s * disc**0.5) / (2 * a) for s in (1, -1)]
+    inside = [c for c in roots if -0.05 <= c <= 1.05]
+    if not inside:
+        return {"error_w2s": None, "capture": None, "why": f"shares {roots} outside [0, 1]"}
+    c = min(max(min(inside, key=lambda v: abs(v - 0.5)), 0.0), 1.0)
+    rows = ((Y - f_L + c * shift) ** 2).mean(axis=1)
+    return {
+        "error_w2s": float(rows.mean()),
+        "error_w2s_stderr": float(rows.std(ddof=1) / np.sqrt(len(rows))),
+        "capture": c,
+        "misfit_test": misfit_test,
+        "misfit_labeled": float((m**2).mean()),
+    }
+
+
+def _pseudo_kind():
+    from w2s_cli.store.records import PseudoLabelsRecord
+
+    return PseudoLabelsRecord
