@@ -99,8 +99,9 @@ def study(result: Path) -> dict:
     pseudo = store.resolve(rec.provenance["pseudolabels"], result)
     strong = store.resolve(rec.provenance["strong_embeddings"], result)
     recipe = FinetuneRecipe.from_record(rec.student.recipe)
-    made, cost = proxy_finetune(pseudo, strong, result.parent / f"proxy-e1-{recipe.key()}.safetensors", recipe=recipe,
-                                epochs=1, subspace=SubspaceOptions(rec.subspace["strong"].requested), extract=QUIET)  # fmt: skip
+    proxy_out = result.parent / f"proxy-e1-{recipe.key()}.safetensors"
+    subspace = SubspaceOptions(rec.subspace["strong"].requested)
+    made, cost = proxy_finetune(pseudo, strong, proxy_out, recipe=recipe, epochs=1, subspace=subspace, extract=QUIET)
     s = summary(load_result(made))
     row["proxy"] = {**s.predicted.to_json(), "cost": cost, "measured_proxy_w2s": s.metrics.error["w2s"]}
     row["epochs"] = epochs_study(result, rec)
