@@ -294,6 +294,8 @@ def test_run_and_sweep_keep_probe_and_finetuned_students_apart(tiny, digits_run,
     assert probe.exit_code == 0 and tuned.exit_code == 0, probe.output + tuned.output
     p, f = json.loads(probe.stdout), json.loads(tuned.stdout)
     assert "student" not in p and f["student"]["description"].startswith("finetuned: last 1 block, LP-FT")
+    # issue 23: the finetuned run's report carries label-light predictions with the probe's keys, no extra flag
+    assert set(f["predicted"]["error"]) == set(p["predicted"]["error"]) and {"pgr", "opr"} <= set(f["predicted"])
     # epoch 0 is the probe refitted on the 90% training slice (the validation rows stay out): close, not equal
     assert f["init"]["error"]["w2s"] == pytest.approx(p["error"]["w2s"], rel=0.02)
     key = FinetuneRecipe(train="last:1", epochs=1).key()
