@@ -133,7 +133,9 @@ def test_a_finetune_checkpoint_and_its_weights_on_a_full_disk(disk, finetune_inp
         free_all(disk)
     done = w2s(*args)
     assert done.exit_code == 0, done.output
-    assert sorted(p.name for p in fits.glob("*/*")) == ["epoch-1.safetensors"] + ["final.safetensors"] * 3
+    kept = ["epoch-1.safetensors"] + ["final.safetensors"] * 3  # the fits' weights, and the W2S fit's after-kernel
+    kept += [f"after-kernel-embeddings-final{x}.safetensors" for x in ("", ".result")]
+    assert sorted(p.name for p in fits.glob("*/*")) == sorted(kept)
     assert store.load(disk / "r.safetensors", "result").meta["student"]["kind"] == "finetune"
 
 
