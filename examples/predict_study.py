@@ -1,7 +1,9 @@
 """Issue 23's grid, after its finetunes (examples/predict.sh): per finetuned trial, measured vs label-light
 predicted test errors, PGR and OPR (after the fact: the full W2S finetune's after-kernel, `embeddings` and
 `grad`; before: a 1-epoch proxy's, with its cost), the stopping rule along the W2S fit's kept epochs, and the
-misfit vs gain of the W2S student. Each trial's analysis is cached beside its result (`.study.json`).
+misfit vs gain of the W2S student. The gradient after-kernel and the epochs (one extraction per kept epoch) are
+computed on the default point's trials only: on 2 CPU cores they cost more than the finetunes. Each trial's
+analysis is cached beside its result (`.study.json`).
 
     python examples/predict_study.py OUT_DIR DOCS_DIR
 """
@@ -27,6 +29,7 @@ from w2s_cli.studies.proxy import proxy_finetune
 
 QUIET = ExtractOptions(quiet=True)
 MODELS = ("weak", "w2s", "strong_sft", "ceiling")
+KINDS = ("embeddings", "grad", "proxy")
 
 
 def point_of(result: Path, out: Path) -> str:
@@ -69,7 +72,7 @@ def misfit_and_gain(result: Path, rec: ResultRecord) -> dict:
     return {"misfit": misfit, "gain": e["weak"] - e["w2s"]}
 
 
-def study(result: Path) -> dict:
+def study(result: Path, out: Path) -> dict:
     cache = Path(str(result).removesuffix(".safetensors") + ".study.json")
     if cache.exists():
         return json.loads(cache.read_text())
@@ -93,9 +96,11 @@ def study(result: Path) -> dict:
             "seconds": t.after_kernel.get("seconds"),
         },  # fmt: skip
     }
-    begin = time.perf_counter()
-    grad, where = predict_finetune(result, kernel="grad", extract=QUIET)
-    row["grad"] = {**grad.to_json(), "seconds": round(time.perf_counter() - begin, 1)}
+    default = point_of(result, out) == "default"
+    if default:
+        begin = time.perf_counter()
+        grad, where = predict_finetune(result, kernel="grad", extract=QUIET)
+        row["grad"] = {**grad.to_json(), "seconds": round(time.perf_counter() - begin, 1)}
     pseudo = store.resolve(rec.provenance["pseudolabels"], result)
     strong = store.resolve(rec.provenance["strong_embeddings"], result)
     recipe = FinetuneRecipe.from_record(rec.student.recipe)
@@ -104,7 +109,8 @@ def study(result: Path) -> dict:
     made, cost = proxy_finetune(pseudo, strong, proxy_out, recipe=recipe, epochs=1, subspace=subspace, extract=QUIET)
     s = summary(load_result(made))
     row["proxy"] = {**s.predicted.to_json(), "cost": cost, "measured_proxy_w2s": s.metrics.error["w2s"]}
-    row["epochs"] = epochs_study(result, rec)
+    if default:
+        row["epochs"] = epochs_study(result, rec)
     row["misfit"] = misfit_and_gain(result, rec)
     cache.write_text(json.dumps(row))
     return row
@@ -121,6 +127,8 @@ def tables(rows: list[tuple[str, dict]], docs: Path) -> None:
         w.writerow(header)
         for point, r in rows:
             for kind in ("measured", "embeddings", "grad", "proxy"):
+                if kind not in r:
+                    continue
                 d = r[kind]
                 secs = d.get("seconds") if kind != "proxy" else d["cost"]["proxy_seconds"]
                 w.writerow([point, r["seed"], kind, *[d["error"][m] for m in MODELS], d["pgr"], d["opr"], secs])
@@ -128,7 +136,7 @@ def tables(rows: list[tuple[str, dict]], docs: Path) -> None:
         w = csv.writer(f)
         w.writerow(["point", "seed", "epoch", "predicted_w2s", "measured_w2s", "val_chosen", "stop_epoch"])
         for point, r in rows:
-            for e in r["epochs"]["rows"]:
+            for e in r.get("epochs", {}).get("rows", []):
                 w.writerow([point, r["seed"], e["epoch"], e["predicted_w2s"], e["measured_w2s"],
                             r["chosen_epoch"]["w2s"], r["epochs"]["stop_epoch"]])  # fmt: skip
     print("| point | seed | model | measured | after-kernel (embeddings) | (grad) | 1-epoch proxy |")
@@ -136,12 +144,10 @@ def tables(rows: list[tuple[str, dict]], docs: Path) -> None:
     for point, r in rows:
         for m in MODELS[1:]:
             meas = r["measured"]["error"][m]
-            cells = [
-                f"{r[k]['error'][m]:.4f} ({miss(r[k]['error'][m], meas)})" for k in ("embeddings", "grad", "proxy")
-            ]
+            cells = [f"{r[k]['error'][m]:.4f} ({miss(r[k]['error'][m], meas)})" if k in r else "–" for k in KINDS]
             print(f"| {point} | {r['seed']} | {m} | {meas:.4f} | " + " | ".join(cells) + " |")
         pm = r["measured"]["pgr"]
-        cells = [f"{r[k]['pgr']:.3f} ({r[k]['pgr'] - pm:+.3f})" for k in ("embeddings", "grad", "proxy")]
+        cells = [f"{r[k]['pgr']:.3f} ({r[k]['pgr'] - pm:+.3f})" if k in r else "–" for k in KINDS]
         print(f"| {point} | {r['seed']} | PGR | {pm:.3f} | " + " | ".join(cells) + " |")
 
 
@@ -152,7 +158,7 @@ def main() -> None:
     rows = []
     for r in results:
         print(f"{r}", file=sys.stderr)
-        rows.append((point_of(r, out), study(r)))
+        rows.append((point_of(r, out), study(r, out)))
     tables(rows, docs)
 
 
