@@ -29,6 +29,7 @@ from w2s_cli.options import (
     COLLECT,
     BackboneSpec,
     DataOptions,
+    Device,
     ExecutorOptions,
     ExtractOptions,
     HeadOptions,
@@ -337,7 +338,7 @@ def kernel_check(
     grads: list[str] = typer.Option(
         [], "--grads", help="FIT=GRADS: gradient features at that fit's start (extract --features grad --init)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps"),
+    device: Device = typer.Option(Device.auto, "--device", help="Where the networks run."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
 ) -> None:
@@ -381,7 +382,7 @@ def predict(
             sys.stdout.write(f"epoch {r['epoch']}: predicted W2S test MSE {r['error_w2s']:.4f}, PGR {_num(r['pgr'])}\n")
         sys.stdout.write(f"stop at epoch {stop_epoch(rows)} (lowest predicted W2S error)\n")
         return
-    predicted, where = predict_finetune(src, kernel=kernel, epoch=parse_epoch(epoch))
+    predicted, where = predict_finetune(src, kernel=kernel, epoch=parse_epoch(epoch, option="--epoch"))
     if as_json:
         print_json({"predicted": predicted.to_json(), "after_kernel": where})
         return
