@@ -116,7 +116,9 @@ def extract(
     ),
     train: str | None = typer.Option(None, "--train", help="grad: the trained set (head, last:K, lora:R, all)."),
     init: str | None = typer.Option(None, "--init", help="grad: start at this finetune result's LP-FT head."),
-    init_fit: str = typer.Option("w2s", "--init-fit", help="grad: which fit's head (w2s, strong_sft, ceiling)."),
+    init_fit: str | None = typer.Option(
+        None, "--init-fit", help="With --init: which fit's head (w2s, strong_sft, ceiling; default: w2s)."
+    ),
     init_epoch: str | None = typer.Option(
         None,
         "--init-epoch",
@@ -131,13 +133,15 @@ def extract(
     from w2s_cli.extraction.extract import extract as run_extract
 
     if features not in ("embeddings", "grad"):
-        raise W2SError(f"--features must be embeddings or grad, not '{features}'")
+        raise W2SError(f"--features must be embeddings or grad, not '{printable(features)}'")
     if features == "grad" and train is None:
         raise W2SError("--features grad needs --train SPEC (what finetuning trains: head, last:K, lora:R or all)")
     if features == "embeddings" and train is not None:
         raise W2SError("--train goes with --features grad (with --init, embeddings are of that finetune's network)")
-    if init is None and init_epoch is not None:
-        raise W2SError("--init-epoch goes with --init RESULT")
+    for given, flag in ((init_epoch, "--init-epoch"), (init_fit, "--init-fit")):
+        if init is None and given is not None:
+            raise W2SError(f"{flag} goes with --init RESULT")
+    init_fit = init_fit or "w2s"
     if out is None:
         slug = data.data.replace(":", "-").replace("/", "_").strip("_")
         kind = f"_grad-{train.replace(':', '')}" if features == "grad" else ("_finetuned" if init else "")
