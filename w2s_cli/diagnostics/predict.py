@@ -75,7 +75,9 @@ def predict_finetune(
     begin = time.perf_counter()
     rec = _finetune_record(result)
     check_kernel(kernel)
-    epoch_weights_file(result, rec, "w2s", epoch, option="--epoch")  # an epoch it did not keep: said as typed
+    weights = epoch_weights_file(result, rec, "w2s", epoch, option="--epoch")  # one it did not keep: said as typed
+    if weights is not None and not weights.is_file():
+        raise W2SError(f"{printable(result)}: the weights of its W2S fit ({epoch}) are gone ({printable(weights)})")
     features = after_kernel(result, kernel=kernel, epoch=epoch, extract=extract)
     pseudo = store.resolve(rec.provenance["pseudolabels"], result)
     kernel_result = Path(f"{features}".removesuffix(".safetensors") + ".result.safetensors")
