@@ -208,27 +208,52 @@ def finetune_here(args: list[str]) -> None:
     assert r.exit_code == 0, r.output
 
 
-def test_killed_finetune_resumes_to_identical_weights(tiny, tmp_path):
-    """Only the killed command is its own process: the reference and the resumed rerun run in this one."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    whole = tmp_path / "whole.safetensors"
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory) -> Path:
+    """The reference of the resume tests: `_cli`'s finetune run to the end in this process."""
+    whole = tmp_path_factory.mktemp("whole") / "whole.safetensors"
     finetune_here(_cli(tiny, whole))
-    killed = tmp_path / "killed.safetensors"
-    proc = subprocess.Popen(_cli(tiny, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return whole
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_interrupted_finetune_resumes_to_identical_weights(tiny, uninterrupted, tmp_path, sig):
+    """Killed, or stopped by SIGTERM (exit 130, one line naming the finetune, nothing half-written), once the
+    W2S fit's first checkpoint exists; the rerun resumes from it and reaches the uninterrupted run's weights
+    and test outputs bit for bit. Only the stopped command is its own process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole, killed = uninterrupted, tmp_path / "killed.safetensors"
+    proc = subprocess.Popen(_cli(tiny, killed), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = Path(f"{killed}.fits") / "w2s" / "checkpoint.safetensors"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert ckpt.exists() and not killed.exists()  # killed mid-way through the W2S fit
+    deadline = time.time() + 300
+    try:
+        while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert ckpt.exists() and not killed.exists()  # stopped mid-way through the W2S fit
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and out == "", err
+        lines = err.splitlines()  # the notes of the work it did (the cache it reused), then the one line
+        assert [line for line in lines if line.startswith("w2s:")] == lines[-1:] and "Traceback" not in err, err
+        assert lines[-1] == (
+            "w2s: interrupted during a finetune (rerun the same command to resume it: the frozen prefix's cache "
+            "from its finished shards, each fit from its last finished epoch)"
+        )
+        assert not [p.name for p in tmp_path.rglob(".w2s-*")]  # no temp file left by the write it stopped
     finetune_here(_cli(tiny, killed))
     meta = store.read_meta(killed)
     assert meta["fits"]["w2s"]["resumed_from_epoch"] >= 1
     for fit in ("w2s", "strong_sft", "ceiling"):
         a, b = weights(whole, fit), weights(killed, fit)
         assert all(torch.equal(a[k], b[k]) for k in a), fit
-    assert np.array_equal(store.load(whole)["test_output_w2s"], store.load(killed)["test_output_w2s"])
+    a, b = store.load(whole), store.load(killed)
+    assert all(np.array_equal(a[f"test_output_{k}"], b[f"test_output_{k}"]) for k in ("w2s", "strong_sft", "ceiling"))
+    assert meta["trials"][0]["error"] == store.read_meta(whole)["trials"][0]["error"]
 
 
 def test_torchrun_two_processes_match_one(tiny, tmp_path):

@@ -107,4 +107,4 @@ def test_predict_refuses_what_it_cannot_use(tiny, tmp_path):
     out = d / "ft.safetensors"
     if out.exists():
         assert_user_error(w2s("predict", out, "--kernel", "magic"), "--kernel must be one of")
-        assert_user_error(w2s("predict", out, "--epoch", "9"), "--init-epoch 9")
+        assert_user_error(w2s("predict", out, "--epoch", "9"), "--epoch 9: fit w2s")

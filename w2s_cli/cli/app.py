@@ -29,6 +29,7 @@ from w2s_cli.options import (
     COLLECT,
     BackboneSpec,
     DataOptions,
+    Device,
     ExecutorOptions,
     ExtractOptions,
     HeadOptions,
@@ -115,7 +116,9 @@ def extract(
     ),
     train: str | None = typer.Option(None, "--train", help="grad: the trained set (head, last:K, lora:R, all)."),
     init: str | None = typer.Option(None, "--init", help="grad: start at this finetune result's LP-FT head."),
-    init_fit: str = typer.Option("w2s", "--init-fit", help="grad: which fit's head (w2s, strong_sft, ceiling)."),
+    init_fit: str | None = typer.Option(
+        None, "--init-fit", help="With --init: which fit's head (w2s, strong_sft, ceiling; default: w2s)."
+    ),
     init_epoch: str | None = typer.Option(
         None,
         "--init-epoch",
@@ -130,13 +133,15 @@ def extract(
     from w2s_cli.extraction.extract import extract as run_extract
 
     if features not in ("embeddings", "grad"):
-        raise W2SError(f"--features must be embeddings or grad, not '{features}'")
+        raise W2SError(f"--features must be embeddings or grad, not '{printable(features)}'")
     if features == "grad" and train is None:
         raise W2SError("--features grad needs --train SPEC (what finetuning trains: head, last:K, lora:R or all)")
     if features == "embeddings" and train is not None:
         raise W2SError("--train goes with --features grad (with --init, embeddings are of that finetune's network)")
-    if init is None and init_epoch is not None:
-        raise W2SError("--init-epoch goes with --init RESULT")
+    for given, flag in ((init_epoch, "--init-epoch"), (init_fit, "--init-fit")):
+        if init is None and given is not None:
+            raise W2SError(f"{flag} goes with --init RESULT")
+    init_fit = init_fit or "w2s"
     if out is None:
         slug = data.data.replace(":", "-").replace("/", "_").strip("_")
         kind = f"_grad-{train.replace(':', '')}" if features == "grad" else ("_finetuned" if init else "")
@@ -337,7 +342,7 @@ def kernel_check(
     grads: list[str] = typer.Option(
         [], "--grads", help="FIT=GRADS: gradient features at that fit's start (extract --features grad --init)."
     ),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps"),
+    device: Device = typer.Option(Device.auto, "--device", help="Where the networks run."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     as_markdown: bool = typer.Option(False, "--markdown", help="Markdown tables."),
 ) -> None:
@@ -381,7 +386,7 @@ def predict(
             sys.stdout.write(f"epoch {r['epoch']}: predicted W2S test MSE {r['error_w2s']:.4f}, PGR {_num(r['pgr'])}\n")
         sys.stdout.write(f"stop at epoch {stop_epoch(rows)} (lowest predicted W2S error)\n")
         return
-    predicted, where = predict_finetune(src, kernel=kernel, epoch=parse_epoch(epoch))
+    predicted, where = predict_finetune(src, kernel=kernel, epoch=parse_epoch(epoch, option="--epoch"))
     if as_json:
         print_json({"predicted": predicted.to_json(), "after_kernel": where})
         return

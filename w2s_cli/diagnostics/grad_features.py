@@ -52,17 +52,20 @@ class Start(NamedTuple):
     weights: Path | None = None
 
 
-def parse_epoch(text: str | int) -> str | int:
-    """--init-epoch: start (the LP-FT start, epoch 0), final (the weights the fit kept) or an epoch number."""
+def parse_epoch(text: str | int, *, option: str = "--init-epoch") -> str | int:
+    """--init-epoch (or predict's --epoch, `option`): start (the LP-FT start, epoch 0), final (the weights the
+    fit kept) or an epoch number."""
     value = str(text).strip()
     if value in ("start", "final"):
         return value
     if value.isdigit():
         return 0 if int(value) == 0 else int(value)
-    raise W2SError(f"--init-epoch must be start, final or an epoch number, not '{printable(value)}'")
+    raise W2SError(f"{option} must be start, final or an epoch number, not '{printable(value)}'")
 
 
-def epoch_weights_file(init: str | os.PathLike, result, fit: str, epoch: str | int) -> Path | None:
+def epoch_weights_file(
+    init: str | os.PathLike, result, fit: str, epoch: str | int, *, option: str = "--init-epoch"
+) -> Path | None:
     """The trained parameters of fit `fit` of the finetune result `init` after `epoch` (None: the start)."""
     if epoch in ("start", 0):
         return None
@@ -73,7 +76,7 @@ def epoch_weights_file(init: str | os.PathLike, result, fit: str, epoch: str | i
     kept = extra.get("epoch_weights") or []
     if not 1 <= int(epoch) <= len(kept):
         what = f"epochs 1-{len(kept)} and final" if kept else "only its start and final weights (epochs not kept)"
-        raise W2SError(f"--init-epoch {epoch}: fit {fit} of {printable(init)} has {what}")
+        raise W2SError(f"{option} {epoch}: fit {fit} of {printable(init)} has {what}")
     return owner / kept[int(epoch) - 1]
 
 

@@ -52,6 +52,7 @@ def kernel_check(
     unknown = sorted(set(grads) - set(FITS))
     if unknown:
         raise W2SError(f"--grads {printable(unknown[0])}=...: the fits are {', '.join(FITS)}")
+    grads = {name: _checked_grads(art, result, rec, emb_s, name, path) for name, path in grads.items()}  # no work yet
     test = np.asarray(art["test_rows"])
     x = torch.from_numpy(np.ascontiguousarray(_trained_inputs(result, rec, emb_s, test), np.float32))
     dev = resolve_device(device)
@@ -66,7 +67,7 @@ def kernel_check(
         fits[name]["chosen_epoch"] = rec.fits[name].chosen_epoch
         fits[name]["stored_outputs_gap"] = float(np.abs(fits[name].pop("f1") - art[f"test_output_{name}"]).max())
         if name in grads:
-            out, fits[name]["linearised"] = linearised(art, result, rec, emb_s, rows, name, grads[name])
+            out, fits[name]["linearised"] = linearised(art, rec, emb_s, rows, name, grads[name])
             fits[name]["outputs"]["linearised"] = out
     errors = {n: {k: squared_errors(v, truth) for k, v in f.pop("outputs").items()} for n, f in fits.items()}
     weak = squared_errors(np.asarray(art["test_output_weak"], np.float64), truth)
@@ -171,12 +172,9 @@ def _fit_rows(result, rec, emb_s):
     return training_sets(pseudo, emb_s)
 
 
-def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-    """The linearised finetune of fit `fit` on its test rows: its LP-FT start f0 plus the ridgeless fit of the
-    residual targets - f0 on the gradient features `grads` (made at that start), in their energy basis
-    (`auto`, 0.9, over the n + N rows, as fit-student's), over the fit's own rows."""
-    from w2s_cli.options import Solver
-    from w2s_cli.stages.heads import fit_head, shared_basis
+def _checked_grads(art, result, rec, emb_s, fit: str, grads: str | os.PathLike):
+    """The gradient features given for fit `fit` (an EmbeddingSet), refused unless the linearised finetune can
+    use them (see `grads_belong`), before any network runs."""
     from w2s_cli.store.embeddings import EmbeddingSet
 
     where = f"--grads {fit}={printable(grads)}"
@@ -184,6 +182,16 @@ def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike
         raise W2SError(f"{where}: the linearised finetune is of squared loss; this finetune used another")
     g = EmbeddingSet(grads, "gradient features")
     grads_belong(g, art, rec, emb_s, fit, where=where, result=result)
+    return g
+
+
+def linearised(art, rec, emb_s, rows, fit: str, g) -> tuple[np.ndarray, dict[str, Any]]:
+    """The linearised finetune of fit `fit` on its test rows: its LP-FT start f0 plus the ridgeless fit of the
+    residual targets - f0 on the gradient features `g` (made at that start, checked by `_checked_grads`), in
+    their energy basis (`auto`, 0.9, over the n + N rows, as fit-student's), over the fit's own rows."""
+    from w2s_cli.options import Solver
+    from w2s_cli.stages.heads import fit_head, shared_basis
+
     coef, intercept = np.asarray(art[f"start_coef_{fit}"]), np.asarray(art[f"start_intercept_{fit}"])
 
     def start(r: np.ndarray) -> np.ndarray:
@@ -196,7 +204,7 @@ def linearised(art, result, rec, emb_s, rows, fit: str, grads: str | os.PathLike
     c, b = head.linear()
     test = np.asarray(art["test_rows"])
     out = start(test) + basis.transform(g.rows(test)) @ c + b
-    return out, {"features": str(Path(grads).resolve()), "rows": len(f.rows), "basis": record}
+    return out, {"features": str(Path(g.path).resolve()), "rows": len(f.rows), "basis": record}
 
 
 def grads_belong(g, art, rec, emb_s, fit: str, *, where: str, result) -> None:

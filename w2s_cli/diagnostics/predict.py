@@ -27,6 +27,11 @@ from w2s_cli.store.records import Predicted, ResultRecord, read_record
 KERNELS = ("embeddings", "grad")
 
 
+def check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise W2SError(f"--kernel must be one of {', '.join(KERNELS)}, not '{printable(kernel)}'")
+
+
 def after_kernel(
     result: str | os.PathLike,
     *,
@@ -42,8 +47,7 @@ def after_kernel(
     from w2s_cli.finetuning.prefix import data_options
     from w2s_cli.store.embeddings import find
 
-    if kernel not in KERNELS:
-        raise W2SError(f"--kernel must be one of {', '.join(KERNELS)}, not '{printable(kernel)}'")
+    check_kernel(kernel)
     rec = _finetune_record(result)
     emb_s = find(rec.provenance["strong_embeddings"], result, None, "strong embeddings")
     spec, seed = spec_from_record(emb_s.meta)
@@ -66,8 +70,14 @@ def predict_finetune(
 ) -> tuple[Predicted, dict[str, Any]]:
     """The label-light predictions of the finetune `result` from the after-kernel of its W2S fit at `epoch`,
     and where they came from (the features, the kernel's own fit-student result, the seconds spent)."""
+    from w2s_cli.diagnostics.grad_features import epoch_weights_file
+
     begin = time.perf_counter()
     rec = _finetune_record(result)
+    check_kernel(kernel)
+    weights = epoch_weights_file(result, rec, "w2s", epoch, option="--epoch")  # one it did not keep: said as typed
+    if weights is not None and not weights.is_file():
+        raise W2SError(f"{printable(result)}: the weights of its W2S fit ({epoch}) are gone ({printable(weights)})")
     features = after_kernel(result, kernel=kernel, epoch=epoch, extract=extract)
     pseudo = store.resolve(rec.provenance["pseudolabels"], result)
     kernel_result = Path(f"{features}".removesuffix(".safetensors") + ".result.safetensors")

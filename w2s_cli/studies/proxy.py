@@ -10,9 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from w2s_cli.diagnostics.predict import attach_predictions, predict_finetune
+from w2s_cli.diagnostics.predict import attach_predictions, check_kernel, predict_finetune
 from w2s_cli.errors import W2SError
 from w2s_cli.options import ExtractOptions, SubspaceOptions
+from w2s_cli.store.outputs import check_output
 
 
 def proxy_finetune(
@@ -32,8 +33,10 @@ def proxy_finetune(
     from w2s_cli.stages.finetune import finetune
     from w2s_cli.studies.finetune_cost import estimate_finetune
 
+    check_kernel(kernel)  # before the short finetune, not after it
     if epochs < 1 or epochs > recipe.epochs:
         raise W2SError(f"--proxy-epochs must be between 1 and the recipe's --epochs ({recipe.epochs}), got {epochs}")
+    check_output(out, inputs=[pseudo, strong])  # before the calibration of the estimate below
     short = replace(recipe, epochs=epochs, warmup_epochs=min(recipe.warmup_epochs, epochs))
     full = estimate_finetune(pseudo, strong, recipe)
     begin = time.perf_counter()
