@@ -367,7 +367,7 @@ def kernel_check(
 def predict(
     result: str | None = typer.Argument(None, help="A finetune result (w2s finetune; or stdin)."),
     kernel: str = typer.Option("embeddings", "--kernel", help="The after-kernel: embeddings or grad (features)."),
-    epoch: str = typer.Option("final", "--epoch", help="The W2S fit's point: final, or an epoch K it kept."),
+    epoch: str = typer.Option("final", "--epoch", help="The W2S fit's point: start, final, or an epoch K it kept."),
     along: bool = typer.Option(False, "--along-epochs", help="At every epoch it kept, and where to stop."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
