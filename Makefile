@@ -1,4 +1,4 @@
-# Two commands do all the set-up: `make demo` and `make test`.
+# Two commands do all the set-up: `make demo` and `make test` (`make test-fast`: the quick loop while editing).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch from the local disk on the build machines; on your own machine override, e.g.
@@ -9,7 +9,7 @@ LOG := $(VENV)/install.log
 # quiet steps: their output goes to the log, shown only when a step fails
 QUIET = >> $(LOG) 2>&1 || { tail -n 40 $(LOG); echo "install failed; full log: $(LOG)"; exit 1; }
 
-.PHONY: install data demo test lint bench clean
+.PHONY: install data demo test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ demo: install data
 
 test: install data
 	$(PY) -m pytest -q tests
+
+# the in-process and unit tests: no subprocess, study, real-backbone extraction or long finetune (marker `slow`)
+test-fast: install data
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

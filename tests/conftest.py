@@ -34,6 +34,18 @@ TINY_MODELS = ["--weak", "test_efficientnet@32", "--strong", "test_resnet@32", "
 TINY_SIZES = ["--data", "digits", "--n-labeled", 200, "--n-test", 300, "--subspace", 20, "--num-workers", 0, "-q"]
 
 
+# the session fixtures that extract (each a real `w2s run` or extraction, the suite's slow part)
+EXTRACTING = {"digits_run", "tiny_run", "weak_emb", "strong_emb", "finetune_inputs"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """`make test-fast` (-m "not slow") must not pull in an extraction: a test that uses one, through any
+    fixture, is marked slow, or the session refuses to start."""
+    unmarked = [i.nodeid for i in items if EXTRACTING & set(i.fixturenames) and not i.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError("mark slow (they use a session extraction): " + ", ".join(unmarked))
+
+
 @functools.cache
 def digits() -> Any:
     """scikit-learn's digits, loaded once per session (read-only: every test shares them)."""

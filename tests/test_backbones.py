@@ -16,6 +16,7 @@ def backbone(name, **kw):
     )
 
 
+@pytest.mark.slow
 def test_offline_lite0_weights_are_really_pretrained():
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
@@ -31,6 +32,7 @@ def test_offline_lite0_weights_are_really_pretrained():
     assert info.index_to_description(int(p.argmax())) == "espresso" and p.max() > 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OFFLINE_LITE))
 def test_every_offline_lite_package_loads_strictly(name):
     file = _offline_lite_file(name)
@@ -84,6 +86,7 @@ def test_random_weights_are_seeded_and_unknown_models_refused(monkeypatch, tmp_p
         backbone("test_resnet", pretrained=True)
 
 
+@pytest.mark.slow
 def test_embeddings_artifact(weak_emb, strong_emb):
     from w2s_cli.store import artifact as store
 

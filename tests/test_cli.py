@@ -12,6 +12,8 @@ from conftest import assert_user_error, digit_image, digits, w2s
 
 from w2s_cli.store import artifact as store
 
+pytestmark = pytest.mark.slow  # the session extractions, a real run chain and the shell pipe as subprocesses
+
 
 def extract_random(data, model, out, *extra):
     """`w2s extract` with a seeded random-weight timm model at 32 px, no loader workers, no progress bar."""

@@ -70,6 +70,7 @@ def finished_trials(out: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in sorted((out / "points").glob("*/trial-*/result.safetensors"))}
 
 
+@pytest.mark.slow
 def test_local_workers_give_the_in_process_numbers_and_resume_only_missing_jobs(inprocess, tmp_path):
     out = with_embeddings(inprocess, tmp_path / "local")
     r = w2s("sweep", *GRID, "--out-dir", out, "--csv", out / "sweep.csv", "--executor", "local:2")
@@ -93,6 +94,7 @@ def test_local_workers_give_the_in_process_numbers_and_resume_only_missing_jobs(
     assert json.loads(r.stdout)["configuration"]["executor"] == "local:2"
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_extracts_first_then_runs_a_job_per_trial(inprocess, tmp_path):
     out = tmp_path / "submitit"
     args = ["sweep", *GRID, "--out-dir", out, "--executor", "submitit-local"]
@@ -111,6 +113,7 @@ def test_submitit_local_executor_extracts_first_then_runs_a_job_per_trial(inproc
     assert_same_numbers(inprocess / "sweep.csv", tmp_path / "collected.csv")
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_reported_with_its_log_retried_once_and_the_rest_kept(inprocess, tmp_path):
     out = with_embeddings(inprocess, tmp_path / "failing")
     blocked = out / "points" / "n-pseudo=600" / "trial-1"
@@ -131,6 +134,7 @@ def test_a_failed_job_is_reported_with_its_log_retried_once_and_the_rest_kept(in
     assert_same_numbers(inprocess / "sweep.csv", out / "sweep.csv")
 
 
+@pytest.mark.slow
 def test_a_killed_parent_is_resumed_by_the_same_command(inprocess, tmp_path):
     out = with_embeddings(inprocess, tmp_path / "killed")
     command = [sys.executable, "-m", "w2s_cli", "sweep", *map(str, GRID), "--out-dir", str(out)]
@@ -153,6 +157,7 @@ def test_a_killed_parent_is_resumed_by_the_same_command(inprocess, tmp_path):
     assert_same_numbers(inprocess / "sweep.csv", out / "sweep.csv")
 
 
+@pytest.mark.slow
 def test_rank_teachers_measures_with_one_job_per_teacher_and_trial(inprocess, tmp_path):
     weak = ["--weak", "test_efficientnet@32", "--weak", "test_resnet@32"]
     args = ["rank-teachers", "--strong", "test_resnet@32", *weak, "--no-pretrained", *SMALL, "--n-pseudo", 600]
@@ -183,6 +188,7 @@ def test_executor_mistakes_are_refused_before_any_work(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_collect_refuses_a_sweep_whose_jobs_have_not_all_finished(inprocess, tmp_path):
     out = with_embeddings(inprocess, tmp_path / "partial")
     assert w2s("sweep", *GRID, "--out-dir", out, "--executor", "local:2").exit_code == 0
@@ -190,6 +196,7 @@ def test_collect_refuses_a_sweep_whose_jobs_have_not_all_finished(inprocess, tmp
     assert_user_error(w2s("sweep", "--collect", out), "1 of 6 jobs are not finished")
 
 
+@pytest.mark.slow
 def test_finetuned_trials_read_a_prefix_cache_made_once_by_its_own_job(tmp_path):
     """--student finetune --train last:1: the frozen prefix's cache is one job, after the embeddings and before
     the trials that share it (made by none of them); the numbers are the in-process sweep's."""

@@ -24,6 +24,8 @@ from conftest import TINY_MODELS, TINY_SIZES, seed_run_dir, w2s
 
 from w2s_cli.store import artifact as store
 
+pytestmark = pytest.mark.slow  # pairs of w2s processes
+
 ROOT = Path(__file__).resolve().parents[1]
 WAITING = "waiting for another w2s process"
 TINY = ["run", *TINY_MODELS, *TINY_SIZES, "--n-pseudo", 300, "--json"]

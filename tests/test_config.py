@@ -34,6 +34,7 @@ trials = 2
 """
 
 
+@pytest.mark.slow
 def test_a_sweep_from_a_file_with_the_command_line_on_top(tiny_run, tmp_path):
     seed_run_dir(tiny_run, tmp_path / "out")  # STUDY's models on digits, already extracted: the sweep reuses them
     config = tmp_path / "study.toml"
@@ -58,6 +59,7 @@ def test_a_sweep_from_a_file_with_the_command_line_on_top(tiny_run, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_run_records_its_configuration_and_a_repeated_option_replaces_the_files_list(tiny_run, tmp_path):
     seed_run_dir(tiny_run, tmp_path / "run")  # STUDY's models on digits, already extracted: the run reuses them
     config = tmp_path / "run.toml"

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import seed_run_dir, w2s
 
+pytestmark = pytest.mark.slow  # calibrations on real models, one after the session extraction
+
 MODELS = ["--weak", "test_efficientnet@32", "--strong", "test_resnet@32", "--no-pretrained"]
 SMALL = ["--data", "digits", "--n-labeled", 200, "--n-test", 300, "--subspace", 20, "--num-workers", 0, "-q"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,6 +19,7 @@ from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
 
 
+@pytest.mark.slow
 def test_spectral_dimension_and_overlap_recover_the_truth():
     S, W, _ = latent_embeddings(4000, d_s=20, d_w=40, shared=8, width_s=300, width_w=200)
     sp_s, sp_w = Spectrum.of(Moments.of(S)), Spectrum.of(Moments.of(W))

@@ -15,6 +15,8 @@ from conftest import w2s
 
 from w2s_cli.store import artifact as store
 
+pytestmark = pytest.mark.slow  # killed extractions, loader workers and torchrun, each its own processes
+
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "W2S_DIST_BACKEND": "gloo"}
 EXTRACT = ["--data", "digits", "--no-pretrained", "--num-workers", "0", "-q"]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the examples run as their own processes
+
 ROOT = Path(__file__).resolve().parents[1]
 # README and the examples both round to 3 decimals (half a unit each), plus slack for another machine's BLAS
 TOL = 1.5e-3

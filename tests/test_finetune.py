@@ -28,6 +28,8 @@ from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
 
+pytestmark = pytest.mark.slow  # finetunes, and killed or torchrun ones as their own processes
+
 FAST = dict(epochs=2, batch_size=32, lr=1e-3)
 
 

@@ -6,6 +6,8 @@ import json
 import pytest
 from conftest import w2s
 
+pytestmark = pytest.mark.slow  # calibrations on the real cut network, and a run first
+
 BASE = (
     "--data digits --weak test_efficientnet@32 --strong test_efficientnet@40 --no-pretrained --n-labeled 100"
     " --n-pseudo 300 --n-test 200 --subspace 20 --num-workers 0 --train last:1 -q"

@@ -18,6 +18,8 @@ from conftest import assert_user_error, w2s
 
 from w2s_cli.store import artifact as store
 
+pytestmark = pytest.mark.slow  # extractions and finetunes under a full disk
+
 FULL = "No space left on device"
 EXTRACT = ["extract", "--data", "digits", "--model", "test_efficientnet", "--image-size", 32, "--no-pretrained"]
 EXTRACT += ["--num-workers", 0, "-q"]

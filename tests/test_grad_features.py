@@ -154,6 +154,7 @@ def grads(tmp_path_factory, weak_weights):
     return d, weak, strong
 
 
+@pytest.mark.slow
 def test_extraction_records_what_it_is_and_the_distortion(grads):
     _, _, strong = grads
     art = store.load(strong, "embeddings")
@@ -166,6 +167,7 @@ def test_extraction_records_what_it_is_and_the_distortion(grads):
     assert d["rows"] == 64 and 0 <= d["diagonal_relative_error"]["mean"] < 0.3
 
 
+@pytest.mark.slow
 def test_downstream_stages_run_on_gradient_features(grads):
     d, weak, strong = grads
     r = w2s("intrinsic-dim", strong, "--json")
@@ -182,6 +184,7 @@ def test_downstream_stages_run_on_gradient_features(grads):
     assert t["accuracy"]["ceiling"] > 0.15  # above chance (0.1) on ten digits
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(grads, tmp_path):
     d, weak, _ = grads
     base = ["extract", "--data", "digits", "--model", MODEL, "--no-pretrained", "--image-size", "32", "--limit", "50"]
@@ -198,6 +201,7 @@ def test_bad_input_is_one_line(grads, tmp_path):
     assert not (tmp_path / "c.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_init_reads_the_finetunes_cached_prefix_outputs(grads, tmp_path):
     """With --init, the gradients start at the finetune's LP-FT head and read the frozen prefix's outputs it
     cached (no images): the same features as from the images, to float rounding, and the record says which."""
@@ -226,6 +230,7 @@ def test_init_reads_the_finetunes_cached_prefix_outputs(grads, tmp_path):
     assert not np.allclose(head, default_head(head.shape[0], C, 0)[0])  # the LP-FT head, not the default
 
 
+@pytest.mark.slow
 def test_features_at_a_checkpoint_are_those_at_its_weights_loaded_by_hand(grads, tmp_path):
     """--init-epoch K (and final): the W2S fit keeps each epoch's trained parameters, and the gradient features
     there equal the exact per-sample gradients (torch.func) of the network built by hand from the pretrained

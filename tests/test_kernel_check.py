@@ -14,6 +14,8 @@ from w2s_cli.options import BackboneSpec, DataOptions
 from w2s_cli.options.recipe import FinetuneRecipe
 from w2s_cli.stages.finetune import finetune
 
+pytestmark = pytest.mark.slow  # finetunes from the session extraction
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, finetune_inputs):

@@ -1,10 +1,13 @@
 import json
 
 import numpy as np
+import pytest
 from conftest import DIGITS_RUN, seed_run_dir, w2s
 
 from w2s_cli.store import artifact as store
 from w2s_cli.studies.run import auto_limit
+
+pytestmark = pytest.mark.slow  # whole runs on the session extraction
 
 
 def test_run_with_trials_reports_mean_and_stderr(digits_run, tmp_path, weak_weights):

@@ -16,6 +16,8 @@ from w2s_cli.options.recipe import FinetuneRecipe
 from w2s_cli.store import artifact as store
 from w2s_cli.studies.proxy import proxy_finetune
 
+pytestmark = pytest.mark.slow  # finetunes from the session extraction
+
 RECIPE = FinetuneRecipe(train="last:1", epochs=2, batch_size=32, lr=3e-3)
 MODELS = {"weak", "w2s", "strong_sft", "ceiling"}
 

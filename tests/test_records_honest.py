@@ -27,6 +27,8 @@ from w2s_cli.options import BackboneSpec, DataOptions
 from w2s_cli.store import artifact as store
 from w2s_cli.store.records import PrecisionRecord, RecordError, ResultRecord, StudentRecord
 
+pytestmark = pytest.mark.slow  # finetunes from the session extraction, one interrupted in its own process
+
 FITS = ("w2s", "strong_sft", "ceiling")
 RECIPE = ["--train", "last:1", "--epochs", "1", "--ft-batch-size", "32", "--select", "last", "--warmup-epochs", "0"]
 CACHE = Path("activations") / "s.prefix-4of5.safetensors"  # beside s.safetensors: test_efficientnet has 5 blocks

@@ -14,6 +14,7 @@ from w2s_cli.studies.sweep import parse_vary, sweep
 MODELS, SMALL = TINY_MODELS, TINY_SIZES  # the session's tiny_run: its embeddings are reused below
 
 
+@pytest.mark.slow
 def test_sweep_points_csv_plot_and_json(tmp_path):
     r = w2s(
         "sweep",
@@ -75,6 +76,7 @@ def test_sweep_points_csv_plot_and_json(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_run_and_sweep_share_embeddings_and_check_sizes_before_extracting(tiny_run, tmp_path):
     # the run is the session's tiny_run (MODELS, SMALL, N = 300) in a fresh folder, made once: copied here
     assert tiny_run.summary["seconds"]["extract_weak"] > 0 and tiny_run.summary["seconds"]["extract_strong"] > 0
@@ -98,6 +100,7 @@ def test_run_and_sweep_share_embeddings_and_check_sizes_before_extracting(tiny_r
         assert not new.exists()
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_without_redoing_finished_trials(tiny_run, tmp_path):
     seed_run_dir(tiny_run, tmp_path)  # the embeddings (the sweep reuses a run's): what is killed is the trials
     data = DataOptions("digits")
@@ -142,6 +145,7 @@ def test_bad_vary_values_are_refused(tmp_path):
     assert_user_error(w2s("sweep", *SMALL, "--out-dir", tmp_path), "Missing option '--vary'")
 
 
+@pytest.mark.slow
 def test_rank_teachers_predicts_and_measures(tiny_run, tmp_path):
     seed_run_dir(tiny_run, tmp_path)  # test_efficientnet@32 and test_resnet@32 reused; the @24 ones extracted
     weak = ["--weak", "test_efficientnet@32", "--weak", "test_efficientnet@24", "--weak", "test_resnet@24"]

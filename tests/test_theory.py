@@ -21,7 +21,8 @@ GRID = [
     (50, 10, 20, 5, 400, 1000, 1.0, "random"),  # large n and N
     (30, 10, 10, 0, 60, 300, 1.0, "random"),  # nothing shared, random overlap
     (40, 10, 10, 5, 50, 150, 0.8, "orthogonal"),  # half shared
-    (60, 8, 30, 0, 35, 400, 1.0, "random"),  # n below dim span(U_s, U_w): the Gaussian-design path
+    # n below dim span(U_s, U_w): the Gaussian-design path (a Monte Carlo of several seconds)
+    pytest.param(60, 8, 30, 0, 35, 400, 1.0, "random", marks=pytest.mark.slow),
     (50, 20, 10, 4, 80, 400, 1.0, "random"),  # d_s > d_w
 ]
 
@@ -38,6 +39,7 @@ def test_measured_matches_exact_prediction(ambient, d_s, d_w, shared, n, N, sigm
         assert abs(m - p) <= 0.03 * abs(p), (k, m, r["stderr"][k], p)
 
 
+@pytest.mark.slow
 def test_both_simulation_paths_agree():
     cfg = SynthConfig(trials=20000, seed=5)
     a, b = simulate(cfg, "sufficient"), simulate(cfg, "gaussian")

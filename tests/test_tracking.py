@@ -19,6 +19,7 @@ def file_store(monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
+@pytest.mark.slow
 def test_sweep_logs_a_parent_run_and_one_run_per_point(tmp_path):
     store, out = tmp_path / "store", tmp_path / "study"
     args = [*MODELS, *SMALL, "--vary", "n-pseudo=300,600", "--trials", 2, "--out-dir", out]
@@ -49,6 +50,7 @@ def _n_pseudo(run) -> int:
     return int(run.data.params["n-pseudo"])
 
 
+@pytest.mark.slow
 def test_run_logs_to_mlruns_by_default_and_a_refusing_store_is_one_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["run", *MODELS, *SMALL, "--n-pseudo", 300, "--out-dir", "w2s-run", "--json"]

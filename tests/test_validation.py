@@ -69,6 +69,7 @@ def test_finetune_refuses_a_fit_without_validation_rows_before_any_work(chain, t
     nothing_written(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_finetune_on_few_labels_is_refused_or_runs_as_told(finetune_inputs, weak_emb, tmp_path):
     """The real network: n = 4 labels with the default recipe is refused before the prefix cache or any fit
     (no weights, no checkpoint); --select last, or the --val-fraction the message gives, runs."""
@@ -308,6 +309,7 @@ def test_sbatch_options_reach_submitit_in_its_own_form():
     assert options.sbatch_parameters() == {"qos": "high", "exclusive": True, "mail_type": "END"}
 
 
+@pytest.mark.slow
 def test_the_sweep_record_says_which_executor_ran(tiny_run, tmp_path):
     out = seed_run_dir(tiny_run, tmp_path / "out")
     r = w2s("sweep", *MODELS, "--data", "digits", "--n-labeled", 200, "--n-test", 300, "--subspace", 20,

@@ -87,6 +87,7 @@ def test_moments_fit_refuses_sigma_when_it_interpolates():
     assert wide.rss is None and wide.sigma2() is None  # 20 rows, 19 + 1 parameters: RSS is rounding
 
 
+@pytest.mark.slow
 def test_null_correction_recovers_the_shared_dimension_when_d_over_m_is_large():
     """Sample-space subspaces of dimension d_s, d_w sharing k directions in m = 240 rows (d/m up to 0.25)."""
     rng = np.random.default_rng(4)
