@@ -40,7 +40,7 @@ test: install data
 
 # the in-process and unit tests: no subprocess, study, real-backbone extraction or long finetune (marker `slow`)
 test-fast: install data
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -491,6 +491,7 @@ def run_row(row: Row, args: list[str], env: dict[str, str]) -> CliResult:
 
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=r.id) for r in ROWS])
+@pytest.mark.slow  # its inputs are a finetune, a probe and a gradient extraction (the session's)
 def test_bad_input(row: Row, made, shared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a default output name would land here, and be noticed
     names = dict(made)
