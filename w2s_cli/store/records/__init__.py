@@ -1,5 +1,60 @@
 """Typed records: one frozen dataclass per artifact kind and per result, checked when built, written to and
-read from JSON here and nowhere else (`to_json()`, `from_json()`)."""
+read from JSON here and nowhere else (`to_json()`; `from_json()` refuses a record that does not fit with one
+`RecordError` naming the field). One module per kind of thing recorded; every public name is here."""
 
-from w2s_cli.store.records.result import *  # noqa: F403
-from w2s_cli.store.records.result import RecordError, read_record  # noqa: F401
+from w2s_cli.store.records.base import SIDES, RecordError, read_record
+from w2s_cli.store.records.embeddings import EmbeddingsRecord
+from w2s_cli.store.records.fits import Basis, FitRecord, LabelNoiseRecord
+from w2s_cli.store.records.result import (
+    PRECISIONS,
+    REFERENCES,
+    Metrics,
+    PrecisionRecord,
+    ResultRecord,
+    StudentRecord,
+    TensorsRead,
+    Trial,
+)
+from w2s_cli.store.records.summary import Summary, Sweep, SweepPoint
+from w2s_cli.store.records.teacher import PseudoLabelsRecord, Split, TeacherRecord, TeacherReference
+from w2s_cli.store.records.theory import (
+    Analysis,
+    Decomposition,
+    Dimensions,
+    Predicted,
+    TheorySummary,
+    VarianceOnly,
+    VarianceRow,
+)
+
+__all__ = [
+    "PRECISIONS",
+    "REFERENCES",
+    "SIDES",
+    "Analysis",
+    "Basis",
+    "Decomposition",
+    "Dimensions",
+    "EmbeddingsRecord",
+    "FitRecord",
+    "LabelNoiseRecord",
+    "Metrics",
+    "PrecisionRecord",
+    "Predicted",
+    "PseudoLabelsRecord",
+    "RecordError",
+    "ResultRecord",
+    "Split",
+    "StudentRecord",
+    "Summary",
+    "Sweep",
+    "SweepPoint",
+    "TeacherRecord",
+    "TeacherReference",
+    "TensorsRead",
+    "TheorySummary",
+    "Trial",
+    "VarianceOnly",
+    "VarianceRow",
+    "read_record",
+]
