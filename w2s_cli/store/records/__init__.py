@@ -3,6 +3,15 @@ read from JSON here and nowhere else (`to_json()`; `from_json()` refuses a recor
 `RecordError` naming the field). One module per kind of thing recorded; every public name is here."""
 
 from w2s_cli.store.records.base import SIDES, RecordError, read_record
+from w2s_cli.store.records.diagnostics import (
+    IntrinsicDim,
+    IntrinsicDimRecord,
+    KernelCheck,
+    KernelFit,
+    Linearised,
+    Measured,
+    SpectralDimensions,
+)
 from w2s_cli.store.records.embeddings import EmbeddingsRecord
 from w2s_cli.store.records.fits import Basis, FitRecord, LabelNoiseRecord
 from w2s_cli.store.records.result import (
@@ -15,6 +24,7 @@ from w2s_cli.store.records.result import (
     TensorsRead,
     Trial,
 )
+from w2s_cli.store.records.studies import BackboneCost, CostEstimate, NearTie, RankedTeacher, Ranking, W2SErrors
 from w2s_cli.store.records.summary import Summary, Sweep, SweepPoint
 from w2s_cli.store.records.teacher import PseudoLabelsRecord, Split, TeacherRecord, TeacherReference
 from w2s_cli.store.records.theory import (
@@ -27,7 +37,26 @@ from w2s_cli.store.records.theory import (
     VarianceRow,
 )
 
+# the record of each artifact kind: what store/artifact.py builds (and so checks) for every artifact it reads
+ARTIFACTS = {
+    cls.kind: cls for cls in (EmbeddingsRecord, TeacherRecord, PseudoLabelsRecord, ResultRecord, IntrinsicDimRecord)
+}
+
 __all__ = [
+    "ARTIFACTS",
+    "BackboneCost",
+    "CostEstimate",
+    "IntrinsicDim",
+    "IntrinsicDimRecord",
+    "KernelCheck",
+    "KernelFit",
+    "Linearised",
+    "Measured",
+    "NearTie",
+    "RankedTeacher",
+    "Ranking",
+    "SpectralDimensions",
+    "W2SErrors",
     "PRECISIONS",
     "REFERENCES",
     "SIDES",

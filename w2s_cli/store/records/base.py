@@ -70,6 +70,30 @@ def _need(d: Any, *keys: str, where: str = "record") -> Mapping:
     return d
 
 
+def _artifact(d: Any, kind: str, *keys: str) -> Mapping:
+    """The JSON record of a `kind` artifact, with the keys it cannot go without (the first one missing named)."""
+    if not isinstance(d, Mapping):
+        raise RecordError(f"a '{kind}' record that is not an object")
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise RecordError(f"a '{kind}' artifact without '{missing[0]}'")
+    return d
+
+
+def _typed(name: str, v: Any, kind: type, optional: bool = False) -> Any:
+    """A nested record: given as one, or built from its JSON object (`kind.from_json`)."""
+    if v is None and optional:
+        return None
+    if isinstance(v, kind):
+        return v
+    return kind.from_json(_need(v, where=name))
+
+
+def _typed_map(name: str, d: Any, kind: type) -> dict[str, Any]:
+    """An object of nested records (by model, by fit, ...), each given as one or as its JSON."""
+    return {k: _typed(f"{name}.{k}", v, kind) for k, v in _mapping(name, d, optional=False).items()}
+
+
 def _set(obj: Any, name: str, value: Any) -> None:
     """A checked (normalised) value into a frozen dataclass's field, from its __post_init__."""
     object.__setattr__(obj, name, value)
@@ -79,9 +103,13 @@ def _set(obj: Any, name: str, value: Any) -> None:
 REST = ("provenance", "extra")  # the field keeping the keys a record does not type, as written
 
 
+NOT_JSON = {"json": False}  # the metadata of a field a record holds in memory only (never written)
+
+
 def _names(cls: type) -> tuple[str, ...]:
-    """The keys a record types: its fields in their declared order, less `provenance` or `extra`."""
-    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in REST)
+    """The keys a record types: its fields in their declared order, less `provenance` or `extra` and those
+    held in memory only (`NOT_JSON`)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in REST and f.metadata.get("json", True))
 
 
 def _json(v: Any) -> Any:
@@ -118,10 +146,13 @@ def _from_json(cls: type, d: Mapping[str, Any], **given: Any) -> Any:
 
 
 def read_record(art: Any, kind: type) -> Any:
-    """The typed record of a loaded artifact (`kind`: TeacherRecord, PseudoLabelsRecord, ResultRecord); one
-    that does not fit is one W2SError naming the file and the field."""
+    """The typed record of an artifact (`kind`: TeacherRecord, PseudoLabelsRecord, ResultRecord, ...): the one
+    built when it was loaded (store/artifact.py checks every artifact it reads so), else built from its JSON
+    now; one that does not fit is one W2SError naming the file and the field."""
     from w2s_cli.errors import W2SError, printable
 
+    if isinstance(getattr(art, "record", None), kind):
+        return art.record
     try:
         return kind.from_json(art.meta)
     except RecordError as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from w2s_cli.store.records.base import (
+    _artifact,
     _count,
     _from_json,
     _mapping,
@@ -36,6 +37,8 @@ class EmbeddingsRecord:
     features: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    kind = "embeddings"
+
     def __post_init__(self) -> None:
         _need(self.model, "name", "weights", where="model")
         _need(self.model["weights"], "state_dict_sha256", where="model.weights")
@@ -49,7 +52,7 @@ class EmbeddingsRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> EmbeddingsRecord:
-        return _from_json(cls, _need(d, "model", "preprocessing", "dataset", "sample_ids_sha256", where="embeddings"))
+        return _from_json(cls, _artifact(d, cls.kind, "model", "preprocessing", "dataset", "sample_ids_sha256"))
 
     def to_json(self) -> dict[str, Any]:
         """Every field but `limit` only when set (the others that may be unset: n_samples, request, data,

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from w2s_cli.numerics.stats import MODELS
 from w2s_cli.store.records.base import (
     RecordError,
+    _artifact,
     _count,
     _from_json,
     _mapping,
@@ -249,6 +250,8 @@ class ResultRecord:
     analysis_note: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    kind = "result"
+
     def __post_init__(self) -> None:
         if not self.trials or not all(isinstance(t, Trial) for t in self.trials):
             raise RecordError("'trials' is not a non-empty list of trials")
@@ -270,9 +273,11 @@ class ResultRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ResultRecord:
-        _need(d, "trials", "dataset", "n_labeled", "n_pseudo", "n_test", where="result")
+        _artifact(d, cls.kind, "trials", "dataset", "n_labeled", "n_pseudo", "n_test")
         if not isinstance(d["trials"], list):
             raise RecordError("'trials' is not a list")
+        if not d["trials"]:
+            raise RecordError("a 'result' artifact with no trials")
         return _from_json(
             cls,
             d,

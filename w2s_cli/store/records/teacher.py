@@ -9,6 +9,7 @@ from typing import Any
 
 from w2s_cli.store.records.base import (
     RecordError,
+    _artifact,
     _count,
     _from_json,
     _mapping,
@@ -74,6 +75,8 @@ class TeacherRecord:
     seconds: float
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    kind = "teacher"
+
     def __post_init__(self) -> None:
         _need(self.embeddings, "path", where="embeddings")
         _need(self.dataset, "name", "fingerprint", where="dataset")
@@ -95,8 +98,8 @@ class TeacherRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TeacherRecord:
-        _need(d, "embeddings", "dataset", "sample_ids_sha256", "solver", "link", "subspace", "split", where="teacher")
-        _need(d, "label_noise", "fit", "seconds", where="teacher")
+        keys = ("embeddings", "dataset", "sample_ids_sha256", "split", "solver", "subspace", "link", "label_noise")
+        _artifact(d, cls.kind, *keys, "fit", "seconds")
         return _from_json(
             cls,
             d,
@@ -158,6 +161,8 @@ class PseudoLabelsRecord:
     seconds: dict[str, float]
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    kind = "pseudolabels"
+
     def __post_init__(self) -> None:
         for name, kind in (("teacher", TeacherReference), ("split", Split), ("label_noise", LabelNoiseRecord)):
             if not isinstance(getattr(self, name), kind):
@@ -178,8 +183,8 @@ class PseudoLabelsRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> PseudoLabelsRecord:
-        _need(d, "teacher", "embeddings", "dataset", "sample_ids_sha256", "split", "label_noise", where="pseudolabels")
-        _need(d, "labels", "seconds", where="pseudolabels")
+        keys = ("teacher", "embeddings", "dataset", "sample_ids_sha256", "split", "label_noise", "labels", "seconds")
+        _artifact(d, cls.kind, *keys)
         return _from_json(
             cls,
             d,

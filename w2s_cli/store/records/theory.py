@@ -22,6 +22,7 @@ from w2s_cli.store.records.base import (
     _set,
     _text,
     _to_json,
+    _typed_map,
 )
 from w2s_cli.store.records.fits import Basis, FitRecord, _bases, _fits
 
@@ -111,11 +112,6 @@ class Decomposition:
         return out
 
 
-def _per_model_records(name: str, d: Any, kind: type) -> dict[str, Any]:
-    d = _mapping(name, d, optional=False)
-    return {k: v if isinstance(v, kind) else kind.from_json(_need(v, where=f"{name}.{k}")) for k, v in d.items()}
-
-
 @dataclass(frozen=True)
 class Predicted:
     """The label-light predictions (no test label, no label of the N pseudo rows): test errors, PGR, OPR;
@@ -179,7 +175,7 @@ class Analysis:
         _text("decomposition_note", self.decomposition_note)
         if not isinstance(self.dimensions, Dimensions):
             _set(self, "dimensions", Dimensions.from_json(self.dimensions))
-        _set(self, "variance", _per_model_records("variance", self.variance, VarianceRow))
+        _set(self, "variance", _typed_map("variance", self.variance, VarianceRow))
         _text("variance_note", self.variance_note)
         if not isinstance(self.predicted, Predicted):
             _set(self, "predicted", Predicted.from_json(self.predicted))
@@ -188,7 +184,7 @@ class Analysis:
         _set(self, "near_interpolation", tuple(self.near_interpolation))
         _set(self, "fits", _fits(self.fits))
         _set(self, "sigma2", _per_model("sigma2", self.sigma2, models=SIDES))
-        _set(self, "decomposition", _per_model_records("decomposition", self.decomposition, Decomposition))
+        _set(self, "decomposition", _typed_map("decomposition", self.decomposition, Decomposition))
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Analysis:
@@ -254,8 +250,8 @@ class TheorySummary:
             raise RecordError("'dimensions' and 'predicted' of a summary are records")
         if not isinstance(self.theory, VarianceOnly):
             raise RecordError("'theory' of a summary is a VarianceOnly record")
-        _set(self, "variance", _per_model_records("variance", self.variance, VarianceRow))
-        _set(self, "decomposition", _per_model_records("decomposition", self.decomposition, Decomposition))
+        _set(self, "variance", _typed_map("variance", self.variance, VarianceRow))
+        _set(self, "decomposition", _typed_map("decomposition", self.decomposition, Decomposition))
         _set(self, "near_interpolation", tuple(self.near_interpolation))
         _set(self, "sigma2", _per_model("sigma2", self.sigma2, models=SIDES))
 
