@@ -168,7 +168,7 @@ class BackboneCost:
         return _to_json(self)
 
 
-COUNTS = (
+_COUNTS = (
     "rows",
     "trials",
     "predictions",
@@ -203,7 +203,7 @@ class CostEstimate:
 
     def __post_init__(self) -> None:
         _set(self, "backbones", tuple(_typed("backbones", b, BackboneCost) for b in self.backbones))
-        for k in COUNTS:
+        for k in _COUNTS:
             _count(k, getattr(self, k))
         for k, v in _mapping("seconds", self.seconds, optional=False).items():
             _number(f"seconds.{k}", v, optional=False)
@@ -211,7 +211,7 @@ class CostEstimate:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> CostEstimate:
-        return _from_json(cls, _need(d, "backbones", *COUNTS, "seconds", "total_seconds", where="estimate"))
+        return _from_json(cls, _need(d, "backbones", *_COUNTS, "seconds", "total_seconds", where="estimate"))
 
     def to_json(self) -> dict[str, Any]:
         return _to_json(self)
