@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from w2s_cli.options import RunOptions
     from w2s_cli.report.tracking import Tracking
-    from w2s_cli.store.records import Sweep
+    from w2s_cli.store.records import CostEstimate, Sweep
 
 app = typer.Typer(
     add_completion=False,
@@ -85,6 +85,13 @@ def emit_path(path: Path, summary: str = "") -> None:
     if summary:
         sys.stderr.write(summary + "\n")
     sys.stdout.write(f"{path}\n")
+
+
+def _record_of(path: Path):
+    """The typed record of the artifact a command just wrote (store/records/), for its summary line."""
+    from w2s_cli.store.artifact import load
+
+    return load(path).record
 
 
 def _show_report(result: Path, as_json: bool, as_markdown: bool) -> None:
@@ -162,7 +169,6 @@ def extract(
         emit_path(made)
         return
     from w2s_cli.diagnostics.grad_features import extract_gradients
-    from w2s_cli.store.artifact import read_meta
 
     path = extract_gradients(
         data,
@@ -178,7 +184,7 @@ def extract(
         limit=limit,
         seed=seed,
     )
-    record = read_meta(path)["features"]
+    record = _record_of(path).features
     d = record["measured"]["distortion"]
     error = d["diagonal_relative_error"]["mean"]
     emit_path(
@@ -199,7 +205,6 @@ def train_weak(
 ) -> None:
     """Draw and store the split; fit the weak basis and the teacher on n labels."""
     from w2s_cli.stages.teacher import train_weak as run
-    from w2s_cli.store.artifact import read_meta
     from w2s_cli.store.outputs import default_out
 
     src = input_path(weak, "weak embeddings")
@@ -212,14 +217,13 @@ def train_weak(
         solver=solver,
         n_pseudo=n_pseudo,
     )
-    meta = read_meta(path)
-    acc = meta["test_accuracy"]
-    dim = meta["subspace"]["dim"]
+    made = _record_of(path)
+    acc = made.test_accuracy
     emit_path(
         path,
-        f"teacher: test MSE {meta['test_error']:.4f}"
+        f"teacher: test MSE {made.test_error:.4f}"
         + (f", accuracy {acc:.4f}" if acc is not None else "")
-        + f"; d_w = {dim or 'full width'}; N = {meta['split']['n_pseudo']} pseudo rows drawn",
+        + f"; d_w = {made.subspace.dim or 'full width'}; N = {made.split.n_pseudo} pseudo rows drawn",
     )
 
 
@@ -241,12 +245,11 @@ def pseudolabel(
 ) -> None:
     """Label the teacher's N pool samples with its outputs."""
     from w2s_cli.stages.teacher import pseudolabel as run
-    from w2s_cli.store.artifact import read_meta
     from w2s_cli.store.outputs import default_out
 
     src = input_path(teacher, "teacher")
     path = run(src, out or default_out(src, "pseudolabels"), n_pseudo=n_pseudo, hard=hard, embeddings=embeddings)
-    acc = read_meta(path)["pseudo_label_accuracy"]
+    acc = _record_of(path).pseudo_label_accuracy
     emit_path(path, f"pseudo-label accuracy {acc:.4f}" if acc is not None else "")
 
 
@@ -263,7 +266,6 @@ def fit_student(
 ) -> None:
     """Fit the W2S student, strong SFT and ceiling; evaluate all four; say what the theory explains."""
     from w2s_cli.stages.student import fit_student as run
-    from w2s_cli.store.artifact import read_meta
     from w2s_cli.store.outputs import default_out
 
     src = input_path(pseudo, "pseudo-labels")
@@ -276,9 +278,9 @@ def fit_student(
         dimensions=dimensions,
         weak=weak,
     )
-    t = read_meta(path)["trials"][0]
-    pgr = "undefined" if t["pgr"] is None else f"{t['pgr']:.3f}"
-    emit_path(path, f"test MSE: weak {t['error']['weak']:.4f}, w2s {t['error']['w2s']:.4f}; PGR {pgr}")
+    t = _record_of(path).trials[0].metrics
+    pgr = "undefined" if t.pgr is None else f"{t.pgr:.3f}"
+    emit_path(path, f"test MSE: weak {t.error['weak']:.4f}, w2s {t.error['w2s']:.4f}; PGR {pgr}")
 
 
 @app.command()
@@ -303,7 +305,6 @@ def finetune(
 ) -> None:
     """Finetune the strong network on the teacher's labels (W2S), on n labels (SFT) and n + N (ceiling)."""
     from w2s_cli.stages.finetune import finetune as run
-    from w2s_cli.store.artifact import read_meta
     from w2s_cli.store.outputs import default_out
 
     src = input_path(pseudo, "pseudo-labels")
@@ -326,9 +327,9 @@ def finetune(
         from w2s_cli.diagnostics.predict import predict_and_attach
 
         predict_and_attach(path, extract=extract, quiet=extract.quiet)
-    t = read_meta(path)["trials"][0]
-    pgr = "undefined" if t["pgr"] is None else f"{t['pgr']:.3f}"
-    emit_path(path, f"test MSE: weak {t['error']['weak']:.4f}, finetuned w2s {t['error']['w2s']:.4f}; PGR {pgr}")
+    t = _record_of(path).trials[0].metrics
+    pgr = "undefined" if t.pgr is None else f"{t.pgr:.3f}"
+    emit_path(path, f"test MSE: weak {t.error['weak']:.4f}, finetuned w2s {t.error['w2s']:.4f}; PGR {pgr}")
 
 
 @app.command("kernel-check")
@@ -617,7 +618,7 @@ def _track_sweep(tracking: Tracking, result: Sweep, out_dir: Path, files: list[P
     sys.stderr.write(f"tracked: MLflow run {parent} with {len(points)} point runs in {tracking.uri}\n")
 
 
-def _show_estimate(work: dict, out_dir: Path, as_json: bool, option: str = "--out-dir") -> None:
+def _show_estimate(work: CostEstimate, out_dir: Path, as_json: bool, option: str = "--out-dir") -> None:
     """--dry-run: the work, disk and estimated time, as lines or one JSON object on stdout."""
     from w2s_cli.report.render import print_json
     from w2s_cli.studies.cost import describe
@@ -663,6 +664,8 @@ def rank_teachers(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Rank weak teachers by their predicted W2S student error, from n labels and unlabelled embeddings."""
+    from dataclasses import replace
+
     from w2s_cli.cli.config import configuration
     from w2s_cli.report.render import print_json, rank_blocks, show
     from w2s_cli.studies.executors import Estimated
@@ -678,7 +681,7 @@ def rank_teachers(
         )
     except Estimated as work:
         return _show_estimate(work.estimate, flags.out_dir, as_json)
-    result["configuration"] = configuration()
+    result = replace(result, configuration=configuration())
     if as_json:
         print_json(result)
     else:
@@ -722,13 +725,14 @@ def intrinsic_dim(
         spectra=plot is not None,
     )
     if plot is not None:
+        from dataclasses import replace
+
         from w2s_cli.report.plots import plot_spectra
 
-        values = r.pop("spectra")
-        plot_spectra(values, {k: r[k]["d"] for k in values}, energy, plot)
-        r["plot"] = str(plot)
+        plot_spectra(r.spectra, {k: getattr(r, k).d for k in r.spectra}, energy, plot)
+        r = replace(r, plot=str(plot), spectra=None)
     if out is not None:
-        sys.stderr.write(f"wrote {r['artifact']}\n")
+        sys.stderr.write(f"wrote {r.artifact}\n")
     if as_json:
         print_json(r)
     else:
@@ -756,7 +760,7 @@ def synth(
     """Monte-Carlo check of the theory on synthetic ridgeless W2S: measured vs predicted."""
     from dataclasses import asdict
 
-    from w2s_cli.numerics.synth import SWEEPS, SynthConfig, run_sweep, run_synth
+    from w2s_cli.numerics.synth import SWEEPS, SynthConfig, SynthSweep, run_sweep, run_synth
     from w2s_cli.report.plots import plot_synth_sweep, synth_csv
     from w2s_cli.report.render import print_json, show, synth_blocks, synth_sweep_blocks
     from w2s_cli.store.outputs import check_output
@@ -780,7 +784,7 @@ def synth(
     synth_csv(rows, sweep, table)
     sys.stderr.write(f"wrote {png} and {table}\n")
     if as_json:
-        print_json({"sweep": sweep, "plot": str(png), "csv": str(table), "points": rows})
+        print_json(SynthSweep(sweep, str(png), str(table), rows))
     else:
         show(synth_sweep_blocks(rows, sweep))
 

@@ -18,6 +18,7 @@ extraction) and shared by the three fits, by trials and by sweep points. The res
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -29,18 +30,19 @@ from w2s_cli.distributed import main_writes, world
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.finetuning.job import FitPlan, Job, Rows, precision_in_use, validation_split
 from w2s_cli.finetuning.prefix import prefix_cache_path, prepare_prefix_cache  # noqa: F401  (their old home)
-from w2s_cli.numerics.stats import as_targets, evaluate, probabilities
+from w2s_cli.numerics.stats import as_targets, probabilities
 from w2s_cli.options import DataOptions, ExtractOptions, Solver, SubspaceOptions
 from w2s_cli.options.recipe import FinetuneRecipe, Loss
 from w2s_cli.progress import running
 from w2s_cli.stages.heads import fit_head, shared_basis, to_embedding_space
 from w2s_cli.stages.student import result_meta
+from w2s_cli.stages.summary import evaluate
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.locks import producing
 from w2s_cli.store.outputs import check_output
 from w2s_cli.store.records import (
-    Metrics,
+    Basis,
     PseudoLabelsRecord,
     StudentRecord,
     Trial,
@@ -112,7 +114,7 @@ def finetune(
             emb_s,
             out,
             student="finetune",
-            strong_subspace={"requested": sub_opts.subspace, **basis_record},
+            strong_subspace=Basis(requested=sub_opts.subspace, **basis_record),
             fits={name: d.record for name, d in done.items()},
             trial=trial,
             seconds=seconds,
@@ -177,14 +179,14 @@ def _trial(pseudo, made: PseudoLabelsRecord, emb_s: EmbeddingSet, test: np.ndarr
         init[name], outputs[name] = d.first, d.last
     labels = emb_s.labels[test] if emb_s.labels is not None else None
     truth = emb_s.truth(test)
-    start = {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"}
+    start = dataclasses.replace(evaluate(init, truth, labels), n_test=None)  # the trial's n_test is its own
     trial = Trial(
-        Metrics.from_json(evaluate(outputs, truth, labels)),
+        evaluate(outputs, truth, labels),
         seed=made.seed,
         n_labeled=len(fits["strong_sft"].rows),
         n_pseudo=len(fits["w2s"].rows),
         pseudo_label_accuracy=made.pseudo_label_accuracy,
-        init=Metrics.from_json(start),
+        init=start,
     )
     return outputs, init, trial
 

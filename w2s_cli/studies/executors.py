@@ -37,6 +37,7 @@ from w2s_cli.options import (
 )
 from w2s_cli.options.recipe import FinetuneRecipe
 from w2s_cli.progress import stderr
+from w2s_cli.store.records import CostEstimate
 from w2s_cli.studies.run import EmbeddingCache, extraction_request, finished, result_name, run_trials, wanted_identity
 
 POLL_SECONDS = 0.5
@@ -312,7 +313,7 @@ def record_submission(folder: Path, subs: list[Submission]) -> Path:
 class Estimated(Exception):
     """Raised by `spread` for --dry-run: the caller prints the estimate instead of a result."""
 
-    def __init__(self, estimate: dict[str, Any]) -> None:
+    def __init__(self, estimate: CostEstimate) -> None:
         super().__init__("estimated")
         self.estimate = estimate
 
