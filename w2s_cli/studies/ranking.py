@@ -10,7 +10,6 @@ ranking's near-ties are judged by paired standard errors over those rows.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,10 @@ from w2s_cli.stages.heads import shared_basis
 from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.store import artifact as store
+from w2s_cli.store.cache import slug
 from w2s_cli.store.embeddings import EmbeddingSet
-from w2s_cli.studies.cost import estimate
-from w2s_cli.studies.executors import Estimated, spread
-from w2s_cli.studies.run import embedding_cache, experiment
+from w2s_cli.studies.executors import spread
+from w2s_cli.studies.run import Progress, embedding_cache, experiment
 from w2s_cli.studies.sweep import spearman
 
 
@@ -81,6 +80,14 @@ def predict_w2s(
     }
 
 
+def check_teachers(teachers: list[BackboneSpec]) -> None:
+    """At least two teachers to rank, none given twice."""
+    if len(teachers) < 2:
+        raise W2SError("rank-teachers needs at least two --weak teachers to rank")
+    if len({t.label for t in teachers}) != len(teachers):
+        raise W2SError("a --weak teacher is given twice")
+
+
 def rank_teachers(
     out_dir: str | os.PathLike,
     data: DataOptions,
@@ -90,21 +97,15 @@ def rank_teachers(
     *,
     measure: bool = False,
     reuse: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     executor: ExecutorOptions | None = None,
 ) -> dict[str, Any]:
     """Rank `teachers` by predicted W2S error (lowest first); with `measure`, also train them all (one job per
-    teacher and trial when `executor` spreads them, studies/executors.py)."""
-    if len(teachers) < 2:
-        raise W2SError("rank-teachers needs at least two --weak teachers to rank")
-    if len({t.label for t in teachers}) != len(teachers):
-        raise W2SError("a --weak teacher is given twice")
+    teacher and trial when `executor` spreads them, studies/executors.py). `progress(k, K, teacher)` after
+    each of the K teachers."""
+    check_teachers(teachers)
     out_dir = Path(out_dir)
     cache = embedding_cache(out_dir, data, [base], extract, reuse)
-    if executor is not None and executor.dry_run:
-        runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
-        work = estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
-        raise Estimated(work)
     resume = reuse
     if measure and executor is not None and executor.spread:  # the jobs write every trial; the loop combines
         tasks = [
@@ -122,7 +123,7 @@ def rank_teachers(
             entry["measured"] = measured({"weak": weak, "strong": strong}, folder, base_with(base, spec), resume)
         entries.append(entry)
         if progress is not None:
-            progress(spec.label)
+            progress(len(entries), len(teachers), spec.label)
     entries.sort(key=lambda e: (e["predicted"]["error_w2s"] is None, e["predicted"]["error_w2s"] or 0.0))
     result: dict[str, Any] = {
         "strong": base.strong.label,
@@ -191,7 +192,7 @@ def measured(paths: dict[str, Path], folder: Path, options: RunOptions, resume: 
 
 
 def folder_name(spec: BackboneSpec) -> str:
-    return spec.label.replace("/", "_").replace(":", "-")
+    return slug(spec.label)
 
 
 def base_with(base: RunOptions, weak: BackboneSpec) -> RunOptions:
