@@ -284,7 +284,7 @@ def trial(
     identity = trial_identity(paths, options, seed)
 
     def make() -> Path:
-        one_trial(paths, target, options, seed, quiet=quiet, extract=extract)
+        one_trial(paths, target, options, seed, quiet=quiet, extract=extract, reuse=resume)
         made = {"result": target.name, "artifact_id": store.read_meta(target)["artifact_id"]}
         return main_writes(lambda: write_entry(trial_entry(target), identity, made), target)
 
@@ -299,9 +299,11 @@ def one_trial(
     *,
     quiet: bool = False,
     extract: ExtractOptions | None = None,
+    reuse: bool = True,
 ) -> Path:
     """One trial in target's folder: the teacher (train-weak) on the split drawn with `seed`, its pseudo-labels,
-    then the student with strong SFT and ceiling (fit-student, or finetune); returns `target`'s path."""
+    then the student with strong SFT and ceiling (fit-student, or finetune: its strong SFT and ceiling fits
+    reused, with `reuse`, from the fit cache beside the strong embeddings); returns `target`'s path."""
     teacher_solver, student_solver = options.head.solvers()
     sub = target.parent
     split = SplitOptions(**{**options.split.__dict__, "seed": seed})
@@ -315,7 +317,7 @@ def one_trial(
     )
     pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
     if options.student == StudentKind.finetune:
-        from w2s_cli.stages.finetune import finetune
+        from w2s_cli.stages.finetune import finetune, fit_cache_folder
 
         ft_extract = dataclasses.replace(extract or ExtractOptions(), quiet=quiet)
         return finetune(
@@ -325,6 +327,8 @@ def one_trial(
             recipe=options.finetune,
             subspace=options.strong_subspace,
             extract=ft_extract,
+            fit_cache=fit_cache_folder(paths["strong"]),
+            reuse=reuse,
         )
     return fit_student(
         pseudo,
