@@ -145,9 +145,10 @@ def extract(
     if init is None and init_epoch is not None:
         raise W2SError("--init-epoch goes with --init RESULT")
     if out is None:
-        slug = data.data.replace(":", "-").replace("/", "_").strip("_")
+        from w2s_cli.store.cache import slug
+
         kind = f"_grad-{train.replace(':', '')}" if features == "grad" else ("_finetuned" if init else "")
-        out = Path(f"{slug}_{model.replace('/', '_')}_{image_size or 'native'}px{kind}.safetensors")
+        out = Path(f"{slug(data.data).strip('_')}_{slug(model)}_{image_size or 'native'}px{kind}.safetensors")
     spec = BackboneSpec(model, image_size, weights, pretrained)
     if features == "embeddings" and init is None:
         emit_path(run_extract(data, spec, out, extract, limit=limit, seed=seed))
@@ -311,8 +312,7 @@ def finetune(
     if dry_run:
         from w2s_cli.studies.finetune_cost import estimate_finetune
 
-        work = estimate_finetune(src, strong, recipe)
-        return _show_estimate(work, out or default_out(src, "finetuned"), False, option="--out")
+        return _dry_run(estimate_finetune(src, strong, recipe), out or default_out(src, "finetuned"), option="--out")
     images = DataOptions(data, root) if data else None
     path = run(
         src,
@@ -480,7 +480,7 @@ def run(
     if dry_run:
         from w2s_cli.studies.cost import estimate_run
 
-        return _show_estimate(estimate_run(flags.out_dir, data, options, extract, flags.reuse), flags.out_dir, as_json)
+        return _dry_run(estimate_run(flags.out_dir, data, options, extract, flags.reuse), flags.out_dir, as_json)
     path = run_all(flags.out_dir, data, options, extract, reuse=flags.reuse)
     if tracking is not None:  # before anything is said: a store that refuses is the one error line
         _track_run(tracking, path, flags.out_dir)
@@ -544,8 +544,13 @@ def sweep(
     def options() -> RunOptions:  # made under the progress bar, as before
         return flags.options(*models.specs(), split, head, recipe)
 
+    if spread.dry_run:
+        from w2s_cli.studies.cost import estimate_sweep
+
+        work = estimate_sweep(out_dir, data, options(), extract, varies, reuse=flags.reuse, executor=spread)
+        return _dry_run(work, out_dir, as_json)
     result = _sweep_points(out_dir, data, options, extract, varies, flags.reuse, spread, as_json)
-    if result is None:  # submitted (--detach) or estimated (--dry-run): said
+    if result is None:  # submitted (--detach): said
         return
     if spread.kind != "inprocess" and collect is None:
         save_configuration(out_dir / "jobs" / "sweep.toml")
@@ -567,11 +572,10 @@ def _sweep_points(
     spread: ExecutorOptions,
     as_json: bool,
 ) -> Sweep | None:
-    """The sweep's points, under a progress bar; None when its jobs were submitted (--detach) or its work only
-    estimated (--dry-run), which this says."""
+    """The sweep's points, under a progress bar; None when its jobs were submitted (--detach), which this says."""
     from w2s_cli.cli.config import save_configuration
     from w2s_cli.progress import progress_bar
-    from w2s_cli.studies.executors import Detached, Estimated
+    from w2s_cli.studies.executors import Detached
     from w2s_cli.studies.sweep import sweep as run_sweep
 
     with progress_bar(extract.quiet) as bar:
@@ -588,8 +592,6 @@ def _sweep_points(
         except Detached as submitted:
             save_configuration(out_dir / "jobs" / "sweep.toml")  # what --collect reads
             _detached(submitted.record, out_dir, as_json)
-        except Estimated as work:
-            _show_estimate(work.estimate, out_dir, as_json)
     return None
 
 
@@ -618,8 +620,10 @@ def _track_sweep(tracking: Tracking, result: Sweep, out_dir: Path, files: list[P
     sys.stderr.write(f"tracked: MLflow run {parent} with {len(points)} point runs in {tracking.uri}\n")
 
 
-def _show_estimate(work: CostEstimate, out_dir: Path, as_json: bool, option: str = "--out-dir") -> None:
-    """--dry-run: the work, disk and estimated time, as lines or one JSON object on stdout."""
+def _dry_run(work: CostEstimate, out_dir: Path, as_json: bool = False, option: str = "--out-dir") -> None:
+    """--dry-run, the one way every command that has it (run, sweep, rank-teachers, finetune) answers it: the
+    estimate of its work (studies/cost.py: work, disk, time) as lines or one JSON object on stdout; the library
+    itself never sees the flag."""
     from w2s_cli.report.render import print_json
     from w2s_cli.studies.cost import describe
 
@@ -668,19 +672,18 @@ def rank_teachers(
 
     from w2s_cli.cli.config import configuration
     from w2s_cli.report.render import print_json, rank_blocks, show
-    from w2s_cli.studies.executors import Estimated
     from w2s_cli.studies.ranking import rank_teachers as run
 
     if spread.detach:
         raise W2SError("--detach is for sweep; rank-teachers waits for its --measure jobs")
     teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]
     options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split)
-    try:
-        result = run(
-            flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, executor=spread
-        )
-    except Estimated as work:
-        return _show_estimate(work.estimate, flags.out_dir, as_json)
+    if spread.dry_run:
+        from w2s_cli.studies.cost import estimate_ranking
+
+        work = estimate_ranking(flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse)
+        return _dry_run(work, flags.out_dir, as_json)
+    result = run(flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, executor=spread)
     result = replace(result, configuration=configuration())
     if as_json:
         print_json(result)
@@ -869,9 +872,7 @@ def main() -> None:
             raise
     finally:
         from w2s_cli.distributed import shutdown
-        from w2s_cli.store.artifact import COMMAND_CONFIGURATION
 
-        COMMAND_CONFIGURATION.clear()
         shutdown()
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -13,6 +13,7 @@ umask; a tensor too large for memory can be written from an iterator of row bloc
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import hashlib
 import json
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -286,8 +287,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-# the effective configuration of the running command, by long option name (set by w2s_cli/cli/config.py)
-COMMAND_CONFIGURATION: dict[str, Any] = {}
+# the effective configuration of the command whose work is under way (`recording`); None outside any
+_CONFIGURATION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("configuration", default=None)
+
+
+@contextlib.contextmanager
+def recording(configuration: Mapping[str, Any] | None) -> Iterator[None]:
+    """Inside the block, every artifact written records `configuration` (a command's effective options by
+    long name, cli/config.py; a job carries its command's into its worker); after it, what was before."""
+    token = _CONFIGURATION.set(dict(configuration) if configuration else None)
+    try:
+        yield
+    finally:
+        _CONFIGURATION.reset(token)
+
+
+def configuration() -> dict[str, Any] | None:
+    """The configuration being recorded (`recording`), or None."""
+    current = _CONFIGURATION.get()
+    return None if current is None else dict(current)
 
 
 def base_meta(kind: str, seed: int | None) -> dict[str, Any]:
@@ -300,8 +318,8 @@ def base_meta(kind: str, seed: int | None) -> dict[str, Any]:
         "versions": package_versions(),
         "seed": seed,
     }
-    if COMMAND_CONFIGURATION:
-        meta["configuration"] = dict(COMMAND_CONFIGURATION)
+    if _CONFIGURATION.get():
+        meta["configuration"] = configuration()
     return meta
 
 

@@ -22,8 +22,11 @@ from w2s_cli.inputs.sources import subset
 from w2s_cli.options import COLLECT, BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, StudentKind
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.records import BackboneCost, CostEstimate
+from w2s_cli.studies.executors import embeddings_plan, trial_plan
 from w2s_cli.studies.finetune_cost import Fits, finetune_work
-from w2s_cli.studies.run import EmbeddingCache, embedding_cache, extraction_request
+from w2s_cli.studies.ranking import base_with, check_teachers
+from w2s_cli.studies.run import EmbeddingCache, embedding_cache
+from w2s_cli.studies.sweep import points_of, tasks_of
 
 BATCH = 32
 LOOP_EFFICIENCY = 0.95  # the extraction loop against the bare forward (bench/extract.py)
@@ -70,14 +73,13 @@ def product_seconds(width: int, rows: int = 2000) -> float:
 def backbones(cache: EmbeddingCache, specs: list[BackboneSpec], rows: int, reuse: bool) -> list[BackboneCost]:
     out = []
     for spec in dict.fromkeys(specs):
-        request = extraction_request(cache.data, spec, cache.limit, cache.seed)
-        found = [p for p in cache.candidates(spec, None) if reuse and cache.matches(p, request)]
+        found = cache.reusable(spec) if reuse else None
         serial = cache.extract.num_workers == 0
-        width, per_image = forward_seconds(spec, cache.source() if serial and not found else None)
-        if found:
-            width = EmbeddingSet(found[0], "embeddings").width
-        path = str(found[0]) if found else None
-        out.append(BackboneCost(spec.label, 0 if found else rows, bool(found), width, per_image, path))
+        width, per_image = forward_seconds(spec, cache.source() if serial and found is None else None)
+        if found is not None:
+            width = EmbeddingSet(found, "embeddings").width
+        path = None if found is None else str(found)
+        out.append(BackboneCost(spec.label, 0 if found else rows, found is not None, width, per_image, path))
     return out
 
 
@@ -134,6 +136,43 @@ def estimate_run(
 ) -> CostEstimate:
     """`w2s run --dry-run`: the sizes checked as run checks them, then the estimate."""
     return estimate(embedding_cache(out_dir, data, [options], extract, reuse), [options], reuse=reuse)
+
+
+def estimate_sweep(
+    out_dir: str | Path,
+    data: DataOptions,
+    base: RunOptions,
+    extract: ExtractOptions,
+    varies: list[tuple[str, list[Any]]],
+    *,
+    reuse: bool = True,
+    executor: ExecutorOptions | None = None,
+) -> CostEstimate:
+    """`w2s sweep --dry-run`: the grid and sizes checked as sweep checks them; the trials already finished
+    (and the embeddings already there) cost nothing."""
+    grid = points_of(base, varies)
+    runs = [o for _, o in grid]
+    cache = embedding_cache(out_dir, data, runs, extract, reuse)
+    where, _ = embeddings_plan(cache, [s for o in runs for s in (o.weak, o.strong)])
+    _, todo = trial_plan(tasks_of(Path(out_dir), grid), where, extract, reuse)
+    return estimate(cache, runs, reuse=reuse, trials=len(todo), executor=executor)
+
+
+def estimate_ranking(
+    out_dir: str | Path,
+    data: DataOptions,
+    base: RunOptions,
+    extract: ExtractOptions,
+    teachers: list[BackboneSpec],
+    *,
+    measure: bool = False,
+    reuse: bool = True,
+) -> CostEstimate:
+    """`w2s rank-teachers --dry-run`: each teacher's label-light predictions (and with `measure`, its trials)."""
+    check_teachers(teachers)
+    cache = embedding_cache(out_dir, data, [base], extract, reuse)
+    runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
+    return estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
 
 
 def describe(e: CostEstimate, out_dir: Path, option: str = "--out-dir") -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,11 +28,11 @@ from w2s_cli.stages.heads import shared_basis
 from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.store import artifact as store
+from w2s_cli.store.cache import slug
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.records import NearTie, Predicted, RankedTeacher, Ranking, W2SErrors
-from w2s_cli.studies.cost import estimate
-from w2s_cli.studies.executors import Estimated, spread
-from w2s_cli.studies.run import embedding_cache, experiment
+from w2s_cli.studies.executors import spread
+from w2s_cli.studies.run import Progress, embedding_cache, experiment
 from w2s_cli.studies.sweep import spearman
 
 
@@ -88,6 +87,14 @@ def predict_w2s(
     return Draw(dims.d_w, dims.d_s, dims.d_sw, out.predicted, None if loo is None else (loo**2).mean(axis=1))
 
 
+def check_teachers(teachers: list[BackboneSpec]) -> None:
+    """At least two teachers to rank, none given twice."""
+    if len(teachers) < 2:
+        raise W2SError("rank-teachers needs at least two --weak teachers to rank")
+    if len({t.label for t in teachers}) != len(teachers):
+        raise W2SError("a --weak teacher is given twice")
+
+
 def rank_teachers(
     out_dir: str | os.PathLike,
     data: DataOptions,
@@ -97,21 +104,15 @@ def rank_teachers(
     *,
     measure: bool = False,
     reuse: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     executor: ExecutorOptions | None = None,
 ) -> Ranking:
     """Rank `teachers` by predicted W2S error (lowest first), a `Ranking`; with `measure`, also train them all
-    (one job per teacher and trial when `executor` spreads them, studies/executors.py)."""
-    if len(teachers) < 2:
-        raise W2SError("rank-teachers needs at least two --weak teachers to rank")
-    if len({t.label for t in teachers}) != len(teachers):
-        raise W2SError("a --weak teacher is given twice")
+    (one job per teacher and trial when `executor` spreads them, studies/executors.py). `progress(k, K, teacher)`
+    after each of the K teachers."""
+    check_teachers(teachers)
     out_dir = Path(out_dir)
     cache = embedding_cache(out_dir, data, [base], extract, reuse)
-    if executor is not None and executor.dry_run:
-        runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
-        work = estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
-        raise Estimated(work)
     resume = reuse
     if measure and executor is not None and executor.spread:  # the jobs write every trial; the loop combines
         tasks = [
@@ -131,7 +132,7 @@ def rank_teachers(
             )
         entries.append(entry)
         if progress is not None:
-            progress(spec.label)
+            progress(len(entries), len(teachers), spec.label)
     entries.sort(key=lambda e: (e.predicted.error_w2s is None, e.predicted.error_w2s or 0.0))
     spearman_rho, miss = _prediction_quality(entries) if measure else (None, None)
     return Ranking(
@@ -190,7 +191,7 @@ def measured(paths: dict[str, Path], folder: Path, options: RunOptions, resume: 
 
 
 def folder_name(spec: BackboneSpec) -> str:
-    return spec.label.replace("/", "_").replace(":", "-")
+    return slug(spec.label)
 
 
 def base_with(base: RunOptions, weak: BackboneSpec) -> RunOptions:

@@ -229,7 +229,10 @@ def _moved_weights(fit: FitRecord, move: Callable[[dict[str, Any]], dict[str, An
     if not isinstance(fit.extra.get("weights"), str):
         return fit
     ref = move({"path": fit.extra.get("weights_path") or fit.extra["weights"], "relpath": fit.extra["weights"]})
-    return dataclasses.replace(fit, extra={**fit.extra, "weights": ref["relpath"], "weights_path": ref["path"]})
+    extra = {**fit.extra, "weights": ref["relpath"], "weights_path": ref["path"]}
+    if isinstance(fit.extra.get("reused_from"), Mapping):  # the result whose fit it reused (stages/finetune.py)
+        extra["reused_from"] = move(fit.extra["reused_from"])
+    return dataclasses.replace(fit, extra=extra)
 
 
 @dataclass(frozen=True)
