@@ -32,16 +32,15 @@ def finetuned(tiny, lr: float):
 def test_a_tiny_step_stays_in_the_kernel_regime_and_a_large_one_leaves_it(tiny):
     small, large = kernel_check(finetuned(tiny, 1e-5)), kernel_check(finetuned(tiny, 3e-2))
     for r in (small, large):
-        for f in r["fits"].values():
-            assert f["stored_outputs_gap"] < 1e-5  # the check's f(x; θ1) is the finetune's own test output
+        for f in r.fits.values():
+            assert f.stored_outputs_gap < 1e-5  # the check's f(x; θ1) is the finetune's own test output
     for name in ("w2s", "strong_sft", "ceiling"):
-        s, g = small["fits"][name], large["fits"][name]
-        assert 0 < s["weight_change"] < g["weight_change"]
-        assert s["unexplained"]["value"] < 0.05 < g["unexplained"]["value"]
-        e = s["error"]
+        s, g = small.fits[name], large.fits[name]
+        assert 0 < s.weight_change < g.weight_change
+        assert s.unexplained.value < 0.05 < g.unexplained.value
+        e = {k: m.value for k, m in s.error.items()}
         assert (
-            abs(e["first_order"]["value"] - e["finetuned"]["value"])
-            < 0.05 * abs(e["finetuned"]["value"] - e["start"]["value"]) + 1e-9
+            abs(e["first_order"] - e["finetuned"]) < 0.05 * abs(e["finetuned"] - e["start"]) + 1e-9
         )  # to first order, the linearisation's error is the finetune's
 
 
@@ -77,11 +76,11 @@ def test_linearised_finetune_from_gradient_features(tiny):
     }
     r = kernel_check(result, grads=g)
     for f in ("w2s", "ceiling"):
-        lin = r["fits"][f]
-        assert lin["linearised"]["rows"] == {"w2s": 300, "ceiling": 400}[f] and lin["linearised"]["basis"]["dim"] <= 50
-        e = lin["error"]
-        assert 0 < e["linearised"]["value"] < 1 and e["linearised"]["value"] != e["start"]["value"]
-    assert "linearised" not in r["fits"]["strong_sft"]["error"] and r["pgr"]["linearised"]["value"] is not None
+        lin = r.fits[f]
+        assert lin.linearised.rows == {"w2s": 300, "ceiling": 400}[f] and lin.linearised.basis["dim"] <= 50
+        e = lin.error
+        assert 0 < e["linearised"].value < 1 and e["linearised"].value != e["start"].value
+    assert "linearised" not in r.fits["strong_sft"].error and r.pgr["linearised"].value is not None
     cli = w2s("kernel-check", result, "--grads", f"ceiling={g['w2s']}")
     assert_user_error(cli, "made at the start of fit w2s, not of ceiling")
     assert_user_error(w2s("kernel-check", result, "--grads", f"w2s={strong}"), "not gradient features")

@@ -1,6 +1,7 @@
 """Typed result records: each one survives a round trip through JSON, a file of the previous schema (2) is
 still read and reported, one of an older schema is refused with its version, a bad field is refused when a
-record is built."""
+record is built; the records of kernel-check, intrinsic-dim, rank-teachers, --dry-run and synth keep the
+layout those commands print; every artifact read is checked by its kind's record, the one schema check."""
 
 import copy
 import json
@@ -13,14 +14,19 @@ from w2s_cli import W2SError
 from w2s_cli.report.render import json_text, report_blocks
 from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.store import artifact as store
+from w2s_cli.store.records import ARTIFACTS as ARTIFACT_RECORDS
 from w2s_cli.store.records import (
     Analysis,
     Basis,
+    CostEstimate,
     EmbeddingsRecord,
     FitRecord,
+    IntrinsicDim,
+    KernelCheck,
     LabelNoiseRecord,
     Metrics,
     PseudoLabelsRecord,
+    Ranking,
     RecordError,
     ResultRecord,
     StudentRecord,
@@ -312,3 +318,218 @@ def test_embeddings_record_reads_old_layouts_and_says_what_identifies_them():
         EmbeddingsRecord.from_json(_embeddings_meta(model={"name": "resnet18", "weights": {}}))
     with pytest.raises(RecordError, match="'limit' is 0"):
         EmbeddingsRecord.from_json(_embeddings_meta(limit=0))
+
+
+# the records of the diagnostics and studies: the layouts their commands print with --json (those of w2s at
+# 521f2e9, captured from kernel-check, intrinsic-dim, rank-teachers and run --dry-run on digits, numbers cut)
+def _measured(value, stderr=0.002):
+    return {"value": value, "stderr": stderr}
+
+
+def _kernel_fit(linearised=False):
+    fit = {
+        "trained_parameters": 48406,
+        "weight_change": 0.207,
+        "output_change_rms": 4.37,
+        "unexplained": _measured(1.05, 0.023),
+        "chosen_epoch": 1,
+        "stored_outputs_gap": 0.0,
+    }
+    if linearised:
+        basis = {
+            "dim": 9,
+            "rule": "energy 0.9",
+            "energy": 0.9,
+            "width": 64,
+            "rank": 54,
+            "rows": 400,
+            "energy_held": 0.9,
+        }
+        fit["linearised"] = {"features": "/x/g-w2s.safetensors", "rows": 300, "basis": basis}
+    kinds = ("start", "finetuned", "first_order", "linearised") if linearised else ("start", "finetuned", "first_order")
+    return {**fit, "error": {k: _measured(0.06 + i) for i, k in enumerate(kinds)}}
+
+
+def _kernel_check():
+    return {
+        "result": "/x/ft.safetensors",
+        "recipe": "finetuned: last 1 block, LP-FT, squared error, 1 epochs",
+        "n_test": 200,
+        "error_weak": _measured(0.061),
+        "fits": {"w2s": _kernel_fit(True), "strong_sft": _kernel_fit(), "ceiling": _kernel_fit(True)},
+        "pgr": {k: _measured(v, 0.1) for k, v in (("start", -0.53), ("finetuned", 1.7), ("linearised", None))},
+    }
+
+
+def _matrix(**neighbours):
+    return {
+        "m": 1797,
+        "width": 256,
+        "d": 33,
+        "energy": 0.99,
+        "d_at": {"0.90": 13, "0.95": 18, "0.99": 33},
+        "participation_ratio": 7.86,
+        "rank": 256,
+        **neighbours,
+    }
+
+
+def _intrinsic(method="subspace"):
+    out = {
+        "energy": 0.99,
+        "center": True,
+        "estimators": {"spectral": "spectral: ...", "twonn": "TwoNN ...", "mle": "MLE ..."},
+        "weak": _matrix(twonn=8.5, mle=7.07),
+        "strong": {**_matrix(twonn=8.55, mle=6.76), "width": 96, "rank": 59},
+        "d_sw": 7.73,
+        "d_sw_null": 0.40,
+    }
+    if method == "authors":
+        return {**out, "method": "authors: ..."}
+    return {**out, "d_sw_corrected": 7.52, "canonical_correlations": [0.97, 0.91], "method": "subspace: ..."}
+
+
+def _ranked(weak, measured):
+    errors = {"error_w2s": 0.0589, "error_w2s_stderr": 0.0017, "error_weak": 0.0513, "pgr": -2.79, "opr": 0.897}
+    out = {"weak": weak, "d_w": 20.0, "d_s": 20.0, "d_sw": 6.15, "predicted": errors}
+    return {**out, "measured": {**errors, "pgr": None}} if measured else out
+
+
+def _ranking(measured=False):
+    out = {
+        "strong": "test_resnet@32",
+        "n_labeled": 200,
+        "n_pseudo": 600,
+        "trials": 1,
+        "teachers": [_ranked("test_efficientnet@32", measured), _ranked("test_efficientnet@24", measured)],
+        "near_ties": [
+            {"teachers": ["test_efficientnet@32", "test_efficientnet@24"], "difference": 0.0013, "stderr": 7e-4}
+        ],
+    }
+    if measured:  # spearman: undefined below three teachers, and printed so
+        out.update(spearman=None, max_relative_error=0.0229)
+    return {**out, "configuration": {"strong": "test_resnet@32", "measure": measured}}
+
+
+def _estimate():
+    backbone = {"label": "test_resnet@32", "images": 0, "cached": True, "width": 96, "seconds_per_image": 5e-4}
+    return {
+        "backbones": [{**backbone, "path": "run/strong.safetensors"}, {**backbone, "cached": False, "path": None}],
+        "rows": 1797,
+        "trials": 4,
+        "predictions": 0,
+        "prefix_images": 0,
+        "finetune_epochs": 0,
+        "finetune_step_rows": 0,
+        "finetune_forward_rows": 0,
+        "jobs": 4,
+        "disk_bytes": 2112000,
+        "seconds": {"extraction": 0.0, "prefix_cache": 0.0, "fits": 4.27, "finetuning": 0.0},
+        "total_seconds": 2.13,
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "layout"),
+    [
+        (KernelCheck, _kernel_check()),
+        (KernelCheck, {**_kernel_check(), "fits": {"w2s": _kernel_fit()}}),
+        (IntrinsicDim, _intrinsic()),
+        (IntrinsicDim, _intrinsic("authors")),
+        (IntrinsicDim, {**_intrinsic(), "artifact": "id.safetensors", "plot": "id.png"}),
+        (IntrinsicDim, {"energy": 0.99, "center": False, "estimators": {}, "weak": _matrix()}),
+        (Ranking, _ranking()),
+        (Ranking, _ranking(measured=True)),
+        (CostEstimate, _estimate()),
+    ],
+)
+def test_the_records_of_diagnostics_and_studies_keep_the_layout_their_commands_print(kind, layout):
+    record = kind.from_json(layout)
+    assert record.to_json() == layout and list(record.to_json()) == list(layout)  # keys, their order, values
+    assert json.loads(json_text(record)) == json.loads(json.dumps(layout))  # what --json prints
+    assert _through_json(record) == record
+
+
+def test_the_synth_records_keep_the_layout_synth_prints():
+    from w2s_cli.numerics.synth import SynthResult, SynthSweep
+
+    config = {"ambient": 50, "d_s": 8, "d_w": 24, "shared": 3, "n_labeled": 90, "n_pseudo": 300, "sigma": 0.7}
+    config.update(trials=300, seed=0, rest="random")
+    six = {"weak": 0.178, "w2s": 0.0416, "strong_sft": 0.0456, "ceiling": 0.0105, "pgr": 0.815, "opr": None}
+    one = {"config": config, "d_sw": 5.2, **dict.fromkeys(("measured", "stderr", "predicted", "asymptotic"), six)}
+    one["limits"] = {"pgr": 0.78, "opr": 1.53, "n_pseudo_threshold": 17}
+    sweep = {
+        "sweep": "sigma",
+        "plot": "s.png",
+        "csv": "s.csv",
+        "points": [{"value": 0.5, **one}, {"value": 1.0, **one}],
+    }
+    for kind, layout in ((SynthResult, one), (SynthSweep, sweep)):
+        record = kind.from_json(layout)
+        assert record.to_json() == layout and json.loads(json_text(record)) == layout
+        assert kind.from_json(json.loads(json_text(record))) == record
+    with pytest.raises(ValueError, match="'measured' is not an object with weak, w2s"):
+        SynthResult.from_json({**one, "measured": {"weak": 0.1}})
+
+
+def test_the_records_of_diagnostics_and_studies_refuse_bad_fields_when_built():
+    with pytest.raises(RecordError, match="'n_test' is 0"):
+        KernelCheck.from_json({**_kernel_check(), "n_test": 0})
+    without_errors = {k: v for k, v in _kernel_fit().items() if k != "error"}
+    with pytest.raises(RecordError, match="'fit' has no 'error'"):
+        KernelCheck.from_json({**_kernel_check(), "fits": {"w2s": without_errors}})
+    with pytest.raises(RecordError, match="'d_sw' goes with the 'strong' matrix"):
+        IntrinsicDim.from_json({**_intrinsic(), "strong": None})
+    half = _ranking()
+    half["teachers"][0] = _ranked("test_efficientnet@32", measured=True)
+    with pytest.raises(RecordError, match="'teachers' are measured all or none"):
+        Ranking.from_json(half)
+    with pytest.raises(RecordError, match="'jobs' is -1, not a whole number"):
+        CostEstimate.from_json({**_estimate(), "jobs": -1})
+    with pytest.raises(RecordError, match="'near_ties.teachers' is"):
+        Ranking.from_json({**_ranking(), "near_ties": [{"teachers": ["a"], "difference": 0.1, "stderr": 0.1}]})
+
+
+# one schema check: store/artifact.py reads the header, schema and kind; the kind's record checks the fields,
+# as every artifact is read (today's messages: tests/test_catalogue.py)
+def _intrinsic_artifact():
+    meta = store.base_meta("intrinsic_dim", 0)
+    meta.update(artifact_id="i" * 64, inputs={"weak": "/x/w.safetensors", "strong": None})
+    return {**meta, "result": {k: v for k, v in _intrinsic().items() if k != "canonical_correlations"}}
+
+
+ARTIFACT_METAS = {
+    "embeddings": lambda: {**_embeddings_meta(), "artifact_id": "e" * 64},
+    "teacher": _v2_teacher,
+    "pseudolabels": _v2_pseudolabels,
+    "result": _v2_result,
+    "intrinsic_dim": _intrinsic_artifact,
+}
+
+
+@pytest.mark.parametrize(("kind", "key"), [("embeddings", "model"), ("teacher", "split"), ("pseudolabels", "teacher"),
+                                           ("result", "trials"), ("intrinsic_dim", "result")])  # fmt: skip
+def test_every_artifact_is_checked_by_its_record_as_it_is_read(tmp_path, kind, key):
+    meta = ARTIFACT_METAS[kind]()
+    art = store.load(_write(tmp_path / "good.safetensors", meta))
+    assert art.record == ARTIFACT_RECORDS[kind].from_json(meta) and read_record(art, type(art.record)) is art.record
+    bad = _write(tmp_path / "bad.safetensors", {k: v for k, v in meta.items() if k != key})
+    message = f"{kind} .*bad.safetensors: corrupt w2s record: a '{kind}' artifact without '{key}'"
+    for read in (store.load, store.read_meta):
+        with pytest.raises(W2SError, match=message):
+            read(bad)
+    no_id = _write(tmp_path / "no-id.safetensors", {k: v for k, v in meta.items() if k != "artifact_id"})
+    with pytest.raises(W2SError, match=f"corrupt w2s record: a '{kind}' artifact without 'artifact_id'"):
+        store.load(no_id)
+
+
+def test_a_bad_field_deep_in_a_record_is_refused_when_the_artifact_is_read(tmp_path):
+    """Not later, by the stage that reads the field: the record is built (and checked) by the reader."""
+    teacher = _v2_teacher()
+    path = _write(tmp_path / "t.safetensors", {**teacher, "split": {**teacher["split"], "n_test": -1}})
+    with pytest.raises(W2SError, match=r"teacher .*t.safetensors: corrupt w2s record: 'split.n_test' is -1"):
+        store.load(path, "teacher")
+    bad = _intrinsic_artifact()
+    bad["result"]["weak"]["d_at"]["0.90"] = "13"
+    with pytest.raises(W2SError, match="intrinsic_dim .*: corrupt w2s record: 'd_at.0.90' is '13'"):
+        store.read_meta(_write(tmp_path / "i.safetensors", bad))

@@ -242,8 +242,8 @@ def test_a_copied_folder_read_from_elsewhere_reads_its_own_files(made, tiny, tmp
     try:
         with working_folder(tmp_path):
             r = kernel_check(copied / "runs" / "ft.safetensors")
-            assert r["result"] == str((copied / "runs" / "ft.safetensors").resolve())
-            assert all(f["stored_outputs_gap"] < 1e-5 for f in r["fits"].values())
+            assert r.result == str((copied / "runs" / "ft.safetensors").resolve())
+            assert all(f.stored_outputs_gap < 1e-5 for f in r.fits.values())
             g = grads(tiny, copied / "runs" / "ft.safetensors", copied / "g" / "g.safetensors", "last:1")
     finally:
         away.rename(original.parent)
@@ -276,7 +276,7 @@ def test_records_of_an_older_w2s_still_find_their_cache(made, tiny, tmp_path):
     for folder in (d, tmp_path):
         with working_folder(folder):
             r = kernel_check(old)
-            assert all(f["stored_outputs_gap"] < 1e-5 for f in r["fits"].values())
+            assert all(f.stored_outputs_gap < 1e-5 for f in r.fits.values())
     for folder in (d, tmp_path):  # gradient features at its start read the same cache
         with working_folder(folder):
             assert start_head(old, "w2s", tmp_path / "g.safetensors").read.ref["path"] == str((d / CACHE).resolve())

@@ -1,17 +1,18 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from w2s_cli.numerics.stats import (
     MODELS,
-    evaluate,
     one_hot,
     opr,
     pgr,
     pgr_from_rows,
     ratio,
     squared_errors,
-    summarize_trials,
 )
+from w2s_cli.stages.summary import evaluate, over_trials
 
 
 def test_squared_error_against_one_hot_by_hand():
@@ -48,16 +49,17 @@ def test_evaluate_and_summaries():
     outputs = {
         k: truth + rng.normal(scale=s, size=truth.shape) for k, s in zip(MODELS, (0.6, 0.4, 0.5, 0.2), strict=True)
     }
-    r = evaluate(outputs, truth, labels)
-    errs = r["error"]
+    r = evaluate(outputs, truth, labels)  # a Metrics record
+    errs = r.error
     assert errs["weak"] > errs["strong_sft"] > errs["w2s"] > errs["ceiling"]
-    assert r["pgr"] == pytest.approx((errs["weak"] - errs["w2s"]) / (errs["weak"] - errs["ceiling"]))
-    assert r["pgr_stderr"] > 0 and r["opr_stderr"] > 0 and set(r["accuracy"]) == set(MODELS)
-    r2 = dict(r, error={k: v * 1.1 for k, v in errs.items()})
-    s = summarize_trials([r, r2])
-    assert s["trials"] == 2
-    assert s["error"]["weak"] == pytest.approx(errs["weak"] * 1.05)
-    assert s["error_stderr"]["weak"] == pytest.approx(np.std([errs["weak"], errs["weak"] * 1.1], ddof=1) / np.sqrt(2))
+    assert r.pgr == pytest.approx((errs["weak"] - errs["w2s"]) / (errs["weak"] - errs["ceiling"]))
+    assert r.pgr_stderr > 0 and r.opr_stderr > 0 and set(r.accuracy) == set(MODELS) and r.n_test == 200
+    r2 = dataclasses.replace(r, error={k: v * 1.1 for k, v in errs.items()})
+    s = over_trials([r, r2], 200)
+    assert s.trials == 2 and s.n_test == 200
+    assert s.error["weak"] == pytest.approx(errs["weak"] * 1.05)
+    assert s.error_stderr["weak"] == pytest.approx(np.std([errs["weak"], errs["weak"] * 1.1], ddof=1) / np.sqrt(2))
     # one estimator for the headline and its standard error: the ratio of mean errors
-    e = s["error"]
-    assert s["pgr"] == pytest.approx((e["weak"] - e["w2s"]) / (e["weak"] - e["ceiling"]))
+    e = s.error
+    assert s.pgr == pytest.approx((e["weak"] - e["w2s"]) / (e["weak"] - e["ceiling"]))
+    assert over_trials([r], 200) == dataclasses.replace(r, trials=1)

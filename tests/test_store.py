@@ -11,11 +11,28 @@ from safetensors.numpy import load_file, save_file
 from w2s_cli import W2SError
 from w2s_cli.store import artifact as store
 
+# the fields of a record of each kind that a reader checks (store/records/), beside the dataset and samples
+FIELDS = {
+    "embeddings": {
+        "model": {"name": "m", "weights": {"state_dict_sha256": "h" * 64}},
+        "preprocessing": {"input_size": [3, 8, 8]},
+    },
+    "teacher": {
+        "embeddings": {"path": "/x/e.safetensors"},
+        "solver": "ridgeless",
+        "link": "identity",
+        "subspace": {"requested": "none", "dim": None, "rule": "none", "energy": 0.9, "width": 2, "rank": 2, "rows": 3},
+        "split": {"seed": 7, "test_seed": None, "n_test": 1, "n_labeled": 1, "n_pseudo": 1},
+        "label_noise": {"rate": 0.0},
+        "fit": {"solver": "ridgeless", "rows": 1},
+        "seconds": 0.1,
+    },
+}
+
 
 def _art(kind="teacher", **tensors):
     meta = store.base_meta(kind, seed=7)
-    meta.update({"dataset": {"name": "d", "fingerprint": "f" * 64}, "sample_ids_sha256": "a" * 64})
-    meta.update({k: {} for k in store.REQUIRED[kind] if k not in meta and k != "artifact_id"})
+    meta.update({"dataset": {"name": "d", "fingerprint": "f" * 64}, "sample_ids_sha256": "a" * 64}, **FIELDS[kind])
     tensors = tensors or {"coef": np.arange(6, dtype=np.float64).reshape(3, 2), "rows": np.array([3, 1, 2])}
     return store.Artifact(kind, meta, tensors)
 

@@ -32,11 +32,11 @@ def test_measured_matches_exact_prediction(ambient, d_s, d_w, shared, n, N, sigm
     cfg = SynthConfig(ambient, d_s, d_w, shared, n, N, sigma, trials=20000, seed=11, rest=rest)
     r = run_synth(cfg)
     for k in MODELS:
-        m, se, p = r["measured"][k], r["stderr"][k], r["predicted"][k]
+        m, se, p = r.measured[k], r.stderr[k], r.predicted[k]
         assert abs(m - p) <= max(4 * se, 0.03 * p), (k, m, se, p)
     for k in ("pgr", "opr"):
-        m, p = r["measured"][k], r["predicted"][k]
-        assert abs(m - p) <= 0.03 * abs(p), (k, m, r["stderr"][k], p)
+        m, p = r.measured[k], r.predicted[k]
+        assert abs(m - p) <= 0.03 * abs(p), (k, m, r.stderr[k], p)
 
 
 @pytest.mark.slow
@@ -52,9 +52,9 @@ def test_no_discrepancy_gives_no_gain():
     # V_w inside V_s: d_sw = d_w, the student reproduces the teacher exactly
     cfg = SynthConfig(40, d_s=20, d_w=8, shared=8, n_labeled=60, n_pseudo=200, sigma=1.0, trials=500)
     r = run_synth(cfg)
-    assert r["d_sw"] == pytest.approx(8)
-    assert r["predicted"]["pgr"] == pytest.approx(0.0, abs=1e-12)
-    assert abs(r["measured"]["pgr"]) < 1e-8
+    assert r.d_sw == pytest.approx(8)
+    assert r.predicted["pgr"] == pytest.approx(0.0, abs=1e-12)
+    assert abs(r.measured["pgr"]) < 1e-8
     assert theory.limits(20, 8, 8)["pgr"] == 0.0
 
 
@@ -65,10 +65,10 @@ def test_below_the_threshold_w2s_does_not_beat_the_teacher():
         60, d_s=d_s, d_w=16, shared=0, n_labeled=60, n_pseudo=14, sigma=1.0, trials=20000, rest="orthogonal"
     )
     r = run_synth(cfg)
-    assert r["predicted"]["pgr"] <= 0
-    assert r["measured"]["pgr"] <= 0 + 2 * r["stderr"]["pgr"]
+    assert r.predicted["pgr"] <= 0
+    assert r.measured["pgr"] <= 0 + 2 * r.stderr["pgr"]
     above = run_synth(SynthConfig(**{**cfg.__dict__, "n_pseudo": 40}))
-    assert above["predicted"]["pgr"] > 0 and above["measured"]["pgr"] > 0
+    assert above.predicted["pgr"] > 0 and above.measured["pgr"] > 0
 
 
 def test_formulas_by_hand_and_limits():

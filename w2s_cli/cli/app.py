@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
     from w2s_cli.options import RunOptions
     from w2s_cli.report.tracking import Tracking
-    from w2s_cli.store.records import Sweep
+    from w2s_cli.store.records import CostEstimate, Sweep
 
 app = typer.Typer(
     add_completion=False,
@@ -86,6 +86,13 @@ def emit_path(path: Path, summary: str = "") -> None:
     if summary:
         sys.stderr.write(summary + "\n")
     sys.stdout.write(f"{path}\n")
+
+
+def _record_of(path: Path):
+    """The typed record of the artifact a command just wrote (store/records/), for its summary line."""
+    from w2s_cli.store.artifact import load
+
+    return load(path).record
 
 
 def _show_report(result: Path, as_json: bool, as_markdown: bool) -> None:
@@ -143,9 +150,10 @@ def extract(
             raise W2SError(f"{flag} goes with --init RESULT")
     init_fit = init_fit or "w2s"
     if out is None:
-        slug = data.data.replace(":", "-").replace("/", "_").strip("_")
+        from w2s_cli.store.cache import slug
+
         kind = f"_grad-{train.replace(':', '')}" if features == "grad" else ("_finetuned" if init else "")
-        out = Path(f"{slug}_{model.replace('/', '_')}_{image_size or 'native'}px{kind}.safetensors")
+        out = Path(f"{slug(data.data).strip('_')}_{slug(model)}_{image_size or 'native'}px{kind}.safetensors")
     spec = BackboneSpec(model, image_size, weights, pretrained)
     if features == "embeddings" and init is None:
         emit_path(run_extract(data, spec, out, extract, limit=limit, seed=seed))
@@ -167,7 +175,6 @@ def extract(
         emit_path(made)
         return
     from w2s_cli.diagnostics.grad_features import extract_gradients
-    from w2s_cli.store.artifact import read_meta
 
     path = extract_gradients(
         data,
@@ -183,7 +190,7 @@ def extract(
         limit=limit,
         seed=seed,
     )
-    record = read_meta(path)["features"]
+    record = _record_of(path).features
     d = record["measured"]["distortion"]
     error = d["diagonal_relative_error"]["mean"]
     emit_path(
@@ -204,7 +211,6 @@ def train_weak(
 ) -> None:
     """Draw and store the split; fit the weak basis and the teacher on n labels."""
     from w2s_cli.stages.teacher import train_weak as run
-    from w2s_cli.store.artifact import read_meta
     from w2s_cli.store.outputs import default_out
 
     src = input_path(weak, "weak embeddings")
@@ -217,14 +223,13 @@ def train_weak(
         solver=solver,
         n_pseudo=n_pseudo,
     )
-    meta = read_meta(path)
-    acc = meta["test_accuracy"]
-    dim = meta["subspace"]["dim"]
+    made = _record_of(path)
+    acc = made.test_accuracy
     emit_path(
         path,
-        f"teacher: test MSE {meta['test_error']:.4f}"
+        f"teacher: test MSE {made.test_error:.4f}"
         + (f", accuracy {acc:.4f}" if acc is not None else "")
-        + f"; d_w = {dim or 'full width'}; N = {meta['split']['n_pseudo']} pseudo rows drawn",
+        + f"; d_w = {made.subspace.dim or 'full width'}; N = {made.split.n_pseudo} pseudo rows drawn",
     )
 
 
@@ -246,12 +251,11 @@ def pseudolabel(
 ) -> None:
     """Label the teacher's N pool samples with its outputs."""
     from w2s_cli.stages.teacher import pseudolabel as run
-    from w2s_cli.store.artifact import read_meta
     from w2s_cli.store.outputs import default_out
 
     src = input_path(teacher, "teacher")
     path = run(src, out or default_out(src, "pseudolabels"), n_pseudo=n_pseudo, hard=hard, embeddings=embeddings)
-    acc = read_meta(path)["pseudo_label_accuracy"]
+    acc = _record_of(path).pseudo_label_accuracy
     emit_path(path, f"pseudo-label accuracy {acc:.4f}" if acc is not None else "")
 
 
@@ -268,7 +272,6 @@ def fit_student(
 ) -> None:
     """Fit the W2S student, strong SFT and ceiling; evaluate all four; say what the theory explains."""
     from w2s_cli.stages.student import fit_student as run
-    from w2s_cli.store.artifact import read_meta
     from w2s_cli.store.outputs import default_out
 
     src = input_path(pseudo, "pseudo-labels")
@@ -281,9 +284,9 @@ def fit_student(
         dimensions=dimensions,
         weak=weak,
     )
-    t = read_meta(path)["trials"][0]
-    pgr = "undefined" if t["pgr"] is None else f"{t['pgr']:.3f}"
-    emit_path(path, f"test MSE: weak {t['error']['weak']:.4f}, w2s {t['error']['w2s']:.4f}; PGR {pgr}")
+    t = _record_of(path).trials[0].metrics
+    pgr = "undefined" if t.pgr is None else f"{t.pgr:.3f}"
+    emit_path(path, f"test MSE: weak {t.error['weak']:.4f}, w2s {t.error['w2s']:.4f}; PGR {pgr}")
 
 
 @app.command()
@@ -308,15 +311,13 @@ def finetune(
 ) -> None:
     """Finetune the strong network on the teacher's labels (W2S), on n labels (SFT) and n + N (ceiling)."""
     from w2s_cli.stages.finetune import finetune as run
-    from w2s_cli.store.artifact import read_meta
     from w2s_cli.store.outputs import default_out
 
     src = input_path(pseudo, "pseudo-labels")
     if dry_run:
         from w2s_cli.studies.finetune_cost import estimate_finetune
 
-        work = estimate_finetune(src, strong, recipe)
-        return _show_estimate(work, out or default_out(src, "finetuned"), False, option="--out")
+        return _dry_run(estimate_finetune(src, strong, recipe), out or default_out(src, "finetuned"), option="--out")
     images = DataOptions(data, root) if data else None
     path = run(
         src,
@@ -331,9 +332,9 @@ def finetune(
         from w2s_cli.diagnostics.predict import predict_and_attach
 
         predict_and_attach(path, extract=extract, quiet=extract.quiet)
-    t = read_meta(path)["trials"][0]
-    pgr = "undefined" if t["pgr"] is None else f"{t['pgr']:.3f}"
-    emit_path(path, f"test MSE: weak {t['error']['weak']:.4f}, finetuned w2s {t['error']['w2s']:.4f}; PGR {pgr}")
+    t = _record_of(path).trials[0].metrics
+    pgr = "undefined" if t.pgr is None else f"{t.pgr:.3f}"
+    emit_path(path, f"test MSE: weak {t.error['weak']:.4f}, finetuned w2s {t.error['w2s']:.4f}; PGR {pgr}")
 
 
 @app.command("kernel-check")
@@ -484,7 +485,7 @@ def run(
     if dry_run:
         from w2s_cli.studies.cost import estimate_run
 
-        return _show_estimate(estimate_run(flags.out_dir, data, options, extract, flags.reuse), flags.out_dir, as_json)
+        return _dry_run(estimate_run(flags.out_dir, data, options, extract, flags.reuse), flags.out_dir, as_json)
     path = run_all(flags.out_dir, data, options, extract, reuse=flags.reuse)
     if tracking is not None:  # before anything is said: a store that refuses is the one error line
         _track_run(tracking, path, flags.out_dir)
@@ -548,8 +549,13 @@ def sweep(
     def options() -> RunOptions:  # made under the progress bar, as before
         return flags.options(*models.specs(), split, head, recipe)
 
+    if spread.dry_run:
+        from w2s_cli.studies.cost import estimate_sweep
+
+        work = estimate_sweep(out_dir, data, options(), extract, varies, reuse=flags.reuse, executor=spread)
+        return _dry_run(work, out_dir, as_json)
     result = _sweep_points(out_dir, data, options, extract, varies, flags.reuse, spread, as_json)
-    if result is None:  # submitted (--detach) or estimated (--dry-run): said
+    if result is None:  # submitted (--detach): said
         return
     if spread.kind != "inprocess" and collect is None:
         save_configuration(out_dir / "jobs" / "sweep.toml")
@@ -571,11 +577,10 @@ def _sweep_points(
     spread: ExecutorOptions,
     as_json: bool,
 ) -> Sweep | None:
-    """The sweep's points, under a progress bar; None when its jobs were submitted (--detach) or its work only
-    estimated (--dry-run), which this says."""
+    """The sweep's points, under a progress bar; None when its jobs were submitted (--detach), which this says."""
     from w2s_cli.cli.config import save_configuration
     from w2s_cli.progress import progress_bar
-    from w2s_cli.studies.executors import Detached, Estimated
+    from w2s_cli.studies.executors import Detached
     from w2s_cli.studies.sweep import sweep as run_sweep
 
     with progress_bar(extract.quiet) as bar:
@@ -592,8 +597,6 @@ def _sweep_points(
         except Detached as submitted:
             save_configuration(out_dir / "jobs" / "sweep.toml")  # what --collect reads
             _detached(submitted.record, out_dir, as_json)
-        except Estimated as work:
-            _show_estimate(work.estimate, out_dir, as_json)
     return None
 
 
@@ -622,8 +625,10 @@ def _track_sweep(tracking: Tracking, result: Sweep, out_dir: Path, files: list[P
     sys.stderr.write(f"tracked: MLflow run {parent} with {len(points)} point runs in {tracking.uri}\n")
 
 
-def _show_estimate(work: dict, out_dir: Path, as_json: bool, option: str = "--out-dir") -> None:
-    """--dry-run: the work, disk and estimated time, as lines or one JSON object on stdout."""
+def _dry_run(work: CostEstimate, out_dir: Path, as_json: bool = False, option: str = "--out-dir") -> None:
+    """--dry-run, the one way every command that has it (run, sweep, rank-teachers, finetune) answers it: the
+    estimate of its work (studies/cost.py: work, disk, time) as lines or one JSON object on stdout; the library
+    itself never sees the flag."""
     from w2s_cli.report.render import print_json
     from w2s_cli.studies.cost import describe
 
@@ -668,22 +673,23 @@ def rank_teachers(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Rank weak teachers by their predicted W2S student error, from n labels and unlabelled embeddings."""
+    from dataclasses import replace
+
     from w2s_cli.cli.config import configuration
     from w2s_cli.report.render import print_json, rank_blocks, show
-    from w2s_cli.studies.executors import Estimated
     from w2s_cli.studies.ranking import rank_teachers as run
 
     if spread.detach:
         raise W2SError("--detach is for sweep; rank-teachers waits for its --measure jobs")
     teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]
     options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split)
-    try:
-        result = run(
-            flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, executor=spread
-        )
-    except Estimated as work:
-        return _show_estimate(work.estimate, flags.out_dir, as_json)
-    result["configuration"] = configuration()
+    if spread.dry_run:
+        from w2s_cli.studies.cost import estimate_ranking
+
+        work = estimate_ranking(flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse)
+        return _dry_run(work, flags.out_dir, as_json)
+    result = run(flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, executor=spread)
+    result = replace(result, configuration=configuration())
     if as_json:
         print_json(result)
     else:
@@ -727,13 +733,14 @@ def intrinsic_dim(
         spectra=plot is not None,
     )
     if plot is not None:
+        from dataclasses import replace
+
         from w2s_cli.report.plots import plot_spectra
 
-        values = r.pop("spectra")
-        plot_spectra(values, {k: r[k]["d"] for k in values}, energy, plot)
-        r["plot"] = str(plot)
+        plot_spectra(r.spectra, {k: getattr(r, k).d for k in r.spectra}, energy, plot)
+        r = replace(r, plot=str(plot), spectra=None)
     if out is not None:
-        sys.stderr.write(f"wrote {r['artifact']}\n")
+        sys.stderr.write(f"wrote {r.artifact}\n")
     if as_json:
         print_json(r)
     else:
@@ -761,7 +768,7 @@ def synth(
     """Monte-Carlo check of the theory on synthetic ridgeless W2S: measured vs predicted."""
     from dataclasses import asdict
 
-    from w2s_cli.numerics.synth import SWEEPS, SynthConfig, run_sweep, run_synth
+    from w2s_cli.numerics.synth import SWEEPS, SynthConfig, SynthSweep, run_sweep, run_synth
     from w2s_cli.report.plots import plot_synth_sweep, synth_csv
     from w2s_cli.report.render import print_json, show, synth_blocks, synth_sweep_blocks
     from w2s_cli.store.outputs import check_output
@@ -785,7 +792,7 @@ def synth(
     synth_csv(rows, sweep, table)
     sys.stderr.write(f"wrote {png} and {table}\n")
     if as_json:
-        print_json({"sweep": sweep, "plot": str(png), "csv": str(table), "points": rows})
+        print_json(SynthSweep(sweep, str(png), str(table), rows))
     else:
         show(synth_sweep_blocks(rows, sweep))
 
@@ -870,9 +877,7 @@ def main() -> None:
             raise
     finally:
         from w2s_cli.distributed import shutdown
-        from w2s_cli.store.artifact import COMMAND_CONFIGURATION
 
-        COMMAND_CONFIGURATION.clear()
         shutdown()
     sys.exit(code if isinstance(code, int) else 0)
 

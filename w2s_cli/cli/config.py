@@ -19,6 +19,7 @@ it as OUT/jobs/sweep.toml, which `w2s sweep --collect OUT` reads back.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -195,21 +196,21 @@ def effective(ctx: Any) -> dict[str, Any]:
     return out
 
 
-def record(ctx: Any) -> None:
-    """The command's effective configuration, written into every artifact it makes (store.base_meta)."""
-    store.COMMAND_CONFIGURATION.clear()
-    store.COMMAND_CONFIGURATION.update(effective(ctx))
+def recording(ctx: Any) -> contextlib.AbstractContextManager[None]:
+    """The command's effective configuration, recorded in every artifact made inside the block (the command's
+    call: cli/flags.py `takes`; store.base_meta)."""
+    return store.recording(effective(ctx))
 
 
 def configuration() -> dict[str, Any]:
     """The running command's effective configuration (for the results that are not artifacts)."""
-    return dict(store.COMMAND_CONFIGURATION)
+    return store.configuration() or {}
 
 
 def save_configuration(path: Path, leave_out: tuple[str, ...] = ("csv", "plot", "json")) -> None:
     """The running command's effective configuration as a config file (a spread sweep's OUT/jobs/sweep.toml,
     without its outputs: `--collect OUT` names its own)."""
-    kept = {k: v for k, v in store.COMMAND_CONFIGURATION.items() if k not in leave_out}
+    kept = {k: v for k, v in configuration().items() if k not in leave_out}
     if kept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(dumps(kept), encoding="utf-8")

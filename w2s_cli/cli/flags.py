@@ -259,16 +259,16 @@ def takes(required: tuple[str, ...] = (), **groups: type) -> Callable:
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
-            from w2s_cli.cli.config import record
+            from w2s_cli.cli.config import recording
 
             ctx = kwargs.pop("ctx__")
-            record(ctx)
             if "ctx" in sig.parameters:
                 kwargs["ctx"] = ctx
             for group, cls in groups.items():
                 values = {f.name: kwargs.pop(f"{group}__{f.name}") for f in dataclasses.fields(cls)}
                 kwargs[group] = cls(**values)
-            return fn(**kwargs)
+            with recording(ctx):  # every artifact the command makes records its configuration
+                return fn(**kwargs)
 
         params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in own] + added
         wrapper.__signature__ = sig.replace(parameters=params)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from w2s_cli.options import check_energy
 from w2s_cli.store import artifact as store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
+from w2s_cli.store.records import IntrinsicDim, SpectralDimensions
 
 
 class Matrix:
@@ -121,10 +123,10 @@ def intrinsic_dim(
     seed: int = 0,
     out: str | os.PathLike | None = None,
     spectra: bool = False,
-) -> dict[str, Any]:
-    """Estimates for the weak matrix (and the strong one, and their overlap d_sw). spectra: also return each
-    input's eigenvalues (`result["spectra"]`, role -> values), what a figure of their cumulative energy
-    (report.plots.plot_spectra) draws."""
+) -> IntrinsicDim:
+    """Estimates for the weak matrix (and the strong one, and their overlap d_sw), an `IntrinsicDim` record.
+    spectra: also keep each input's eigenvalues in it (`.spectra`, role -> values; not written), what a
+    figure of their cumulative energy (report.plots.plot_spectra) draws."""
     if method not in ("subspace", "authors"):
         raise W2SError(f"--method must be subspace or authors, not '{printable(method)}'")
     check_energy(energy)
@@ -135,21 +137,22 @@ def intrinsic_dim(
         check_output(out, inputs=[weak, strong], option="-o")
     mats = _matrices(weak, strong)
     joint = _moments(mats, center)
-    result: dict[str, Any] = {"energy": energy, "center": center, "estimators": {n: ESTIMATORS[n] for n in names}}
-    spectra_of, tensors = _dimensions(mats, joint, names, energy, max_samples, seed, result)
+    dims, spectra_of, tensors = _dimensions(mats, joint, names, energy, max_samples, seed)
+    ov: dict[str, Any] = {}
     if strong is not None:
-        d_s, d_w = result["strong"]["d"], result["weak"]["d"]
+        d_s, d_w = dims["strong"].d, dims["weak"].d
         if method == "subspace":
-            ov = _subspace_overlap(joint, spectra_of, mats[0].width, d_s, d_w, center)
-            tensors["canonical_correlations"] = np.asarray(ov["canonical_correlations"])
-            result.update({k: ov[k] for k in ("d_sw", "d_sw_null", "d_sw_corrected", "canonical_correlations")})
-            result["method"] = "subspace: squared canonical correlations of the top principal subspaces"
+            found = _subspace_overlap(joint, spectra_of, mats[0].width, d_s, d_w, center)
+            tensors["canonical_correlations"] = np.asarray(found["canonical_correlations"])
+            ov = {k: found[k] for k in ("d_sw", "d_sw_null", "d_sw_corrected", "canonical_correlations")}
+            ov["method"] = "subspace: squared canonical correlations of the top principal subspaces"
         else:
-            result.update(authors_overlap(spectra_of["strong"], spectra_of["weak"], d_s, d_w, seed))
+            ov = authors_overlap(spectra_of["strong"], spectra_of["weak"], d_s, d_w, seed)
+    result = IntrinsicDim(energy, center, {n: ESTIMATORS[n] for n in names}, **dims, **ov)
     if out is not None:
-        result["artifact"] = str(_save_intrinsic(result, tensors, weak, strong, seed, out))
+        result = dataclasses.replace(result, artifact=str(_save_intrinsic(result, tensors, weak, strong, seed, out)))
     if spectra:
-        result["spectra"] = {k: v.values for k, v in spectra_of.items()}
+        result = dataclasses.replace(result, spectra={k: v.values for k, v in spectra_of.items()})
     return result
 
 
@@ -172,25 +175,25 @@ def _dimensions(
     energy: float,
     max_samples: int,
     seed: int,
-    result: dict[str, Any],
-) -> tuple[dict[str, Spectrum], dict[str, np.ndarray]]:
-    """Each matrix's estimates (d_w, d_s: result[role]) from its block of the joint moments and, for the
+) -> tuple[dict[str, SpectralDimensions], dict[str, Spectrum], dict[str, np.ndarray]]:
+    """Each matrix's estimates (d_w, d_s: by role) from its block of the joint moments and, for the
     nearest-neighbour estimators, from at most max_samples of its rows; its spectrum and the tensors to save."""
-    spectra, tensors, offset = {}, {}, 0
+    dims, spectra, tensors, offset = {}, {}, {}, 0
     for mat in mats:
         cols = slice(offset, offset + mat.width)
         offset += mat.width
         sp = Spectrum.of(Moments(joint.count, joint.mean[cols], joint.cross[cols, cols]))
-        result[mat.role] = describe(sp, energy)
+        neighbours = {}
         for est in names:
             if est in ("twonn", "mle"):
                 rows = np.arange(mat.m)
                 if mat.m > max_samples:
                     rows = np.sort(np.random.default_rng(seed).choice(mat.m, max_samples, replace=False))
-                result[mat.role][est] = nearest_neighbour_dimension(mat.rows(rows), est, max_samples, seed)
+                neighbours[est] = nearest_neighbour_dimension(mat.rows(rows), est, max_samples, seed)
+        dims[mat.role] = SpectralDimensions(**describe(sp, energy), **neighbours)
         spectra[mat.role] = sp
         tensors[f"spectrum_{mat.role}"] = sp.values
-    return spectra, tensors
+    return dims, spectra, tensors
 
 
 def _subspace_overlap(
@@ -205,7 +208,7 @@ def _subspace_overlap(
 
 
 def _save_intrinsic(
-    result: dict[str, Any],
+    result: IntrinsicDim,
     tensors: dict[str, np.ndarray],
     weak: str | os.PathLike,
     strong: str | os.PathLike | None,
@@ -220,7 +223,7 @@ def _save_intrinsic(
                 "weak": str(Path(weak).resolve()),
                 "strong": str(Path(strong).resolve()) if strong else None,
             },
-            "result": {k: v for k, v in result.items() if k != "canonical_correlations"},
+            "result": dataclasses.replace(result, canonical_correlations=None).to_json(),
         }
     )
     return store.save(store.Artifact("intrinsic_dim", meta, tensors), out)

@@ -21,13 +21,14 @@ import copy
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.numerics.stats import mean_and_sem, pgr_from_rows, ratio, squared_errors
+from w2s_cli.store.records import KernelCheck, KernelFit, Linearised, Measured
 
 FITS = ("w2s", "strong_sft", "ceiling")
 
@@ -38,8 +39,8 @@ def kernel_check(
     grads: dict[str, str | os.PathLike] | None = None,
     device: str = "auto",
     batch_size: int = 256,
-) -> dict[str, Any]:
-    """The first-order check of every fit of the finetune `result` (see the module doc), as a JSON-ready dict.
+) -> KernelCheck:
+    """The first-order check of every fit of the finetune `result` (see the module doc), a `KernelCheck`.
     `grads`: fit -> gradient features made at that fit's LP-FT start (`w2s extract --features grad --init
     RESULT --init-fit FIT`); for each, the linearised finetune's test outputs and error are added."""
     import torch
@@ -59,33 +60,36 @@ def kernel_check(
     bb = backbone_from_record(emb_s.meta, f"strong embeddings {printable(emb_s.path)}")
     truth = emb_s.truth(test)
     rows = _fit_rows(result, rec, emb_s) if grads else None
-    fits = {}
+    fits, errors = {}, {}
     for name in FITS:
         head = (np.asarray(art[f"start_coef_{name}"]), np.asarray(art[f"start_intercept_{name}"]))
         weights = _fit_weights(result, rec, name)
-        fits[name] = _one_fit(copy.deepcopy(bb.model), bb.name, recipe, head, weights, x, dev, batch_size, fit=name)
-        fits[name]["chosen_epoch"] = rec.fits[name].chosen_epoch
-        fits[name]["stored_outputs_gap"] = float(np.abs(fits[name].pop("f1") - art[f"test_output_{name}"]).max())
+        moved = _one_fit(copy.deepcopy(bb.model), bb.name, recipe, head, weights, x, dev, batch_size, fit=name)
+        lin = None
         if name in grads:
-            out, fits[name]["linearised"] = linearised(art, rec, emb_s, rows, name, grads[name])
-            fits[name]["outputs"]["linearised"] = out
-    errors = {n: {k: squared_errors(v, truth) for k, v in f.pop("outputs").items()} for n, f in fits.items()}
+            moved.outputs["linearised"], lin = linearised(art, rec, emb_s, rows, name, grads[name])
+        errors[name] = {k: squared_errors(v, truth) for k, v in moved.outputs.items()}
+        fits[name] = KernelFit(
+            trained_parameters=moved.trained_parameters,
+            weight_change=moved.weight_change,
+            output_change_rms=moved.output_change_rms,
+            unexplained=moved.unexplained,
+            chosen_epoch=rec.fits[name].chosen_epoch,
+            stored_outputs_gap=float(np.abs(moved.f1 - art[f"test_output_{name}"]).max()),
+            error={k: _mean_se(e) for k, e in errors[name].items()},
+            linearised=lin,
+        )
     weak = squared_errors(np.asarray(art["test_output_weak"], np.float64), truth)
-    for n, f in fits.items():
-        f["error"] = {k: _mean_se(e) for k, e in errors[n].items()}
     kinds = ["start", "finetuned", "first_order"] + (["linearised"] if {"w2s", "ceiling"} <= set(grads) else [])
-    pgr = {
-        k: dict(zip(("value", "stderr"), pgr_from_rows(weak, errors["w2s"][k], errors["ceiling"][k]), strict=True))
-        for k in kinds
-    }
-    return {
-        "result": str(Path(result).resolve()),  # absolute, like every path this check reports
-        "recipe": recipe.describe(),
-        "n_test": len(test),
-        "error_weak": _mean_se(weak),
-        "fits": fits,
-        "pgr": pgr,
-    }
+    pgr = {k: Measured(*pgr_from_rows(weak, errors["w2s"][k], errors["ceiling"][k])) for k in kinds}
+    return KernelCheck(
+        result=str(Path(result).resolve()),  # absolute, like every path this check reports
+        recipe=recipe.describe(),
+        n_test=len(test),
+        error_weak=_mean_se(weak),
+        fits=fits,
+        pgr=pgr,
+    )
 
 
 def _read(result: str | os.PathLike):
@@ -185,7 +189,7 @@ def _checked_grads(art, result, rec, emb_s, fit: str, grads: str | os.PathLike):
     return g
 
 
-def linearised(art, rec, emb_s, rows, fit: str, g) -> tuple[np.ndarray, dict[str, Any]]:
+def linearised(art, rec, emb_s, rows, fit: str, g) -> tuple[np.ndarray, Linearised]:
     """The linearised finetune of fit `fit` on its test rows: its LP-FT start f0 plus the ridgeless fit of the
     residual targets - f0 on the gradient features `g` (made at that start, checked by `_checked_grads`), in
     their energy basis (`auto`, 0.9, over the n + N rows, as fit-student's), over the fit's own rows."""
@@ -204,7 +208,7 @@ def linearised(art, rec, emb_s, rows, fit: str, g) -> tuple[np.ndarray, dict[str
     c, b = head.linear()
     test = np.asarray(art["test_rows"])
     out = start(test) + basis.transform(g.rows(test)) @ c + b
-    return out, {"features": str(Path(g.path).resolve()), "rows": len(f.rows), "basis": record}
+    return out, Linearised(str(Path(g.path).resolve()), len(f.rows), record)
 
 
 def grads_belong(g, art, rec, emb_s, fit: str, *, where: str, result) -> None:
@@ -240,12 +244,24 @@ def grads_belong(g, art, rec, emb_s, fit: str, *, where: str, result) -> None:
         raise W2SError(f"{where}: not the samples of the strong embeddings {printable(emb_s.path)}")
 
 
-def _mean_se(e: np.ndarray) -> dict[str, float | None]:
-    m, se = mean_and_sem(list(e))
-    return {"value": m, "stderr": se}
+def _mean_se(e: np.ndarray) -> Measured:
+    return Measured(*mean_and_sem(list(e)))
 
 
-def _one_fit(model, name: str, recipe, head, weights, x, dev, batch_size: int, *, fit: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Moved:
+    """How far one fit moved from its start: its trained parameters, |θ1 - θ0| / |θ0|, the rms output change
+    and the share J dθ leaves unexplained; its test outputs (start, finetuned, first order) and f(x; θ1)."""
+
+    trained_parameters: int
+    weight_change: float | None
+    output_change_rms: float
+    unexplained: Measured
+    outputs: dict[str, np.ndarray]
+    f1: np.ndarray
+
+
+def _one_fit(model, name: str, recipe, head, weights, x, dev, batch_size: int, *, fit: str) -> Moved:
     """θ₀ (the start head on the pretrained backbone) and θ₁ (the finetuned weights: (path, recorded hash)) of
     one fit: movement, outputs f₀, f₁, first order f₀ + JΔθ on the rows x, and the unexplained share of the
     change."""
@@ -282,15 +298,15 @@ def _one_fit(model, name: str, recipe, head, weights, x, dev, batch_size: int, *
     left = ((f1 - lin) ** 2).sum(axis=1)
     share, share_se = ratio(left, change)
     outputs = {k: outputs_of(v, recipe.loss) for k, v in (("start", f0), ("finetuned", f1), ("first_order", lin))}
-    return {
-        "trained_parameters": int(sum(p.numel() for p in theta0.values())),
-        "weight_change": moved / size if size else None,
-        "output_change_rms": float(np.sqrt(change.mean())),
-        "unexplained": {
-            "value": math.sqrt(share) if share is not None else None,
+    return Moved(
+        trained_parameters=int(sum(p.numel() for p in theta0.values())),
+        weight_change=moved / size if size else None,
+        output_change_rms=float(np.sqrt(change.mean())),
+        unexplained=Measured(
+            math.sqrt(share) if share is not None else None,
             # delta method through the square root: se(sqrt R) = se(R) / (2 sqrt R)
-            "stderr": share_se / (2 * math.sqrt(share)) if share and share_se is not None else None,
-        },
-        "outputs": outputs,
-        "f1": outputs_of(f1, recipe.loss),
-    }
+            share_se / (2 * math.sqrt(share)) if share and share_se is not None else None,
+        ),
+        outputs=outputs,
+        f1=outputs_of(f1, recipe.loss),
+    )

@@ -82,7 +82,8 @@ def predict_finetune(
     pseudo = store.resolve(rec.provenance["pseudolabels"], result)
     kernel_result = Path(f"{features}".removesuffix(".safetensors") + ".result.safetensors")
     predicted = predict_from_kernel(pseudo, features, kernel_result)
-    s_dim = store.read_meta(kernel_result)["subspace"]["strong"]["dim"]
+    kernel_art = store.load(kernel_result, "result")
+    s_dim = read_record(kernel_art, ResultRecord).subspace["strong"].dim
     method = (
         f"the probe's leave-one-out and variance law in the after-kernel of the W2S finetune ({kernel} of its "
         f"network at epoch {epoch}, K = {s_dim})"
@@ -93,7 +94,7 @@ def predict_finetune(
         "epoch": epoch,
         "w2s_by_capture": w2s_by_capture(result, features) if kernel == "embeddings" and epoch == "final" else None,
         "features": store.reference(store.load(features), result),
-        "result": store.reference(store.load(kernel_result), result),
+        "result": store.reference(kernel_art, result),
         "seconds": round(time.perf_counter() - begin, 3),
     }
     return predicted, where

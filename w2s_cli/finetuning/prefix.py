@@ -12,10 +12,10 @@ from typing import Any
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.options import DataOptions, ExtractOptions
 from w2s_cli.options.recipe import FinetuneRecipe
-from w2s_cli.progress import running, stderr
+from w2s_cli.progress import running
 from w2s_cli.store import artifact as store
+from w2s_cli.store.cache import obtain
 from w2s_cli.store.embeddings import EmbeddingSet
-from w2s_cli.store.locks import agreed, producing
 from w2s_cli.store.records import EmbeddingsRecord, RecordError, read_record
 
 
@@ -81,25 +81,28 @@ def prefix_cache(c, emb_s: EmbeddingSet, bb, recipe: FinetuneRecipe, extract, da
     record = {"kind": "activations", **c.record, "shape": list(shape)}
     path = prefix_cache_path(emb_s.path, c.record)
 
-    def same(made: EmbeddingsRecord) -> bool:
+    def same(made: EmbeddingsRecord) -> bool:  # its identity: the cut and shape, the samples and weights
         return made.features == record and made.same_samples_and_weights(emb_s.record)
 
-    def cached() -> bool:
+    def cached() -> Path | None:
         try:
-            return path.exists() and same(EmbeddingsRecord.from_json(store.read_meta(path)))
+            return path if path.exists() and same(EmbeddingsRecord.from_json(store.read_meta(path))) else None
         except (W2SError, RecordError):
-            return False
+            return None
 
-    if not agreed(cached()):
-        _check_cache_writable(path, emb_s, recipe)
-        with producing(path):  # another w2s process making it: wait, then look again
-            if not cached():
-                _extract_prefix(c, emb_s, bb, recipe, extract, data, path, record)
-                if not same(read_record(store.load(path, "embeddings"), EmbeddingsRecord)):
-                    raise W2SError(f"{printable(path)}: cached activations that do not match {printable(emb_s.path)}")
-                return path
-    stderr.print(f"reusing {path} (the frozen prefix's outputs)")
-    return path
+    def make() -> Path:
+        _extract_prefix(c, emb_s, bb, recipe, extract, data, path, record)
+        if not same(read_record(store.load(path, "embeddings"), EmbeddingsRecord)):
+            raise W2SError(f"{printable(path)}: cached activations that do not match {printable(emb_s.path)}")
+        return path
+
+    return obtain(
+        path,
+        cached,
+        make,
+        say=lambda p: f"{p} (the frozen prefix's outputs)",
+        prepare=lambda: _check_cache_writable(path, emb_s, recipe),
+    )
 
 
 def _extract_prefix(c, emb_s: EmbeddingSet, bb, recipe, extract, data, path: Path, record: dict[str, Any]) -> None:

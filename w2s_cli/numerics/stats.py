@@ -1,5 +1,6 @@
 """Test-split metrics in float64 with standard errors: squared error against one-hot labels or targets,
-accuracy, PGR and OPR (ratios, with paired delta-method standard errors).
+accuracy, PGR and OPR (ratios, with paired delta-method standard errors). The stage that measures a trial
+builds its `Metrics` record from these (stages/summary.py: evaluate, over_trials).
 
 Error follows the authors' convention: the mean over test rows and output columns of
 (model output - one-hot label)^2 for classification, (output - target)^2 for regression.
@@ -105,54 +106,3 @@ def opr(err_strong_sft: float, err_w2s: float) -> float | None:
     if not err_w2s > 0 or not math.isfinite(err_w2s):
         return None
     return err_strong_sft / err_w2s
-
-
-def evaluate(outputs: dict[str, np.ndarray], truth: np.ndarray, labels: np.ndarray | None) -> dict:
-    """Errors with standard errors, accuracies, PGR and OPR (paired delta-method standard errors over the
-    test rows) of the four models on one test split.
-
-    outputs: model -> (m, C) test outputs; truth: (m, C) one-hot labels or (m, 1) targets; labels: (m,) or None.
-    """
-    per_row = {k: squared_errors(outputs[k], truth) for k in MODELS}
-    m = len(truth)
-    result = {
-        "error": {k: float(v.mean()) for k, v in per_row.items()},
-        "error_stderr": {k: (float(sem(v)) if m > 1 else None) for k, v in per_row.items()},
-        "n_test": m,
-    }
-    result["pgr"], result["pgr_stderr"] = pgr_from_rows(per_row["weak"], per_row["w2s"], per_row["ceiling"])
-    result["opr"], result["opr_stderr"] = opr_from_rows(per_row["strong_sft"], per_row["w2s"])
-    if labels is not None:
-        result["accuracy"] = {k: accuracy(outputs[k], labels) for k in MODELS}
-        result["accuracy_stderr"] = {
-            k: float(sem((np.asarray(outputs[k]).argmax(axis=1) == labels).astype(float))) if m > 1 else None
-            for k in MODELS
-        }
-    return result
-
-
-def summarize_trials(trials: list[dict]) -> dict:
-    """Mean and standard error of every metric over trials (T = 1: the trial itself, se over test rows).
-
-    PGR and OPR over T > 1 trials come from one estimator: the ratio of the mean errors, with its paired
-    delta-method standard error over trials.
-    """
-    if len(trials) == 1:
-        out = {k: v for k, v in trials[0].items() if k in ("error", "error_stderr", "accuracy", "accuracy_stderr")}
-        out.update({k: trials[0].get(k) for k in ("pgr", "pgr_stderr", "opr", "opr_stderr", "n_test")})
-        out["trials"] = 1
-        return out
-    err = {k: [t["error"][k] for t in trials] for k in MODELS}
-    out = {
-        "error": {k: mean_and_sem(v)[0] for k, v in err.items()},
-        "error_stderr": {k: mean_and_sem(v)[1] for k, v in err.items()},
-        "n_test": trials[0]["n_test"],
-        "trials": len(trials),
-    }
-    out["pgr"], out["pgr_stderr"] = pgr_from_rows(np.array(err["weak"]), np.array(err["w2s"]), np.array(err["ceiling"]))
-    out["opr"], out["opr_stderr"] = opr_from_rows(np.array(err["strong_sft"]), np.array(err["w2s"]))
-    if "accuracy" in trials[0]:
-        acc = {k: [t["accuracy"][k] for t in trials] for k in MODELS}
-        out["accuracy"] = {k: mean_and_sem(v)[0] for k, v in acc.items()}
-        out["accuracy_stderr"] = {k: mean_and_sem(v)[1] for k, v in acc.items()}
-    return out

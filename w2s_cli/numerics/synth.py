@@ -11,11 +11,15 @@ n and N are at least r, each chunk of trials draws sufficient statistics exactly
 Wishart matrices of dimension at most 2 d_s, plus a few chi-square and Beta variables, see
 `_chunk_sufficient`) and solves small batched triangular and d_s x d_s systems; otherwise it draws
 (trials, samples, r) Gaussian designs and solves all least-squares problems in one batched pseudo-inverse.
+
+Its records (`SynthResult`, `SynthPoint`, `SynthSweep`: what `w2s synth --json` prints, `to_json()`) live
+here: numerics sits below the store, whose records it may not import.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -238,7 +242,85 @@ def simulate(cfg: SynthConfig, method: str = "auto") -> dict[str, np.ndarray]:
     return er
 
 
-def run_synth(cfg: SynthConfig) -> dict[str, Any]:
+QUANTITIES = (*MODELS, "pgr", "opr")  # the excess risks of the four models, PGR and OPR
+
+
+def _quantities(name: str, d: Any, keys: tuple[str, ...] = QUANTITIES) -> dict[str, float | None]:
+    """A number (or None: undefined) for each of `keys`, in their order; refused (ValueError) otherwise."""
+    if not isinstance(d, Mapping) or any(k not in d for k in keys):
+        raise ValueError(f"synth record: '{name}' is not an object with {', '.join(keys)}")
+    if any(d[k] is not None and (isinstance(d[k], bool) or not isinstance(d[k], (int, float))) for k in keys):
+        raise ValueError(f"synth record: '{name}' holds a value that is not a number")
+    return {k: d[k] for k in keys}
+
+
+@dataclass(frozen=True)
+class SynthResult:
+    """One Monte-Carlo check (`run_synth`): its configuration, d_sw of the drawn subspaces, the measured
+    excess risks, PGR and OPR with their standard errors, the theory's exact and asymptotic predictions of
+    the same, and its N -> infinity limits."""
+
+    config: SynthConfig
+    d_sw: float
+    measured: dict[str, float | None]
+    stderr: dict[str, float | None]
+    predicted: dict[str, float | None]
+    asymptotic: dict[str, float | None]
+    limits: dict[str, float | None]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, SynthConfig):
+            raise ValueError("synth record: 'config' is not a SynthConfig")
+        for name in ("measured", "stderr", "predicted", "asymptotic"):
+            object.__setattr__(self, name, _quantities(name, getattr(self, name)))
+        object.__setattr__(self, "limits", _quantities("limits", self.limits, ("pgr", "opr", "n_pseudo_threshold")))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"config": asdict(self.config), "d_sw": self.d_sw}
+        return out | {k: dict(getattr(self, k)) for k in ("measured", "stderr", "predicted", "asymptotic", "limits")}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SynthResult:
+        keys = ("measured", "stderr", "predicted", "asymptotic", "limits")
+        return cls(SynthConfig(**d["config"]), d["d_sw"], **{k: d[k] for k in keys})
+
+
+@dataclass(frozen=True)
+class SynthPoint:
+    """One point of a synth sweep: the swept quantity's value and the check there."""
+
+    value: float
+    result: SynthResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, **self.result.to_json()}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SynthPoint:
+        return cls(d["value"], SynthResult.from_json(d))
+
+
+@dataclass(frozen=True)
+class SynthSweep:
+    """`w2s synth --sweep`: the swept quantity, the figure and table written, the points."""
+
+    sweep: str
+    plot: str
+    csv: str
+    points: tuple[SynthPoint, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "points", tuple(self.points))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sweep": self.sweep, "plot": self.plot, "csv": self.csv, "points": [p.to_json() for p in self.points]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SynthSweep:
+        return cls(d["sweep"], d["plot"], d["csv"], tuple(SynthPoint.from_json(p) for p in d["points"]))
+
+
+def run_synth(cfg: SynthConfig) -> SynthResult:
     """Measured (mean, stderr) vs predicted ER of the four models, PGR and OPR."""
     sim = simulate(cfg)
     d_sw_drawn = float(sim["d_sw"])
@@ -249,15 +331,9 @@ def run_synth(cfg: SynthConfig) -> dict[str, Any]:
     stderr = {k: float(sim[k].std(ddof=1) / math.sqrt(cfg.trials)) for k in MODELS}
     measured["pgr"], stderr["pgr"] = ratio(sim["weak"] - sim["w2s"], sim["weak"] - sim["ceiling"])
     measured["opr"], stderr["opr"] = ratio(sim["strong_sft"], sim["w2s"])
-    return {
-        "config": asdict(cfg),
-        "d_sw": d_sw_drawn,
-        "measured": measured,
-        "stderr": stderr,
-        "predicted": predicted,
-        "asymptotic": asymptotic,
-        "limits": theory.limits(cfg.d_s, cfg.d_w, d_sw_drawn),
-    }
+    return SynthResult(
+        cfg, d_sw_drawn, measured, stderr, predicted, asymptotic, theory.limits(cfg.d_s, cfg.d_w, d_sw_drawn)
+    )
 
 
 SWEEPS = {"n-pseudo": "n_pseudo", "n-labeled": "n_labeled", "sigma": "sigma", "shared": "shared"}
@@ -278,7 +354,7 @@ def default_values(cfg: SynthConfig, sweep: str) -> list[float]:
     raise W2SError(f"--sweep must be one of {', '.join(SWEEPS)}, not '{sweep}'")
 
 
-def run_sweep(cfg: SynthConfig, sweep: str, values: list[float] | None = None) -> list[dict[str, Any]]:
+def run_sweep(cfg: SynthConfig, sweep: str, values: list[float] | None = None) -> list[SynthPoint]:
     if sweep not in SWEEPS:
         raise W2SError(f"--sweep must be one of {', '.join(SWEEPS)}, not '{sweep}'")
     field = SWEEPS[sweep]
@@ -287,5 +363,5 @@ def run_sweep(cfg: SynthConfig, sweep: str, values: list[float] | None = None) -
     for v in values:
         v = float(v) if field == "sigma" else int(v)
         point = SynthConfig(**{**asdict(cfg), field: v})  # same seed: same subspaces, common random numbers
-        rows.append({"value": v, **run_synth(point)})
+        rows.append(SynthPoint(v, run_synth(point)))
     return rows

@@ -108,7 +108,7 @@ class ExecutorOptions:
 
     @property
     def spread(self) -> bool:
-        return self.kind != "inprocess" or self.dry_run
+        return self.kind != "inprocess"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from w2s_cli.numerics.stats import MODELS
+from w2s_cli.numerics.synth import SynthPoint
 from w2s_cli.report.render import LABELS
 from w2s_cli.store.artifact import atomic_output
 from w2s_cli.store.records import Summary, Sweep, SweepPoint
@@ -68,27 +69,29 @@ def _log_x(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def synth_csv(rows: list[dict[str, Any]], sweep: str, path) -> Path:
+def synth_csv(points: list[SynthPoint], sweep: str, path) -> Path:
     cols = ["weak", "w2s", "strong_sft", "ceiling", "pgr", "opr"]
     header = [sweep, "d_sw"] + [f"{kind}_{c}" for c in cols for kind in ("measured", "stderr", "predicted")]
     body = [
-        [r["value"], r["d_sw"]] + [r[kind][c] for c in cols for kind in ("measured", "stderr", "predicted")]
-        for r in rows
+        [p.value, p.result.d_sw]
+        + [getattr(p.result, kind)[c] for c in cols for kind in ("measured", "stderr", "predicted")]
+        for p in points
     ]
     return write_csv(header, body, path)
 
 
-def plot_synth_sweep(rows: list[dict[str, Any]], sweep: str, fixed: dict[str, Any], d_s: int, path) -> Path:
+def plot_synth_sweep(points: list[SynthPoint], sweep: str, fixed: dict[str, Any], d_s: int, path) -> Path:
     """Three panels over the swept quantity: ER of the four models, PGR, OPR. Measured: error bars; predicted: lines."""
     plt = _plt()
-    x = np.array([r["value"] for r in rows], dtype=float)
+    x = np.array([p.value for p in points], dtype=float)
+    rows = [p.result for p in points]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     for k in MODELS:
-        axes[0].plot(x, [r["predicted"][k] for r in rows], "-", color=COLORS[k], label=f"{LABELS[k]} (theory)")
+        axes[0].plot(x, [r.predicted[k] for r in rows], "-", color=COLORS[k], label=f"{LABELS[k]} (theory)")
         axes[0].errorbar(
             x,
-            [r["measured"][k] for r in rows],
-            yerr=[2 * r["stderr"][k] for r in rows],
+            [r.measured[k] for r in rows],
+            yerr=[2 * r.stderr[k] for r in rows],
             fmt="o",
             color=COLORS[k],
             ms=4,
@@ -98,10 +101,10 @@ def plot_synth_sweep(rows: list[dict[str, Any]], sweep: str, fixed: dict[str, An
     axes[0].set_yscale("log")
     axes[0].set_ylabel("excess risk")
     for ax, key in ((axes[1], "pgr"), (axes[2], "opr")):
-        pred = [r["predicted"][key] for r in rows]
+        pred = [r.predicted[key] for r in rows]
         ax.plot(x, [np.nan if p is None else p for p in pred], "-", color="black", label="theory (exact)")
-        meas = [np.nan if r["measured"][key] is None else r["measured"][key] for r in rows]
-        err = [0 if r["stderr"][key] is None else 2 * r["stderr"][key] for r in rows]
+        meas = [np.nan if r.measured[key] is None else r.measured[key] for r in rows]
+        err = [0 if r.stderr[key] is None else 2 * r.stderr[key] for r in rows]
         ax.errorbar(x, meas, yerr=err, fmt="o", color="tab:blue", ms=4, capsize=2, label="measured (±2 se)")
         ax.set_ylabel(key.upper())
     axes[1].axhline(0, color="gray", lw=0.5)

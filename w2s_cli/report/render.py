@@ -13,10 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from w2s_cli.numerics.stats import MODELS
+from w2s_cli.numerics.synth import SynthPoint, SynthResult
 from w2s_cli.store.records import (
     Basis,
     Decomposition,
     FitRecord,
+    IntrinsicDim,
+    KernelCheck,
+    Ranking,
     Summary,
     Sweep,
     SweepPoint,
@@ -292,52 +296,51 @@ def theory_block(t: TheorySummary) -> Block:
 
 
 # intrinsic-dim -------------------------------------------------------------------------------------------
-def intrinsic_blocks(r: dict[str, Any]) -> list[Block]:
-    roles = [k for k in ("weak", "strong") if k in r]
-    standard = list(r["weak"]["d_at"])  # "0.90", "0.95", "0.99"
-    chosen = f"{r['energy']:.2f}" not in standard
-    extra = [k for k in ("twonn", "mle") if k in r["weak"]]
+def intrinsic_blocks(r: IntrinsicDim) -> list[Block]:
+    mats = [(role, x) for role, x in (("weak", r.weak), ("strong", r.strong)) if x is not None]
+    standard = list(r.weak.d_at)  # "0.90", "0.95", "0.99"
+    chosen = f"{r.energy:.2f}" not in standard
+    extra = [k for k in ("twonn", "mle") if getattr(r.weak, k) is not None]
     cols = ["", "samples", "width", "rank"] + [f"d@{e}" for e in standard]
-    cols += [f"d@{r['energy']:g}"] if chosen else []
+    cols += [f"d@{r.energy:g}"] if chosen else []
     cols += ["PR"] + [{"twonn": "TwoNN", "mle": "MLE"}[k] for k in extra]
     rows = []
-    for role in roles:
-        x = r[role]
-        row = [role, str(x["m"]), str(x["width"]), str(x["rank"])] + [str(x["d_at"][e]) for e in standard]
-        row += [str(x["d"])] if chosen else []
-        row += [f"{x['participation_ratio']:.1f}"] + [fmt(x[k], digits=1) for k in extra]
+    for role, x in mats:
+        row = [role, str(x.m), str(x.width), str(x.rank)] + [str(x.d_at[e]) for e in standard]
+        row += [str(x.d)] if chosen else []
+        row += [f"{x.participation_ratio:.1f}"] + [fmt(getattr(x, k), digits=1) for k in extra]
         rows.append(row)
     lines = []
-    if "d_sw" in r:
-        line = f"d_sw = {r['d_sw']:.2f} (chance d_s d_w / m = {r['d_sw_null']:.2f}"
-        if "d_sw_corrected" in r:
-            line += f", null-corrected shared dimension {fmt(r['d_sw_corrected'], digits=2)}"
-        lines.append(line + f"); method: {r['method']}")
-        if "canonical_correlations" in r:
-            top = ", ".join(f"{c:.3f}" for c in r["canonical_correlations"][:8])
-            lines.append(f"canonical correlations (top 8 of {len(r['canonical_correlations'])}): {top}")
-    return [Block(f"intrinsic dimension ({'centred' if r['center'] else 'uncentred'})", cols, rows, lines)]
+    if r.d_sw is not None:
+        line = f"d_sw = {r.d_sw:.2f} (chance d_s d_w / m = {r.d_sw_null:.2f}"
+        if r.d_sw_corrected is not None:
+            line += f", null-corrected shared dimension {fmt(r.d_sw_corrected, digits=2)}"
+        lines.append(line + f"); method: {r.method}")
+        if r.canonical_correlations is not None:
+            top = ", ".join(f"{c:.3f}" for c in r.canonical_correlations[:8])
+            lines.append(f"canonical correlations (top 8 of {len(r.canonical_correlations)}): {top}")
+    return [Block(f"intrinsic dimension ({'centred' if r.center else 'uncentred'})", cols, rows, lines)]
 
 
-def kernel_check_blocks(r: dict[str, Any]) -> list[Block]:
+def kernel_check_blocks(r: KernelCheck) -> list[Block]:
     """`w2s kernel-check`: per fit, how far the weights moved and how much of the output change the
     linearisation leaves unexplained; the test errors of the start, the finetuned model and its first order."""
     kinds = ["start", "finetuned", "first_order"]
-    kinds += ["linearised"] if any("linearised" in f["error"] for f in r["fits"].values()) else []
+    kinds += ["linearised"] if any("linearised" in f.error for f in r.fits.values()) else []
     cols = ["model", "weights moved", "output change (rms)", "unexplained by J dθ", "test MSE start"]
     cols += ["finetuned", "first order f0 + J dθ"] + (["linearised (from start)"] if len(kinds) > 3 else [])
     rows = []
-    for k, f in r["fits"].items():
-        e, u = f["error"], f["unexplained"]
+    for k, f in r.fits.items():
+        e, u = f.error, f.unexplained
         rows.append(
-            [LABELS.get(k, k), fmt(f["weight_change"], digits=4), fmt(f["output_change_rms"], digits=4)]
-            + [fmt(u["value"], u["stderr"], 3) if u["value"] is not None else "no change"]
-            + [fmt(e[x]["value"], e[x]["stderr"]) if x in e else "–" for x in kinds]
+            [LABELS.get(k, k), fmt(f.weight_change, digits=4), fmt(f.output_change_rms, digits=4)]
+            + [fmt(u.value, u.stderr, 3) if u.value is not None else "no change"]
+            + [fmt(e[x].value, e[x].stderr) if x in e else "–" for x in kinds]
         )
-    p, w = r["pgr"], r["error_weak"]
+    p, w = r.pgr, r.error_weak
     lines = [
-        f"{r['recipe']}; {r['n_test']} test rows; weak teacher test MSE {fmt(w['value'], w['stderr'])}",
-        "PGR: " + ", ".join(f"{x.replace('_', ' ')} {fmt(p[x]['value'], p[x]['stderr'], 3)}" for x in p),
+        f"{r.recipe}; {r.n_test} test rows; weak teacher test MSE {fmt(w.value, w.stderr)}",
+        "PGR: " + ", ".join(f"{x.replace('_', ' ')} {fmt(p[x].value, p[x].stderr, 3)}" for x in p),
         "weights moved: |θ1 - θ0| / |θ0| over the trained parameters; unexplained: |Δf - J dθ| / |Δf| on the test rows "
         "(0: the kernel regime; 1 or more: outside it)",
     ]
@@ -347,25 +350,25 @@ def kernel_check_blocks(r: dict[str, Any]) -> list[Block]:
 
 
 # synth ---------------------------------------------------------------------------------------------------
-def synth_blocks(r: dict[str, Any]) -> list[Block]:
-    c = r["config"]
+def synth_blocks(r: SynthResult) -> list[Block]:
+    c = r.config
     cols = ["quantity", "measured ± se", "predicted (exact)", "asymptotic", "(measured - predicted) / se"]
     rows = []
     for k in ("weak", "w2s", "strong_sft", "ceiling", "pgr", "opr"):
-        m, se, p, a = r["measured"][k], r["stderr"][k], r["predicted"][k], r["asymptotic"][k]
+        m, se, p, a = r.measured[k], r.stderr[k], r.predicted[k], r.asymptotic[k]
         z = "" if None in (m, p) or not se else f"{(m - p) / se:+.2f}"
         name = {"pgr": "PGR", "opr": "OPR"}.get(k, f"ER {k}")
         rows.append([name, fmt(m, se), fmt(p), fmt(a), z])
-    lim = r["limits"]
+    lim = r.limits
     line = (
-        f"d_s = {c['d_s']}, d_w = {c['d_w']}, d_sw = {r['d_sw']:.3f} (drawn subspaces); n = {c['n_labeled']}, "
-        f"N = {c['n_pseudo']}, sigma = {c['sigma']}; N -> inf: PGR -> {lim['pgr']:.3f}, OPR -> "
+        f"d_s = {c.d_s}, d_w = {c.d_w}, d_sw = {r.d_sw:.3f} (drawn subspaces); n = {c.n_labeled}, "
+        f"N = {c.n_pseudo}, sigma = {c.sigma}; N -> inf: PGR -> {lim['pgr']:.3f}, OPR -> "
         f"{fmt(lim['opr'], digits=3)}; W2S beats the teacher iff N > {lim['n_pseudo_threshold']:g}"
     )
-    return [Block(f"synthetic ridgeless W2S, {c['trials']} trials: measured vs predicted", cols, rows, [line])]
+    return [Block(f"synthetic ridgeless W2S, {c.trials} trials: measured vs predicted", cols, rows, [line])]
 
 
-def synth_sweep_blocks(rows: list[dict[str, Any]], sweep: str) -> list[Block]:
+def synth_sweep_blocks(points: list[SynthPoint], sweep: str) -> list[Block]:
     cols = [
         sweep,
         "d_sw",
@@ -377,12 +380,13 @@ def synth_sweep_blocks(rows: list[dict[str, Any]], sweep: str) -> list[Block]:
         "OPR predicted",
     ]
     body = []
-    for r in rows:
-        m, p = r["measured"], r["predicted"]
+    for point in points:
+        r = point.result
+        m, p = r.measured, r.predicted
         body.append(
             [
-                f"{r['value']:g}",
-                f"{r['d_sw']:.2f}",
+                f"{point.value:g}",
+                f"{r.d_sw:.2f}",
                 fmt(m["w2s"]),
                 fmt(p["w2s"]),
                 fmt(m["pgr"]),
@@ -433,41 +437,41 @@ def sweep_blocks(result: Sweep) -> list[Block]:
 
 
 # rank-teachers -------------------------------------------------------------------------------------------
-def rank_blocks(r: dict[str, Any]) -> list[Block]:
-    measured = any("measured" in t for t in r["teachers"])
+def rank_blocks(r: Ranking) -> list[Block]:
+    measured = r.measured
     cols = ["rank", "weak teacher", "d_w", "d_sw", "d_sw/d_w", "predicted W2S error", "predicted PGR", "predicted OPR"]
     cols += ["measured W2S error", "measured PGR", "measured OPR"] if measured else []
     body = []
-    for i, t in enumerate(r["teachers"], start=1):
-        p = t["predicted"]
+    for i, t in enumerate(r.teachers, start=1):
+        p = t.predicted
         row = [
             str(i),
-            t["weak"],
-            fmt(t["d_w"], digits=0),
-            fmt(t["d_sw"], digits=1),
-            fmt(t["d_sw"] / t["d_w"], digits=3),
-            fmt(p["error_w2s"], p["error_w2s_stderr"]),
-            fmt(p["pgr"], digits=3),
-            fmt(p["opr"], digits=3),
+            t.weak,
+            fmt(t.d_w, digits=0),
+            fmt(t.d_sw, digits=1),
+            fmt(t.d_sw / t.d_w, digits=3),
+            fmt(p.error_w2s, p.error_w2s_stderr),
+            fmt(p.pgr, digits=3),
+            fmt(p.opr, digits=3),
         ]
         if measured:
-            m = t["measured"]
-            row += [fmt(m["error_w2s"], m["error_w2s_stderr"]), fmt(m["pgr"], digits=3), fmt(m["opr"], digits=3)]
+            m = t.measured
+            row += [fmt(m.error_w2s, m.error_w2s_stderr), fmt(m.pgr, digits=3), fmt(m.opr, digits=3)]
         body.append(row)
     lines = [
-        f"strong {r['strong']}; n = {r['n_labeled']} labels, N = {r['n_pseudo']} unlabelled rows; {r['trials']} split "
+        f"strong {r.strong}; n = {r.n_labeled} labels, N = {r.n_pseudo} unlabelled rows; {r.trials} split "
         "draw(s); predictions use no test label and no label of the N rows (leave-one-out on the n labelled rows)"
     ]
-    for tie in r["near_ties"]:
-        a, b = tie["teachers"]
+    for tie in r.near_ties:
+        a, b = tie.teachers
         lines.append(
-            f"near-tie: {a} and {b} differ by {tie['difference']:.4f} ± {tie['stderr']:.4f} (paired over the n "
+            f"near-tie: {a} and {b} differ by {tie.difference:.4f} ± {tie.stderr:.4f} (paired over the n "
             "labelled rows): their order is not settled"
         )
-    if "spearman" in r:
-        miss = r["max_relative_error"]
+    if measured:
+        miss = r.max_relative_error
         lines.append(
-            f"Spearman's rank correlation, predicted vs measured W2S error: {fmt(r['spearman'], digits=2)}; largest "
+            f"Spearman's rank correlation, predicted vs measured W2S error: {fmt(r.spearman, digits=2)}; largest "
             f"relative miss {fmt(None if miss is None else 100 * miss, digits=1)}%"
         )
     return [Block("weak teachers ranked by predicted W2S student error (lowest first)", cols, body, lines)]

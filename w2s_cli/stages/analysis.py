@@ -4,7 +4,7 @@ label-light predictions. Ridgeless heads only (the variance law is about linear 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from w2s_cli.numerics.variance import (
     w2s_loo_residuals,
 )
 from w2s_cli.stages.design import Design
+from w2s_cli.store.records import Analysis, Decomposition, Dimensions, FitRecord, Predicted, VarianceRow
 
 
 def fit_on(m, x: np.ndarray, y: np.ndarray) -> LinearFit:
@@ -33,19 +34,36 @@ def fit_on(m, x: np.ndarray, y: np.ndarray) -> LinearFit:
     return fit_moments(sel, slice(0, len(x)), slice(len(x), None))
 
 
-def dimensions(design: Design) -> dict[str, Any]:
+def dimensions(design: Design) -> Dimensions:
     ov = overlap(design.train.cross, design.train.count, design.zs, design.zw)
-    return {
-        "d_w": design.d_w,
-        "d_s": design.d_s,
+    return Dimensions(
+        d_w=design.d_w,
+        d_s=design.d_s,
         **{k: ov[k] for k in ("d_sw", "d_sw_null", "d_sw_corrected", "m")},
-        "rank_w": ov["d_w"],
-        "rank_s": ov["d_s"],
-        "canonical_correlations": ov["canonical_correlations"][:20],
-    }
+        rank_w=ov["d_w"],
+        rank_s=ov["d_s"],
+        canonical_correlations=ov["canonical_correlations"][:20],
+    )
 
 
-def theory_predictions(design: Design, fits: dict[str, LinearFit], noise: LabelNoise) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TheoryPredictions:
+    """What `theory_predictions` finds: the parts of a trial's `Analysis` that need no test label (records),
+    and what the analysis and rank-teachers go on from: the exact-design coefficients, the teacher's fit and
+    the leave-one-out residuals of the n labelled rows."""
+
+    dimensions: Dimensions
+    variance: dict[str, VarianceRow]
+    variance_note: str | None
+    predicted: Predicted
+    near_interpolation: tuple[str, ...]
+    fits: dict[str, FitRecord]
+    exact: dict[str, float]
+    teacher: LinearFit
+    loo: dict[str, np.ndarray | None]
+
+
+def theory_predictions(design: Design, fits: dict[str, LinearFit], noise: LabelNoise) -> TheoryPredictions:
     """What needs no test label and no label of the N pseudo rows: dimensions, exact-design and paper
     variance coefficients, the label-light predictions, the fits' ranks and the interpolation flags.
 
@@ -63,16 +81,16 @@ def theory_predictions(design: Design, fits: dict[str, LinearFit], noise: LabelN
         "ceiling": variance_coefficient(fits["ceiling"], test_s),
     }
     try:
-        paper = theory.coefficients(dims["d_s"], dims["d_w"], min(dims["d_sw"], dims["d_s"], dims["d_w"]), n, N)
+        paper = theory.coefficients(dims.d_s, dims.d_w, min(dims.d_sw, dims.d_s, dims.d_w), n, N)
         paper_note = None
     except W2SError as exc:
         paper, paper_note = None, exc.message
     variance = {
-        k: {
-            "exact": exact[k],
-            "theory": None if paper is None else paper[k],
-            "ratio": None if paper is None or not paper[k] else exact[k] / paper[k],
-        }
+        k: VarianceRow(
+            exact=exact[k],
+            theory=None if paper is None else paper[k],
+            ratio=None if paper is None or not paper[k] else exact[k] / paper[k],
+        )
         for k in MODELS
     }
     loo_w = loo_residuals(teacher, design.Zw_L, design.Y_L)
@@ -81,17 +99,17 @@ def theory_predictions(design: Design, fits: dict[str, LinearFit], noise: LabelN
     misfit = None if fits["w2s"].rss is None else fits["w2s"].rss / (N * C)
     predicted = label_light(loo_w, loo_s, loo_2, fits["strong_sft"], exact["ceiling"], design.Y_L, noise, misfit)
     all_fits = {"weak": teacher, **fits}
-    return {
-        "dimensions": dims,
-        "variance": variance,
-        "variance_note": paper_note,
-        "exact": exact,
-        "teacher": teacher,
-        "predicted": predicted,
-        "near_interpolation": [k for k in MODELS if all_fits[k].near_interpolation()],
-        "fits": {k: f.record() for k, f in all_fits.items()},
-        "loo": {"weak": loo_w, "w2s": loo_2, "strong_sft": loo_s},
-    }
+    return TheoryPredictions(
+        dimensions=dims,
+        variance=variance,
+        variance_note=paper_note,
+        predicted=Predicted(**predicted),
+        near_interpolation=tuple(k for k in MODELS if all_fits[k].near_interpolation()),
+        fits={k: FitRecord(**f.record()) for k, f in all_fits.items()},
+        exact=exact,
+        teacher=teacher,
+        loo={"weak": loo_w, "w2s": loo_2, "strong_sft": loo_s},
+    )
 
 
 def analyse(
@@ -100,12 +118,11 @@ def analyse(
     truth: np.ndarray,
     fits: dict[str, LinearFit],
     noise: LabelNoise,
-) -> dict[str, Any]:
+) -> Analysis:
     """Everything the report says about the theory for one trial: the predictions above, plus the
     noise / bias / variance decomposition of the measured test errors."""
-    out = theory_predictions(design, fits, noise)
-    exact, teacher = out.pop("exact"), out.pop("teacher")
-    out.pop("loo")
+    p = theory_predictions(design, fits, noise)
+    exact, teacher = p.exact, p.teacher
     errors = {k: float(squared_errors(outputs[k], truth).mean()) for k in MODELS}
     s2w, s2c = teacher.sigma2(), fits["ceiling"].sigma2()
     var = {
@@ -114,17 +131,26 @@ def analyse(
         "strong_sft": None if s2c is None else s2c * exact["strong_sft"],
         "ceiling": None if s2c is None else s2c * exact["ceiling"],
     }
-    out["sigma2"] = {"weak": s2w, "strong": s2c}
     ill = [k for k in MODELS if {"weak": teacher, **fits}[k].ill_determined]
     inherited, why = inherited_bias(design, outputs["ceiling"])
+    decomposition, note = {}, None
     if ill:  # its parts move with rounding in the fits' weakest directions: not printed as if they did not
-        out["decomposition"] = {}
-        out["decomposition_note"] = f"not determined by this design (ill-determined fit: {', '.join(ill)})"
+        note = f"not determined by this design (ill-determined fit: {', '.join(ill)})"
     else:
-        out["decomposition"] = decompose(errors, var, inherited)
+        decomposition = {k: Decomposition(**v) for k, v in decompose(errors, var, inherited).items()}
         if why is not None:
-            out["decomposition_note"] = f"inherited bias not determined by this design ({why})"
-    return out
+            note = f"inherited bias not determined by this design ({why})"
+    return Analysis(
+        dimensions=p.dimensions,
+        variance=p.variance,
+        variance_note=p.variance_note,
+        predicted=p.predicted,
+        near_interpolation=p.near_interpolation,
+        fits=p.fits,
+        sigma2={"weak": s2w, "strong": s2c},
+        decomposition=decomposition,
+        decomposition_note=note,
+    )
 
 
 def inherited_bias(design: Design, ceiling_test: np.ndarray) -> tuple[float | None, str | None]:

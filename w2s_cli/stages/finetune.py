@@ -18,6 +18,7 @@ extraction) and shared by the three fits, by trials and by sweep points. The res
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -27,20 +28,22 @@ import numpy as np
 
 from w2s_cli.distributed import main_writes, world
 from w2s_cli.errors import W2SError, printable
-from w2s_cli.finetuning.job import FitPlan, Job, Rows, precision_in_use, validation_split
+from w2s_cli.finetuning.job import FitDone, FitPlan, Job, Rows, precision_in_use, validation_split
 from w2s_cli.finetuning.prefix import prefix_cache_path, prepare_prefix_cache  # noqa: F401  (their old home)
-from w2s_cli.numerics.stats import as_targets, evaluate, probabilities
+from w2s_cli.numerics.stats import as_targets, probabilities
 from w2s_cli.options import DataOptions, ExtractOptions, Solver, SubspaceOptions
 from w2s_cli.options.recipe import FinetuneRecipe, Loss
 from w2s_cli.progress import running
 from w2s_cli.stages.heads import fit_head, shared_basis, to_embedding_space
 from w2s_cli.stages.student import result_meta
+from w2s_cli.stages.summary import evaluate
 from w2s_cli.store import artifact as store
+from w2s_cli.store.cache import Entry, arrays_sha256, key, obtain, read_entry, write_entry
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.locks import producing
 from w2s_cli.store.outputs import check_output
 from w2s_cli.store.records import (
-    Metrics,
+    Basis,
     PseudoLabelsRecord,
     StudentRecord,
     Trial,
@@ -48,6 +51,8 @@ from w2s_cli.store.records import (
 )
 
 FITS = ("w2s", "strong_sft", "ceiling")
+SHARED = ("strong_sft", "ceiling")  # neither depends on the teacher: reused through the fit cache
+FIT_NAMES = {"w2s": "W2S", "strong_sft": "strong SFT", "ceiling": "ceiling"}
 RESUME = (
     "rerun the same command to resume it: the frozen prefix's cache from its finished shards, each fit from "
     "its last finished epoch"
@@ -65,11 +70,15 @@ def finetune(
     data: DataOptions | None = None,
     extract: ExtractOptions | None = None,
     trained: tuple[str, ...] = FITS,
+    fit_cache: Path | None = None,
+    reuse: bool = True,
 ) -> Path:
     """Finetune the W2S student, strong SFT and ceiling; evaluate them with the teacher; write a `result`.
     `data`: where the images are now, when not where STRONG's record says; `extract`: device, batch size,
     workers and quiet for the frozen prefix's cache and the image loaders. `trained`: the fits to finetune
-    (a proxy finetunes the W2S student alone); the others stay at their LP-FT start, and their records say so."""
+    (a proxy finetunes the W2S student alone); the others stay at their LP-FT start, and their records say so.
+    `fit_cache`: the folder where finished strong SFT and ceiling fits are kept and, with `reuse`, looked for
+    (`shared_fit`; run and sweep: `fit_cache_folder`); None: every fit is run."""
     start = time.perf_counter()
     recipe, sub_opts, extract = recipe or FinetuneRecipe(), subspace or SubspaceOptions(), extract or ExtractOptions()
     pseudo = store.load(pseudo_path, "pseudolabels", what="pseudo-labels")
@@ -104,7 +113,10 @@ def finetune(
         for name in FITS
     }
     with producing(out):  # the fits' checkpoints and weights, and the result: one process at a time
-        done = {name: job.run(plans[name], seed, out) if name in trained else job.start(plans[name]) for name in FITS}
+        done = {  # an untrained fit (a proxy's) is its LP-FT start: never a cached fit, never cached
+            name: run_fit(job, plans[name], seed, out, fit_cache, reuse) if name in trained else job.start(plans[name])
+            for name in FITS
+        }
         outputs, init, trial = _trial(pseudo, made, emb_s, test, fits, done)
         seconds = {**made.seconds, "finetune": round(time.perf_counter() - start, 3)}
         result = result_meta(
@@ -112,7 +124,7 @@ def finetune(
             emb_s,
             out,
             student="finetune",
-            strong_subspace={"requested": sub_opts.subspace, **basis_record},
+            strong_subspace=Basis(requested=sub_opts.subspace, **basis_record),
             fits={name: d.record for name, d in done.items()},
             trial=trial,
             seconds=seconds,
@@ -125,6 +137,95 @@ def finetune(
         main_writes(lambda: store.save(store.Artifact("result", result.to_json(), tensors), out), out)
         remove_checkpoints(folder)
     return out
+
+
+def fit_cache_folder(strong: str | os.PathLike) -> Path:
+    """Where run and sweep keep their finished fits for reuse: fits/ beside the strong embeddings (like the
+    frozen prefix's activations/), so that whatever shares those embeddings (trials, sweep points, teachers,
+    a run and a sweep in one out-dir) shares the fits; in a study the embeddings are in its out-dir."""
+    return Path(strong).parent / "fits"
+
+
+def fit_identity(job: Job, plan: FitPlan, seed: int) -> dict[str, Any]:
+    """What a fit's weights and test outputs depend on: the strong embeddings and the inputs of the trained
+    part, the fit's rows and targets, its train/val positions, its LP-FT start head, the recipe, the seed (its
+    validation slice and batch order), the world size, the device, the test rows and the versions that
+    compute it. Not the teacher, unless through these (the W2S fit's targets are the teacher's labels)."""
+    versions = store.package_versions()
+    return {
+        "fit": plan.name,
+        "strong": job.emb_s.meta["artifact_id"],
+        "inputs": {k: v for k, v in job.inputs_record.items() if k not in ("path", "relpath")},
+        "rows": arrays_sha256(plan.rows.rows, plan.rows.targets),
+        "split": arrays_sha256(*plan.split),
+        "start_head": arrays_sha256(*plan.head),
+        "recipe": job.recipe.record(),
+        "seed": seed,
+        "world_size": world().size,
+        "device": job.dev.type,
+        "test_rows": arrays_sha256(job.test),
+        "versions": {k: versions.get(k) for k in ("w2s", "torch", "timm")},
+    }
+
+
+def run_fit(job: Job, plan: FitPlan, seed: int, out: Path, fit_cache: Path | None, reuse: bool) -> FitDone:
+    """One fit: strong SFT and ceiling through the fit cache when there is one, the W2S fit (the teacher's)
+    always run."""
+    if fit_cache is None or plan.name not in SHARED:
+        return job.run(plan, seed, out)
+    return shared_fit(job, plan, seed, out, fit_cache, reuse)
+
+
+def shared_fit(job: Job, plan: FitPlan, seed: int, out: Path, folder: Path, reuse: bool) -> FitDone:
+    """A fit through the fit cache in `folder` (store/cache.py): a finished one of the same identity is
+    reused (its test outputs and record as it computed them, its weights where it wrote them, the record
+    saying `reused_from` that result), else it is run and its entry written for the next finetune."""
+    identity = fit_identity(job, plan, seed)
+    stem = Path(job.emb_s.path).name.removesuffix(".safetensors")
+    entry = folder / f"{stem}.{plan.name}-{key(identity)[:16]}.safetensors"
+
+    def make() -> FitDone:
+        done = job.run(plan, seed, out)
+        weights = Path(done.record["weights_path"])
+        made = {
+            "result": {
+                "path": str(Path(out).resolve()),
+                "relpath": os.path.relpath(Path(out).resolve(), folder.resolve()),
+            },
+            "weights": {"path": str(weights), "relpath": os.path.relpath(weights, folder.resolve())},
+            "weights_file_sha256": store.file_sha256(weights),
+            "record": done.record,
+        }
+        main_writes(lambda: write_entry(entry, identity, made, {"first": done.first, "last": done.last}), entry)
+        return done
+
+    return obtain(
+        entry,
+        lambda: _reused(read_entry(entry, identity), entry, out),
+        make,
+        reuse=reuse,
+        say=lambda d: (
+            f"{Path(d.record['weights_path']).parent} ({FIT_NAMES[plan.name]} fit of the same strong "
+            "embeddings, rows, start head, recipe and seed)"
+        ),
+    )
+
+
+def _reused(found: Entry | None, entry: Path, out: Path) -> FitDone | None:
+    """The fit an entry keeps, as this finetune's (its weights relative to `out`; `reused_from` the result
+    that ran it, unless that is `out` itself); None when its weights are gone or no longer the same file."""
+    if found is None:
+        return None
+    weights = store.resolve(found.made["weights"], entry)
+    if not weights.is_file() or store.file_sha256(weights) != found.made["weights_file_sha256"]:
+        return None
+    here = Path(out).resolve().parent
+    record = {**found.made["record"], "weights": os.path.relpath(weights.resolve(), here)}
+    record["weights_path"] = str(weights.resolve())
+    source = store.resolve(found.made["result"], entry).resolve()
+    if source != Path(out).resolve():
+        record["reused_from"] = {"path": str(source), "relpath": os.path.relpath(source, here)}
+    return FitDone(found.arrays["first"], found.arrays["last"], record)
 
 
 def remove_checkpoints(folder: Path) -> None:
@@ -177,14 +278,14 @@ def _trial(pseudo, made: PseudoLabelsRecord, emb_s: EmbeddingSet, test: np.ndarr
         init[name], outputs[name] = d.first, d.last
     labels = emb_s.labels[test] if emb_s.labels is not None else None
     truth = emb_s.truth(test)
-    start = {k: v for k, v in evaluate(init, truth, labels).items() if k != "n_test"}
+    start = dataclasses.replace(evaluate(init, truth, labels), n_test=None)  # the trial's n_test is its own
     trial = Trial(
-        Metrics.from_json(evaluate(outputs, truth, labels)),
+        evaluate(outputs, truth, labels),
         seed=made.seed,
         n_labeled=len(fits["strong_sft"].rows),
         n_pseudo=len(fits["w2s"].rows),
         pseudo_label_accuracy=made.pseudo_label_accuracy,
-        init=Metrics.from_json(start),
+        init=start,
     )
     return outputs, init, trial
 

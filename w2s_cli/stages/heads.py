@@ -20,6 +20,7 @@ from w2s_cli.numerics.solvers import LinearFit, LogisticClassifier, fit_ridgeles
 from w2s_cli.numerics.subspaces import PrincipalBasis, fit_basis
 from w2s_cli.options import Solver
 from w2s_cli.store.embeddings import EmbeddingSet
+from w2s_cli.store.records import FitRecord
 
 
 def my_blocks(emb: EmbeddingSet, rows: np.ndarray):
@@ -77,13 +78,11 @@ class FittedHead:
         coef = np.asarray(self.estimator.coef_, np.float64)
         return coef.reshape(coef.shape[0], -1), np.atleast_1d(np.asarray(self.estimator.intercept_, np.float64))
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> FitRecord:
         if self.fit is not None:
-            return {"solver": self.solver.value, **self.fit.record()}
-        out = {"solver": self.solver.value, "rows": int(getattr(self.estimator, "n_rows_", 0)) or None}
-        if hasattr(self.estimator, "alpha_"):
-            out["alpha"] = self.estimator.alpha_
-        return out
+            return FitRecord(self.solver.value, **self.fit.record())
+        extra = {"alpha": self.estimator.alpha_} if hasattr(self.estimator, "alpha_") else {}
+        return FitRecord(self.solver.value, int(getattr(self.estimator, "n_rows_", 0)) or None, extra=extra)
 
 
 def fit_head(

@@ -20,7 +20,7 @@ import numpy as np
 from w2s_cli.distributed import main_writes
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.numerics.moments import Moments, select
-from w2s_cli.numerics.stats import as_targets, evaluate
+from w2s_cli.numerics.stats import as_targets
 from w2s_cli.numerics.subspaces import PrincipalBasis
 from w2s_cli.numerics.variance import LabelNoise
 from w2s_cli.options import Solver, SubspaceOptions, check_student_labels
@@ -28,12 +28,14 @@ from w2s_cli.progress import stderr
 from w2s_cli.stages.analysis import analyse
 from w2s_cli.stages.design import Design, gather
 from w2s_cli.stages.heads import FittedHead, basis_of, fit_head, train_moments
+from w2s_cli.stages.summary import evaluate
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
 from w2s_cli.store.records import (
-    Analysis,
+    Basis,
+    FitRecord,
     Metrics,
     PseudoLabelsRecord,
     ResultRecord,
@@ -97,14 +99,14 @@ def fit_student(
         n_labeled=len(rows.labeled),
         n_pseudo=len(rows.pseudo),
         pseudo_label_accuracy=made.pseudo_label_accuracy,
-        analysis=None if analysis is None else Analysis.from_json(analysis),
+        analysis=analysis,
     )
     record = result_meta(
         pseudo,
         emb_s,
         out,
         student=solver.value,
-        strong_subspace={"requested": sub_opts.subspace, **basis_record},
+        strong_subspace=Basis(requested=sub_opts.subspace, **basis_record),
         fits={k: h.record() for k, h in heads.items()},
         trial=trial,
         seconds=seconds,
@@ -219,7 +221,7 @@ def _evaluate(
     outputs = {"weak": np.asarray(pseudo["weak_test_output"], np.float64)}
     outputs.update({k: h.outputs(design.Zs_test) for k, h in heads.items()})
     truth = emb_s.truth(test)
-    metrics = Metrics.from_json(evaluate(outputs, truth, emb_s.labels[test] if emb_s.labels is not None else None))
+    metrics = evaluate(outputs, truth, emb_s.labels[test] if emb_s.labels is not None else None)
     return outputs, truth, metrics
 
 
@@ -240,8 +242,8 @@ def result_meta(
     out: Path,
     *,
     student: str,
-    strong_subspace: dict[str, Any],
-    fits: dict[str, Any],
+    strong_subspace: Basis,
+    fits: dict[str, FitRecord | dict[str, Any]],  # a finetuned fit: its JSON (finetuning/job.py)
     trial: Trial,
     seconds: dict[str, float],
     analysis_note: str | None,
@@ -249,7 +251,7 @@ def result_meta(
 ) -> ResultRecord:
     """The record of a `result` artifact (a linear or a finetuned student): where its inputs came from, the
     experiment, each fit's record and the one trial."""
-    made = PseudoLabelsRecord.from_json(pseudo.meta)  # checked when the stage read it
+    made = read_record(pseudo, PseudoLabelsRecord)  # checked when the stage read it
     weak_sig = made.embeddings["signature"]
     provenance = store.base_meta("result", made.seed)
     provenance.update(

@@ -1,5 +1,6 @@
-"""The summary of a `result` artifact (one trial or several): measured errors, PGR and OPR with standard
-errors, and what the theory explains (dimensions, exact-design variance, decomposition, label-light
+"""The measured metrics of one trial (`evaluate`: errors, accuracies, PGR and OPR on its test rows, a `Metrics`
+record) and the summary of a `result` artifact (one trial or several): measured errors, PGR and OPR with
+standard errors, and what the theory explains (dimensions, exact-design variance, decomposition, label-light
 predictions, the variance-only prediction), as one `Summary` record (`to_json()`: what report --json prints)."""
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import numpy as np
 
 from w2s_cli.errors import W2SError
 from w2s_cli.numerics import theory
-from w2s_cli.numerics.stats import MODELS, mean_and_sem, opr_from_rows, pgr_from_rows, summarize_trials
+from w2s_cli.numerics.stats import (
+    MODELS,
+    accuracy,
+    mean_and_sem,
+    opr_from_rows,
+    pgr_from_rows,
+    sem,
+    squared_errors,
+)
 from w2s_cli.store import artifact as store
 from w2s_cli.store.records import (
     Analysis,
@@ -40,10 +49,57 @@ def _mean(values: list) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def _over_trials(metrics: list[Metrics], n_test: int) -> Metrics:
-    """The trials' metrics averaged (numerics.stats.summarize_trials), with the result's n_test."""
-    out = summarize_trials([{**m.to_json(), "n_test": n_test} for m in metrics])
-    return Metrics.from_json({**out, "n_test": n_test})
+def evaluate(outputs: dict[str, np.ndarray], truth: np.ndarray, labels: np.ndarray | None) -> Metrics:
+    """Errors with standard errors, accuracies, PGR and OPR (paired delta-method standard errors over the
+    test rows) of the four models on one test split.
+
+    outputs: model -> (m, C) test outputs; truth: (m, C) one-hot labels or (m, 1) targets; labels: (m,) or None.
+    """
+    per_row = {k: squared_errors(outputs[k], truth) for k in MODELS}
+    m = len(truth)
+    pgr, pgr_stderr = pgr_from_rows(per_row["weak"], per_row["w2s"], per_row["ceiling"])
+    opr, opr_stderr = opr_from_rows(per_row["strong_sft"], per_row["w2s"])
+    right = None if labels is None else {k: np.asarray(outputs[k]).argmax(axis=1) == labels for k in MODELS}
+    return Metrics(
+        error={k: float(v.mean()) for k, v in per_row.items()},
+        error_stderr={k: (float(sem(v)) if m > 1 else None) for k, v in per_row.items()},
+        pgr=pgr,
+        pgr_stderr=pgr_stderr,
+        opr=opr,
+        opr_stderr=opr_stderr,
+        n_test=m,
+        accuracy=None if labels is None else {k: accuracy(outputs[k], labels) for k in MODELS},
+        accuracy_stderr=None
+        if right is None
+        else {k: float(sem(right[k].astype(float))) if m > 1 else None for k in MODELS},
+    )
+
+
+def over_trials(metrics: list[Metrics], n_test: int) -> Metrics:
+    """Mean and standard error of every metric over trials, with the result's n_test (T = 1: the trial itself,
+    se over test rows).
+
+    PGR and OPR over T > 1 trials come from one estimator: the ratio of the mean errors, with its paired
+    delta-method standard error over trials.
+    """
+    if len(metrics) == 1:
+        return dataclasses.replace(metrics[0], n_test=n_test, trials=1)
+    err = {k: [t.error[k] for t in metrics] for k in MODELS}
+    pgr, pgr_stderr = pgr_from_rows(np.array(err["weak"]), np.array(err["w2s"]), np.array(err["ceiling"]))
+    opr, opr_stderr = opr_from_rows(np.array(err["strong_sft"]), np.array(err["w2s"]))
+    acc = None if metrics[0].accuracy is None else {k: [t.accuracy[k] for t in metrics] for k in MODELS}
+    return Metrics(
+        error={k: mean_and_sem(v)[0] for k, v in err.items()},
+        error_stderr={k: mean_and_sem(v)[1] for k, v in err.items()},
+        pgr=pgr,
+        pgr_stderr=pgr_stderr,
+        opr=opr,
+        opr_stderr=opr_stderr,
+        n_test=n_test,
+        accuracy=None if acc is None else {k: mean_and_sem(v)[0] for k, v in acc.items()},
+        accuracy_stderr=None if acc is None else {k: mean_and_sem(v)[1] for k, v in acc.items()},
+        trials=len(metrics),
+    )
 
 
 def summary(result: ResultRecord) -> Summary:
@@ -53,7 +109,7 @@ def summary(result: ResultRecord) -> Summary:
     analyses = [t.analysis for t in trials]
     pla = [t.pseudo_label_accuracy for t in trials]
     weak_size, strong_size = result.input_sizes
-    measured = _over_trials([t.metrics for t in trials], result.n_test)
+    measured = over_trials([t.metrics for t in trials], result.n_test)
     return Summary(
         metrics=measured,
         n_labeled=result.n_labeled,
@@ -73,7 +129,7 @@ def summary(result: ResultRecord) -> Summary:
         seeds=[t.seed for t in trials],
         student=result.student,
         # a finetuned student: its LP-FT start (epoch 0) measured alike
-        init=_over_trials(starts, result.n_test) if result.student and all(starts) else None,
+        init=over_trials(starts, result.n_test) if result.student and all(starts) else None,
         pseudo_label_accuracy=float(np.mean(pla)) if all(p is not None for p in pla) else None,
         theory=theory_summary(analyses, result) if all(analyses) else None,
         analysis_note=None if all(analyses) else result.analysis_note or "not analysed",

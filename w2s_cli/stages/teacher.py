@@ -24,7 +24,6 @@ from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.outputs import check_output
 from w2s_cli.store.records import (
     Basis,
-    FitRecord,
     LabelNoiseRecord,
     PseudoLabelsRecord,
     Split,
@@ -68,7 +67,7 @@ def train_weak(
         task=emb.task,
         solver=solver.value,
         link=link,
-        subspace=Basis.from_json({"requested": str(sub_opts.subspace), **basis_record}),
+        subspace=Basis(requested=str(sub_opts.subspace), **basis_record),
         split=_split_record(split_opts, s, emb),
         label_noise=LabelNoiseRecord(
             split_opts.label_noise, "symmetric flips" if emb.labels is not None else "gaussian", [split_opts.seed, 2]
@@ -104,7 +103,7 @@ def _teacher_errors(
     and accuracy (the TeacherRecord fields of the same names)."""
     loo = loo_residuals(head.fit, Z_L, Y_L) if head.fit is not None else None
     return {
-        "fit": FitRecord.from_json(head.record()),
+        "fit": head.record(),
         "sigma2": head.fit.sigma2() if head.fit is not None else None,
         "loo_error": None if loo is None else float((loo**2).mean()),
         "test_error": float(squared_errors(test_out, emb.truth(test)).mean()),

@@ -2,7 +2,9 @@
 
 The record says what produced the tensors (kind, command, versions, seed, model, dataset fingerprint,
 sample-id hash, split, solver, the content hash of every tensor) so that a consumer can refuse inputs that
-do not belong together. Tensors are read lazily: whole small ones, or selected rows of a large one by
+do not belong together. Reading checks the header, the schema version and the kind here; the fields are
+checked by building the kind's typed record (store/records/), the one schema check, whose message names
+the field. Tensors are read lazily: whole small ones, or selected rows of a large one by
 plain file reads at the offsets the safetensors header gives, so no stage needs a whole embedding matrix
 in memory. Writes are atomic (a temp file in the target folder, then a rename) and follow the user's
 umask; a tensor too large for memory can be written from an iterator of row blocks.
@@ -11,6 +13,7 @@ umask; a tensor too large for memory can be written from an iterator of row bloc
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import hashlib
 import json
@@ -21,7 +24,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -32,29 +35,16 @@ from safetensors import SafetensorError, safe_open
 
 from w2s_cli.distributed import CHUNK_ROWS  # rows per chunk of a pass over an artifact (W2S_CHUNK_ROWS)
 from w2s_cli.errors import W2SError, printable
+from w2s_cli.store.records import ARTIFACTS, RecordError
 
 SCHEMA_VERSION = 3
-# schema 3 writes schema 2's layout (the result records, store/records.py, only made it checked when built),
+# schema 3 writes schema 2's layout (the result records, store/records/, only made it checked when built),
 # so files of schema 2 read as they are; embeddings kept their layout from schema 1 (a cache of extractions
 # stays usable)
 READS = {kind: (2, 3) for kind in ("teacher", "pseudolabels", "result", "intrinsic_dim")} | {"embeddings": (1, 2, 3)}
-KINDS = ("embeddings", "teacher", "pseudolabels", "result", "intrinsic_dim")
+KINDS = tuple(ARTIFACTS)  # embeddings, teacher, pseudolabels, result, intrinsic_dim: each with its record
 META_KEY = "w2s"
 _HASH_PLACEHOLDER = "0" * 64
-# the record fields each kind must carry (besides schema_version and kind)
-REQUIRED = {
-    "embeddings": ("model", "preprocessing", "dataset", "sample_ids_sha256", "artifact_id"),
-    "teacher": ("embeddings", "dataset", "sample_ids_sha256", "split", "solver", "subspace", "artifact_id"),
-    "pseudolabels": ("teacher", "embeddings", "dataset", "sample_ids_sha256", "split", "artifact_id"),
-    "result": ("trials", "dataset", "n_labeled", "n_pseudo", "n_test", "artifact_id"),
-    "intrinsic_dim": ("result",),
-}
-# the required fields that are JSON objects (or lists) in every record
-OBJECTS = {
-    **dict.fromkeys(("model", "preprocessing", "dataset", "embeddings", "split", "subspace", "teacher"), dict),
-    "result": dict,
-    "trials": list,
-}
 _DTYPES = {
     "F64": np.float64,
     "F32": np.float32,
@@ -96,8 +86,10 @@ class Artifact:
         tensors: dict[str, Any] | None = None,
         path: Path | None = None,
         role: str | None = None,
+        record: Any = None,
     ) -> None:
         self.kind, self.meta, self.path, self.role = kind, meta, path, role
+        self.record = record  # the typed record (store/records/), built and so checked when read from a file
         self.tensors: dict[str, Any] = dict(tensors or {})
         self._index: dict | None = None
         self._fd: int | None = None
@@ -295,8 +287,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-# the effective configuration of the running command, by long option name (set by w2s_cli/cli/config.py)
-COMMAND_CONFIGURATION: dict[str, Any] = {}
+# the effective configuration of the command whose work is under way (`recording`); None outside any
+_CONFIGURATION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("configuration", default=None)
+
+
+@contextlib.contextmanager
+def recording(configuration: Mapping[str, Any] | None) -> Iterator[None]:
+    """Inside the block, every artifact written records `configuration` (a command's effective options by
+    long name, cli/config.py; a job carries its command's into its worker); after it, what was before."""
+    token = _CONFIGURATION.set(dict(configuration) if configuration else None)
+    try:
+        yield
+    finally:
+        _CONFIGURATION.reset(token)
+
+
+def configuration() -> dict[str, Any] | None:
+    """The configuration being recorded (`recording`), or None."""
+    current = _CONFIGURATION.get()
+    return None if current is None else dict(current)
 
 
 def base_meta(kind: str, seed: int | None) -> dict[str, Any]:
@@ -309,8 +318,8 @@ def base_meta(kind: str, seed: int | None) -> dict[str, Any]:
         "versions": package_versions(),
         "seed": seed,
     }
-    if COMMAND_CONFIGURATION:
-        meta["configuration"] = dict(COMMAND_CONFIGURATION)
+    if _CONFIGURATION.get():
+        meta["configuration"] = configuration()
     return meta
 
 
@@ -430,7 +439,15 @@ def _write_safetensors(path: Path, arrays: dict[str, Any], meta: dict[str, Any])
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The record only, without reading tensors; every way a file can be wrong is one clear W2SError."""
+    """The record only, without reading tensors, checked (its kind's typed record built); every way a file
+    can be wrong is one clear W2SError."""
+    meta = _header(path)
+    _typed_record(meta, path)
+    return meta
+
+
+def _header(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON record of the file at `path`, of a kind and schema this w2s reads (its fields not checked)."""
     path = Path(path)
     name = printable(path)
     try:  # exists() itself raises in a folder we may not search
@@ -464,30 +481,35 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         )
     if kind not in KINDS:
         raise W2SError(f"{name}: unknown artifact kind '{printable(kind)}'")
-    missing = [k for k in REQUIRED[kind] if k not in meta]
-    if missing:
-        raise W2SError(f"{name}: corrupt w2s record: a '{kind}' artifact without '{missing[0]}'")
-    wrong = [k for k in REQUIRED[kind] if k in OBJECTS and not isinstance(meta[k], OBJECTS[k])]
-    if wrong:
-        what = "a list" if OBJECTS[wrong[0]] is list else "an object"
-        raise W2SError(f"{name}: corrupt w2s record: '{wrong[0]}' is not {what}")
-    if kind == "result" and not meta["trials"]:
-        raise W2SError(f"{name}: corrupt w2s record: a 'result' artifact with no trials")
     return meta
 
 
+def _typed_record(meta: dict[str, Any], path: str | os.PathLike, role: str | None = None) -> Any:
+    """The typed record of a file's JSON record (its kind's, store/records/): the one check of its fields; one
+    that does not fit is one W2SError naming the file (as `role`, else by its kind) and the field."""
+    kind = meta["kind"]
+    try:
+        record = ARTIFACTS[kind].from_json(meta)
+        if "artifact_id" not in meta:  # written by save() with the content hash
+            raise RecordError(f"a '{kind}' artifact without 'artifact_id'")
+    except RecordError as exc:
+        raise W2SError(f"{role or kind} {printable(path)}: corrupt w2s record: {exc}") from None
+    return record
+
+
 def load(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None, what: str | None = None) -> Artifact:
-    """The artifact at `path` (tensors read on demand); refuse one of the wrong kind with a clear error."""
+    """The artifact at `path` (tensors read on demand, its typed record checked: `art.record`); refuse one of
+    the wrong kind with a clear error."""
     path = Path(path)
     for _ in range(5):  # another w2s process may replace the file (by a rename) while we look at it
         before = _file_id(path)
-        meta = read_meta(path)
+        meta = _header(path)
         kinds = (kind,) if isinstance(kind, str) else kind
         if kinds is not None and meta["kind"] not in kinds:
             want = " or ".join(kinds)
             role = f"{what} " if what else ""
             raise W2SError(f"{role}{printable(path)}: is a '{meta['kind']}' artifact, expected {want}")
-        art = Artifact(meta["kind"], meta, path=path, role=what)
+        art = Artifact(meta["kind"], meta, path=path, role=what, record=_typed_record(meta, path, what))
         try:  # its tensors are read from the very file its record came from
             if _file_id(art._file()) == before:
                 break

@@ -13,7 +13,7 @@ import numpy as np
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.numerics.stats import as_targets
 from w2s_cli.store import artifact as store
-from w2s_cli.store.records import EmbeddingsRecord, RecordError
+from w2s_cli.store.records import EmbeddingsRecord
 
 
 class EmbeddingSet:
@@ -22,10 +22,7 @@ class EmbeddingSet:
         self.art = store.load(path, "embeddings", what=role)
         self.meta = self.art.meta
         where = f"{role} {printable(self.path)}"
-        try:  # what identifies these embeddings (and their dataset's task) must be in the record
-            self.record = EmbeddingsRecord.from_json(self.meta)
-        except RecordError as exc:
-            raise W2SError(f"{where}: corrupt w2s record: {exc}") from None
+        self.record: EmbeddingsRecord = self.art.record  # checked as it was read (store/artifact.py)
         try:
             shape = self.art.shape("embeddings")
             ids = self.art["sample_ids"]

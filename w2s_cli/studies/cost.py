@@ -13,7 +13,6 @@ through the cut network.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +21,17 @@ import numpy as np
 from w2s_cli.inputs.sources import subset
 from w2s_cli.options import COLLECT, BackboneSpec, DataOptions, ExecutorOptions, ExtractOptions, RunOptions, StudentKind
 from w2s_cli.store.embeddings import EmbeddingSet
+from w2s_cli.store.records import BackboneCost, CostEstimate
+from w2s_cli.studies.executors import embeddings_plan, trial_plan
 from w2s_cli.studies.finetune_cost import Fits, finetune_work
-from w2s_cli.studies.run import EmbeddingCache, embedding_cache, extraction_request
+from w2s_cli.studies.ranking import base_with, check_teachers
+from w2s_cli.studies.run import EmbeddingCache, embedding_cache
+from w2s_cli.studies.sweep import points_of, tasks_of
 
 BATCH = 32
 LOOP_EFFICIENCY = 0.95  # the extraction loop against the bare forward (bench/extract.py)
 PRODUCTS_PER_TRIAL = 8  # row x width^2 products a trial does: moments and projections of both backbones
 TRIAL_OVERHEAD = 1.0  # seconds of a trial that do not scale with its rows (files, small solves; digits, 2 cores)
-
-
-@dataclass(frozen=True)
-class BackboneCost:
-    """One backbone's share of the work: images to embed (0 when cached) and what calibration measured."""
-
-    label: str
-    images: int
-    cached: bool
-    width: int
-    seconds_per_image: float
-    path: str | None = None  # the embeddings found (cached)
 
 
 def forward_seconds(spec: BackboneSpec, source: Any = None) -> tuple[int, float]:
@@ -82,14 +73,13 @@ def product_seconds(width: int, rows: int = 2000) -> float:
 def backbones(cache: EmbeddingCache, specs: list[BackboneSpec], rows: int, reuse: bool) -> list[BackboneCost]:
     out = []
     for spec in dict.fromkeys(specs):
-        request = extraction_request(cache.data, spec, cache.limit, cache.seed)
-        found = [p for p in cache.candidates(spec, None) if reuse and cache.matches(p, request)]
+        found = cache.reusable(spec) if reuse else None
         serial = cache.extract.num_workers == 0
-        width, per_image = forward_seconds(spec, cache.source() if serial and not found else None)
-        if found:
-            width = EmbeddingSet(found[0], "embeddings").width
-        path = str(found[0]) if found else None
-        out.append(BackboneCost(spec.label, 0 if found else rows, bool(found), width, per_image, path))
+        width, per_image = forward_seconds(spec, cache.source() if serial and found is None else None)
+        if found is not None:
+            width = EmbeddingSet(found, "embeddings").width
+        path = None if found is None else str(found)
+        out.append(BackboneCost(spec.label, 0 if found else rows, found is not None, width, per_image, path))
     return out
 
 
@@ -101,7 +91,7 @@ def estimate(
     trials: int | None = None,
     executor: ExecutorOptions | None = None,
     predictions: int = 0,
-) -> dict[str, Any]:
+) -> CostEstimate:
     """The work of `runs` (one per point or teacher) over the cache's samples, its disk and its time.
     `trials`: trials not already finished (default all); `predictions`: rank-teachers' label-light
     predictions (each about one trial's products)."""
@@ -116,61 +106,97 @@ def estimate(
     tuned = finetune_work(items, rows, {b.label: Path(b.path) if b.path else None for b in nets})
     seconds = {
         "extraction": sum(b.images * b.seconds_per_image / LOOP_EFFICIENCY for b in nets),
-        "prefix_cache": tuned["prefix"] / LOOP_EFFICIENCY,
+        "prefix_cache": tuned.prefix_seconds / LOOP_EFFICIENCY,
         "fits": (trials + predictions) * per_trial,
-        "finetuning": tuned["fits"],
+        "finetuning": tuned.fit_seconds,
     }
     spread = executor is not None and executor.kind == "local"  # K workers share the fits
     parallel = (seconds["fits"] + seconds["finetuning"]) / executor.workers if spread else None
     serial = seconds["extraction"] + seconds["prefix_cache"]
     classes = 10
-    disk = sum(b.images * (b.width * 4 + 8) for b in nets) + trials * trial_rows * classes * 8 * 6 + tuned["disk"]
-    return {
-        "backbones": [b.__dict__ for b in nets],
-        "rows": rows,
-        "trials": trials,
-        "predictions": predictions,
-        "prefix_images": tuned["prefix_images"],
-        "finetune_epochs": sum(o.trials * o.finetune.epochs * 3 for o in ft),
-        "finetune_step_rows": tuned["step_rows"],
-        "finetune_forward_rows": tuned["forward_rows"],
-        "jobs": trials if executor is not None and executor.kind not in ("inprocess", COLLECT) else 0,
-        "disk_bytes": int(disk),
-        "seconds": seconds,
-        "total_seconds": sum(seconds.values()) if parallel is None else serial + parallel,
-    }
+    disk = sum(b.images * (b.width * 4 + 8) for b in nets) + trials * trial_rows * classes * 8 * 6 + tuned.disk_bytes
+    return CostEstimate(
+        backbones=tuple(nets),
+        rows=rows,
+        trials=trials,
+        predictions=predictions,
+        prefix_images=tuned.prefix_images,
+        finetune_epochs=sum(o.trials * o.finetune.epochs * 3 for o in ft),
+        finetune_step_rows=tuned.step_rows,
+        finetune_forward_rows=tuned.forward_rows,
+        jobs=trials if executor is not None and executor.kind not in ("inprocess", COLLECT) else 0,
+        disk_bytes=int(disk),
+        seconds=seconds,
+        total_seconds=sum(seconds.values()) if parallel is None else serial + parallel,
+    )
 
 
 def estimate_run(
     out_dir: str | Path, data: DataOptions, options: RunOptions, extract: ExtractOptions, reuse: bool = True
-) -> dict[str, Any]:
+) -> CostEstimate:
     """`w2s run --dry-run`: the sizes checked as run checks them, then the estimate."""
     return estimate(embedding_cache(out_dir, data, [options], extract, reuse), [options], reuse=reuse)
 
 
-def describe(e: dict[str, Any], out_dir: Path, option: str = "--out-dir") -> list[str]:
+def estimate_sweep(
+    out_dir: str | Path,
+    data: DataOptions,
+    base: RunOptions,
+    extract: ExtractOptions,
+    varies: list[tuple[str, list[Any]]],
+    *,
+    reuse: bool = True,
+    executor: ExecutorOptions | None = None,
+) -> CostEstimate:
+    """`w2s sweep --dry-run`: the grid and sizes checked as sweep checks them; the trials already finished
+    (and the embeddings already there) cost nothing."""
+    grid = points_of(base, varies)
+    runs = [o for _, o in grid]
+    cache = embedding_cache(out_dir, data, runs, extract, reuse)
+    where, _ = embeddings_plan(cache, [s for o in runs for s in (o.weak, o.strong)])
+    _, todo = trial_plan(tasks_of(Path(out_dir), grid), where, extract, reuse)
+    return estimate(cache, runs, reuse=reuse, trials=len(todo), executor=executor)
+
+
+def estimate_ranking(
+    out_dir: str | Path,
+    data: DataOptions,
+    base: RunOptions,
+    extract: ExtractOptions,
+    teachers: list[BackboneSpec],
+    *,
+    measure: bool = False,
+    reuse: bool = True,
+) -> CostEstimate:
+    """`w2s rank-teachers --dry-run`: each teacher's label-light predictions (and with `measure`, its trials)."""
+    check_teachers(teachers)
+    cache = embedding_cache(out_dir, data, [base], extract, reuse)
+    runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
+    return estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
+
+
+def describe(e: CostEstimate, out_dir: Path, option: str = "--out-dir") -> list[str]:
     """The estimate as lines for stdout."""
     lines = [f"dry run: nothing extracted or written ({option} {out_dir})"]
-    for b in e["backbones"]:
-        what = "cached, 0 to embed" if b["cached"] else f"{b['images']:,} images to embed"
-        lines.append(f"  {b['label']}: {what} (width {b['width']}, {1 / b['seconds_per_image']:,.0f} images/s here)")
-    if e["trials"] or not e["finetune_epochs"]:
-        lines.append(f"  trials to fit: {e['trials']} (each: teacher, pseudo-labels, W2S student, strong SFT, ceiling)")
-    if e["predictions"]:
-        lines.append(f"  label-light predictions: {e['predictions']}")
-    if e["prefix_images"]:
-        lines.append(f"  frozen prefix to cache: {e['prefix_images']:,} images")
-    if e["finetune_epochs"]:
+    for b in e.backbones:
+        what = "cached, 0 to embed" if b.cached else f"{b.images:,} images to embed"
+        lines.append(f"  {b.label}: {what} (width {b.width}, {1 / b.seconds_per_image:,.0f} images/s here)")
+    if e.trials or not e.finetune_epochs:
+        lines.append(f"  trials to fit: {e.trials} (each: teacher, pseudo-labels, W2S student, strong SFT, ceiling)")
+    if e.predictions:
+        lines.append(f"  label-light predictions: {e.predictions}")
+    if e.prefix_images:
+        lines.append(f"  frozen prefix to cache: {e.prefix_images:,} images")
+    if e.finetune_epochs:
         lines.append(
-            f"  finetuning: {e['finetune_epochs']} fit-epochs, {e['finetune_step_rows']:,} rows through forward and "
-            f"backward, {e['finetune_forward_rows']:,} through forward alone"
+            f"  finetuning: {e.finetune_epochs} fit-epochs, {e.finetune_step_rows:,} rows through forward and "
+            f"backward, {e.finetune_forward_rows:,} through forward alone"
         )
-    if e["jobs"]:
-        lines.append(f"  jobs: {e['jobs']}")
-    s = e["seconds"]
-    lines.append(f"  disk: {e['disk_bytes'] / 2**20:,.0f} MiB")
-    parts = ", ".join(f"{k} {v:,.0f} s" for k, v in s.items() if v)
-    lines.append(f"  estimated time here: {_clock(e['total_seconds'])} ({parts or 'nothing to do'})")
+    if e.jobs:
+        lines.append(f"  jobs: {e.jobs}")
+    lines.append(f"  disk: {e.disk_bytes / 2**20:,.0f} MiB")
+    parts = ", ".join(f"{k} {v:,.0f} s" for k, v in e.seconds.items() if v)
+    lines.append(f"  estimated time here: {_clock(e.total_seconds)} ({parts or 'nothing to do'})")
     return lines
 
 

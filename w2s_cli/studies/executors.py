@@ -37,7 +37,9 @@ from w2s_cli.options import (
 )
 from w2s_cli.options.recipe import FinetuneRecipe
 from w2s_cli.progress import stderr
-from w2s_cli.studies.run import EmbeddingCache, extraction_request, finished, result_name, run_trials, wanted_identity
+from w2s_cli.store import artifact as store
+from w2s_cli.store.cache import slug
+from w2s_cli.studies.run import EmbeddingCache, Progress, finished, result_name, trial, trial_identity
 
 POLL_SECONDS = 0.5
 
@@ -52,10 +54,12 @@ class TrialJob:
     options: RunOptions  # trials=1, split.seed = this trial's seed
     extract: ExtractOptions
     resume: bool
+    configuration: dict[str, Any] | None = None  # the command's, recorded in what the job writes
 
     def __call__(self) -> str:
-        trials = run_trials(self.paths, self.folder, self.options, quiet=True, resume=self.resume, extract=self.extract)
-        return str(trials[0])
+        with store.recording(self.configuration):
+            return str(trial(self.paths, self.folder, self.options, self.options.split.seed, quiet=True,
+                             resume=self.resume, extract=self.extract))  # fmt: skip
 
     @property
     def target(self) -> Path:
@@ -74,10 +78,12 @@ class ExtractionJob:
     limit: int | None
     seed: int
     reuse: bool
+    configuration: dict[str, Any] | None = None
 
     def __call__(self) -> str:
         cache = EmbeddingCache(self.folder, self.data, self.extract, self.limit, self.seed, self.reuse)
-        return str(cache.get(self.spec))
+        with store.recording(self.configuration):
+            return str(cache.get(self.spec))
 
 
 @dataclass(frozen=True)
@@ -90,11 +96,13 @@ class PrefixJob:
     strong: Path
     recipe: FinetuneRecipe
     extract: ExtractOptions
+    configuration: dict[str, Any] | None = None
 
     def __call__(self) -> str:
         from w2s_cli.finetuning.prefix import prepare_prefix_cache
 
-        return str(prepare_prefix_cache(self.strong, self.recipe, self.extract))
+        with store.recording(self.configuration):
+            return str(prepare_prefix_cache(self.strong, self.recipe, self.extract))
 
 
 def prefix_jobs(todo: list[TrialJob], extract: ExtractOptions) -> list[PrefixJob]:
@@ -105,7 +113,7 @@ def prefix_jobs(todo: list[TrialJob], extract: ExtractOptions) -> list[PrefixJob
         if o.student == StudentKind.finetune and o.finetune.spec.kind == "last":
             key = (Path(t.paths["strong"]), str(o.finetune.spec))
             name = f"activations/{o.strong.label}.{o.finetune.spec.kind}{o.finetune.spec.size}"
-            jobs.setdefault(key, PrefixJob(name, key[0], o.finetune, extract))
+            jobs.setdefault(key, PrefixJob(name, key[0], o.finetune, extract, store.configuration()))
     return list(jobs.values())
 
 
@@ -118,7 +126,7 @@ def trial_jobs(
     for t in range(options.trials):
         s = options.split.seed + t
         one = dataclasses.replace(options, trials=1, split=SplitOptions(**{**options.split.__dict__, "seed": s}))
-        jobs.append(TrialJob(f"{prefix}/trial-{s}", paths, folder, one, quiet, resume))
+        jobs.append(TrialJob(f"{prefix}/trial-{s}", paths, folder, one, quiet, resume, store.configuration()))
     return jobs
 
 
@@ -126,7 +134,7 @@ def is_finished(job: TrialJob) -> bool:
     """Whether the job's trial is already in its folder (its embeddings must exist to tell)."""
     if not job.resume or not all(Path(p).exists() for p in job.paths.values()):
         return False
-    return finished(job.target, wanted_identity(job.paths, job.options, job.options.split.seed))
+    return finished(job.target, trial_identity(job.paths, job.options, job.options.split.seed)) is not None
 
 
 def _run_logged(job: Callable[[], str], log: Path) -> str:
@@ -171,7 +179,7 @@ class WorkerPool:
     def submit(self, jobs: list[Any], attempt: int = 0, after: list[Submission] | None = None) -> list[Submission]:
         subs = []
         for job in jobs:
-            log = self.logs / f"{job.name.replace('/', '_')}{'.retry' if attempt else ''}.log"
+            log = self.logs / f"{slug(job.name)}{'.retry' if attempt else ''}.log"
             subs.append(Submission(job, self.pool.submit(_run_logged, job, log), log, attempt))
         return subs
 
@@ -309,14 +317,6 @@ def record_submission(folder: Path, subs: list[Submission]) -> Path:
     return path
 
 
-class Estimated(Exception):
-    """Raised by `spread` for --dry-run: the caller prints the estimate instead of a result."""
-
-    def __init__(self, estimate: dict[str, Any]) -> None:
-        super().__init__("estimated")
-        self.estimate = estimate
-
-
 class Detached(Exception):
     """Raised by `spread` after a --detach submission: the caller reports it instead of a result."""
 
@@ -326,19 +326,30 @@ class Detached(Exception):
 
 
 def embeddings_plan(
-    cache: EmbeddingCache, specs: Iterable[BackboneSpec], reuse: bool
+    cache: EmbeddingCache, specs: Iterable[BackboneSpec]
 ) -> tuple[dict[BackboneSpec, Path], list[ExtractionJob]]:
     """Where each backbone's embeddings are (reused) or will be (an extraction job writes them)."""
     where, jobs = {}, []
     for spec in dict.fromkeys(specs):
-        request = extraction_request(cache.data, spec, cache.limit, cache.seed)
-        found = [p for p in cache.candidates(spec, None) if reuse and cache.matches(p, request)]
-        where[spec] = found[0] if found else cache.path(spec)
-        if not found:
+        found = cache.reusable(spec)
+        where[spec] = found or cache.path(spec)
+        if found is None:
             job = ExtractionJob(f"embeddings/{spec.label}", spec, cache.folder, cache.data, cache.extract, cache.limit,
-                                cache.seed, reuse)  # fmt: skip
+                                cache.seed, cache.reuse, store.configuration())  # fmt: skip
             jobs.append(job)
     return where, jobs
+
+
+def trial_plan(
+    tasks: list[tuple[str, Path, RunOptions]], where: dict[BackboneSpec, Path], extract: ExtractOptions, reuse: bool
+) -> tuple[list[TrialJob], list[TrialJob]]:
+    """Every trial of every task (name, folder, options) as a job, and those not already finished."""
+    jobs = [
+        job
+        for name, folder, o in tasks
+        for job in trial_jobs(folder, {"weak": where[o.weak], "strong": where[o.strong]}, o, extract, reuse, name)
+    ]
+    return jobs, [j for j in jobs if not is_finished(j)]
 
 
 def spread(
@@ -347,32 +358,22 @@ def spread(
     cache: EmbeddingCache,
     extract: ExtractOptions,
     reuse: bool,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Every trial of every task (name, folder, options) finished by the executor, so that the in-process
-    loop then only combines them; with --detach, submitted (raises Detached with the submission's record);
-    with --dry-run, estimated (raises Estimated with studies/cost.py's estimate)."""
+    loop then only combines them; with --detach, submitted (raises Detached with the submission's record)."""
     specs = [s for _, _, o in tasks for s in (o.weak, o.strong)]
-    if options.kind == "local" and not options.dry_run:  # extracted here, once, as the in-process sweep does
+    if options.kind == "local":  # extracted here, once, as the in-process sweep does
         where, extraction = {spec: cache.get(spec) for spec in dict.fromkeys(specs)}, []
     else:
-        where, extraction = embeddings_plan(cache, specs, reuse)
-    jobs = [
-        job
-        for name, folder, o in tasks
-        for job in trial_jobs(folder, {"weak": where[o.weak], "strong": where[o.strong]}, o, extract, reuse, name)
-    ]
-    todo = [j for j in jobs if not is_finished(j)]
+        where, extraction = embeddings_plan(cache, specs)
+    jobs, todo = trial_plan(tasks, where, extract, reuse)
     done = len(jobs) - len(todo)
     prefixes = prefix_jobs(todo, dataclasses.replace(extract, quiet=True))
-    if options.kind == "local" and not options.dry_run:  # cached here, once, before the workers read them
+    if options.kind == "local":  # cached here, once, before the workers read them
         for job in prefix_jobs(todo, extract):
             job()
         prefixes = []
-    if options.dry_run:
-        from w2s_cli.studies.cost import estimate
-
-        raise Estimated(estimate(cache, [o for _, _, o in tasks], reuse=reuse, trials=len(todo), executor=options))
     if options.kind == COLLECT:
         if todo or extraction:
             first = (extraction or todo)[0].name
@@ -395,7 +396,7 @@ def _submit_and_wait(
     todo: list[TrialJob],
     total: int,
     done: int,
-    progress: Callable[[int, int, str], None] | None,
+    progress: Progress | None,
 ) -> None:
     runner, count = backend(options, out_dir), [done]
 

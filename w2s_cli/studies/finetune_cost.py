@@ -19,6 +19,7 @@ from typing import Any
 
 from w2s_cli.options import BackboneSpec
 from w2s_cli.options.recipe import FinetuneRecipe, TrainSpec
+from w2s_cli.store.records import CostEstimate
 
 BATCH = 64  # the default --ft-batch-size
 REPEATS = 6  # timed calls of each part; the best one counts (the machine may be shared)
@@ -103,12 +104,26 @@ class Fits:
     trials: int = 1
 
 
-def finetune_work(items: list[Fits], rows: int, strong: dict[str, Path | None]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FinetuneWork:
+    """The finetuning share of an estimate: images through the frozen prefix to cache and their seconds, rows
+    through forward and backward and through forward alone, the fits' seconds, the disk (caches, weights)."""
+
+    prefix_images: int = 0
+    prefix_seconds: float = 0.0
+    step_rows: int = 0
+    forward_rows: int = 0
+    fit_seconds: float = 0.0
+    disk_bytes: int = 0
+
+
+def finetune_work(items: list[Fits], rows: int, strong: dict[str, Path | None]) -> FinetuneWork:
     """The finetuning of `items`: the prefix caches to build over `rows` images (none where one is already
     beside the strong embeddings, `strong`: their path by backbone label, None when not extracted yet), the
     fits' passes, their seconds and disk."""
     costs: dict[tuple[str, str], CutCost] = {}
-    out = {"prefix_images": 0, "step_rows": 0, "forward_rows": 0, "prefix": 0.0, "fits": 0.0, "disk": 0}
+    out = {"prefix_images": 0, "step_rows": 0, "forward_rows": 0, "prefix_seconds": 0.0, "fit_seconds": 0.0}
+    out["disk_bytes"] = 0
     for f in items:
         key = (f.strong.label, str(f.recipe.spec))
         if key not in costs:
@@ -116,18 +131,18 @@ def finetune_work(items: list[Fits], rows: int, strong: dict[str, Path | None]) 
             path = strong.get(f.strong.label)
             if c.cached and (path is None or not _cache_exists(path, c.cut_record)):
                 out["prefix_images"] += rows
-                out["prefix"] += rows * c.prefix
-                out["disk"] += rows * c.row_bytes
+                out["prefix_seconds"] += rows * c.prefix
+                out["disk_bytes"] += rows * c.row_bytes
         c = costs[key]
         step, forward = trial_passes(f.n_labeled, f.n_pseudo, f.recipe, f.n_test)
         out["step_rows"] += f.trials * step
         out["forward_rows"] += f.trials * forward
-        out["fits"] += f.trials * (step * c.step + forward * c.forward)
-        out["disk"] += f.trials * 3 * c.trained_parameters * 4  # each fit's trained weights (float32)
-    return out
+        out["fit_seconds"] += f.trials * (step * c.step + forward * c.forward)
+        out["disk_bytes"] += f.trials * 3 * c.trained_parameters * 4  # each fit's trained weights (float32)
+    return FinetuneWork(**out)
 
 
-def estimate_finetune(pseudo_path: str | Path, strong: str | Path, recipe: FinetuneRecipe) -> dict[str, Any]:
+def estimate_finetune(pseudo_path: str | Path, strong: str | Path, recipe: FinetuneRecipe) -> CostEstimate:
     """`w2s finetune --dry-run`: the work of the three fits on these pseudo-labels, in studies/cost.py's form."""
     from w2s_cli.errors import printable
     from w2s_cli.finetuning.network import spec_from_record
@@ -145,21 +160,21 @@ def estimate_finetune(pseudo_path: str | Path, strong: str | Path, recipe: Finet
     n, N = len(fits["strong_sft"].rows), len(fits["w2s"].rows)
     item = Fits(spec, recipe, n, N, len(pseudo["test_rows"]))
     work = finetune_work([item], emb_s.n_rows, {spec.label: emb_s.path})
-    seconds = {"prefix_cache": work["prefix"], "finetuning": work["fits"]}
-    return {
-        "backbones": [],
-        "rows": emb_s.n_rows,
-        "trials": 0,
-        "predictions": 0,
-        "prefix_images": work["prefix_images"],
-        "finetune_epochs": recipe.epochs * 3,
-        "finetune_step_rows": work["step_rows"],
-        "finetune_forward_rows": work["forward_rows"],
-        "jobs": 0,
-        "disk_bytes": int(work["disk"]),
-        "seconds": seconds,
-        "total_seconds": sum(seconds.values()),
-    }
+    seconds = {"prefix_cache": work.prefix_seconds, "finetuning": work.fit_seconds}
+    return CostEstimate(
+        backbones=(),
+        rows=emb_s.n_rows,
+        trials=0,
+        predictions=0,
+        prefix_images=work.prefix_images,
+        finetune_epochs=recipe.epochs * 3,
+        finetune_step_rows=work.step_rows,
+        finetune_forward_rows=work.forward_rows,
+        jobs=0,
+        disk_bytes=int(work.disk_bytes),
+        seconds=seconds,
+        total_seconds=sum(seconds.values()),
+    )
 
 
 def _cache_exists(strong: Path, cut_record: dict) -> bool:

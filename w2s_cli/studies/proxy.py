@@ -45,7 +45,7 @@ def proxy_finetune(
     attach_predictions(made, predicted, where)
     cost = {
         "proxy_seconds": round(time.perf_counter() - begin, 3),
-        "full_estimated_seconds": round(full["seconds"]["finetuning"], 3),
+        "full_estimated_seconds": round(full.seconds["finetuning"], 3),
         "proxy_epochs": epochs,
         "recipe_epochs": recipe.epochs,
     }

@@ -9,10 +9,10 @@ ranking's near-ties are judged by paired standard errors over those rows.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,11 +28,23 @@ from w2s_cli.stages.heads import shared_basis
 from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.store import artifact as store
+from w2s_cli.store.cache import slug
 from w2s_cli.store.embeddings import EmbeddingSet
-from w2s_cli.studies.cost import estimate
-from w2s_cli.studies.executors import Estimated, spread
-from w2s_cli.studies.run import embedding_cache, experiment
+from w2s_cli.store.records import NearTie, Predicted, RankedTeacher, Ranking, W2SErrors
+from w2s_cli.studies.executors import spread
+from w2s_cli.studies.run import Progress, embedding_cache, experiment
 from w2s_cli.studies.sweep import spearman
+
+
+class Draw(NamedTuple):
+    """One teacher's label-light predictions on one split draw: d_w, d_s, d_sw, the predictions, and the
+    squared leave-one-out W2S errors of the draw's n labelled rows (None where undefined)."""
+
+    d_w: float
+    d_s: float
+    d_sw: float
+    predicted: Predicted
+    w2s_rows: np.ndarray | None
 
 
 def predict_w2s(
@@ -41,7 +53,7 @@ def predict_w2s(
     options: RunOptions,
     seed: int,
     strong_bases: dict[int, PrincipalBasis] | None = None,
-) -> dict[str, Any]:
+) -> Draw:
     """The label-light predictions for one teacher and one split draw (ridgeless heads, soft labels).
     strong_bases: the strong basis of each seed's split, shared by all teachers (filled on first use)."""
     emb_w, emb_s = EmbeddingSet(weak, "weak embeddings"), EmbeddingSet(strong, "strong embeddings")
@@ -71,14 +83,16 @@ def predict_w2s(
         "ceiling": fit_on(design.train, design.zs, design.y),  # only its design enters (v_c)
     }
     out = theory_predictions(design, fits, LabelNoise(sp.label_noise, emb_w.n_classes))
-    loo = out["loo"]["w2s"]
-    return {
-        "d_w": out["dimensions"]["d_w"],
-        "d_s": out["dimensions"]["d_s"],
-        "d_sw": out["dimensions"]["d_sw"],
-        "predicted": out["predicted"],
-        "w2s_rows": None if loo is None else (loo**2).mean(axis=1),
-    }
+    loo, dims = out.loo["w2s"], out.dimensions
+    return Draw(dims.d_w, dims.d_s, dims.d_sw, out.predicted, None if loo is None else (loo**2).mean(axis=1))
+
+
+def check_teachers(teachers: list[BackboneSpec]) -> None:
+    """At least two teachers to rank, none given twice."""
+    if len(teachers) < 2:
+        raise W2SError("rank-teachers needs at least two --weak teachers to rank")
+    if len({t.label for t in teachers}) != len(teachers):
+        raise W2SError("a --weak teacher is given twice")
 
 
 def rank_teachers(
@@ -90,21 +104,15 @@ def rank_teachers(
     *,
     measure: bool = False,
     reuse: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     executor: ExecutorOptions | None = None,
-) -> dict[str, Any]:
-    """Rank `teachers` by predicted W2S error (lowest first); with `measure`, also train them all (one job per
-    teacher and trial when `executor` spreads them, studies/executors.py)."""
-    if len(teachers) < 2:
-        raise W2SError("rank-teachers needs at least two --weak teachers to rank")
-    if len({t.label for t in teachers}) != len(teachers):
-        raise W2SError("a --weak teacher is given twice")
+) -> Ranking:
+    """Rank `teachers` by predicted W2S error (lowest first), a `Ranking`; with `measure`, also train them all
+    (one job per teacher and trial when `executor` spreads them, studies/executors.py). `progress(k, K, teacher)`
+    after each of the K teachers."""
+    check_teachers(teachers)
     out_dir = Path(out_dir)
     cache = embedding_cache(out_dir, data, [base], extract, reuse)
-    if executor is not None and executor.dry_run:
-        runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
-        work = estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
-        raise Estimated(work)
     resume = reuse
     if measure and executor is not None and executor.spread:  # the jobs write every trial; the loop combines
         tasks = [
@@ -119,22 +127,24 @@ def rank_teachers(
         entry, rows[spec.label] = _predicted_entry(spec, weak, strong, base, strong_bases)
         if measure:
             folder = out_dir / "teachers" / folder_name(spec)
-            entry["measured"] = measured({"weak": weak, "strong": strong}, folder, base_with(base, spec), resume)
+            entry = dataclasses.replace(
+                entry, measured=measured({"weak": weak, "strong": strong}, folder, base_with(base, spec), resume)
+            )
         entries.append(entry)
         if progress is not None:
-            progress(spec.label)
-    entries.sort(key=lambda e: (e["predicted"]["error_w2s"] is None, e["predicted"]["error_w2s"] or 0.0))
-    result: dict[str, Any] = {
-        "strong": base.strong.label,
-        "n_labeled": base.split.n_labeled,
-        "n_pseudo": base.split.n_pseudo,
-        "trials": base.trials,
-        "teachers": entries,
-        "near_ties": near_ties(entries, rows),
-    }
-    if measure:
-        result.update(_prediction_quality(entries))
-    return result
+            progress(len(entries), len(teachers), spec.label)
+    entries.sort(key=lambda e: (e.predicted.error_w2s is None, e.predicted.error_w2s or 0.0))
+    spearman_rho, miss = _prediction_quality(entries) if measure else (None, None)
+    return Ranking(
+        strong=base.strong.label,
+        n_labeled=base.split.n_labeled,
+        n_pseudo=base.split.n_pseudo,
+        trials=base.trials,
+        teachers=tuple(entries),
+        near_ties=tuple(near_ties(entries, rows)),
+        spearman=spearman_rho,
+        max_relative_error=miss,
+    )
 
 
 def _predicted_entry(
@@ -143,55 +153,45 @@ def _predicted_entry(
     strong: Path,
     base: RunOptions,
     strong_bases: dict[int, PrincipalBasis],
-) -> tuple[dict[str, Any], np.ndarray | None]:
+) -> tuple[RankedTeacher, np.ndarray | None]:
     """A teacher's entry in the ranking: d_w, d_s, d_sw and its label-light predictions, averaged over the
     trials' split draws; and the squared leave-one-out W2S errors of the first draw's n labelled rows."""
     draws = [predict_w2s(weak, strong, base, base.split.seed + t, strong_bases) for t in range(base.trials)]
-    errors = {k: [d["predicted"]["error"][k] for d in draws] for k in ("weak", "w2s")}
+    errors = {k: [d.predicted.error[k] for d in draws] for k in ("weak", "w2s")}
     # the standard error of the predicted W2S error: over trials, or over the n labelled rows for one
-    se = mean_and_sem(errors["w2s"])[1] if base.trials > 1 else _row_sem(draws[0]["w2s_rows"])
-    entry: dict[str, Any] = {
-        "weak": spec.label,
-        **{k: float(np.mean([d[k] for d in draws])) for k in ("d_w", "d_s", "d_sw")},
-        "predicted": {
-            "error_w2s": mean_and_sem(errors["w2s"])[0],
-            "error_w2s_stderr": se,
-            "error_weak": mean_and_sem(errors["weak"])[0],
-            "pgr": mean_and_sem([d["predicted"]["pgr"] for d in draws])[0],
-            "opr": mean_and_sem([d["predicted"]["opr"] for d in draws])[0],
-        },
-    }
-    return entry, draws[0]["w2s_rows"]
+    se = mean_and_sem(errors["w2s"])[1] if base.trials > 1 else _row_sem(draws[0].w2s_rows)
+    entry = RankedTeacher(
+        weak=spec.label,
+        **{k: float(np.mean([getattr(d, k) for d in draws])) for k in ("d_w", "d_s", "d_sw")},
+        predicted=W2SErrors(
+            error_w2s=mean_and_sem(errors["w2s"])[0],
+            error_w2s_stderr=se,
+            error_weak=mean_and_sem(errors["weak"])[0],
+            pgr=mean_and_sem([d.predicted.pgr for d in draws])[0],
+            opr=mean_and_sem([d.predicted.opr for d in draws])[0],
+        ),
+    )
+    return entry, draws[0].w2s_rows
 
 
-def _prediction_quality(entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _prediction_quality(entries: list[RankedTeacher]) -> tuple[float | None, float | None]:
     """How the predicted W2S errors of measured teachers compare with the measured ones: their Spearman rank
     correlation and the largest relative error."""
-    pred = [e["predicted"]["error_w2s"] for e in entries]
-    meas = [e["measured"]["error_w2s"] for e in entries]
-    return {
-        "spearman": spearman(pred, meas),
-        "max_relative_error": max(
-            (abs(p - m) / m for p, m in zip(pred, meas, strict=True) if p is not None and m), default=None
-        ),
-    }
+    pred = [e.predicted.error_w2s for e in entries]
+    meas = [e.measured.error_w2s for e in entries]
+    miss = max((abs(p - m) / m for p, m in zip(pred, meas, strict=True) if p is not None and m), default=None)
+    return spearman(pred, meas), miss
 
 
-def measured(paths: dict[str, Path], folder: Path, options: RunOptions, resume: bool) -> dict[str, Any]:
+def measured(paths: dict[str, Path], folder: Path, options: RunOptions, resume: bool) -> W2SErrors:
     """The W2S error (with its standard error), the weak error, PGR and OPR of a teacher's whole pipeline."""
     out = folder / "result.safetensors"
     m = summary(load_result(experiment(paths, folder, options, out=out, quiet=True, resume=resume))).metrics
-    return {
-        "error_w2s": m.error["w2s"],
-        "error_w2s_stderr": m.error_stderr["w2s"],
-        "error_weak": m.error["weak"],
-        "pgr": m.pgr,
-        "opr": m.opr,
-    }
+    return W2SErrors(m.error["w2s"], m.error_stderr["w2s"], m.error["weak"], m.pgr, m.opr)
 
 
 def folder_name(spec: BackboneSpec) -> str:
-    return spec.label.replace("/", "_").replace(":", "-")
+    return slug(spec.label)
 
 
 def base_with(base: RunOptions, weak: BackboneSpec) -> RunOptions:
@@ -202,15 +202,15 @@ def _row_sem(rows: np.ndarray | None) -> float | None:
     return None if rows is None else mean_and_sem(rows.tolist())[1]
 
 
-def near_ties(entries: list[dict[str, Any]], rows: dict[str, np.ndarray | None]) -> list[dict[str, Any]]:
+def near_ties(entries: list[RankedTeacher], rows: dict[str, np.ndarray | None]) -> list[NearTie]:
     """Neighbours in the ranking whose predicted W2S errors differ by less than two paired standard errors
     over the shared labelled rows: their order is not settled by the n labels."""
     ties = []
     for a, b in zip(entries, entries[1:], strict=False):
-        ra, rb = rows.get(a["weak"]), rows.get(b["weak"])
+        ra, rb = rows.get(a.weak), rows.get(b.weak)
         if ra is None or rb is None:
             continue
         diff, se = mean_and_sem((rb - ra).tolist())
         if se is not None and abs(diff) < 2 * se:
-            ties.append({"teachers": [a["weak"], b["weak"]], "difference": diff, "stderr": se})
+            ties.append(NearTie((a.weak, b.weak), diff, se))
     return ties

@@ -7,9 +7,11 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from w2s_cli.distributed import main_writes
 from w2s_cli.errors import W2SError
 from w2s_cli.inputs.sources import TEST, ImageSource, subset
 from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SplitOptions, StudentKind
@@ -18,8 +20,11 @@ from w2s_cli.stages.split import draw_split, noisy_values
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.teacher import pseudolabel, train_weak
 from w2s_cli.store import artifact as store
-from w2s_cli.store.locks import agreed, producing
+from w2s_cli.store.cache import obtain, read_entry, slug, write_entry
 from w2s_cli.store.records import EmbeddingsRecord, RecordError, ResultRecord
+
+# a study's progress: (trials done, trials in all, what was done last: a trial, a sweep point, a teacher)
+Progress = Callable[[int, int, str], None]
 
 
 def auto_limit(split, n_test: int, n_train: int) -> int | None:
@@ -61,7 +66,7 @@ class LazySource:
 
 class EmbeddingCache:
     """Embeddings of several backbones over the same samples of one dataset, extracted once into a folder
-    (resuming unfinished shards) and reused while their request and data are unchanged.
+    (resuming unfinished shards) and reused while their request and data are unchanged (store/cache.py).
 
     `run` keeps them as OUT/weak-NAME and OUT/strong-NAME, `sweep` and `rank-teachers` as OUT/embeddings/NAME;
     each looks in all three places, so a sweep in a run's folder reuses the run's embeddings and vice versa."""
@@ -90,7 +95,7 @@ class EmbeddingCache:
 
     @staticmethod
     def name(spec: BackboneSpec) -> str:
-        return f"{spec.model}-{spec.image_size or 'native'}px".replace("/", "_").replace(":", "-") + ".safetensors"
+        return slug(f"{spec.model}-{spec.image_size or 'native'}px") + ".safetensors"
 
     def path(self, spec: BackboneSpec, role: str | None = None) -> Path:
         """Where an extraction for `role` ('weak', 'strong' in a run; None in a sweep) is written."""
@@ -102,6 +107,10 @@ class EmbeddingCache:
         first = self.path(spec, role)
         return [first] + [p for p in others if p != first]
 
+    def request(self, spec: BackboneSpec) -> dict[str, Any]:
+        """The extraction's identity: its request (recorded in the embeddings) and, checked beside it, the data."""
+        return extraction_request(self.data, spec, self.limit, self.seed)
+
     def matches(self, path: Path, request: dict[str, Any]) -> bool:
         try:
             made = EmbeddingsRecord.from_json(store.read_meta(path))
@@ -109,32 +118,31 @@ class EmbeddingCache:
         except (W2SError, RecordError):  # an unreadable or foreign cache entry is simply not reused
             return False
 
-    def reusable(self, spec: BackboneSpec, role: str | None, request: dict[str, Any]) -> Path | None:
+    def reusable(self, spec: BackboneSpec, role: str | None = None) -> Path | None:
         """The first place that holds this extraction already (None with --no-reuse)."""
+        request = self.request(spec)
         return next((p for p in self.candidates(spec, role) if self.reuse and self.matches(p, request)), None)
 
     def get(self, spec: BackboneSpec, role: str | None = None, key: str | None = None) -> Path:
-        if (spec, role or "") in self.found:
-            return self.found[spec, role or ""]
-        request = extraction_request(self.data, spec, self.limit, self.seed)
-        out = agreed(self.reusable(spec, role, request))
-        if out is None:
-            with producing(self.path(spec, role)):  # another w2s process making it: wait, then look again
-                out = self.reusable(spec, role, request)
-                if out is None:
-                    self.found[spec, role or ""] = self.make(spec, role, request, key)
-                    return self.found[spec, role or ""]
-        stderr.print(f"reusing {out} (same request and data; --no-reuse to extract again)")
-        self.seconds[key or spec.label] = 0.0
-        self.found[spec, role or ""] = out
-        return out
+        """The embeddings of `spec`: reused where they are, else extracted (another w2s process making them is
+        waited for, then they are looked for again)."""
+        if (spec, role or "") not in self.found:
+            self.seconds[key or spec.label] = 0.0  # reused; an extraction says its own time
+            self.found[spec, role or ""] = obtain(
+                self.path(spec, role),
+                lambda: self.reusable(spec, role),
+                lambda: self.make(spec, role, key),
+                reuse=self.reuse,
+                say=lambda p: f"{p} (same request and data; --no-reuse to extract again)",
+            )
+        return self.found[spec, role or ""]
 
-    def make(self, spec: BackboneSpec, role: str | None, request: dict[str, Any], key: str | None) -> Path:
+    def make(self, spec: BackboneSpec, role: str | None, key: str | None) -> Path:
         """Extract `spec`'s embeddings to their place for `role`, timed."""
         from w2s_cli.extraction.extract import extract
 
         out, start = self.path(spec, role), time.perf_counter()
-        source, limit = self.source(), self.limit
+        source, limit, request = self.source(), self.limit, self.request(spec)
         extract(self.data, spec, out, self.extract, limit=limit, seed=self.seed, request=request, source=source)
         self.seconds[key or spec.label] = time.perf_counter() - start
         return out
@@ -178,25 +186,9 @@ def embeddings_for(
     return paths, cache.seconds
 
 
-def trial_identity(result: ResultRecord) -> dict[str, Any]:
-    """What makes a finished trial's result the one a run or sweep point asks for."""
-    weak_sub, strong_sub = result.subspace["weak"], result.subspace["strong"]
-    made = result.provenance
-    return {
-        "weak": made["weak_embeddings"]["artifact_id"],
-        "strong": made["strong_embeddings"]["artifact_id"],
-        "split": {k: made["split"][k] for k in ("seed", "test_seed", "n_test", "n_labeled", "n_pseudo")},
-        "label_noise": result.label_noise.rate,
-        "subspace": [weak_sub.requested, weak_sub.energy, strong_sub.requested, strong_sub.energy],
-        "solver": result.solver,
-        "labels": result.labels,
-        "analysed": None if result.student else result.analysis_note != "--no-dimensions",
-        "student": result.student.recipe if result.student else None,
-        "w2s": made["versions"].get("w2s"),  # package versions: a mapping of what is installed
-    }
-
-
-def wanted_identity(paths: dict[str, Path], options: RunOptions, seed: int) -> dict[str, Any]:
+def trial_identity(paths: dict[str, Path], options: RunOptions, seed: int) -> dict[str, Any]:
+    """What a trial depends on: its embeddings, split draw, label noise, bases, solvers, student and w2s's
+    version. A finished trial whose entry holds this identity is reused (store/cache.py)."""
     teacher_solver, student_solver = options.head.solvers()
     finetuned = options.student == StudentKind.finetune
     sp = options.split
@@ -225,14 +217,19 @@ def wanted_identity(paths: dict[str, Path], options: RunOptions, seed: int) -> d
     }
 
 
-def finished(path: Path, wanted: dict[str, Any]) -> bool:
-    """Whether `path` holds the result of exactly this trial (a rerun then skips it)."""
-    if not path.exists():
-        return False
+def trial_entry(target: Path) -> Path:
+    """The cache's entry of the trial whose result is `target`: its identity and the result's artifact_id."""
+    return target.with_name(target.name.removesuffix(".safetensors") + ".identity.json")
+
+
+def finished(target: Path, identity: dict[str, Any]) -> Path | None:
+    """`target` if it holds the result of exactly this trial (a rerun then skips it)."""
+    entry = read_entry(trial_entry(target), identity)
     try:
-        return trial_identity(ResultRecord.from_json(store.read_meta(path))) == wanted
-    except (W2SError, RecordError, KeyError, TypeError, AttributeError):
-        return False
+        same = entry is not None and store.read_meta(target)["artifact_id"] == entry.made["artifact_id"]
+    except (W2SError, KeyError, TypeError):
+        return None
+    return target if same else None
 
 
 def result_name(options: RunOptions) -> str:
@@ -248,31 +245,50 @@ def run_trials(
     options: RunOptions,
     *,
     quiet: bool = False,
-    progress=None,
+    progress: Progress | None = None,
     resume: bool = True,
     extract: ExtractOptions | None = None,
 ) -> list[Path]:
     """T trials (seeds seed..seed+T-1, the test split fixed) of train-weak, pseudolabel, fit-student (or
-    finetune). With `resume`, a trial whose result is already in `folder` (same inputs and options) is not
-    redone."""
+    finetune). With `resume`, a trial whose result is already in `folder` (same identity) is not redone.
+    `progress(done, T, 'trial-SEED')` after each trial (else, unless quiet, a line on stderr)."""
     results = []
     for t in range(options.trials):
         s = options.split.seed + t
-        target = folder / f"trial-{s}" / result_name(options)
-        if not agreed(resume and finished(target, wanted_identity(paths, options, s))):
-            # the trial's folder is one unit: another w2s process in it is waited for, and what it
-            # finished meanwhile is kept
-            with producing(target.parent):
-                if not (resume and finished(target, wanted_identity(paths, options, s))):
-                    one_trial(paths, target, options, s, quiet=quiet or progress is not None, extract=extract)
-        results.append(target)
+        results.append(
+            trial(paths, folder, options, s, quiet=quiet or progress is not None, resume=resume, extract=extract)
+        )
         if progress is not None:
-            progress()
+            progress(t + 1, options.trials, f"trial-{s}")
         elif not quiet:
             acc = ResultRecord.from_json(store.read_meta(results[-1])).trials[0].metrics.accuracy
             note = f" (weak {acc['weak']:.3f} -> w2s {acc['w2s']:.3f})" if acc else ""
             stderr.print(f"trial {t + 1}/{options.trials} done{note}")
     return results
+
+
+def trial(
+    paths: dict[str, Path],
+    folder: Path,
+    options: RunOptions,
+    seed: int,
+    *,
+    quiet: bool = False,
+    resume: bool = True,
+    extract: ExtractOptions | None = None,
+) -> Path:
+    """The trial drawn with `seed`, in folder/trial-SEED: reused when finished with this identity (`resume`),
+    else made and its entry written. The trial's folder is one unit: another w2s process in it is waited for,
+    and what it finished meanwhile is kept."""
+    target = folder / f"trial-{seed}" / result_name(options)
+    identity = trial_identity(paths, options, seed)
+
+    def make() -> Path:
+        one_trial(paths, target, options, seed, quiet=quiet, extract=extract, reuse=resume)
+        made = {"result": target.name, "artifact_id": store.read_meta(target)["artifact_id"]}
+        return main_writes(lambda: write_entry(trial_entry(target), identity, made), target)
+
+    return obtain(target.parent, lambda: finished(target, identity), make, reuse=resume)
 
 
 def one_trial(
@@ -283,9 +299,11 @@ def one_trial(
     *,
     quiet: bool = False,
     extract: ExtractOptions | None = None,
+    reuse: bool = True,
 ) -> Path:
     """One trial in target's folder: the teacher (train-weak) on the split drawn with `seed`, its pseudo-labels,
-    then the student with strong SFT and ceiling (fit-student, or finetune); returns `target`'s path."""
+    then the student with strong SFT and ceiling (fit-student, or finetune: its strong SFT and ceiling fits
+    reused, with `reuse`, from the fit cache beside the strong embeddings); returns `target`'s path."""
     teacher_solver, student_solver = options.head.solvers()
     sub = target.parent
     split = SplitOptions(**{**options.split.__dict__, "seed": seed})
@@ -300,7 +318,7 @@ def one_trial(
     pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
     if options.student == StudentKind.finetune:
         from w2s_cli.diagnostics.predict import predict_and_attach
-        from w2s_cli.stages.finetune import finetune
+        from w2s_cli.stages.finetune import finetune, fit_cache_folder
 
         ft_extract = dataclasses.replace(extract or ExtractOptions(), quiet=quiet)
         made = finetune(
@@ -310,6 +328,8 @@ def one_trial(
             recipe=options.finetune,
             subspace=options.strong_subspace,
             extract=ft_extract,
+            fit_cache=fit_cache_folder(paths["strong"]),
+            reuse=reuse,
         )
         return predict_and_attach(made, extract=ft_extract, quiet=quiet)
     return fit_student(
@@ -346,7 +366,7 @@ def experiment(
     *,
     out: Path | None = None,
     quiet: bool = False,
-    progress=None,
+    progress: Progress | None = None,
     resume: bool = True,
     extract: ExtractOptions | None = None,
     seconds: dict[str, float] | None = None,

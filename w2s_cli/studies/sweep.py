@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import re
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,10 @@ from w2s_cli.options import (
 )
 from w2s_cli.options.recipe import FinetuneRecipe, Loss, TrainSpec
 from w2s_cli.stages.summary import load_result, summary
+from w2s_cli.store.cache import slug
 from w2s_cli.store.records import Summary, Sweep, SweepPoint
 from w2s_cli.studies.executors import spread
-from w2s_cli.studies.run import embedding_cache, experiment
+from w2s_cli.studies.run import Progress, embedding_cache, experiment
 
 PARAMETERS = (
     "n-pseudo",
@@ -132,23 +131,11 @@ def label(value: Any) -> str:
 
 
 def point_key(params: dict[str, Any]) -> str:
-    text = "_".join(f"{k}={label(v)}" for k, v in params.items())
-    return re.sub(r"[^A-Za-z0-9=._@+-]", "-", text)
+    return slug("_".join(f"{k}={label(v)}" for k, v in params.items()))
 
 
-def sweep(
-    out_dir: str | os.PathLike,
-    data: DataOptions,
-    base: RunOptions,
-    extract: ExtractOptions,
-    varies: list[tuple[str, list[Any]]],
-    *,
-    reuse: bool = True,
-    progress: Callable[[int, int, str], None] | None = None,
-    executor: ExecutorOptions | None = None,
-) -> Sweep:
-    """Run every point of the grid (T trials each); return the sweep's record (its points' summaries).
-    `executor`: where the trials run (studies/executors.py); by default one after another in this process."""
+def points_of(base: RunOptions, varies: list[tuple[str, list[Any]]]) -> list[tuple[dict[str, Any], RunOptions]]:
+    """The grid: each point's parameters and its options (the varied ones set on `base`)."""
     if not varies:
         raise W2SError("sweep needs at least one --vary PARAM=V1,V2,...")
     names = [n for n, _ in varies]
@@ -160,12 +147,34 @@ def sweep(
         for (name, _), value in zip(varies, combo, strict=True):
             options, params[name] = with_value(options, name, value), value
         grid.append((params, options))
+    return grid
+
+
+def tasks_of(out_dir: Path, grid: list[tuple[dict[str, Any], RunOptions]]) -> list[tuple[str, Path, RunOptions]]:
+    """Each point as an executor's task: its name, folder (OUT/points/<point>) and options."""
+    return [(f"points/{point_key(p)}", out_dir / "points" / point_key(p), o) for p, o in grid]
+
+
+def sweep(
+    out_dir: str | os.PathLike,
+    data: DataOptions,
+    base: RunOptions,
+    extract: ExtractOptions,
+    varies: list[tuple[str, list[Any]]],
+    *,
+    reuse: bool = True,
+    progress: Progress | None = None,
+    executor: ExecutorOptions | None = None,
+) -> Sweep:
+    """Run every point of the grid (T trials each); return the sweep's record (its points' summaries).
+    `executor`: where the trials run (studies/executors.py); by default one after another in this process."""
+    names = [n for n, _ in varies]
+    grid = points_of(base, varies)
     out_dir = Path(out_dir)
     cache = embedding_cache(out_dir, data, [o for _, o in grid], extract, reuse)
     resume = reuse
     if executor is not None and executor.spread:  # the jobs write every trial; the loop below combines them
-        tasks = [(f"points/{point_key(p)}", out_dir / "points" / point_key(p), o) for p, o in grid]
-        spread(executor, tasks, cache, extract, reuse, progress)
+        spread(executor, tasks_of(out_dir, grid), cache, extract, reuse, progress)
         progress, resume = None, True
     total, done, points = len(grid) * base.trials, 0, []
     for params, options in grid:
@@ -173,13 +182,12 @@ def sweep(
         paths = {"weak": cache.get(options.weak), "strong": cache.get(options.strong)}
         folder = out_dir / "points" / key
 
-        def tick(key: str = key) -> None:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(done, total, key)
+        def tick(trials: int, _: int, __: str, key: str = key, before: int = done) -> None:
+            if progress is not None:  # the point's trials, counted among the whole sweep's
+                progress(before + trials, total, key)
 
         path = experiment(paths, folder, options, quiet=True, progress=tick, resume=resume, extract=extract)
+        done += options.trials
         params_text = {k: label(v) for k, v in params.items()}
         points.append(SweepPoint(params_text, key, str(path), summary(load_result(path))))
     correlations = None
