@@ -58,6 +58,7 @@ def same_fit(a: store.Artifact, b: store.Artifact, fit: str) -> None:
     assert {k: v for k, v in ra.items() if k not in TIMES} == {k: v for k, v in rb.items() if k not in TIMES}
 
 
+@pytest.mark.slow  # finetunes on the session's extractions
 def test_strong_sft_and_ceiling_are_finetuned_once_across_teachers(inputs, tmp_path, capsys):
     """Teacher b's finetune reuses teacher a's strong SFT and ceiling (its record says from which result, its
     weights are a's files); its numbers are those of a fresh finetune of b without the cache, bit for bit."""
@@ -85,6 +86,7 @@ def test_strong_sft_and_ceiling_are_finetuned_once_across_teachers(inputs, tmp_p
     assert sorted(p.name.split(".")[1].split("-")[0] for p in cache.iterdir()) == sorted(SHARED)
 
 
+@pytest.mark.slow  # finetunes on the session's extractions
 def test_an_untrained_start_is_neither_cached_nor_served_from_the_cache(inputs, tmp_path):
     """A proxy's strong SFT and ceiling stay at their LP-FT starts (trained=("w2s",)): such a start is not a
     finetuned fit, so it never enters the fit cache, a later full finetune still finetunes them, and a start
@@ -112,6 +114,7 @@ def with_seed(pseudo: Path, seed: int, out: Path) -> Path:
     return store.save(store.Artifact("pseudolabels", meta, {n: art[n] for n in art.names()}), out)
 
 
+@pytest.mark.slow  # finetunes on the session's extractions
 def test_a_fit_is_not_reused_when_anything_it_depends_on_changes(inputs, tmp_path):
     """The recipe, the fit's rows, the seed, the strong embeddings: each changed is a new fit; so is a fit whose
     weights are gone, and one asked for with reuse off."""
@@ -139,6 +142,7 @@ def test_a_fit_is_not_reused_when_anything_it_depends_on_changes(inputs, tmp_pat
     assert not any("reused_from" in gone.meta["fits"][f] for f in SHARED)
 
 
+@pytest.mark.slow  # finetunes on the session's extractions
 def test_a_sweep_over_teachers_finetunes_strong_sft_and_the_ceiling_once(tiny_run, tmp_path):
     """`w2s sweep --vary weak-subspace=10,20 --student finetune` in a run's folder: the second point's trial
     reuses the first point's strong SFT and ceiling (kept in fits/ beside the strong embeddings), its result
