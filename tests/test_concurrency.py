@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_MODELS, TINY_SIZES, seed_run_dir, w2s
+from test_records import _intrinsic_artifact
 
 from w2s_cli.store import artifact as store
 
@@ -221,7 +222,7 @@ def test_a_reader_keeps_reading_the_file_it_opened_when_another_process_replaces
     rows = np.arange(12.0).reshape(4, 3)
 
     def write(command: str) -> None:
-        meta = {**store.base_meta("intrinsic_dim", 0), "command": command, "result": {}}
+        meta = {**_intrinsic_artifact(), "command": command}  # a valid record: every read checks it
         store.save(store.Artifact("intrinsic_dim", meta, {"a": np.zeros(2), "z": rows}), path)
 
     write("w2s run")
