@@ -33,10 +33,10 @@ from w2s_cli.options import (
         (lambda: RunOptions(trials=0), "--trials must be at least 1, got 0"),
         (lambda: ExtractOptions(batch_size=0), "--batch-size must be positive"),
         (lambda: ExtractOptions(num_workers=-1), "--num-workers must be 0 or more"),
-        (lambda: SynthConfig(trials=1), "--trials must be at least 2"),
+        (lambda: SynthConfig(trials=1), "^trials must be at least 2"),  # numerics' words; the CLI says --trials
         (lambda: ExecutorOptions("local:0"), "--executor must be one of inprocess, local:K, slurm, submitit-local"),
         (lambda: ExecutorOptions("inprocess", detach=True), "--detach needs --executor slurm"),
-        (lambda: SynthConfig(shared=30), r"--shared must be in \[0, min\(d_s, d_w\)\]"),
+        (lambda: SynthConfig(shared=30), r"^shared must be in \[0, min\(d_s, d_w\)\]"),
         (
             lambda: HeadOptions(teacher_solver=Solver.ridge, student_solver=Solver.logistic),
             "soft pseudo-labels of a ridge teacher are not probabilities",
@@ -46,6 +46,32 @@ from w2s_cli.options import (
 def test_options_refuse_bad_values_when_built(build, message):
     with pytest.raises(W2SError, match=message):
         build()
+
+
+def test_numerics_name_their_parameters_and_the_cli_says_the_flag():
+    """numerics/ raise in their own words (BadValue names the parameter); the CLI's one table says the flag."""
+    import typer
+
+    from w2s_cli.cli.app import app
+    from w2s_cli.cli.flags import VALUE_FLAGS, said
+    from w2s_cli.errors import BadValue
+    from w2s_cli.numerics.spectra import energy_dimension, nearest_neighbour_dimension
+    from w2s_cli.numerics.synth import run_sweep
+
+    for call, name in (
+        (lambda: SynthConfig(d_s=0), "d_s"),
+        (lambda: SynthConfig(ambient=10), "ambient"),
+        (lambda: energy_dimension(np.ones(3), 1.5), "energy"),
+        (lambda: nearest_neighbour_dimension(np.ones((9, 2)), "twonn", 2, 0), "max_samples"),
+        (lambda: run_sweep(SynthConfig(trials=2), "width"), "sweep"),
+    ):
+        with pytest.raises(BadValue) as caught:
+            call()
+        assert caught.value.name == name and "--" not in caught.value.message, caught.value.message
+        assert said(caught.value) == f"{VALUE_FLAGS[name]} {caught.value.problem}"
+    assert said(W2SError("--n-test must be positive")) == "--n-test must be positive"  # not a BadValue: as raised
+    commands = typer.main.get_command(app).commands.values()
+    assert set(VALUE_FLAGS.values()) <= {opt for c in commands for p in c.params for opt in p.opts}
 
 
 def test_valid_options_build():

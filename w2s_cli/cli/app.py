@@ -22,6 +22,7 @@ from w2s_cli.cli.flags import (
     ModelFlags,
     StudyFlags,
     TrackFlags,
+    said,
     takes,
 )
 from w2s_cli.errors import W2SError, printable
@@ -850,7 +851,7 @@ def main() -> None:
         code = app(standalone_mode=False, **preload(sys.argv[1:], app))
     except W2SError as exc:
         if _says_errors():
-            sys.stderr.write(f"w2s: error: {_rank_tag()}{printable(' '.join(exc.message.split()))}\n")
+            sys.stderr.write(f"w2s: error: {_rank_tag()}{printable(' '.join(said(exc).split()))}\n")
         code = 2
     except (KeyboardInterrupt, Interrupted):
         # what was under way: the stage's own word (progress.running), else the command's own resumable work

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from w2s_cli.errors import W2SError
+from w2s_cli.errors import BadValue, W2SError
 from w2s_cli.inputs.registry import spec_help
 from w2s_cli.options import (
     COLLECT,
@@ -228,6 +228,30 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
         "hard": option("--hard/--soft", help="One-hot (hard) or the teacher's raw outputs (soft)."),
     },
 }
+
+
+# The library names a bad value by its own parameter (errors.BadValue: numerics speak their own words); the
+# command line says the flag that set it.
+VALUE_FLAGS = {
+    "energy": "--energy",
+    "max_samples": "--max-samples",
+    "subspace": "--subspace",
+    "ambient": "--ambient",
+    "d_s": "--d-s",
+    "d_w": "--d-w",
+    "shared": "--shared",
+    "rest": "--rest",
+    "trials": "--trials",
+    "sigma": "--sigma",
+    "sweep": "--sweep",
+}
+
+
+def said(exc: W2SError) -> str:
+    """A user mistake as the command line says it: a library parameter's name becomes its flag."""
+    if isinstance(exc, BadValue) and exc.name in VALUE_FLAGS:
+        return f"{VALUE_FLAGS[exc.name]} {exc.problem}"
+    return exc.message
 
 
 def _hints(cls: type) -> dict[str, Any]:

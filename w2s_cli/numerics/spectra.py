@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from w2s_cli.errors import W2SError
+from w2s_cli.errors import BadValue
 from w2s_cli.numerics.moments import Moments, above_cutoff
 
 ESTIMATORS = {
@@ -55,7 +55,7 @@ class Spectrum:
 def energy_dimension(spectrum: np.ndarray, energy: float = 0.99) -> int:
     """Smallest k whose top-k eigenvalues hold at least `energy` of the total."""
     if not 0.0 < energy <= 1.0:
-        raise W2SError(f"--energy must be in (0, 1], got {energy}")
+        raise BadValue("energy", f"must be in (0, 1], got {energy}")
     total = spectrum.sum()
     if total <= 0:
         return 0
@@ -76,7 +76,7 @@ def nearest_neighbour_dimension(X: np.ndarray, estimator: str, max_samples: int,
     import skdim
 
     if max_samples < 3:
-        raise W2SError(f"--max-samples must be at least 3 (nearest-neighbour estimators), got {max_samples}")
+        raise BadValue("max_samples", f"must be at least 3 (nearest-neighbour estimators), got {max_samples}")
     if len(X) > max_samples:
         X = X[np.sort(np.random.default_rng(seed).choice(len(X), max_samples, replace=False))]
     X = np.asarray(X, np.float64)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 
-from w2s_cli.errors import W2SError
+from w2s_cli.errors import BadValue
 from w2s_cli.numerics.moments import Moments, above_cutoff
 from w2s_cli.numerics.spectra import Spectrum, energy_dimension
 
@@ -48,7 +48,7 @@ def choose_dimension(spec: str | int | None, spectrum: Spectrum, energy: float, 
     else:
         k, rule = int(spec), "fixed"
         if not 1 <= k <= width:
-            raise W2SError(f"--subspace {k}: must be between 1 and the embedding width {width}")
+            raise BadValue("subspace", f"{k}: must be between 1 and the embedding width {width}")
     if k > rank:
         k, rule = rank, f"{rule}, capped at the embeddings' numerical rank {rank}"
     return k, rule

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from w2s_cli.errors import W2SError
+from w2s_cli.errors import BadValue
 from w2s_cli.numerics import theory
 from w2s_cli.numerics.stats import MODELS, ratio
 
@@ -46,20 +46,21 @@ class SynthConfig:
     seed: int = 0
     rest: str = "random"  # "random" | "orthogonal"
 
-    def __post_init__(self) -> None:  # the options of `w2s synth`, hence its flags in the messages
-        if min(self.ambient, self.d_s, self.d_w) <= 0:
-            raise W2SError("--ambient, --d-s and --d-w must be positive")
+    def __post_init__(self) -> None:  # BadValue names the field; `w2s synth` says its flag
+        for name in ("ambient", "d_s", "d_w"):
+            if getattr(self, name) <= 0:
+                raise BadValue(name, f"must be positive, got {getattr(self, name)}")
         if not 0 <= self.shared <= min(self.d_s, self.d_w):
-            raise W2SError(f"--shared must be in [0, min(d_s, d_w)] = [0, {min(self.d_s, self.d_w)}]")
+            raise BadValue("shared", f"must be in [0, min(d_s, d_w)] = [0, {min(self.d_s, self.d_w)}]")
         if self.rest not in ("random", "orthogonal"):
-            raise W2SError(f"--rest must be random or orthogonal, not '{self.rest}'")
+            raise BadValue("rest", f"must be random or orthogonal, not '{self.rest}'")
         need = self.d_s + self.d_w - self.shared if self.rest == "orthogonal" else max(self.d_s, self.d_w)
         if self.ambient < need:
-            raise W2SError(f"--ambient {self.ambient} is too small: the subspaces need {need} dimensions")
+            raise BadValue("ambient", f"{self.ambient} is too small: the subspaces need {need} dimensions")
         if self.trials < 2:
-            raise W2SError("--trials must be at least 2 (standard errors need two)")
+            raise BadValue("trials", "must be at least 2 (standard errors need two)")
         if self.sigma < 0:
-            raise W2SError("--sigma must be non-negative")
+            raise BadValue("sigma", "must be non-negative")
 
 
 def make_subspaces(cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -351,12 +352,12 @@ def default_values(cfg: SynthConfig, sweep: str) -> list[float]:
         return [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
     if sweep == "shared":
         return list(range(0, min(cfg.d_s, cfg.d_w) + 1))
-    raise W2SError(f"--sweep must be one of {', '.join(SWEEPS)}, not '{sweep}'")
+    raise ValueError(f"no default values for sweep '{sweep}' (one of {', '.join(SWEEPS)})")
 
 
 def run_sweep(cfg: SynthConfig, sweep: str, values: list[float] | None = None) -> list[SynthPoint]:
     if sweep not in SWEEPS:
-        raise W2SError(f"--sweep must be one of {', '.join(SWEEPS)}, not '{sweep}'")
+        raise BadValue("sweep", f"must be one of {', '.join(SWEEPS)}, not '{sweep}'")
     field = SWEEPS[sweep]
     values = values if values else default_values(cfg, sweep)
     rows = []
