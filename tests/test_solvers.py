@@ -168,4 +168,4 @@ def test_estimator_is_the_stage_fit(n, s):
         head.fit.condition_number,
         head.fit.ill_determined,
     )
-    assert head.record()["solved_from"] == est.linear_fit_.solved_from
+    assert head.record().solved_from == est.linear_fit_.solved_from

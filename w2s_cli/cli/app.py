@@ -413,7 +413,9 @@ def proxy(
         SubspaceOptions.subspace, "--subspace", help="The strong basis of the LP-FT heads. " + SUBSPACE_HELP
     ),
     energy: float = typer.Option(SubspaceOptions.energy, "--energy", help="Variance fraction for --subspace auto."),
-    out: Path | None = typer.Option(None, "-o", "--out"),
+    out: Path | None = typer.Option(
+        None, "-o", "--out", help="The proxy's result (default: NAME.proxy.safetensors beside PSEUDO)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Before the three finetunes: a short W2S finetune, then what the recipe's three fits will score."""

@@ -203,7 +203,7 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
         "label_column": option("--label-column", help="hf: the label or target column (default: detected)."),
     },
     ExtractOptions: {
-        "batch_size": option("--batch-size"),
+        "batch_size": option("--batch-size", help="Images per extraction forward pass (finetuning: --ft-batch-size)."),
         "device": option("--device"),
         "num_workers": option("--num-workers", help="DataLoader workers (default: spare cores, at most 8)."),
         "shard_rows": option("--shard-rows", help="Rows per resumable shard."),
