@@ -242,7 +242,15 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 @app.command()
 def pseudolabel(
-    teacher: str | None = typer.Argument(None, help="Teacher artifact (or '-' / stdin)."),
+    teachers: list[str] | None = typer.Argument(
+        None, help="Teacher artifact (or '-' / stdin); several with --combine.", show_default=False
+    ),
+    combine: str | None = typer.Option(
+        None,
+        "--combine",
+        help="Combine several teachers of one split: mean, stack (simplex weights on the n "
+        "labels' leave-one-out outputs) or confident (each row from the most confident teacher).",
+    ),
     n_pseudo: int | None = typer.Option(
         None, "--n-pseudo", help="Label this many of the teacher's N rows (default all)."
     ),
@@ -250,14 +258,40 @@ def pseudolabel(
     embeddings: str | None = typer.Option(None, "--embeddings", help="Weak embeddings (default: the teacher's)."),
     out: Path | None = typer.Option(None, "-o", "--out"),
 ) -> None:
-    """Label the teacher's N pool samples with its outputs."""
+    """Label the teacher's N pool samples with its outputs (or with several teachers' combination)."""
     from w2s_cli.stages.teacher import pseudolabel as run
     from w2s_cli.store.outputs import default_out
 
-    src = input_path(teacher, "teacher")
-    path = run(src, out or default_out(src, "pseudolabels"), n_pseudo=n_pseudo, hard=hard, embeddings=embeddings)
+    teachers = teachers or []
+    if combine is None and len(teachers) > 1:
+        raise W2SError(f"{len(teachers)} teachers given: name how to combine them (--combine mean|stack|confident)")
+    if combine is not None:
+        path = _pseudolabel_combined(teachers, combine, out, n_pseudo=n_pseudo, hard=hard, embeddings=embeddings)
+    else:
+        src = input_path(teachers[0] if teachers else None, "teacher")
+        path = run(src, out or default_out(src, "pseudolabels"), n_pseudo=n_pseudo, hard=hard, embeddings=embeddings)
     acc = _record_of(path).pseudo_label_accuracy
     emit_path(path, f"pseudo-label accuracy {acc:.4f}" if acc is not None else "")
+
+
+def _pseudolabel_combined(
+    teachers: list[str], rule: str, out: Path | None, *, n_pseudo: int | None, hard: bool, embeddings: str | None
+) -> Path:
+    """`pseudolabel T1 T2 ... --combine RULE`: the members named on the command line (stdin is one path)."""
+    import hashlib
+
+    from w2s_cli.stages.combine import pseudolabel_combined
+
+    if embeddings is not None:
+        raise W2SError("--embeddings names one teacher's embeddings; combined teachers each use their own")
+    if "-" in teachers:
+        raise W2SError("combined teachers are named on the command line, not read from stdin")
+    if not teachers:
+        raise W2SError("--combine needs the teachers to combine")
+    if out is None:
+        key = hashlib.sha256("\n".join(str(Path(t).resolve()) for t in teachers).encode()).hexdigest()[:8]
+        out = Path(teachers[0]).with_name(f"combined-{printable(rule)}-{key}.pseudolabels.safetensors")
+    return pseudolabel_combined([Path(t) for t in teachers], out, rule=rule, n_pseudo=n_pseudo, hard=hard)
 
 
 @app.command("fit-student")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -28,6 +29,84 @@ def variance_coefficient(fit: LinearFit, test: Moments) -> float:
     mu = test.mean - fit.x_mean
     second = test.cross / test.count + np.outer(mu, mu)
     return 1.0 / fit.rows + float(np.sum(fit.gram_pinv * second))
+
+
+@dataclass
+class Ensemble:
+    """Several ridgeless teachers, each on its own block of the weak coordinates of the same n labelled rows,
+    combined with fixed weights summing to one: f(z) = sum_k w_k f_k(z_k).
+
+    Its output is linear in the shared labels, h(x) = (1/n) 1 + sum_k w_k Zc_k G_k^+ u_k(x) (u_k = z_k less
+    its mean over the n rows; the cross terms with 1 vanish), so ||h(x)||^2 = 1/n + u(x)^T Q u(x) with
+    Q = B C B, B = blockdiag(w_k G_k^+) and C the centred scatter of all weak coordinates over the n rows:
+    Q, the stacked means and the stacked weighted coefficients stand in for one fit's gram_pinv, x_mean and
+    coef wherever the variance law reads them (one teacher: Q = G^+ G G^+ = G^+).
+    """
+
+    members: list[LinearFit]
+    weights: np.ndarray
+    blocks: list[slice]
+    scatter: np.ndarray  # (d_w, d_w)
+
+    def __post_init__(self) -> None:
+        if abs(float(np.sum(self.weights)) - 1.0) > 1e-9:
+            raise ValueError("an ensemble's weights sum to one")
+
+    @property
+    def rows(self) -> int:
+        return self.members[0].rows
+
+    @property
+    def x_mean(self) -> np.ndarray:
+        return np.concatenate([f.x_mean for f in self.members])
+
+    @property
+    def y_mean(self) -> np.ndarray:
+        return sum(w * f.y_mean for w, f in zip(self.weights, self.members, strict=False))
+
+    @property
+    def coef(self) -> np.ndarray:
+        return np.vstack([w * f.coef for w, f in zip(self.weights, self.members, strict=False)])
+
+    @cached_property
+    def gram_pinv(self) -> np.ndarray:
+        d = self.scatter.shape[0]
+        B = np.zeros((d, d))
+        for w, f, b in zip(self.weights, self.members, self.blocks, strict=False):
+            B[b, b] = w * f.gram_pinv
+        return B @ self.scatter @ B
+
+    @property
+    def rank(self) -> int:
+        return sum(f.rank for f in self.members)
+
+    @property
+    def ill_determined(self) -> bool:
+        return any(f.ill_determined for f in self.members)
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        Z = np.asarray(Z, np.float64)
+        return sum(w * f.predict(Z[:, b]) for w, f, b in zip(self.weights, self.members, self.blocks, strict=False))
+
+    def sigma2(self) -> float | None:
+        """The noise variance of the shared labels: the least biased (smallest) member estimate."""
+        found = [s for s in (f.sigma2() for f in self.members) if s is not None]
+        return min(found) if found else None
+
+    def near_interpolation(self) -> bool:
+        return any(f.near_interpolation() for f in self.members)
+
+    def record(self) -> dict:
+        return {
+            "rows": self.rows,
+            "rank": self.rank,
+            "condition_number": max(f.condition_number for f in self.members),
+            "ill_determined": self.ill_determined,
+            "solved_from": "moments",
+        }
+
+    def parts(self) -> list[tuple[float, LinearFit, slice]]:
+        return list(zip(self.weights, self.members, self.blocks, strict=False))
 
 
 @dataclass
@@ -69,15 +148,23 @@ def loo_residuals(fit: LinearFit, Z: np.ndarray, Y: np.ndarray) -> np.ndarray | 
 
 def w2s_loo_residuals(w2s: W2SMap, Z_w: np.ndarray, Z_s: np.ndarray, Y: np.ndarray) -> np.ndarray | None:
     """y_i - f_w2s^(-i)(x_i) on the teacher's n labelled rows, where f_w2s^(-i) is the student of a teacher
-    fitted without row i (exact: the student never trains on these rows, and it is linear in the teacher)."""
+    fitted without row i (exact: the student never trains on these rows, and it is linear in the teacher;
+    an Ensemble teacher: each member refitted without row i, its shift weighted)."""
     t = w2s.teacher
-    Wc = np.asarray(Z_w, np.float64) - t.x_mean
-    h = 1.0 / t.rows + np.einsum("ij,jk,ik->i", Wc, t.gram_pinv, Wc)
-    if h.max() > 1 - 1e-6:
-        return None
-    r = np.asarray(Y, np.float64) - t.predict(Z_w)
-    c = 1.0 / t.rows + np.einsum("ij,jk,ik->i", w2s.a(Z_s), t.gram_pinv, Wc)
-    return Y - w2s.student.predict(Z_s) + (c / (1.0 - h))[:, None] * r
+    parts = t.parts() if isinstance(t, Ensemble) else [(None, t, slice(None))]
+    A = w2s.a(Z_s)
+    out = Y - w2s.student.predict(Z_s)
+    for w, fit, b in parts:
+        Zb = np.asarray(Z_w, np.float64)[:, b]
+        Wc = Zb - fit.x_mean
+        h = 1.0 / fit.rows + np.einsum("ij,jk,ik->i", Wc, fit.gram_pinv, Wc)
+        if h.max() > 1 - 1e-6:
+            return None
+        r = np.asarray(Y, np.float64) - fit.predict(Zb)
+        c = 1.0 / fit.rows + np.einsum("ij,jk,ik->i", A[:, b], fit.gram_pinv, Wc)
+        shift = (c / (1.0 - h))[:, None] * r
+        out = out + (shift if w is None else w * shift)
+    return out
 
 
 @dataclass

@@ -21,6 +21,7 @@ from w2s_cli.store.records import (
     IntrinsicDim,
     KernelCheck,
     Ranking,
+    SeveralTeachers,
     Summary,
     Sweep,
     SweepPoint,
@@ -109,7 +110,7 @@ def print_json(obj: Any) -> None:
 # the report ----------------------------------------------------------------------------------------------
 def _trained_on(s: Summary) -> dict[str, str]:
     n, N = s.n_labeled, s.n_pseudo
-    weak = f"{s.weak_model}@{s.weak_input_size}"
+    weak = s.weak_model if s.weak_input_size is None else f"{s.weak_model}@{s.weak_input_size}"
     strong = f"{s.strong_model}@{s.strong_input_size}"
     noisy = " noisy" if s.noise_rate else ""
     return {
@@ -193,6 +194,10 @@ def report_blocks(s: Summary) -> list[Block]:
     cols += ["label-light prediction"] if _predictions(s) else []
     cols += ["test MSE at epoch 0 (LP-FT start)"] if start else []
     rows = [_model_row(s, k, trained) for k in MODELS]
+    for i, m in enumerate(s.members or ()):  # a combined teacher's members, under it
+        member = [f"  member {i + 1}", f"{m.label}, {s.n_labeled} labels", "", fmt(m.error, m.error_stderr)]
+        member += [fmt(m.accuracy, m.accuracy_stderr)] if s.classification else []
+        rows.insert(1 + i, member + [""] * (len(cols) - len(member)))
     task = " vs one-hot label" if s.task == "classification" else ""
     solver = s.solver or {"teacher": None, "student": None}
     if solver["student"] == "logistic":
@@ -226,6 +231,8 @@ def report_blocks(s: Summary) -> list[Block]:
     blocks = [Block(title, cols, rows, lines)]
     if s.theory:
         blocks.append(theory_block(s.theory))
+    if s.teachers is not None:
+        blocks.append(teachers_block(s.teachers))
     else:
         blocks[0].lines.append(f"theory: not analysed ({s.analysis_note})")
         if s.predicted is not None:
@@ -293,6 +300,28 @@ def theory_block(t: TheorySummary) -> Block:
     return Block(
         "What the theory explains (per unit label-noise variance; error = noise + bias + variance)", cols, rows, lines
     )
+
+
+def teachers_block(t: SeveralTeachers) -> Block:
+    """A combined teacher's members: weights, dimensions, own variance; the pairs' overlaps."""
+    cols = ["member", "weight", "d_w", "d_sw (null-corrected)", "own exact variance"]
+    rows = [
+        [
+            f"{i + 1}: {m.label}",
+            fmt(m.weight, digits=3),
+            f"{m.d_w:g}",
+            f"{m.d_sw:.1f} ({fmt(m.d_sw_corrected, digits=1)})",
+            fmt(m.variance_exact),
+        ]
+        for i, m in enumerate(t.members)
+    ]
+    pairs = "; ".join(f"{p.a + 1}-{p.b + 1} {p.d_ww:.1f} (chance {p.d_ww_null:.1f})" for p in t.pairs)
+    lines = [
+        f"dimension shared by each pair of teachers: {pairs}",
+        f"combined teacher's variance coefficient: exact {fmt(t.variance_exact)}, by the overlaps "
+        f"(1 + sum_kl w_k w_l d_kl) / n {fmt(t.variance_by_overlap)}",
+    ]
+    return Block(f"Combined teachers ({t.rule})", cols, rows, lines)
 
 
 # intrinsic-dim -------------------------------------------------------------------------------------------

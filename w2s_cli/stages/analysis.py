@@ -15,6 +15,7 @@ from w2s_cli.numerics.solvers import LinearFit, fit_moments, gram_pinv
 from w2s_cli.numerics.stats import MODELS, squared_errors
 from w2s_cli.numerics.subspaces import overlap
 from w2s_cli.numerics.variance import (
+    Ensemble,
     LabelNoise,
     W2SMap,
     decompose,
@@ -25,7 +26,18 @@ from w2s_cli.numerics.variance import (
     w2s_loo_residuals,
 )
 from w2s_cli.stages.design import Design
-from w2s_cli.store.records import Analysis, Decomposition, Dimensions, FitRecord, Predicted, VarianceRow
+from w2s_cli.store.records import (
+    Analysis,
+    Combination,
+    Decomposition,
+    Dimensions,
+    FitRecord,
+    MemberTheory,
+    Predicted,
+    SeveralTeachers,
+    TeacherPair,
+    VarianceRow,
+)
 
 
 def fit_on(m, x: np.ndarray, y: np.ndarray) -> LinearFit:
@@ -59,18 +71,32 @@ class TheoryPredictions:
     near_interpolation: tuple[str, ...]
     fits: dict[str, FitRecord]
     exact: dict[str, float]
-    teacher: LinearFit
+    teacher: LinearFit | Ensemble
     loo: dict[str, np.ndarray | None]
+    several: SeveralTeachers | None = None
 
 
-def theory_predictions(design: Design, fits: dict[str, LinearFit], noise: LabelNoise) -> TheoryPredictions:
+def teacher_on(m, design: Design, weights: np.ndarray | None) -> LinearFit | Ensemble:
+    """The teacher refitted on the rows of moments m: one ridgeless fit on z_w, or (a combination: the
+    design's member blocks and their weights) each member on its block, combined."""
+    if not design.w_blocks:
+        return fit_on(m, design.zw, design.y)
+    members = [fit_on(m, design.zw[b], design.y) for b in design.members]
+    return Ensemble(members, np.asarray(weights, np.float64), design.members, m.cross[np.ix_(design.zw, design.zw)])
+
+
+def theory_predictions(
+    design: Design, fits: dict[str, LinearFit], noise: LabelNoise, combination: Combination | None = None
+) -> TheoryPredictions:
     """What needs no test label and no label of the N pseudo rows: dimensions, exact-design and paper
     variance coefficients, the label-light predictions, the fits' ranks and the interpolation flags.
 
     fits: the ridgeless "w2s" (on the pseudo-labels used), "strong_sft" and "ceiling" (only its design is
-    used here); the teacher is refitted from the design (the same fit train-weak made)."""
+    used here); the teacher is refitted from the design (the same fit train-weak made). combination: several
+    teachers combined with fixed weights (the design holds their coordinates side by side)."""
     n, N, C = design.L.count, design.P.count, design.n_outputs
-    teacher = fit_on(design.L, design.zw, design.y)
+    weights = None if combination is None else combination.weights
+    teacher = teacher_on(design.L, design, weights)
     w2s = W2SMap.build(teacher, fits["w2s"], design.P.cross[np.ix_(design.zw, design.zs)], design.P.mean[design.zw])
     dims = dimensions(design)
     test_s, test_w = sub(design.test, slice(0, design.d_s)), sub(design.test, slice(design.d_s, None))
@@ -85,6 +111,14 @@ def theory_predictions(design: Design, fits: dict[str, LinearFit], noise: LabelN
         paper_note = None
     except W2SError as exc:
         paper, paper_note = None, exc.message
+    several = None
+    if combination is not None:
+        several = several_teachers(design, teacher, combination, test_w)
+        if paper is not None:
+            paper = {**paper, "weak": several.variance_by_overlap, "w2s": None}
+            paper_note = (
+                "combined teacher: its coefficient by its members' overlaps; the paper's W2S one is one teacher's"
+            )
     variance = {
         k: VarianceRow(
             exact=exact[k],
@@ -93,7 +127,7 @@ def theory_predictions(design: Design, fits: dict[str, LinearFit], noise: LabelN
         )
         for k in MODELS
     }
-    loo_w = loo_residuals(teacher, design.Zw_L, design.Y_L)
+    loo_w = teacher_loo(teacher, design.Zw_L, design.Y_L)
     loo_s = loo_residuals(fits["strong_sft"], design.Zs_L, design.Y_L)
     loo_2 = w2s_loo_residuals(w2s, design.Zw_L, design.Zs_L, design.Y_L)
     misfit = None if fits["w2s"].rss is None else fits["w2s"].rss / (N * C)
@@ -109,6 +143,51 @@ def theory_predictions(design: Design, fits: dict[str, LinearFit], noise: LabelN
         exact=exact,
         teacher=teacher,
         loo={"weak": loo_w, "w2s": loo_2, "strong_sft": loo_s},
+        several=several,
+    )
+
+
+def teacher_loo(teacher: LinearFit | Ensemble, Z_w: np.ndarray, Y: np.ndarray) -> np.ndarray | None:
+    """The teacher's exact leave-one-out residuals on its n rows (a combination: its members' weighted)."""
+    if not isinstance(teacher, Ensemble):
+        return loo_residuals(teacher, Z_w, Y)
+    parts = [loo_residuals(f, Z_w[:, b], Y) for _, f, b in teacher.parts()]
+    if any(r is None for r in parts):
+        return None
+    return sum(w * r for (w, _, _), r in zip(teacher.parts(), parts, strict=False))
+
+
+def several_teachers(design: Design, teacher: Ensemble, combination: Combination, test_w) -> SeveralTeachers:
+    """Each member's dimensions and own exact variance, every pair's shared dimension (over the n + N
+    training rows), and the combined teacher's variance coefficient exact and by the overlaps."""
+    train, zw, blocks = design.train, design.zw, design.members
+    members = []
+    for k, (w, fit, b) in enumerate(teacher.parts()):
+        ov = overlap(train.cross, train.count, design.zs, zw[b])
+        members.append(
+            MemberTheory(
+                label=combination.members[k].label,
+                weight=float(w),
+                d_w=float(ov["d_w"]),
+                d_sw=ov["d_sw"],
+                d_sw_corrected=ov["d_sw_corrected"],
+                variance_exact=variance_coefficient(fit, sub(test_w, b)),
+            )
+        )
+    d = np.diag([m.d_w for m in members])
+    pairs = []
+    for a in range(len(blocks)):
+        for b in range(a + 1, len(blocks)):
+            ov = overlap(train.cross, train.count, zw[blocks[a]], zw[blocks[b]])
+            pairs.append(TeacherPair(a, b, ov["d_sw"], ov["d_sw_null"], ov["d_sw_corrected"]))
+            d[a, b] = d[b, a] = ov["d_sw"]
+    w = np.asarray(teacher.weights)
+    return SeveralTeachers(
+        rule=combination.rule,
+        members=tuple(members),
+        pairs=tuple(pairs),
+        variance_exact=variance_coefficient(teacher, test_w),
+        variance_by_overlap=float((1.0 + w @ d @ w) / design.L.count),
     )
 
 
@@ -118,10 +197,11 @@ def analyse(
     truth: np.ndarray,
     fits: dict[str, LinearFit],
     noise: LabelNoise,
+    combination: Combination | None = None,
 ) -> Analysis:
     """Everything the report says about the theory for one trial: the predictions above, plus the
     noise / bias / variance decomposition of the measured test errors."""
-    p = theory_predictions(design, fits, noise)
+    p = theory_predictions(design, fits, noise, combination)
     exact, teacher = p.exact, p.teacher
     errors = {k: float(squared_errors(outputs[k], truth).mean()) for k in MODELS}
     s2w, s2c = teacher.sigma2(), fits["ceiling"].sigma2()
@@ -132,7 +212,7 @@ def analyse(
         "ceiling": None if s2c is None else s2c * exact["ceiling"],
     }
     ill = [k for k in MODELS if {"weak": teacher, **fits}[k].ill_determined]
-    inherited, why = inherited_bias(design, outputs["ceiling"])
+    inherited, why = inherited_bias(design, outputs["ceiling"], None if combination is None else combination.weights)
     decomposition, note = {}, None
     if ill:  # its parts move with rounding in the fits' weakest directions: not printed as if they did not
         note = f"not determined by this design (ill-determined fit: {', '.join(ill)})"
@@ -150,16 +230,19 @@ def analyse(
         sigma2={"weak": s2w, "strong": s2c},
         decomposition=decomposition,
         decomposition_note=note,
+        teachers=p.several,
     )
 
 
-def inherited_bias(design: Design, ceiling_test: np.ndarray) -> tuple[float | None, str | None]:
+def inherited_bias(
+    design: Design, ceiling_test: np.ndarray, weights: tuple[float, ...] | None = None
+) -> tuple[float | None, str | None]:
     """||P_s f_w* - f_s*||^2 on the test rows: f_w* the weak fit on all n + N training labels, projected
     on the strong subspace by least squares over the same rows, against the strong ceiling; (None, why) when
     the moments of the n + N rows cannot resolve either fit (a full-width basis on few rows, say), where the
     number would be rounding error."""
     train = design.train
-    weak_ceiling = fit_on(train, design.zw, design.y)
+    weak_ceiling = teacher_on(train, design, weights)
     Gp, rank_s, _ = gram_pinv(select(train, design.zs).cross, train.count)
     if weak_ceiling.ill_determined or rank_s < min(train.count - 1, design.d_s):
         side = "weak" if weak_ceiling.ill_determined else "strong"

@@ -35,6 +35,13 @@ class Design:
     Zs_test: np.ndarray
     Zw_test: np.ndarray | None
     Zs_P: np.ndarray | None  # only when asked for
+    w_blocks: tuple[int, ...] = ()  # several teachers combined: each member's number of weak coordinates
+
+    @property
+    def members(self) -> list[slice]:
+        """The weak coordinates of each combined teacher, within z_w (one slice per member)."""
+        edges = np.cumsum((0, *self.w_blocks))
+        return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=False)]
 
     @property
     def zs(self) -> np.ndarray:
@@ -64,9 +71,9 @@ class Design:
 
 def gather(
     strong: EmbeddingSet,
-    weak: EmbeddingSet | None,
+    weak: EmbeddingSet | list[EmbeddingSet] | None,
     basis_s: PrincipalBasis | Callable[[Moments], PrincipalBasis],
-    basis_w: PrincipalBasis | None,
+    basis_w: PrincipalBasis | list[PrincipalBasis] | None,
     labeled: np.ndarray,
     pseudo: np.ndarray,
     test: np.ndarray,
@@ -83,17 +90,23 @@ def gather(
     basis_s: the strong basis, or a function making it from the moments of the strong rows L + P: then the
     pass gathers the raw strong columns and projects moments and rows on the basis afterwards (one pass
     over the strong embeddings instead of one for the basis and one for the design).
+    weak, basis_w as lists: several teachers' embeddings and bases (a combination), their coordinates side by
+    side in z_w (Design.members).
     """
     C = Y_L.shape[1]
     later = callable(basis_s)
     d_s = strong.width if later else basis_dim(basis_s, strong)
-    d_w = 0 if weak is None else basis_dim(basis_w, weak)
+    several = isinstance(weak, list)
+    weaks = [] if weak is None else (weak if several else [weak])
+    bases = basis_w if several else [basis_w]
+    blocks = tuple(basis_dim(b, e) for b, e in zip(bases, weaks, strict=False))
+    d_w = sum(blocks)
 
     def coordinates(idx: np.ndarray) -> np.ndarray:
         """[z_s | z_w] of rows idx (z_s: the raw strong columns while the strong basis is still to be made)."""
         z = strong.rows(idx) if later else basis_s.transform(strong.rows(idx))
-        if weak is not None:
-            z = np.hstack([z, basis_w.transform(weak.rows(idx))])
+        if weaks:
+            z = np.hstack([z, *(b.transform(e.rows(idx)) for b, e in zip(bases, weaks, strict=False))])
         return z
 
     rows = (labeled, pseudo, test)
@@ -114,6 +127,7 @@ def gather(
         Zs_test=Zt[:, :d_s],
         Zw_test=Zt[:, d_s:] if weak is not None else None,
         Zs_P=ZP,
+        w_blocks=blocks if several else (),
     )
 
 

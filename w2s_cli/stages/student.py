@@ -28,7 +28,7 @@ from w2s_cli.progress import stderr
 from w2s_cli.stages.analysis import analyse
 from w2s_cli.stages.design import Design, gather
 from w2s_cli.stages.heads import FittedHead, basis_of, fit_head, train_moments
-from w2s_cli.stages.summary import evaluate
+from w2s_cli.stages.summary import evaluate, member_errors
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -89,7 +89,8 @@ def fit_student(
     if why_not is None:
         begin = time.perf_counter()
         noise = LabelNoise(made.label_noise.rate, emb_s.n_classes)
-        analysis = analyse(design, outputs, truth, {k: h.fit for k, h in heads.items()}, noise)
+        fits = {k: h.fit for k, h in heads.items()}
+        analysis = analyse(design, outputs, truth, fits, noise, made.combination)
         seconds["analysis"] = round(time.perf_counter() - begin, 3)
     elif dimensions:
         stderr.print(f"note: no theory analysis: {why_not}")
@@ -100,6 +101,7 @@ def fit_student(
         n_pseudo=len(rows.pseudo),
         pseudo_label_accuracy=made.pseudo_label_accuracy,
         analysis=analysis,
+        members=member_errors(pseudo, truth, emb_s.labels[rows.test] if emb_s.labels is not None else None),
     )
     record = result_meta(
         pseudo,
@@ -131,12 +133,28 @@ def _student_embeddings(
     if all(weak_sig[k] == strong_sig[k] for k in ("state_dict_sha256", "input_size")):
         stderr.print("[yellow]note:[/] strong and weak embeddings come from the same model and input size")
     emb_w = _weak_embeddings(pseudo, made, weak, dimensions)
-    if emb_w is not None and not np.array_equal(emb_w.values(), emb_s.values()):
-        raise W2SError(
-            f"weak {printable(emb_w.path)} and strong {printable(emb_s.path)} embeddings disagree on the labels "
-            "of the same samples (one of them was altered)"
-        )
+    for e in [] if emb_w is None else emb_w if isinstance(emb_w, list) else [emb_w]:
+        if not np.array_equal(e.values(), emb_s.values()):
+            raise W2SError(
+                f"weak {printable(e.path)} and strong {printable(emb_s.path)} embeddings disagree on the labels "
+                "of the same samples (one of them was altered)"
+            )
     return emb_s, emb_w
+
+
+def weak_bases(pseudo: store.Artifact) -> PrincipalBasis | list[PrincipalBasis]:
+    """The teacher's weak basis, or (combined teachers) each member's."""
+    if not pseudo.has("member0_basis_mean"):
+        return PrincipalBasis(pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
+    members = []
+    while pseudo.has(f"member{len(members)}_basis_mean"):
+        k = len(members)
+        members.append(
+            PrincipalBasis(
+                pseudo[f"member{k}_basis_mean"], pseudo[f"member{k}_basis"] if pseudo.has(f"member{k}_basis") else None
+            )
+        )
+    return members
 
 
 def _pseudo_rows(pseudo: store.Artifact, emb_s: EmbeddingSet) -> PseudoRows:
@@ -170,8 +188,7 @@ def _student_design(
             [pseudo.rows("pseudo_labels", pos).astype(np.float64), as_targets(rows.observed_P[pos], n_classes)]
         )
 
-    weak_basis = (pseudo["weak_basis_mean"], pseudo["weak_basis"] if pseudo.has("weak_basis") else None)
-    basis_w = PrincipalBasis(*weak_basis) if emb_w is not None else None
+    basis_w = weak_bases(pseudo) if emb_w is not None else None
     found: dict[str, Any] = {}
 
     def strong_basis(train: Moments) -> PrincipalBasis:
@@ -272,8 +289,8 @@ def result_meta(
         n_pseudo=trial.n_pseudo,
         n_test=trial.metrics.n_test,
         task=emb_s.task,
-        weak_model=weak_sig["model"],
-        weak_input_size=weak_sig["input_size"],
+        weak_model=weak_sig["model"] if made.combination is None else made.combination.label,
+        weak_input_size=weak_sig["input_size"] if made.combination is None else None,
         strong_model=emb_s.record.model["name"],
         strong_input_size=emb_s.record.preprocessing["input_size"],
         solver={"teacher": made.teacher.solver, "student": student},
@@ -301,12 +318,19 @@ def _cols(m: Moments, x: np.ndarray, y: np.ndarray) -> Moments:
 
 def _weak_embeddings(
     pseudo: store.Artifact, made: PseudoLabelsRecord, weak: str | os.PathLike | None, dimensions: bool
-) -> EmbeddingSet | None:
-    """The teacher's embeddings (for d_sw, the W2S variance and the label-light predictions), when asked for
-    and found; a missing file is a note unless the user named it."""
+) -> EmbeddingSet | list[EmbeddingSet] | None:
+    """The teacher's embeddings, or each combined teacher's (for d_sw, the W2S variance and the label-light
+    predictions), when asked for and found; a missing file is a note unless the user named it."""
     if not dimensions and weak is None:
         return None
+    if made.combination is not None and weak is not None:
+        raise W2SError("--weak names one teacher's embeddings; combined pseudo-labels find each member's")
     try:
+        if made.combination is not None:
+            return [
+                emb_store.find(m.embeddings, pseudo.path, None, f"weak embeddings of {m.label}")
+                for m in made.combination.members
+            ]
         return emb_store.find(made.embeddings, pseudo.path, weak, "weak embeddings")
     except W2SError as exc:
         if weak is not None:
@@ -326,4 +350,6 @@ def _why_no_analysis(
         return "the variance law is about ridgeless (linear) heads"
     if made.labels != "soft":
         return "hard pseudo-labels are not linear in the teacher's labels"
+    if made.combination is not None and made.combination.weights is None:
+        return f"a per-sample rule ({made.combination.rule}) is not linear in the teachers' labels"
     return None

@@ -28,9 +28,11 @@ from w2s_cli.store.records import (
     Analysis,
     Decomposition,
     Dimensions,
+    MemberError,
     Metrics,
     Predicted,
     ResultRecord,
+    SeveralTeachers,
     Summary,
     TheorySummary,
     VarianceOnly,
@@ -102,6 +104,78 @@ def over_trials(metrics: list[Metrics], n_test: int) -> Metrics:
     )
 
 
+def member_errors(pseudo: Any, truth: np.ndarray, labels: np.ndarray | None) -> tuple[MemberError, ...] | None:
+    """Each combined teacher's test error and accuracy (with standard errors over the test rows), from the
+    members' test outputs the combined pseudo-labels keep; None for one teacher."""
+    made = pseudo.record
+    if getattr(made, "combination", None) is None:
+        return None
+    out = []
+    for k, m in enumerate(made.combination.members):
+        f = np.asarray(pseudo[f"member{k}_test_output"], np.float64)
+        rows = squared_errors(f, truth)
+        right = None if labels is None else (f.argmax(axis=1) == labels).astype(float)
+        out.append(
+            MemberError(
+                label=m.label,
+                error=float(rows.mean()),
+                error_stderr=float(sem(rows)) if len(rows) > 1 else None,
+                accuracy=None if right is None else float(right.mean()),
+                accuracy_stderr=None if right is None or len(right) < 2 else float(sem(right)),
+            )
+        )
+    return tuple(out)
+
+
+def members_over_trials(trials: list[tuple[MemberError, ...] | None]) -> tuple[MemberError, ...] | None:
+    """Each member's error and accuracy over trials (T = 1: the trial's, se over test rows)."""
+    if not trials or any(t is None for t in trials):
+        return None
+    if len(trials) == 1:
+        return trials[0]
+    out = []
+    for k, first in enumerate(trials[0]):
+        err = mean_and_sem([t[k].error for t in trials])
+        acc = None if first.accuracy is None else mean_and_sem([t[k].accuracy for t in trials])
+        out.append(MemberError(first.label, err[0], err[1], *(acc or (None, None))))
+    return tuple(out)
+
+
+def teachers_over_trials(analyses: list[Analysis | None]) -> SeveralTeachers | None:
+    """A combination's dimensions and overlaps, the mean over trials (every trial has the same members)."""
+    several = [a.teachers for a in analyses if a is not None and a.teachers is not None]
+    if not several or len(several) != len(analyses):
+        return None
+
+    def mean(values: list[float | None]) -> float | None:
+        return None if any(v is None for v in values) else float(np.mean(values))
+
+    first = several[0]
+    members = tuple(
+        dataclasses.replace(
+            m,
+            **{
+                f: mean([getattr(t.members[k], f) for t in several])
+                for f in ("d_w", "d_sw", "d_sw_corrected", "variance_exact")
+            },
+        )
+        for k, m in enumerate(first.members)
+    )
+    pairs = tuple(
+        dataclasses.replace(
+            p, **{f: mean([getattr(t.pairs[k], f) for t in several]) for f in ("d_ww", "d_ww_null", "d_ww_corrected")}
+        )
+        for k, p in enumerate(first.pairs)
+    )
+    return dataclasses.replace(
+        first,
+        members=members,
+        pairs=pairs,
+        variance_exact=mean([t.variance_exact for t in several]),
+        variance_by_overlap=mean([t.variance_by_overlap for t in several]),
+    )
+
+
 def summary(result: ResultRecord) -> Summary:
     """What the report says about a result: its trials averaged, the theory beside them."""
     trials = result.trials
@@ -134,6 +208,8 @@ def summary(result: ResultRecord) -> Summary:
         theory=theory_summary(analyses, result) if all(analyses) else None,
         analysis_note=None if all(analyses) else result.analysis_note or "not analysed",
         predicted=_predicted([t.predicted for t in trials]) if all(t.predicted for t in trials) else None,
+        members=members_over_trials([t.members for t in trials]),
+        teachers=teachers_over_trials(analyses),
     )
 
 
@@ -169,7 +245,13 @@ def theory_summary(analyses: list[Analysis], result: ResultRecord) -> TheorySumm
         predicted=_predicted([a.predicted for a in analyses]),
         near_interpolation=sorted({k for a in analyses for k in a.near_interpolation}),
         sigma2={k: _mean([a.sigma2[k] for a in analyses]) for k in ("weak", "strong")},
-        theory=variance_only(dims, result.n_labeled, result.n_pseudo),
+        theory=variance_only(dims, result.n_labeled, result.n_pseudo)
+        if analyses[0].teachers is None
+        else VarianceOnly(
+            {},
+            available=False,
+            note="the paper's variance-only PGR is one teacher's (see the combined teacher's overlaps)",
+        ),
         decomposition_note=next((a.decomposition_note for a in analyses if a.decomposition_note), None),
     )
 

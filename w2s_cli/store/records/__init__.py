@@ -17,6 +17,7 @@ from w2s_cli.store.records.fits import Basis, FitRecord, LabelNoiseRecord
 from w2s_cli.store.records.result import (
     PRECISIONS,
     REFERENCES,
+    MemberError,
     Metrics,
     PrecisionRecord,
     ResultRecord,
@@ -26,12 +27,23 @@ from w2s_cli.store.records.result import (
 )
 from w2s_cli.store.records.studies import BackboneCost, CostEstimate, NearTie, RankedTeacher, Ranking, W2SErrors
 from w2s_cli.store.records.summary import Summary, Sweep, SweepPoint
-from w2s_cli.store.records.teacher import PseudoLabelsRecord, Split, TeacherRecord, TeacherReference
+from w2s_cli.store.records.teacher import (
+    COMBINE_RULES,
+    Combination,
+    PseudoLabelsRecord,
+    Split,
+    TeacherMember,
+    TeacherRecord,
+    TeacherReference,
+)
 from w2s_cli.store.records.theory import (
     Analysis,
     Decomposition,
     Dimensions,
+    MemberTheory,
     Predicted,
+    SeveralTeachers,
+    TeacherPair,
     TheorySummary,
     VarianceOnly,
     VarianceRow,
@@ -82,6 +94,13 @@ __all__ = [
     "SweepPoint",
     "TeacherRecord",
     "TeacherReference",
+    "TeacherMember",
+    "MemberError",
+    "MemberTheory",
+    "SeveralTeachers",
+    "TeacherPair",
+    "Combination",
+    "COMBINE_RULES",
     "TensorsRead",
     "TheorySummary",
     "Trial",

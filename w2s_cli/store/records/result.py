@@ -77,6 +77,37 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class MemberError:
+    """One teacher of a combination, measured on the trial's test rows (or, in a summary, the mean and
+    standard error over trials): its test error and accuracy, each with its standard error."""
+
+    label: str
+    error: float
+    error_stderr: float | None
+    accuracy: float | None = None
+    accuracy_stderr: float | None = None
+
+    def __post_init__(self) -> None:
+        _text("label", self.label, optional=False)
+        for k in ("error", "error_stderr", "accuracy", "accuracy_stderr"):
+            _number(k, getattr(self, k), optional=k != "error")
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MemberError:
+        return _from_json(cls, _need(d, "label", "error", where="member"))
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
+def members_of(v: Any) -> tuple[MemberError, ...] | None:
+    """A combination's members' errors, given as records or as their JSON (None: one teacher)."""
+    if v is None:
+        return None
+    return tuple(m if isinstance(m, MemberError) else MemberError.from_json(m) for m in v)
+
+
+@dataclass(frozen=True)
 class Trial:
     """One split draw: its measured metrics, seed and sizes, the pseudo-labels' accuracy, the theory's
     analysis (ridgeless students), and a finetuned student's metrics at its LP-FT start (epoch 0)."""
@@ -91,8 +122,10 @@ class Trial:
     # a finetuned student's label-light predictions, from the kernel its W2S finetune ends in, and where from
     predicted: Predicted | None = None
     after_kernel: dict[str, Any] | None = None
+    members: tuple[MemberError, ...] | None = None  # combined teachers: each member's test error
 
     def __post_init__(self) -> None:
+        _set(self, "members", members_of(self.members))
         if not isinstance(self.metrics, Metrics):
             raise RecordError("'metrics' of a trial is not a Metrics record")
         if self.predicted is not None and not isinstance(self.predicted, Predicted):
@@ -130,6 +163,8 @@ class Trial:
         out["analysis"] = None if self.analysis is None else self.analysis.to_json()
         if self.predicted is not None:
             out.update(predicted=self.predicted.to_json(), after_kernel=self.after_kernel)
+        if self.members is not None:
+            out["members"] = [m.to_json() for m in self.members]
         return out
 
 

@@ -16,8 +16,8 @@ from w2s_cli.store.records.base import (
     _to_json,
 )
 from w2s_cli.store.records.fits import Basis, FitRecord, LabelNoiseRecord
-from w2s_cli.store.records.result import Metrics, StudentRecord
-from w2s_cli.store.records.theory import Predicted, TheorySummary
+from w2s_cli.store.records.result import MemberError, Metrics, StudentRecord, members_of
+from w2s_cli.store.records.theory import Predicted, SeveralTeachers, TheorySummary
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class Summary:
     theory: TheorySummary | None = None
     analysis_note: str | None = None
     predicted: Predicted | None = None  # finetuned students: the label-light predictions of their trials
+    members: tuple[MemberError, ...] | None = None  # combined teachers: each member's test error over trials
+    teachers: SeveralTeachers | None = None  # combined teachers: their dimensions and overlaps, mean over trials
 
     def __post_init__(self) -> None:
         if not isinstance(self.metrics, Metrics) or self.metrics.trials is None:
@@ -54,6 +56,7 @@ class Summary:
         if self.theory is None and self.analysis_note is None:
             raise RecordError("a summary without theory says why ('analysis_note')")
         _number("pseudo_label_accuracy", self.pseudo_label_accuracy)
+        _set(self, "members", members_of(self.members))
 
     @property
     def trials(self) -> int:
@@ -92,6 +95,10 @@ class Summary:
                 out["init"] = self.init.to_json()
         if self.pseudo_label_accuracy is not None:
             out["pseudo_label_accuracy"] = self.pseudo_label_accuracy
+        if self.members is not None:
+            out["members"] = [m.to_json() for m in self.members]
+        if self.teachers is not None:
+            out["teachers"] = self.teachers.to_json()
         if self.theory is not None:
             out.update(self.theory.to_json())
         else:

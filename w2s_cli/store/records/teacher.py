@@ -15,8 +15,10 @@ from w2s_cli.store.records.base import (
     _mapping,
     _need,
     _number,
+    _set,
     _text,
     _to_json,
+    _typed,
 )
 from w2s_cli.store.records.fits import Basis, FitRecord, LabelNoiseRecord
 
@@ -142,6 +144,88 @@ class TeacherReference:
 
 
 @dataclass(frozen=True)
+class TeacherMember:
+    """One teacher of a combination: its reference, its weak embeddings (a reference) and backbone, and what
+    train-weak measured of it on the shared test rows; `share`: the fraction of the N rows it labelled (a
+    per-sample rule; None for the others)."""
+
+    teacher: TeacherReference
+    embeddings: dict[str, Any]
+    model: str
+    input_size: int | None
+    test_error: float | None
+    test_accuracy: float | None
+    loo_error: float | None
+    sigma2: float | None
+    share: float | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "teacher", _typed("member.teacher", self.teacher, TeacherReference))
+        _need(self.embeddings, "path", where="member.embeddings")
+        _text("member.model", self.model, optional=False)
+        for k in ("test_error", "test_accuracy", "loo_error", "sigma2", "share"):
+            _number(f"member.{k}", getattr(self, k))
+
+    @property
+    def label(self) -> str:
+        """MODEL@PX, as the command line names a backbone."""
+        return self.model if self.input_size is None else f"{self.model}@{self.input_size}"
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TeacherMember:
+        _need(d, "teacher", "embeddings", "model", where="member")
+        return _from_json(cls, d)
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
+COMBINE_RULES = ("mean", "stack", "confident")
+
+
+@dataclass(frozen=True)
+class Combination:
+    """How pseudo-labels combine several teachers trained on the same split: the rule (mean of outputs,
+    stack: simplex weights fitted on the members' leave-one-out outputs of the n labels, confident: each row
+    from the member with the largest margin), the members, their weights (mean, stack) and the leave-one-out
+    error of the combination on the n labels."""
+
+    rule: str
+    members: tuple[TeacherMember, ...]
+    weights: tuple[float, ...] | None
+    loo_error: float | None
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule not in COMBINE_RULES:
+            raise RecordError(f"'combination.rule' is {self.rule!r}, not one of {', '.join(COMBINE_RULES)}")
+        members = tuple(_typed("combination.member", m, TeacherMember) for m in self.members)
+        if not members:
+            raise RecordError("'combination.members' is empty")
+        _set(self, "members", members)
+        if self.weights is not None:
+            weights = tuple(float(_number("combination.weights", w, optional=False)) for w in self.weights)
+            if len(weights) != len(members):
+                raise RecordError(f"'combination.weights' has {len(weights)} values for {len(members)} members")
+            _set(self, "weights", weights)
+        _number("combination.loo_error", self.loo_error)
+        _text("combination.note", self.note)
+
+    @property
+    def label(self) -> str:
+        """rule(MODEL@PX+MODEL@PX...), the combined teacher's name in tables."""
+        return f"{self.rule}({'+'.join(m.label for m in self.members)})"
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Combination:
+        _need(d, "rule", "members", where="combination")
+        return _from_json(cls, d)
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
+@dataclass(frozen=True)
 class PseudoLabelsRecord:
     """The JSON record of a `pseudolabels` artifact: its teacher (a reference with the teacher's head), the
     weak embeddings (a reference), the split with the N rows labelled, the label noise, hard or soft labels,
@@ -159,6 +243,8 @@ class PseudoLabelsRecord:
     teacher_sigma2: float | None
     teacher_loo_error: float | None
     seconds: dict[str, float]
+    # several teachers combined (`teacher` and `embeddings` are then its first member's); None: one teacher
+    combination: Combination | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     kind = "pseudolabels"
@@ -175,6 +261,7 @@ class PseudoLabelsRecord:
             _number(k, getattr(self, k))
         for k, v in _mapping("seconds", self.seconds, optional=False).items():
             _number(f"seconds.{k}", v, optional=False)
+        _set(self, "combination", _typed("combination", self.combination, Combination, optional=True))
 
     @property
     def seed(self) -> int:
@@ -194,4 +281,4 @@ class PseudoLabelsRecord:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json(self)
+        return _to_json(self, omit_none=("combination",))

@@ -157,6 +157,89 @@ class Predicted:
 
 
 @dataclass(frozen=True)
+class MemberTheory:
+    """One teacher of a combination in the combined trial's design: its weight, its own d_w and the dimension
+    it shares with the strong subspace (d_sw, null-corrected), its own exact variance coefficient."""
+
+    label: str
+    weight: float | None
+    d_w: float
+    d_sw: float
+    d_sw_corrected: float | None
+    variance_exact: float
+
+    def __post_init__(self) -> None:
+        _text("label", self.label, optional=False)
+        for k in ("weight", "d_w", "d_sw", "d_sw_corrected", "variance_exact"):
+            _number(k, getattr(self, k), optional=k in ("weight", "d_sw_corrected"))
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MemberTheory:
+        return _from_json(cls, _need(d, "label", "d_w", "d_sw", "variance_exact", where="member"))
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
+@dataclass(frozen=True)
+class TeacherPair:
+    """The dimension two combined teachers share (sum of squared canonical correlations of their
+    coordinates over the n + N training rows), its chance level and its null-corrected value."""
+
+    a: int
+    b: int
+    d_ww: float
+    d_ww_null: float
+    d_ww_corrected: float | None
+
+    def __post_init__(self) -> None:
+        _count("a", self.a)
+        _count("b", self.b)
+        for k in ("d_ww", "d_ww_null", "d_ww_corrected"):
+            _number(k, getattr(self, k), optional=k == "d_ww_corrected")
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TeacherPair:
+        return _from_json(cls, _need(d, "a", "b", "d_ww", "d_ww_null", where="pair"))
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
+@dataclass(frozen=True)
+class SeveralTeachers:
+    """The theory of a combined teacher (stages/analysis.py): each member's dimensions, the overlap of every
+    pair, and the combined teacher's variance coefficient two ways: exact on the design, and by the overlaps
+    (1 + sum_kl w_k w_l d_kl) / n (d_kk = d_k, d_kl the pair's shared dimension): averaging teachers that
+    share fewer dimensions removes more variance, the discrepancy between teachers the paper's argument
+    turns on."""
+
+    rule: str
+    members: tuple[MemberTheory, ...]
+    pairs: tuple[TeacherPair, ...]
+    variance_exact: float
+    variance_by_overlap: float
+
+    def __post_init__(self) -> None:
+        _text("rule", self.rule, optional=False)
+        _set(
+            self,
+            "members",
+            tuple(m if isinstance(m, MemberTheory) else MemberTheory.from_json(m) for m in self.members),
+        )
+        _set(self, "pairs", tuple(p if isinstance(p, TeacherPair) else TeacherPair.from_json(p) for p in self.pairs))
+        _number("variance_exact", self.variance_exact, optional=False)
+        _number("variance_by_overlap", self.variance_by_overlap, optional=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SeveralTeachers:
+        return _from_json(cls, _need(d, "rule", "members", "pairs", where="teachers"))
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
+@dataclass(frozen=True)
 class Analysis:
     """What the theory explains on one trial (stages/analysis.py): dimensions, variance coefficients, the
     label-light predictions, the interpolation flags, the fits' records, sigma^2, the error decomposition."""
@@ -170,9 +253,12 @@ class Analysis:
     sigma2: dict[str, float | None]
     decomposition: dict[str, Decomposition]
     decomposition_note: str | None = None  # why the decomposition (or its inherited part) is left out
+    teachers: SeveralTeachers | None = None  # a combined teacher's members and their overlaps
 
     def __post_init__(self) -> None:
         _text("decomposition_note", self.decomposition_note)
+        if self.teachers is not None and not isinstance(self.teachers, SeveralTeachers):
+            _set(self, "teachers", SeveralTeachers.from_json(self.teachers))
         if not isinstance(self.dimensions, Dimensions):
             _set(self, "dimensions", Dimensions.from_json(self.dimensions))
         _set(self, "variance", _typed_map("variance", self.variance, VarianceRow))
@@ -192,7 +278,7 @@ class Analysis:
         return _from_json(cls, _need(d, *keys, where="analysis"))
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json(self, omit_none=("decomposition_note",))
+        return _to_json(self, omit_none=("decomposition_note", "teachers"))
 
 
 # of a summary of trials -----------------------------------------------------------------------------------------
@@ -256,4 +342,4 @@ class TheorySummary:
         _set(self, "sigma2", _per_model("sigma2", self.sigma2, models=SIDES))
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json(self, omit_none=("decomposition_note",))
+        return _to_json(self, omit_none=("decomposition_note", "teachers"))
