@@ -246,3 +246,39 @@ def test_combining_refuses_teachers_that_do_not_belong(made, tmp_path, case, pat
 def test_design_member_blocks() -> None:
     d = Design(3, 9, 2, *([None] * 9), w_blocks=(4, 5))
     assert [(s.start, s.stop) for s in d.members] == [(0, 4), (4, 9)]
+
+
+@pytest.mark.slow  # a finetune from the session extraction
+def test_combined_teacher_through_finetune_and_report(finetune_inputs, weak_emb, tmp_path) -> None:
+    """Two teachers of the finetune inputs' split (the same weak embeddings, two bases) combined; `w2s
+    finetune` trains on the combination, carries its predictions, and the report shows each member."""
+    from conftest import copy_finetune_inputs
+
+    d, pseudo, strong = copy_finetune_inputs(finetune_inputs, tmp_path)
+    t2 = d / "t2.safetensors"
+    r = w2s("train-weak", weak_emb, "--n-labeled", 100, "--n-pseudo", 300, "--n-test", 200, "--subspace", 12, "-o", t2)
+    assert r.exit_code == 0, r.output
+    t1 = finetune_inputs / "t.safetensors"
+    combined = d / "pc.safetensors"
+    assert w2s("pseudolabel", t1, t2, "--combine", "stack", "-o", combined).exit_code == 0
+    out = d / "ft.safetensors"
+    r = w2s("finetune", combined, "--strong", strong, "--train", "last:1", "--epochs", 1, "--subspace", 20,
+            "--num-workers", 0, "-q", "-o", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    j = json.loads(w2s("report", out, "--json").stdout)
+    assert j["weak_model"].startswith("stack(") and [m["label"] for m in j["members"]] == [
+        m.label for m in store.load(combined).record.combination.members
+    ]
+    assert set(j["predicted"]["error"]) == {"weak", "w2s", "strong_sft", "ceiling"}
+    assert j["error"]["weak"] == pytest.approx(
+        float(((np.asarray(store.load(combined)["weak_test_output"]) - np.eye(10)[_test_labels(out)]) ** 2).mean()),
+        rel=1e-9,
+    )
+    assert "member 2" in w2s("report", out).stdout
+
+
+def _test_labels(result: Path) -> np.ndarray:
+    art = store.load(result)
+    emb = store.load(store.resolve(art.record.provenance["strong_embeddings"], result))
+    labels = np.asarray(emb["labels"])
+    return labels[np.asarray(art["test_rows"])]

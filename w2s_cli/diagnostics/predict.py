@@ -186,6 +186,8 @@ def w2s_by_capture(result: str | os.PathLike, features: str | os.PathLike) -> di
     rec = _finetune_record(result)
     art, pseudo = store.load(result, "result"), store.load(store.resolve(rec.provenance["pseudolabels"], result))
     made = read_record(pseudo, _pseudo_kind())
+    if made.combination is not None:
+        return {"error_w2s": None, "capture": None, "why": "the capture estimate is one teacher's (combined here)"}
     emb_w = find(made.embeddings, pseudo.path, None, "weak embeddings")
     weights = Path(result).resolve().parent / rec.fits["w2s"].extra["weights"]
     from w2s_cli.finetuning.network import read_tensors

@@ -36,7 +36,7 @@ from w2s_cli.options.recipe import FinetuneRecipe, Loss
 from w2s_cli.progress import running
 from w2s_cli.stages.heads import fit_head, shared_basis, to_embedding_space
 from w2s_cli.stages.student import result_meta
-from w2s_cli.stages.summary import evaluate
+from w2s_cli.stages.summary import evaluate, member_errors
 from w2s_cli.store import artifact as store
 from w2s_cli.store.cache import Entry, arrays_sha256, key, obtain, read_entry, write_entry
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -286,6 +286,7 @@ def _trial(pseudo, made: PseudoLabelsRecord, emb_s: EmbeddingSet, test: np.ndarr
         n_pseudo=len(fits["w2s"].rows),
         pseudo_label_accuracy=made.pseudo_label_accuracy,
         init=start,
+        members=member_errors(pseudo, truth, labels),
     )
     return outputs, init, trial
 
