@@ -282,3 +282,36 @@ def _test_labels(result: Path) -> np.ndarray:
     emb = store.load(store.resolve(art.record.provenance["strong_embeddings"], result))
     labels = np.asarray(emb["labels"])
     return labels[np.asarray(art["test_rows"])]
+
+
+@pytest.mark.slow  # reuses the session's tiny-run extraction
+def test_run_combines_several_weak_teachers(tiny_run, tmp_path) -> None:
+    """`w2s run --weak A --weak A --combine mean`: the combination of two identical teachers scores as the
+    one teacher's run; the trial keeps both teachers and the combined pseudo-labels."""
+    from conftest import TINY_MODELS, TINY_SIZES, seed_run_dir
+
+    folder = seed_run_dir(tiny_run, tmp_path / "run")
+    weak = TINY_MODELS[1]
+    args = ["run", "--weak", weak, "--weak", weak, "--combine", "mean", *TINY_MODELS[2:], *TINY_SIZES]
+    r = w2s(*args, "--n-pseudo", 300, "--out-dir", folder, "--json")
+    assert r.exit_code == 0, r.output
+    j = json.loads(r.stdout)
+    single = tiny_run.summary
+    assert j["weak_model"] == f"mean({weak}+{weak})"
+    for k in ("weak", "w2s", "strong_sft", "ceiling"):
+        assert j["error"][k] == pytest.approx(single["error"][k], rel=1e-9)
+    assert (folder / "trial-0" / "teacher-1.safetensors").exists()
+    assert store.load(folder / "trial-0" / "pseudolabels.safetensors").record.combination.rule == "mean"
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--weak", "test_efficientnet@32", "--weak", "test_resnet@24"], "name how to combine them"),
+        (["--weak", "test_efficientnet@32", "--combine", "vote"], "--combine must be one of"),
+    ],
+)
+def test_run_refuses_a_combination_it_cannot_make(tmp_path, extra, pattern) -> None:
+    r = w2s("run", "--data", "digits", *extra, "--strong", "test_resnet@32", "--no-pretrained", "--out-dir", tmp_path)
+    assert_user_error(r, pattern)
+    assert not any(tmp_path.iterdir())

@@ -517,7 +517,7 @@ def run(
     from w2s_cli.report.tracking import Tracking
     from w2s_cli.studies.run import run as run_all
 
-    options = flags.options(*models.specs(), split, head, recipe)
+    options = models.apply(flags.options(*models.specs(), split, head, recipe))
     tracking = Tracking.parse(track.track)
     if dry_run:
         from w2s_cli.studies.cost import estimate_run
@@ -584,7 +584,7 @@ def sweep(
             check_output(path, option=option)
 
     def options() -> RunOptions:  # made under the progress bar, as before
-        return flags.options(*models.specs(), split, head, recipe)
+        return models.apply(flags.options(*models.specs(), split, head, recipe))
 
     if spread.dry_run:
         from w2s_cli.studies.cost import estimate_sweep

@@ -9,7 +9,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,24 +63,36 @@ class TrackFlags:
 
 @dataclass(frozen=True)
 class ModelFlags:
-    """The two backbones on the command line (`run`, `sweep`): MODEL or MODEL@PX, weights, pretrained."""
+    """The backbones on the command line (`run`, `sweep`): MODEL or MODEL@PX, weights, pretrained; several
+    --weak teachers combined by --combine."""
 
-    weak: str = "tf_efficientnet_lite0"
+    weak: list[str] = field(default_factory=lambda: ["tf_efficientnet_lite0"])
     weak_size: int | None = 64
     strong: str = "tf_efficientnet_lite2"
     strong_size: int | None = 112
     weak_weights: str | None = None
     strong_weights: str | None = None
     pretrained: bool = True
+    combine: str | None = None
 
     def specs(self) -> tuple[BackboneSpec, BackboneSpec]:
-        w = BackboneSpec.parse(self.weak, self.weak_weights, self.pretrained)
-        s = BackboneSpec.parse(self.strong, self.strong_weights, self.pretrained)
-        if "@" not in self.weak:
-            w = BackboneSpec(w.model, self.weak_size, self.weak_weights, self.pretrained)
-        if "@" not in self.strong:
-            s = BackboneSpec(s.model, self.strong_size, self.strong_weights, self.pretrained)
-        return w, s
+        """The (first) weak and the strong backbone."""
+        return self.teachers()[0], self._spec(self.strong, self.strong_size, self.strong_weights)
+
+    def teachers(self) -> list[BackboneSpec]:
+        """Every --weak teacher (--weak-weights: the first one's)."""
+        if not self.weak:
+            raise W2SError("--weak: name at least one weak model")
+        first = self._spec(self.weak[0], self.weak_size, self.weak_weights)
+        return [first, *(self._spec(w, self.weak_size, None) for w in self.weak[1:])]
+
+    def _spec(self, name: str, size: int | None, weights: str | None) -> BackboneSpec:
+        spec = BackboneSpec.parse(name, weights, self.pretrained)
+        return spec if "@" in name else BackboneSpec(spec.model, size, weights, self.pretrained)
+
+    def apply(self, options: RunOptions) -> RunOptions:
+        """The run's options with the other --weak teachers and their --combine rule."""
+        return dataclasses.replace(options, teachers=tuple(self.teachers()[1:]), combine=self.combine)
 
 
 @dataclass(frozen=True)
@@ -156,13 +168,18 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
         ),
     },
     ModelFlags: {
-        "weak": option("--weak", help="Weak timm model, MODEL or MODEL@PX."),
+        "weak": option(
+            "--weak", help="Weak timm model, MODEL or MODEL@PX (repeat it with --combine: several teachers)."
+        ),
         "weak_size": option("--weak-size", help="Weak input size (px) when --weak has no @PX."),
         "strong": option("--strong", help="Strong timm model, MODEL or MODEL@PX."),
         "strong_size": option("--strong-size", help="Strong input size when --strong has no @PX."),
         "weak_weights": option("--weak-weights"),
         "strong_weights": option("--strong-weights"),
         "pretrained": option("--pretrained/--no-pretrained"),
+        "combine": option(
+            "--combine", help="Several --weak teachers: mean, stack or confident (pseudolabel --combine)."
+        ),
     },
     ExperimentFlags: {
         "trials": option("--trials", help="Split draws (seeds seed..seed+T-1); mean and standard error."),

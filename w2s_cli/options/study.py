@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 from w2s_cli.errors import W2SError, printable
 from w2s_cli.options.data import BackboneSpec
@@ -127,10 +129,30 @@ class RunOptions:
     dimensions: bool = True
     student: StudentKind = StudentKind.probe
     finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+    teachers: tuple[BackboneSpec, ...] = ()  # other weak teachers, combined with `weak` by `combine`
+    combine: str | None = None
+
+    def backbones(self) -> list[BackboneSpec]:
+        """Every backbone a trial reads: the weak teachers (the first, then the others combined), the strong."""
+        return [self.weak, *self.teachers, self.strong]
+
+    def roles(self, where: Callable[[BackboneSpec], Path]) -> dict[str, Path]:
+        """A trial's embeddings by role (weak, weak1..., strong), each found by `where`."""
+        paths = {"weak": where(self.weak), "strong": where(self.strong)}
+        paths.update({f"weak{k}": where(spec) for k, spec in enumerate(self.teachers, start=1)})
+        return paths
 
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise W2SError(f"--trials must be at least 1, got {self.trials}")
+        from w2s_cli.store.records import COMBINE_RULES
+
+        if self.teachers and self.combine is None:
+            raise W2SError(
+                f"{1 + len(self.teachers)} --weak teachers: name how to combine them (--combine mean|stack|confident)"
+            )
+        if self.combine is not None and self.combine not in COMBINE_RULES:
+            raise W2SError(f"--combine must be one of {', '.join(COMBINE_RULES)}, not '{self.combine}'")
         if self.student == StudentKind.finetune:  # the fits' rows are the split's: refused before any extraction
             n, N = self.split.n_labeled, self.split.n_pseudo
             self.finetune.check_rows({"w2s": N, "strong_sft": n, "ceiling": n + N})

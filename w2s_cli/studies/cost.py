@@ -96,7 +96,7 @@ def estimate(
     `trials`: trials not already finished (default all); `predictions`: rank-teachers' label-light
     predictions (each about one trial's products)."""
     rows = len(subset(cache.source(), cache.limit, cache.seed))
-    nets = backbones(cache, [s for o in runs for s in (o.weak, o.strong)], rows, reuse)
+    nets = backbones(cache, [s for o in runs for s in o.backbones()], rows, reuse)
     width = max(b.width for b in nets)
     trials = sum(o.trials for o in runs) if trials is None else trials
     trial_rows = max(o.split.n_labeled + o.split.n_pseudo + o.split.n_test for o in runs)
@@ -153,7 +153,7 @@ def estimate_sweep(
     grid = points_of(base, varies)
     runs = [o for _, o in grid]
     cache = embedding_cache(out_dir, data, runs, extract, reuse)
-    where, _ = embeddings_plan(cache, [s for o in runs for s in (o.weak, o.strong)])
+    where, _ = embeddings_plan(cache, [s for o in runs for s in o.backbones()])
     _, todo = trial_plan(tasks_of(Path(out_dir), grid), where, extract, reuse)
     return estimate(cache, runs, reuse=reuse, trials=len(todo), executor=executor)
 

@@ -347,7 +347,7 @@ def trial_plan(
     jobs = [
         job
         for name, folder, o in tasks
-        for job in trial_jobs(folder, {"weak": where[o.weak], "strong": where[o.strong]}, o, extract, reuse, name)
+        for job in trial_jobs(folder, o.roles(where.__getitem__), o, extract, reuse, name)
     ]
     return jobs, [j for j in jobs if not is_finished(j)]
 
@@ -362,7 +362,7 @@ def spread(
 ) -> None:
     """Every trial of every task (name, folder, options) finished by the executor, so that the in-process
     loop then only combines them; with --detach, submitted (raises Detached with the submission's record)."""
-    specs = [s for _, _, o in tasks for s in (o.weak, o.strong)]
+    specs = [s for _, _, o in tasks for s in o.backbones()]
     if options.kind == "local":  # extracted here, once, as the in-process sweep does
         where, extraction = {spec: cache.get(spec) for spec in dict.fromkeys(specs)}, []
     else:

@@ -183,7 +183,14 @@ def embeddings_for(
         role: cache.get(spec, role, f"extract_{role}")
         for role, spec in (("weak", options.weak), ("strong", options.strong))
     }
+    for k, spec in enumerate(options.teachers, start=1):  # the other teachers of a combination
+        paths[f"weak{k}"] = cache.get(spec, "weak", f"extract_weak{k}")
     return paths, cache.seconds
+
+
+def weak_paths(paths: dict[str, Path]) -> list[Path]:
+    """The weak teachers' embeddings: `weak`, then the other teachers of a combination in their order."""
+    return [paths["weak"], *(paths[f"weak{k}"] for k in range(1, len(paths)) if f"weak{k}" in paths)]
 
 
 def trial_identity(paths: dict[str, Path], options: RunOptions, seed: int) -> dict[str, Any]:
@@ -214,6 +221,12 @@ def trial_identity(paths: dict[str, Path], options: RunOptions, seed: int) -> di
         "analysed": None if finetuned else options.dimensions,  # finetuned students have no variance analysis
         "student": options.finetune.record() if finetuned else None,
         "w2s": store.package_versions().get("w2s"),
+        # a combination: the other teachers' embeddings and the rule (absent for one teacher: old entries hold)
+        **(
+            {"teachers": [store.read_meta(p)["artifact_id"] for p in weak_paths(paths)[1:]], "combine": options.combine}
+            if options.teachers
+            else {}
+        ),
     }
 
 
@@ -307,15 +320,25 @@ def one_trial(
     teacher_solver, student_solver = options.head.solvers()
     sub = target.parent
     split = SplitOptions(**{**options.split.__dict__, "seed": seed})
-    teacher = train_weak(
-        paths["weak"],
-        sub / "teacher.safetensors",
-        split=split,
-        subspace=options.weak_subspace,
-        solver=teacher_solver,
-        n_pseudo=options.split.n_pseudo,
-    )
-    pseudo = pseudolabel(teacher, sub / "pseudolabels.safetensors", hard=options.head.hard)
+    teachers = [
+        train_weak(
+            weak,
+            sub / ("teacher.safetensors" if k == 0 else f"teacher-{k}.safetensors"),
+            split=split,
+            subspace=options.weak_subspace,
+            solver=teacher_solver,
+            n_pseudo=options.split.n_pseudo,
+        )
+        for k, weak in enumerate(weak_paths(paths))
+    ]
+    if options.teachers:
+        from w2s_cli.stages.combine import pseudolabel_combined
+
+        pseudo = pseudolabel_combined(
+            teachers, sub / "pseudolabels.safetensors", rule=options.combine, hard=options.head.hard
+        )
+    else:
+        pseudo = pseudolabel(teachers[0], sub / "pseudolabels.safetensors", hard=options.head.hard)
     if options.student == StudentKind.finetune:
         from w2s_cli.diagnostics.predict import predict_and_attach
         from w2s_cli.stages.finetune import finetune, fit_cache_folder

@@ -179,7 +179,7 @@ def sweep(
     total, done, points = len(grid) * base.trials, 0, []
     for params, options in grid:
         key = point_key(params)
-        paths = {"weak": cache.get(options.weak), "strong": cache.get(options.strong)}
+        paths = options.roles(cache.get)
         folder = out_dir / "points" / key
 
         def tick(trials: int, _: int, __: str, key: str = key, before: int = done) -> None:

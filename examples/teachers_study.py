@@ -1,0 +1,144 @@
+"""Issue 26's study: several weak teachers on Fashion-MNIST (the default strong lite2@112, n = 1,000, N = 8,000,
+2,000 test rows), each alone and combined (every pair and all of them, under mean, stack and confident), with
+probe students on 3 seeds and finetuned students (`last:2`, lr 1e-3, 5 epochs) on the seeds and teacher sets
+given; then the tables (docs/teachers-study.csv, markdown on stdout).
+
+Everything is cached in OUT (embeddings/, seed-S/): a killed run, rerun, computes what is missing.
+
+    python examples/teachers_study.py OUT DOCS [--finetune SEED:SET,SET ...]
+
+SET names a teacher set as the tables do: a teacher's label (tf_efficientnet_lite0@24), `all-RULE`, or
+`RULE:I+J` (members by their index in TEACHERS).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SplitOptions
+from w2s_cli.options.recipe import FinetuneRecipe
+from w2s_cli.stages.combine import pseudolabel_combined
+from w2s_cli.stages.finetune import finetune, fit_cache_folder
+from w2s_cli.stages.student import fit_student
+from w2s_cli.stages.summary import load_result, summary
+from w2s_cli.stages.teacher import pseudolabel, train_weak
+from w2s_cli.studies.run import embedding_cache
+
+TEACHERS = [
+    "tf_efficientnet_lite0@24",
+    "tf_efficientnet_lite0@32",
+    "tf_efficientnet_lite0@64",
+    "tf_efficientnet_lite1@48",
+    "tf_efficientnet_lite1@96",
+    "tf_efficientnet_lite2@64:stage3",  # cut at an earlier stage of its network
+]
+STRONG = "tf_efficientnet_lite2@112"
+RULES = ("mean", "stack", "confident")
+SEEDS = (0, 1, 2)
+QUIET = ExtractOptions(quiet=True)
+
+
+def sets() -> list[tuple[str, str | None, tuple[int, ...]]]:
+    """(name, rule, members): every single teacher, every pair and all of them under each rule."""
+    out = [(TEACHERS[i], None, (i,)) for i in range(len(TEACHERS))]
+    for rule in RULES:
+        out += [(f"{rule}:{a}+{b}", rule, (a, b)) for a, b in itertools.combinations(range(len(TEACHERS)), 2)]
+        out.append((f"all-{rule}", rule, tuple(range(len(TEACHERS)))))
+    return out
+
+
+def embeddings(out: Path) -> tuple[list[Path], Path]:
+    specs = [BackboneSpec.parse(t) for t in TEACHERS]
+    strong = BackboneSpec.parse(STRONG)
+    runs = [RunOptions(weak=s, strong=strong) for s in specs]
+    cache = embedding_cache(out, DataOptions("fashion-mnist"), runs, QUIET, True)
+    return [cache.get(s) for s in specs], cache.get(strong)
+
+
+def pseudo_for(folder: Path, weak: list[Path], rule: str | None, members: tuple[int, ...], name: str, seed: int) -> Path:
+    teachers = []
+    for i in members:
+        t = folder / f"teacher-{i}.safetensors"
+        if not t.exists():
+            train_weak(weak[i], t, split=SplitOptions(seed=seed))
+        teachers.append(t)
+    p = folder / f"pseudo-{slug(name)}.safetensors"
+    if not p.exists():
+        if rule is None:
+            pseudolabel(teachers[0], p)
+        else:
+            pseudolabel_combined(teachers, p, rule=rule)
+    return p
+
+
+def slug(name: str) -> str:
+    return name.replace("@", "-").replace(":", "-").replace("+", "-")
+
+
+def row(result: Path, name: str, rule: str | None, seed: int, student: str, seconds: float | None) -> dict:
+    s = summary(load_result(result))
+    m = s.metrics
+    r = {"set": name, "rule": rule or "single", "seed": seed, "student": student}
+    for k in ("weak", "w2s", "strong_sft", "ceiling"):
+        r[f"error_{k}"] = m.error[k]
+        r[f"acc_{k}"] = m.accuracy[k]
+    r.update(pgr=m.pgr, opr=m.opr, seconds=seconds)
+    pred = s.theory.predicted if s.theory is not None else s.predicted
+    r["pred_error_w2s"] = None if pred is None else pred.error["w2s"]
+    r["best_member_acc"] = max((x.accuracy for x in s.members), default=None) if s.members else None
+    if s.teachers is not None:
+        r["variance_exact"] = s.teachers.variance_exact
+        r["variance_by_overlap"] = s.teachers.variance_by_overlap
+        r["d_ww_mean"] = float(np.mean([p.d_ww for p in s.teachers.pairs])) if s.teachers.pairs else None
+    if s.theory is not None:
+        r["d_w"], r["d_sw"] = s.theory.dimensions.d_w, s.theory.dimensions.d_sw
+    return r
+
+
+def main(out: Path, docs: Path, finetuned: dict[int, list[str]]) -> None:
+    weak, strong = embeddings(out)
+    rows, table = [], sets()
+    for seed in SEEDS:
+        folder = out / f"seed-{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, rule, members in table:
+            p = pseudo_for(folder, weak, rule, members, name, seed)
+            r = folder / f"probe-{slug(name)}.result.safetensors"
+            if not r.exists():
+                fit_student(p, strong, r)
+            rows.append(row(r, name, rule, seed, "probe", None))
+            if name in finetuned.get(seed, []):
+                f = folder / f"finetune-{slug(name)}.result.safetensors"
+                begin = time.perf_counter()
+                if not f.exists():
+                    finetune(p, strong, f, recipe=FinetuneRecipe(), extract=QUIET, fit_cache=fit_cache_folder(strong))
+                rows.append(row(f, name, rule, seed, "finetune", round(time.perf_counter() - begin, 1)))
+            print(f"seed {seed} {name} done", file=sys.stderr, flush=True)
+    docs.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    with open(docs / "teachers-study.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    print(json.dumps({"rows": len(rows)}), file=sys.stderr)
+
+
+def parse_finetune(args: list[str]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for a in args:
+        seed, names = a.split(":", 1)
+        out.setdefault(int(seed), []).extend(n for n in names.split(",") if n)
+    return out
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    ft = argv[argv.index("--finetune") + 1 :] if "--finetune" in argv else []
+    main(Path(argv[0]), Path(argv[1]), parse_finetune(ft))
