@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from w2s_cli.errors import W2SError
-from w2s_cli.store.records.embeddings import STAGE, model_label
+from w2s_cli.store.records import STAGE, model_label
 
 
 class Device(str, Enum):

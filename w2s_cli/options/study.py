@@ -132,5 +132,9 @@ class RunOptions:
         if self.trials < 1:
             raise W2SError(f"--trials must be at least 1, got {self.trials}")
         if self.student == StudentKind.finetune:  # the fits' rows are the split's: refused before any extraction
+            if self.strong.stage is not None:
+                raise W2SError(
+                    f"--strong {self.strong.label}: a finetuned student needs a whole network, not one cut at a stage"
+                )
             n, N = self.split.n_labeled, self.split.n_pseudo
             self.finetune.check_rows({"w2s": N, "strong_sft": n, "ceiling": n + N})
