@@ -5,6 +5,7 @@ its caches are its own, and a run, sweep or ranking takes it as an ordinary weak
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +71,22 @@ def test_the_record_names_the_stage_and_never_passes_for_the_whole_model(tmp_pat
     assert a.record.stage is None and "stage" not in a.record.model and "stage" not in a.signature()
     assert b.signature() == {**a.signature(), "stage": 3}  # the same weights, samples and size: only the cut
     assert "forward_intermediates" in b.record.provenance["pooling"]
+    # the work a killed extraction resumes (its shards' manifest) is another one for another stage
+    assert a.record.provenance["extraction"]["work"] != b.record.provenance["extraction"]["work"]
     with pytest.raises(W2SError, match="not the embeddings"):  # a result made from the whole model's rows
         find(a.reference(tmp_path / "result.safetensors"), tmp_path / "result.safetensors", b.path, "weak")
+
+
+def test_the_embedding_cache_never_takes_a_cut_model_for_the_whole_one(tmp_path):
+    from w2s_cli.studies.run import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path, DIGITS, QUIET, 24, 0, reuse=True)
+    whole = BackboneSpec("test_resnet", 32, pretrained=False)
+    cut = BackboneSpec("test_resnet", 32, pretrained=False, stage=2)
+    made = cache.get(cut)
+    assert made.name == "test_resnet-32px-stage2.safetensors" and cache.reusable(cut) == made
+    shutil.copy(made, cache.path(whole))  # even under the whole model's name, its request says what it is
+    assert cache.reusable(whole) is None
 
 
 def test_spec_syntax():
