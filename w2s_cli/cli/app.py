@@ -17,6 +17,8 @@ import typer
 
 from w2s_cli.cli.flags import (
     DRY_RUN_HELP,
+    MODEL_HELP,
+    STAGE_HELP,
     SUBSPACE_HELP,
     ExperimentFlags,
     ModelFlags,
@@ -116,6 +118,7 @@ def extract(
     image_size: int | None = typer.Option(None, "--image-size", help="Input size in px (default: the model's)."),
     weights: str | None = typer.Option(None, "--weights", help="Weights file (.safetensors, or a torch checkpoint)."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Pretrained or seeded random."),
+    stage: int | None = typer.Option(None, "--stage", help=STAGE_HELP),
     limit: int | None = typer.Option(None, "--limit", help="Extract K random samples (each split keeps its share)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --limit draw and of random weights."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Output artifact (.safetensors)."),
@@ -137,8 +140,10 @@ def extract(
     proj_seed: int = typer.Option(0, "--proj-seed", help="grad: seed of the projection and the output signs."),
 ) -> None:
     """Penultimate pooled embeddings of every sample, from any timm backbone (resumable; torchrun-ready);
-    or, with --features grad, the finetuning's gradient features."""
+    with --stage K, the pooled feature map of stage K (the model cut there: a weaker backbone); or, with
+    --features grad, the finetuning's gradient features."""
     from w2s_cli.extraction.extract import extract as run_extract
+    from w2s_cli.inputs.backbones import check_stage
 
     if features not in ("embeddings", "grad"):
         raise W2SError(f"--features must be embeddings or grad, not '{printable(features)}'")
@@ -149,13 +154,19 @@ def extract(
     for given, flag in ((init_epoch, "--init-epoch"), (init_fit, "--init-fit")):
         if init is None and given is not None:
             raise W2SError(f"{flag} goes with --init RESULT")
+    if stage is not None and (features == "grad" or init is not None):
+        raise W2SError(
+            f"--stage goes with plain embeddings, not with {'--features grad' if init is None else '--init'}"
+        )
     init_fit = init_fit or "w2s"
+    spec = BackboneSpec(model, image_size, weights, pretrained, stage)
+    check_stage(model, stage)  # before any data is opened
     if out is None:
         from w2s_cli.store.cache import slug
 
         kind = f"_grad-{train.replace(':', '')}" if features == "grad" else ("_finetuned" if init else "")
+        kind = f"_stage{stage}" if stage is not None else kind
         out = Path(f"{slug(data.data).strip('_')}_{slug(model)}_{image_size or 'native'}px{kind}.safetensors")
-    spec = BackboneSpec(model, image_size, weights, pretrained)
     if features == "embeddings" and init is None:
         emit_path(run_extract(data, spec, out, extract, limit=limit, seed=seed))
         return
@@ -557,7 +568,7 @@ def sweep(
         "--vary",
         help="PARAM=V1,V2,... (repeatable: a grid). PARAM: "
         "n-pseudo, n-labeled, label-noise, subspace, weak-subspace, strong-subspace, "
-        "weak, strong (MODEL@PX), student (probe,finetune), train, loss, epochs, lr.",
+        "weak, strong (MODEL@PX or MODEL:stageK@PX), student (probe,finetune), train, loss, epochs, lr.",
     ),
     csv_out: Path | None = typer.Option(None, "--csv", help="One row per point."),
     plot: Path | None = typer.Option(None, "--plot", help="PNG: measured ± 2 se as points, predictions as lines."),
@@ -704,7 +715,7 @@ def rank_teachers(
     spread: ExecutorOptions,
     study: StudyFlags,
     strong: str = typer.Option(..., "--strong", help="The strong model, MODEL@PX."),
-    weak: list[str] = typer.Option(..., "--weak", help="A candidate weak teacher, MODEL@PX (repeat it)."),
+    weak: list[str] = typer.Option(..., "--weak", help=f"A candidate weak teacher: {MODEL_HELP} (repeat it)."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
     measure: bool = typer.Option(False, "--measure", help="Also train every pipeline and compare."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),

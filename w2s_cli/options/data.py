@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from w2s_cli.errors import W2SError
+from w2s_cli.store.records import STAGE, model_label
 
 
 class Device(str, Enum):
@@ -64,21 +65,32 @@ class ExtractOptions:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A timm model at an input size, with its weights: `MODEL@PX` on the command line."""
+    """A timm model at an input size, with its weights: `MODEL@PX` on the command line. `stage`: the model
+    cut after that stage (timm's feature_info index, 0-based), its pooled feature map the embedding:
+    `MODEL:stageK@PX` (also read as `MODEL@PX:stageK`)."""
 
     model: str
     image_size: int | None = None
     weights: str | None = None
     pretrained: bool = True
+    stage: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stage is not None and self.stage < 0:
+            raise W2SError(f"stage {self.stage}: a stage is 0 or more (timm's feature_info index)")
 
     @classmethod
     def parse(cls, text: str, weights: str | None = None, pretrained: bool = True) -> BackboneSpec:
-        """'tf_efficientnet_lite0@64' -> model and input size; no '@PX': the model's own size."""
-        name, at, size = text.strip().rpartition("@")
+        """'tf_efficientnet_lite0@64' -> model and input size; no '@PX': the model's own size;
+        'tf_efficientnet_lite0:stage3@64' (or '...@64:stage3'): cut after stage 3."""
+        rest, stage = _split_stage(text.strip(), text)
+        name, at, size = rest.rpartition("@")
         if not at:
-            name, size = text.strip(), ""
+            name, size = rest, ""
+        if stage is None:
+            name, stage = _split_stage(name, text)
         if not name:
-            raise W2SError(f"'{text}' is not MODEL or MODEL@PX")
+            raise W2SError(f"'{text}' is not MODEL, MODEL@PX or MODEL:stageK@PX")
         if size:
             try:
                 px = int(size)
@@ -86,8 +98,19 @@ class BackboneSpec:
                 raise W2SError(f"'{text}': the size after @ must be a whole number of pixels") from None
         else:
             px = None
-        return cls(name, px, weights, pretrained)
+        return cls(name, px, weights, pretrained, stage)
 
     @property
     def label(self) -> str:
-        return f"{self.model}@{self.image_size or 'native'}"
+        """MODEL@PX, or MODEL:stageK@PX for a model cut after stage K (PX 'native': the model's own size)."""
+        return f"{model_label(self.model, self.stage)}@{self.image_size or 'native'}"
+
+
+def _split_stage(text: str, given: str) -> tuple[str, int | None]:
+    """'NAME:stageK' -> ('NAME', K); text without that suffix -> (text, None)."""
+    head, sep, tail = text.rpartition(STAGE)
+    if not sep or "@" in tail or ":" in tail:
+        return text, None
+    if not tail.isdigit():
+        raise W2SError(f"'{given}': the stage after {STAGE} must be a whole number (timm's feature_info index)")
+    return head, int(tail)

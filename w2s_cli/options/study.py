@@ -154,5 +154,9 @@ class RunOptions:
         if self.combine is not None and self.combine not in COMBINE_RULES:
             raise W2SError(f"--combine must be one of {', '.join(COMBINE_RULES)}, not '{self.combine}'")
         if self.student == StudentKind.finetune:  # the fits' rows are the split's: refused before any extraction
+            if self.strong.stage is not None:
+                raise W2SError(
+                    f"--strong {self.strong.label}: a finetuned student needs a whole network, not one cut at a stage"
+                )
             n, N = self.split.n_labeled, self.split.n_pseudo
             self.finetune.check_rows({"w2s": N, "strong_sft": n, "ceiling": n + N})

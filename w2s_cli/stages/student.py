@@ -41,6 +41,7 @@ from w2s_cli.store.records import (
     ResultRecord,
     StudentRecord,
     Trial,
+    model_label,
     read_record,
 )
 
@@ -130,7 +131,7 @@ def _student_embeddings(
         pseudo.meta, emb_s.meta, f"pseudo-labels {printable(pseudo.path)}", f"strong embeddings {printable(strong)}"
     )
     weak_sig, strong_sig = made.embeddings["signature"], emb_s.signature()
-    if all(weak_sig[k] == strong_sig[k] for k in ("state_dict_sha256", "input_size")):
+    if all(weak_sig.get(k) == strong_sig.get(k) for k in ("state_dict_sha256", "input_size", "stage")):
         stderr.print("[yellow]note:[/] strong and weak embeddings come from the same model and input size")
     emb_w = _weak_embeddings(pseudo, made, weak, dimensions)
     for e in [] if emb_w is None else emb_w if isinstance(emb_w, list) else [emb_w]:
@@ -289,9 +290,15 @@ def result_meta(
         n_pseudo=trial.n_pseudo,
         n_test=trial.metrics.n_test,
         task=emb_s.task,
+<<<<<<< HEAD
         weak_model=weak_sig["model"] if made.combination is None else made.combination.label,
         weak_input_size=weak_sig["input_size"] if made.combination is None else None,
         strong_model=emb_s.record.model["name"],
+=======
+        weak_model=model_label(weak_sig["model"], weak_sig.get("stage")),  # NAME:stageK for a cut teacher
+        weak_input_size=weak_sig["input_size"],
+        strong_model=model_label(emb_s.record.model["name"], emb_s.record.stage),
+>>>>>>> i26-stage
         strong_input_size=emb_s.record.preprocessing["input_size"],
         solver={"teacher": made.teacher.solver, "student": student},
         labels=made.labels,

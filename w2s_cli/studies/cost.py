@@ -41,14 +41,14 @@ def forward_seconds(spec: BackboneSpec, source: Any = None) -> tuple[int, float]
 
     from w2s_cli.inputs.backbones import create_backbone
 
-    backbone = create_backbone(BackboneSpec(spec.model, spec.image_size, pretrained=False))
-    model = backbone.model.to(memory_format=torch.channels_last)
+    backbone = create_backbone(BackboneSpec(spec.model, spec.image_size, pretrained=False, stage=spec.stage))
+    backbone.model.to(memory_format=torch.channels_last)
     x = torch.randn(BATCH, *backbone.input_size).contiguous(memory_format=torch.channels_last)
     times = []
     with torch.inference_mode():
         for _ in range(3):
             start = time.perf_counter()
-            model.forward_head(model.forward_features(x), pre_logits=True)
+            backbone.embed(x)
             times.append(time.perf_counter() - start)
     per_image = min(times[1:]) / BATCH
     if source is not None:  # no loader workers: each image's timm transform runs between the forwards

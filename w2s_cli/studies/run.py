@@ -38,10 +38,13 @@ def auto_limit(split, n_test: int, n_train: int) -> int | None:
 
 
 def extraction_request(data: DataOptions, spec: BackboneSpec, limit: int | None, seed: int) -> dict[str, Any]:
-    """What identifies an extraction for reuse in --out-dir."""
+    """What identifies an extraction for reuse in --out-dir (a cut model's stage only then: a whole model's
+    request is as before, so its cached embeddings stay reused)."""
+    cut = {} if spec.stage is None else {"stage": spec.stage}
     return {
         "data": data.data,
         "model": spec.model,
+        **cut,
         "image_size": spec.image_size,
         "limit": limit,
         "seed": seed,
@@ -95,7 +98,8 @@ class EmbeddingCache:
 
     @staticmethod
     def name(spec: BackboneSpec) -> str:
-        return slug(f"{spec.model}-{spec.image_size or 'native'}px") + ".safetensors"
+        cut = "" if spec.stage is None else f"-stage{spec.stage}"
+        return slug(f"{spec.model}-{spec.image_size or 'native'}px{cut}") + ".safetensors"
 
     def path(self, spec: BackboneSpec, role: str | None = None) -> Path:
         """Where an extraction for `role` ('weak', 'strong' in a run; None in a sweep) is written."""
@@ -164,6 +168,10 @@ def embedding_cache(
     the teachers to rank: one data source, seed and --limit), its extraction just large enough for all of them
     (--limit, else the fewest samples that hold every run's split), every run's sizes checked before anything
     is extracted."""
+    from w2s_cli.inputs.backbones import check_stage
+
+    for spec in dict.fromkeys(s for o in runs for s in (o.weak, o.strong)):
+        check_stage(spec.model, spec.stage)  # a stage the model lacks: refused before any data is read
     source, base = LazySource(data), runs[0]
     limit = base.limit
     if limit is None:

@@ -118,8 +118,8 @@ def with_value(options: RunOptions, name: str, value: Any) -> RunOptions:
         recipe = dataclasses.replace(options.finetune, **{RECIPE_FIELDS[name][0]: value})
         return dataclasses.replace(options, finetune=recipe)
     role = getattr(options, name)
-    spec = BackboneSpec(
-        value.model, value.image_size, role.weights if role.model == value.model else None, role.pretrained
+    spec = dataclasses.replace(
+        value, weights=role.weights if role.model == value.model else None, pretrained=role.pretrained
     )
     return dataclasses.replace(options, **{name: spec})
 

@@ -12,7 +12,7 @@ from w2s_cli.store.records.diagnostics import (
     Measured,
     SpectralDimensions,
 )
-from w2s_cli.store.records.embeddings import EmbeddingsRecord
+from w2s_cli.store.records.embeddings import STAGE, EmbeddingsRecord, model_label
 from w2s_cli.store.records.fits import Basis, FitRecord, LabelNoiseRecord
 from w2s_cli.store.records.result import (
     PRECISIONS,
@@ -61,6 +61,7 @@ __all__ = [
     "REFERENCES",
     "REST",
     "SIDES",
+    "STAGE",
     "Analysis",
     "BackboneCost",
     "Basis",
@@ -77,6 +78,7 @@ __all__ = [
     "Linearised",
     "Measured",
     "Metrics",
+    "model_label",
     "NearTie",
     "PrecisionRecord",
     "Predicted",

@@ -17,6 +17,13 @@ from w2s_cli.store.records.base import (
     _to_json,
 )
 
+STAGE = ":stage"  # a model cut after stage K is named NAME:stageK (options.BackboneSpec, results, reports)
+
+
+def model_label(name: str, stage: int | None) -> str:
+    """A model's name as results show it: 'NAME', or 'NAME:stageK' when cut after stage K."""
+    return name if stage is None else f"{name}{STAGE}{stage}"
+
 
 @dataclass(frozen=True)
 class EmbeddingsRecord:
@@ -47,6 +54,7 @@ class EmbeddingsRecord:
         _text("sample_ids_sha256", self.sample_ids_sha256, optional=False)
         _count("n_samples", self.n_samples, optional=True)
         _count("limit", self.limit, optional=True, least=1)
+        _count("model.stage", self.model.get("stage"), optional=True)
         for k in ("request", "data", "features"):
             _mapping(k, getattr(self, k))
 
@@ -92,10 +100,18 @@ class EmbeddingsRecord:
         return self.dataset["classes"] if "classes" in self.dataset else None
 
     @property
+    def stage(self) -> int | None:
+        """The stage the model was cut after (timm's feature_info index); None: the whole model."""
+        return self.model.get("stage")
+
+    @property
     def signature(self) -> dict[str, Any]:
-        """What identifies an embedding set: the weights, the input size, the dataset and its samples."""
+        """What identifies an embedding set: the weights, the stage a model was cut after (only then, so a
+        whole model's signature is as before), the input size, the dataset and its samples."""
+        cut = {} if self.stage is None else {"stage": self.stage}
         return {
             "model": self.model["name"],
+            **cut,
             "state_dict_sha256": self.model["weights"]["state_dict_sha256"],
             "input_size": self.preprocessing["input_size"],
             "dataset_fingerprint": self.dataset["fingerprint"],
