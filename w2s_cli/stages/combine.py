@@ -37,6 +37,7 @@ from w2s_cli.store.records import (
     TeacherMember,
     TeacherRecord,
     TeacherReference,
+    model_label,
     read_record,
 )
 
@@ -224,7 +225,7 @@ def _member(m: Member, out: Path, share: float | None) -> TeacherMember:
     return TeacherMember(
         teacher=_reference(m, out),
         embeddings=m.made.embeddings,
-        model=str(sig.get("model", "?")),
+        model=model_label(str(sig.get("model", "?")), sig.get("stage")),
         input_size=size[-1] if isinstance(size, list) else size,
         test_error=m.made.test_error,
         test_accuracy=m.made.test_accuracy,

@@ -290,15 +290,12 @@ def result_meta(
         n_pseudo=trial.n_pseudo,
         n_test=trial.metrics.n_test,
         task=emb_s.task,
-<<<<<<< HEAD
-        weak_model=weak_sig["model"] if made.combination is None else made.combination.label,
+        # NAME:stageK for a cut teacher; rule(MEMBER+MEMBER...) for combined teachers
+        weak_model=model_label(weak_sig["model"], weak_sig.get("stage"))
+        if made.combination is None
+        else made.combination.label,
         weak_input_size=weak_sig["input_size"] if made.combination is None else None,
-        strong_model=emb_s.record.model["name"],
-=======
-        weak_model=model_label(weak_sig["model"], weak_sig.get("stage")),  # NAME:stageK for a cut teacher
-        weak_input_size=weak_sig["input_size"],
         strong_model=model_label(emb_s.record.model["name"], emb_s.record.stage),
->>>>>>> i26-stage
         strong_input_size=emb_s.record.preprocessing["input_size"],
         solver={"teacher": made.teacher.solver, "student": student},
         labels=made.labels,
