@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ TEACHERS = [
     "tf_efficientnet_lite0@64",
     "tf_efficientnet_lite1@48",
     "tf_efficientnet_lite1@96",
-    "tf_efficientnet_lite2@64:stage3",  # cut at an earlier stage of its network
+    "tf_efficientnet_lite2:stage3@64",  # cut at an earlier stage of its network
 ]
 STRONG = "tf_efficientnet_lite2@112"
 RULES = ("mean", "stack", "confident")
@@ -62,7 +61,9 @@ def embeddings(out: Path) -> tuple[list[Path], Path]:
     return [cache.get(s) for s in specs], cache.get(strong)
 
 
-def pseudo_for(folder: Path, weak: list[Path], rule: str | None, members: tuple[int, ...], name: str, seed: int) -> Path:
+def pseudo_for(
+    folder: Path, weak: list[Path], rule: str | None, members: tuple[int, ...], name: str, seed: int
+) -> Path:
     teachers = []
     for i in members:
         t = folder / f"teacher-{i}.safetensors"
@@ -127,7 +128,50 @@ def main(out: Path, docs: Path, finetuned: dict[int, list[str]]) -> None:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    print(json.dumps({"rows": len(rows)}), file=sys.stderr)
+    print(tables(rows))
+
+
+def mean_se(values: list[float]) -> tuple[float, float | None]:
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), (float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None)
+
+
+def fmt(m: float, se: float | None, digits: int = 4) -> str:
+    return f"{m:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+
+
+def tables(rows: list[dict]) -> str:
+    """Per student: each teacher set's W2S accuracy and PGR (mean ± se over the seeds it was run on), the
+    best single teacher, and each combination's paired gain over it (same seeds)."""
+    out = []
+    for student in ("probe", "finetune"):
+        mine = [r for r in rows if r["student"] == student]
+        if not mine:
+            continue
+        by_set: dict[str, dict[int, dict]] = {}
+        for r in mine:
+            by_set.setdefault(r["set"], {})[r["seed"]] = r
+        singles = [n for n in by_set if by_set[n][next(iter(by_set[n]))]["rule"] == "single"]
+        best = max(singles, key=lambda n: mean_se([r["acc_w2s"] for r in by_set[n].values()])[0])
+        out += [
+            f"\n### {student} students (best single teacher by mean W2S accuracy: {best})\n",
+            "| teacher set | seeds | teacher acc | W2S acc | PGR | W2S acc − best single's (paired) |",
+            "|---|---|---|---|---|---|",
+        ]
+        order = sorted(by_set, key=lambda n: -mean_se([r["acc_w2s"] for r in by_set[n].values()])[0])
+        for n in order:
+            seeds = sorted(by_set[n])
+            acc = mean_se([by_set[n][s]["acc_w2s"] for s in seeds])
+            weak = mean_se([by_set[n][s]["acc_weak"] for s in seeds])
+            pgr = mean_se([by_set[n][s]["pgr"] for s in seeds if by_set[n][s]["pgr"] is not None] or [float("nan")])
+            shared = [s for s in seeds if s in by_set[best]]
+            gain = mean_se([by_set[n][s]["acc_w2s"] - by_set[best][s]["acc_w2s"] for s in shared]) if shared else None
+            out.append(
+                f"| {n} | {len(seeds)} | {fmt(*weak)} | {fmt(*acc)} | {fmt(*pgr, digits=3)} | "
+                + ("" if gain is None or n == best else fmt(*gain))
+                + " |"
+            )
+    return "\n".join(out)
 
 
 def parse_finetune(args: list[str]) -> dict[int, list[str]]:
