@@ -315,3 +315,29 @@ def test_run_refuses_a_combination_it_cannot_make(tmp_path, extra, pattern) -> N
     r = w2s("run", "--data", "digits", *extra, "--strong", "test_resnet@32", "--no-pretrained", "--out-dir", tmp_path)
     assert_user_error(r, pattern)
     assert not any(tmp_path.iterdir())
+
+
+def test_stack_refuses_a_teacher_that_interpolates_its_labels(made, tmp_path) -> None:
+    """A basis as wide as the n labelled rows leaves no leave-one-out output to weigh: refused, not guessed."""
+    split = ["--n-labeled", "12", "--n-pseudo", "1200", "--n-test", "600"]
+    ts = []
+    for k, sub in (("w1", "16"), ("w2", "8")):
+        t = tmp_path / f"t-{k}.safetensors"
+        r = w2s("train-weak", made[k], *split, "--subspace", sub, "-o", t)
+        assert r.exit_code == 0, r.output
+        ts.append(t)
+    out = tmp_path / "p.safetensors"
+    assert_user_error(w2s("pseudolabel", *ts, "--combine", "stack", "-o", out), "interpolates its n labels")
+    assert not out.exists()
+    assert w2s("pseudolabel", *ts, "--combine", "mean", "-o", out).exit_code == 0  # the mean needs no weights
+
+
+def test_members_over_trials_are_mean_and_standard_error() -> None:
+    from w2s_cli.stages.summary import members_over_trials
+    from w2s_cli.store.records import MemberError
+
+    trials = [(MemberError("a", e, 0.001, acc, 0.01),) for e, acc in ((0.04, 0.8), (0.05, 0.7), (0.06, 0.9))]
+    (m,) = members_over_trials(trials)
+    assert m.error == pytest.approx(0.05) and m.error_stderr == pytest.approx(0.01 / np.sqrt(3))
+    assert m.accuracy == pytest.approx(0.8) and m.accuracy_stderr == pytest.approx(0.1 / np.sqrt(3))
+    assert members_over_trials([None, None]) is None
