@@ -43,7 +43,7 @@ from w2s_cli.store.cache import obtain, read_entry, write_entry
 from w2s_cli.store.records import Proxy, RankedTeacher, Ranking, RankingCost, ResultRecord, W2SErrors, read_record
 from w2s_cli.studies.finetune_cost import calibrate, fit_passes
 from w2s_cli.studies.proxy import check_proxy_epochs, short_finetune, short_recipe
-from w2s_cli.studies.ranking import base_with, check_teachers, folder_name, predict_w2s, rank_teachers
+from w2s_cli.studies.ranking import Draw, base_with, check_teachers, folder_name, predict_w2s, rank_teachers
 from w2s_cli.studies.run import Progress, pseudo_labels, result_name, trial_identity
 
 KERNEL = "embeddings"  # the after-kernel of the proxies: the finetuned network's own embeddings (the cheap one)
@@ -196,13 +196,18 @@ class MadeProxy:
         return cls(path, predicted, made["dimensions"], rows, made["seconds"], reused)
 
 
+def in_kernel(weak: str | os.PathLike, features: str | os.PathLike, options: RunOptions, seed: int) -> Draw:
+    """The linear ranking's computation (ranking.predict_w2s) with a proxy's after-kernel `features` as the strong
+    embeddings, in the basis its predictions used (fit-student's auto): the dimensions and the squared
+    leave-one-out W2S errors of the n labelled rows, which read no label of the pool or of the test rows."""
+    return predict_w2s(weak, features, dataclasses.replace(options, strong_subspace=SubspaceOptions("auto")), seed)
+
+
 def _in_kernel(weak: Path, proxy: Path, options: RunOptions, seed: int) -> tuple[dict[str, Any], dict]:
-    """What the ranking needs of a proxy besides its predictions: the linear ranking's computation
-    (ranking.predict_w2s) with the proxy's after-kernel as the strong embeddings, in the basis its predictions
-    used (fit-student's auto): the dimensions and the squared leave-one-out W2S errors of the n labelled rows."""
+    """What the ranking keeps of a proxy besides its predictions (in its cache entry): its result, the dimensions
+    in its after-kernel, and the rows' squared leave-one-out W2S errors there (`in_kernel`)."""
     trial = read_record(store.load(proxy, "result"), ResultRecord).trials[0]
-    features = store.resolve(trial.after_kernel["features"], proxy)
-    draw = predict_w2s(weak, features, dataclasses.replace(options, strong_subspace=SubspaceOptions("auto")), seed)
+    draw = in_kernel(weak, store.resolve(trial.after_kernel["features"], proxy), options, seed)
     made = {
         "result": proxy.name,
         "artifact_id": store.read_meta(proxy)["artifact_id"],
