@@ -182,6 +182,24 @@ def test_trials_average_over_draws_and_reuse_the_first_draws_proxies(ranked):
         assert second > 0 and t.predicted.error_w2s_stderr == pytest.approx(abs(second - one[t.weak]) / 2)
 
 
+@pytest.mark.slow
+def test_dry_run_estimates_the_proxies_beside_the_full_finetunes_and_writes_nothing(tmp_path):
+    """--dry-run (calibrations on the tiny models): the proxies' seconds and the frozen prefix's cache to build,
+    beside the estimate of finetuning every teacher's student in full; --measure adds the full pipelines."""
+    out = tmp_path / "out"
+    r = w2s(*FINETUNED, "--out-dir", out, "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    work = json.loads(r.stdout)
+    assert work["predictions"] == 3 and work["trials"] == 0 and work["finetune_epochs"] == 0
+    assert work["seconds"]["proxies"] > 0 and work["full_finetune_seconds"] > 0 and work["prefix_images"] == 1797
+    assert work["total_seconds"] == pytest.approx(sum(work["seconds"].values()))
+    measured = json.loads(w2s(*FINETUNED, "--out-dir", out, "--measure", "--dry-run", "--json").stdout)
+    assert measured["trials"] == 3 and measured["finetune_epochs"] == 3 * 2 * 3 and measured["seconds"]["proxies"] > 0
+    text = w2s(*FINETUNED, "--out-dir", out, "--dry-run").stdout
+    assert "proxies:" in text and "finetuning a student per teacher in full instead" in text
+    assert not out.exists()
+
+
 def test_a_finetuned_ranking_keeps_its_layout_and_refuses_half_of_it():
     teacher = {"weak": "a@32", "d_w": 20.0, "d_s": 12.0, "d_sw": 4.7, "proxy_seconds": 8.2}
     teacher["predicted"] = {"error_w2s": 0.068, "error_w2s_stderr": 0.002, "error_weak": 0.058, "pgr": 0.6, "opr": 0.9}
