@@ -77,7 +77,8 @@ def test_a_rerun_reuses_the_proxies_and_says_what_they_cost(ranked):
     r = w2s(*FINETUNED, "--out-dir", out, "--json")
     assert r.exit_code == 0, r.output
     again = json.loads(r.stdout)
-    assert r.stderr.count("(proxy of this draw)") == 3 and [p.stat().st_mtime_ns for p in proxies] == stamps
+    assert r.stderr.count("(the proxy of the same teacher, draw") == 3
+    assert [p.stat().st_mtime_ns for p in proxies] == stamps
     assert again["cost"]["reused"] == 3 and again["cost"]["seconds"] == ft["cost"]["seconds"]
     assert again["cost"]["full_measured_seconds"] is None and "spearman" not in again
     strip = {"measured"}

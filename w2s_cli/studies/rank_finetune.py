@@ -40,7 +40,16 @@ from w2s_cli.options import (
 from w2s_cli.options.recipe import PROXY_EPOCHS
 from w2s_cli.store import artifact as store
 from w2s_cli.store.cache import obtain, read_entry, write_entry
-from w2s_cli.store.records import Proxy, RankedTeacher, Ranking, RankingCost, ResultRecord, W2SErrors, read_record
+from w2s_cli.store.records import (
+    Predicted,
+    Proxy,
+    RankedTeacher,
+    Ranking,
+    RankingCost,
+    ResultRecord,
+    W2SErrors,
+    read_record,
+)
 from w2s_cli.studies.finetune_cost import calibrate, fit_passes
 from w2s_cli.studies.proxy import check_proxy_epochs, short_finetune, short_recipe
 from w2s_cli.studies.ranking import Draw, base_with, check_teachers, folder_name, predict_w2s, rank_teachers
@@ -172,7 +181,8 @@ class Proxies:
                 return None
             return MadeProxy.read(target, found.made, found.arrays.get("w2s_rows"), reused=True) if same else None
 
-        made = obtain(target.parent, look, make, reuse=self.reuse, say=lambda p: f"{p.path} (proxy of this draw)")
+        say = "the proxy of the same teacher, draw, recipe and --proxy-epochs"
+        made = obtain(target.parent, look, make, reuse=self.reuse, say=lambda p: f"{p.path} ({say})")
         self.seconds += made.seconds
         self.reused += made.reused
         return made
@@ -184,7 +194,7 @@ class MadeProxy:
     after-kernel, the squared leave-one-out W2S errors of its n labelled rows, the seconds it took."""
 
     path: Path
-    predicted: Any  # a Predicted record
+    predicted: Predicted
     dimensions: dict[str, float]
     rows: np.ndarray | None
     seconds: float
