@@ -5,10 +5,14 @@ given; then the tables (docs/teachers-study.csv, markdown on stdout).
 
 Everything is cached in OUT (embeddings/, seed-S/): a killed run, rerun, computes what is missing.
 
-    python examples/teachers_study.py OUT DOCS [--finetune SEED:SET,SET ...]
+    python examples/teachers_study.py OUT DOCS [--reference SEED=RESULT ...] [--finetune SEED:SET,SET ...]
 
 SET names a teacher set as the tables do: a teacher's label (tf_efficientnet_lite0@24), `all-RULE`, or
-`RULE:I+J` (members by their index in TEACHERS).
+`RULE:I+J` (members by their index in TEACHERS). The finetuned students: each set's W2S student is finetuned
+alone (`finetune(trained=("w2s",))`, as a proxy is); strong SFT and the ceiling do not depend on the teacher,
+so each seed's come from one full finetuned trial of that seed (`--reference SEED=RESULT`, e.g. the default
+pair's `w2s run --student finetune --trials 3` trials; a reference whose teacher is one of TEACHERS also
+counts as that teacher's finetuned W2S student on that seed).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from w2s_cli.numerics.stats import opr, pgr
 from w2s_cli.options import BackboneSpec, DataOptions, ExtractOptions, RunOptions, SplitOptions
 from w2s_cli.options.recipe import FinetuneRecipe
 from w2s_cli.stages.combine import pseudolabel_combined
-from w2s_cli.stages.finetune import finetune, fit_cache_folder
+from w2s_cli.stages.finetune import finetune
 from w2s_cli.stages.student import fit_student
 from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.stages.teacher import pseudolabel, train_weak
@@ -83,14 +88,23 @@ def slug(name: str) -> str:
     return name.replace("@", "-").replace(":", "-").replace("+", "-")
 
 
-def row(result: Path, name: str, rule: str | None, seed: int, student: str, seconds: float | None) -> dict:
+def row(
+    result: Path, name: str, rule: str | None, seed: int, student: str, seconds: float | None, reference=None
+) -> dict:
+    """One teacher set's measured and predicted numbers; `reference`: the seed's full finetuned trial, whose
+    strong SFT and ceiling stand for this W2S-only finetune's."""
     s = summary(load_result(result))
     m = s.metrics
     r = {"set": name, "rule": rule or "single", "seed": seed, "student": student}
     for k in ("weak", "w2s", "strong_sft", "ceiling"):
-        r[f"error_{k}"] = m.error[k]
-        r[f"acc_{k}"] = m.accuracy[k]
-    r.update(pgr=m.pgr, opr=m.opr, seconds=seconds)
+        source = m if reference is None or k in ("weak", "w2s") else reference.metrics
+        r[f"error_{k}"] = source.error[k]
+        r[f"acc_{k}"] = source.accuracy[k]
+    r.update(
+        pgr=pgr(r["error_weak"], r["error_w2s"], r["error_ceiling"]),
+        opr=opr(r["error_strong_sft"], r["error_w2s"]),
+        seconds=seconds,
+    )
     pred = s.theory.predicted if s.theory is not None else s.predicted
     r["pred_error_w2s"] = None if pred is None else pred.error["w2s"]
     r["best_member_acc"] = max((x.accuracy for x in s.members), default=None) if s.members else None
@@ -103,9 +117,16 @@ def row(result: Path, name: str, rule: str | None, seed: int, student: str, seco
     return r
 
 
-def main(out: Path, docs: Path, finetuned: dict[int, list[str]]) -> None:
+def main(out: Path, docs: Path, finetuned: dict[int, list[str]], references: dict[int, list[Path]]) -> None:
     weak, strong = embeddings(out)
     rows, table = [], sets()
+    refs = {seed: summary(load_result(paths[0])) for seed, paths in references.items()}
+    for seed, paths in references.items():  # each reference trial's own teacher, finetuned in full
+        for p in paths:
+            s = summary(load_result(p))
+            label = f"{s.weak_model}@{s.weak_input_size}"
+            if label in TEACHERS:
+                rows.append(row(p, label, None, seed, "finetune", s.seconds.get("finetune")))
     for seed in SEEDS:
         folder = out / f"seed-{seed}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -119,8 +140,8 @@ def main(out: Path, docs: Path, finetuned: dict[int, list[str]]) -> None:
                 f = folder / f"finetune-{slug(name)}.result.safetensors"
                 begin = time.perf_counter()
                 if not f.exists():
-                    finetune(p, strong, f, recipe=FinetuneRecipe(), extract=QUIET, fit_cache=fit_cache_folder(strong))
-                rows.append(row(f, name, rule, seed, "finetune", round(time.perf_counter() - begin, 1)))
+                    finetune(p, strong, f, recipe=FinetuneRecipe(), extract=QUIET, trained=("w2s",))
+                rows.append(row(f, name, rule, seed, "finetune", round(time.perf_counter() - begin, 1), refs[seed]))
             print(f"seed {seed} {name} done", file=sys.stderr, flush=True)
     docs.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
@@ -182,7 +203,17 @@ def parse_finetune(args: list[str]) -> dict[int, list[str]]:
     return out
 
 
+def values(argv: list[str], flag: str) -> list[str]:
+    """The arguments after `flag`, up to the next flag."""
+    if flag not in argv:
+        return []
+    rest = argv[argv.index(flag) + 1 :]
+    return rest[: next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))]
+
+
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    ft = argv[argv.index("--finetune") + 1 :] if "--finetune" in argv else []
-    main(Path(argv[0]), Path(argv[1]), parse_finetune(ft))
+    refs: dict[int, list[Path]] = {}
+    for a in values(argv, "--reference"):
+        refs.setdefault(int(a.split("=", 1)[0]), []).append(Path(a.split("=", 1)[1]))
+    main(Path(argv[0]), Path(argv[1]), parse_finetune(values(argv, "--finetune")), refs)

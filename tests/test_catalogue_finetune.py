@@ -299,7 +299,34 @@ ROWS = [
     Row("sweep-local-0-workers", ("sweep", *RUN, "--vary", "n-pseudo=100", "--executor", "local:0"), "local:0"),
     Row("rank-teachers-executor-unknown", (*RANK, "--measure", "--executor", "nowhere"), "--executor must be one of"),
     Row("rank-teachers-student-unknown", (*RANK, "--student", "distill"), "'distill' is not one of"),
-    Row("rank-teachers-takes-no-recipe", (*RANK, "--student", "finetune", "--lr", 0), "No such option: --lr"),
+    Row("rank-teachers-finetune-lr-0", (*RANK, "--student", "finetune", "--lr", 0), "--lr must be positive, got 0"),
+    Row("rank-teachers-probe-takes-no-recipe", (*RANK, "--train", "head"), "--train goes with --student finetune"),
+    Row(
+        "rank-teachers-probe-takes-no-proxy-epochs",
+        (*RANK, "--proxy-epochs", 2, "--measure"),
+        "--proxy-epochs goes with --student finetune",
+    ),  # fmt: skip
+    Row(
+        "rank-teachers-probe-recipe-from-a-config",
+        (*RANK, "--config", "{c}"),
+        "--lr goes with --student finetune",
+        setup=text("c.toml", "lr = 0.01\n"),
+    ),  # fmt: skip
+    Row(
+        "rank-teachers-finetune-takes-no-dimensions",
+        (*RANK, "--student", "finetune", "--no-dimensions"),
+        "--dimensions/--no-dimensions goes with --student probe",
+    ),  # fmt: skip
+    Row(
+        "rank-teachers-finetune-proxy-epochs-0",
+        (*RANK, "--student", "finetune", "--proxy-epochs", 0),
+        "--proxy-epochs must be between 1 and the recipe's --epochs (5), got 0",
+    ),  # fmt: skip
+    Row(
+        "rank-teachers-finetune-proxy-longer-than-the-recipe",
+        (*RANK, "--student", "finetune", "--epochs", 2, "--proxy-epochs", 3, "--dry-run"),
+        "--proxy-epochs must be between 1 and the recipe's --epochs (2), got 3",
+    ),  # fmt: skip
     # kernel-check: what it reads, and gradient features of another trained set, start, fit or samples --------------
     Row("kernel-check-pseudo-labels", ("kernel-check", "{P}"), "is a 'pseudolabels' artifact, expected result"),
     Row("kernel-check-device-tpu", ("kernel-check", "{FT}", "--device", "tpu"), "'tpu' is not one of"),

@@ -38,9 +38,11 @@ from w2s_cli.options import (
     HeadOptions,
     Solver,
     SplitOptions,
+    StudentKind,
     SubspaceOptions,
 )
-from w2s_cli.options.recipe import FinetuneRecipe
+from w2s_cli.options.recipe import FLAGS as RECIPE_FLAGS
+from w2s_cli.options.recipe import PROXY_EPOCHS, FinetuneRecipe
 
 # the option groups of `run` and `sweep`
 RUN_GROUPS = {
@@ -452,7 +454,7 @@ def proxy(
     extract: ExtractOptions,
     pseudo: str | None = typer.Argument(None, help="Pseudo-labels artifact (or '-' / stdin)."),
     strong: str = typer.Option(..., "--strong", help="Strong embeddings artifact: its network is finetuned."),
-    proxy_epochs: int = typer.Option(1, "--proxy-epochs", help="Epochs of the short W2S finetune."),
+    proxy_epochs: int = typer.Option(PROXY_EPOCHS, "--proxy-epochs", help="Epochs of the short W2S finetune."),
     kernel: str = typer.Option("embeddings", "--kernel", help="The after-kernel: embeddings or grad (features)."),
     subspace: str = typer.Option(
         SubspaceOptions.subspace, "--subspace", help="The strong basis of the LP-FT heads. " + SUBSPACE_HELP
@@ -704,44 +706,83 @@ def _detached(record: dict, out_dir: Path, as_json: bool) -> None:
     extract=ExtractOptions,
     split=SplitOptions,
     flags=ExperimentFlags,
+    recipe=FinetuneRecipe,
     spread=ExecutorOptions,
     study=StudyFlags,
 )
 def rank_teachers(
+    ctx: typer.Context,
     data: DataOptions,
     extract: ExtractOptions,
     split: SplitOptions,
     flags: ExperimentFlags,
+    recipe: FinetuneRecipe,
     spread: ExecutorOptions,
     study: StudyFlags,
     strong: str = typer.Option(..., "--strong", help="The strong model, MODEL@PX."),
     weak: list[str] = typer.Option(..., "--weak", help=f"A candidate weak teacher: {MODEL_HELP} (repeat it)."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
     measure: bool = typer.Option(False, "--measure", help="Also train every pipeline and compare."),
+    proxy_epochs: int = typer.Option(
+        PROXY_EPOCHS, "--proxy-epochs", help="--student finetune: epochs of each teacher's short W2S finetune."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
-    """Rank weak teachers by their predicted W2S student error, from n labels and unlabelled embeddings."""
+    """Rank weak teachers by their predicted W2S student error, from n labels and unlabelled embeddings (with
+    --student finetune: from a short W2S finetune per teacher)."""
     from dataclasses import replace
 
     from w2s_cli.cli.config import configuration
     from w2s_cli.report.render import print_json, rank_blocks, show
-    from w2s_cli.studies.ranking import rank_teachers as run
 
     if spread.detach:
         raise W2SError("--detach is for sweep; rank-teachers waits for its --measure jobs")
+    finetuned = flags.student == StudentKind.finetune
+    _student_options(ctx, finetuned)
     teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]
-    options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split)
+    options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split, recipe=recipe)
+    epochs = proxy_epochs if finetuned else None
     if spread.dry_run:
         from w2s_cli.studies.cost import estimate_ranking
 
-        work = estimate_ranking(flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse)
+        work = estimate_ranking(
+            flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, proxy_epochs=epochs
+        )
         return _dry_run(work, flags.out_dir, as_json)
-    result = run(flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, executor=spread)
+    if finetuned:
+        from w2s_cli.studies.rank_finetune import rank_teachers_finetuned
+
+        result = rank_teachers_finetuned(
+            flags.out_dir, data, options, extract, teachers, epochs=proxy_epochs, measure=measure,
+            reuse=flags.reuse, executor=spread,
+        )  # fmt: skip
+    else:
+        from w2s_cli.studies.ranking import rank_teachers as run
+
+        result = run(
+            flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, executor=spread
+        )
     result = replace(result, configuration=configuration())
     if as_json:
         print_json(result)
     else:
         show(rank_blocks(result))
+
+
+def _student_options(ctx: typer.Context, finetuned: bool) -> None:
+    """rank-teachers: the recipe's options and --proxy-epochs go with --student finetune, --dimensions (the
+    linear students' analysis, which --measure runs) with --student probe; a given one that does not go with
+    the student is refused rather than ignored."""
+    if finetuned:
+        if _given(ctx, "flags__dimensions"):
+            raise W2SError(
+                "--dimensions/--no-dimensions goes with --student probe (finetuned students have no variance analysis)"
+            )
+        return
+    flags = {f"recipe__{k}": flag for k, flag in RECIPE_FLAGS.items()} | {"proxy_epochs": "--proxy-epochs"}
+    given = [flag for name, flag in flags.items() if _given(ctx, name)]
+    if given:
+        raise W2SError(f"{given[0]} goes with --student finetune (the linear students' ranking finetunes nothing)")
 
 
 @app.command("intrinsic-dim")

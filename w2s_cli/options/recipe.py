@@ -65,6 +65,10 @@ FLAGS = {
 # a metric, stepped per epoch) and not 'none' (no schedule, and no warm-up: 'constant' is a fixed rate).
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly", "constant", "wsd", "rsqrt")
 
+# `w2s proxy` and `rank-teachers --student finetune`: the epochs of the short W2S finetune before the recipe's
+# three (one epoch costs 0.06-0.17x the three finetunes: docs/finetuning.md, Held against measurement)
+PROXY_EPOCHS = 1
+
 # The three fits of one recipe, in the words of the paper, and how their rows are counted.
 FIT_WORDS = {"w2s": "the W2S student", "strong_sft": "strong SFT", "ceiling": "the ceiling"}
 

@@ -467,8 +467,9 @@ def sweep_blocks(result: Sweep) -> list[Block]:
 
 # rank-teachers -------------------------------------------------------------------------------------------
 def rank_blocks(r: Ranking) -> list[Block]:
-    measured = r.measured
-    cols = ["rank", "weak teacher", "d_w", "d_sw", "d_sw/d_w", "predicted W2S error", "predicted PGR", "predicted OPR"]
+    measured, finetuned = r.measured, r.proxy is not None
+    pgr = "predicted PGR (biased high)" if finetuned else "predicted PGR"
+    cols = ["rank", "weak teacher", "d_w", "d_sw", "d_sw/d_w", "predicted W2S error", pgr, "predicted OPR"]
     cols += ["measured W2S error", "measured PGR", "measured OPR"] if measured else []
     body = []
     for i, t in enumerate(r.teachers, start=1):
@@ -491,6 +492,8 @@ def rank_blocks(r: Ranking) -> list[Block]:
         f"strong {r.strong}; n = {r.n_labeled} labels, N = {r.n_pseudo} unlabelled rows; {r.trials} split "
         "draw(s); predictions use no test label and no label of the N rows (leave-one-out on the n labelled rows)"
     ]
+    if finetuned:
+        lines += _proxy_lines(r)
     for tie in r.near_ties:
         a, b = tie.teachers
         lines.append(
@@ -503,4 +506,26 @@ def rank_blocks(r: Ranking) -> list[Block]:
             f"Spearman's rank correlation, predicted vs measured W2S error: {fmt(r.spearman, digits=2)}; largest "
             f"relative miss {fmt(None if miss is None else 100 * miss, digits=1)}%"
         )
-    return [Block("weak teachers ranked by predicted W2S student error (lowest first)", cols, body, lines)]
+    student = "finetuned W2S student" if finetuned else "W2S student"
+    return [Block(f"weak teachers ranked by predicted {student} error (lowest first)", cols, body, lines)]
+
+
+def _proxy_lines(r: Ranking) -> list[str]:
+    """A finetuned ranking: how it predicted, why it ranks by W2S error, and its cost beside the full finetunes."""
+    p, c = r.proxy, r.cost
+    train, epochs = p.recipe.get("train"), p.recipe.get("epochs")
+    reused = f", {c.reused} reused" if c.reused else ""
+    times = "" if c.ratio is None else f"{c.ratio:.2f}x "
+    cost = (
+        f"cost: the proxies took {c.seconds:,.0f} s ({c.wall_seconds:,.0f} s in this run{reused}), {times}the "
+        f"{c.full_estimated_seconds:,.0f} s estimated here for finetuning a student per teacher in full"
+    )
+    if c.full_measured_seconds is not None:
+        times = "" if c.measured_ratio is None else f"{c.measured_ratio:.2f}x "
+        cost += f"; {times}the {c.full_measured_seconds:,.0f} s those finetunes took (--measure)"
+    return [
+        f"per teacher and draw: a {p.epochs}-epoch W2S finetune (--train {train}, of the recipe's {epochs} epochs), "
+        f"then the label-light predictions in its after-kernel ({p.kernel})",
+        p.note,
+        cost,
+    ]

@@ -13,6 +13,7 @@ through the cut network.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.records import BackboneCost, CostEstimate
 from w2s_cli.studies.executors import embeddings_plan, trial_plan
 from w2s_cli.studies.finetune_cost import Fits, finetune_work
+from w2s_cli.studies.proxy import check_proxy_epochs
+from w2s_cli.studies.rank_finetune import estimated_seconds
 from w2s_cli.studies.ranking import base_with, check_teachers
 from w2s_cli.studies.run import EmbeddingCache, embedding_cache
 from w2s_cli.studies.sweep import points_of, tasks_of
@@ -167,12 +170,36 @@ def estimate_ranking(
     *,
     measure: bool = False,
     reuse: bool = True,
+    proxy_epochs: int | None = None,
 ) -> CostEstimate:
-    """`w2s rank-teachers --dry-run`: each teacher's label-light predictions (and with `measure`, its trials)."""
+    """`w2s rank-teachers --dry-run`: each teacher's label-light predictions (and with `measure`, its trials).
+    `proxy_epochs` (--student finetune): each prediction is a proxy of that many epochs (its seconds under
+    'proxies'), beside the estimate of finetuning every teacher's student in full (`full_finetune_seconds`)."""
     check_teachers(teachers)
+    if proxy_epochs is not None:
+        check_proxy_epochs(base.finetune, proxy_epochs)
     cache = embedding_cache(out_dir, data, [base], extract, reuse)
     runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
-    return estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
+    if proxy_epochs is None:
+        return estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
+    # the finetuning counted is --measure's; the proxies' is added below
+    counted = runs if measure else [replace(o, student=StudentKind.probe) for o in runs]
+    work = estimate(cache, counted, reuse=reuse, trials=None if measure else 0, predictions=predictions)
+    proxies, full = estimated_seconds(base, len(teachers), proxy_epochs, work.rows)
+    seconds = {**work.seconds, "proxies": proxies}
+    images, prefix = work.prefix_images, 0.0
+    if not measure:  # the proxies need the frozen prefix's cache too (once: trials=0 counts no fit)
+        strong = {b.label: Path(b.path) if b.path else None for b in work.backbones}
+        tuned = finetune_work([Fits(base.strong, base.finetune, 1, 1, 0, trials=0)], work.rows, strong)
+        images, prefix = tuned.prefix_images, tuned.prefix_seconds / LOOP_EFFICIENCY
+        seconds["prefix_cache"] += prefix
+    return replace(
+        work,
+        prefix_images=images,
+        seconds=seconds,
+        total_seconds=work.total_seconds + prefix + proxies,
+        full_finetune_seconds=full,
+    )
 
 
 def describe(e: CostEstimate, out_dir: Path, option: str = "--out-dir") -> list[str]:
@@ -197,6 +224,12 @@ def describe(e: CostEstimate, out_dir: Path, option: str = "--out-dir") -> list[
     lines.append(f"  disk: {e.disk_bytes / 2**20:,.0f} MiB")
     parts = ", ".join(f"{k} {v:,.0f} s" for k, v in e.seconds.items() if v)
     lines.append(f"  estimated time here: {_clock(e.total_seconds)} ({parts or 'nothing to do'})")
+    if e.full_finetune_seconds is not None:
+        full, proxies = e.full_finetune_seconds, e.seconds.get("proxies", 0.0)
+        ratio = f" ({proxies / full:.2f}x the full finetunes)" if full > 0 else ""
+        lines.append(
+            f"  proxies: {_clock(proxies)}{ratio}; finetuning a student per teacher in full instead: {_clock(full)}"
+        )
     return lines
 
 

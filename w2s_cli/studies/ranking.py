@@ -4,13 +4,15 @@ Every candidate is scored from the n labelled rows and unlabelled embeddings onl
 of the N pseudo rows): the label-light predictions of the W2S student's error, PGR and OPR
 (stages/analysis.py). The split is the one `w2s run` would draw with the same seed, so `--measure`
 (which trains every pipeline) compares like with like. Candidates share the labelled rows, so the
-ranking's near-ties are judged by paired standard errors over those rows.
+ranking's near-ties are judged by paired standard errors over those rows. Finetuned students
+(studies/rank_finetune.py) go through the same ranking with their own prediction of each teacher (`Predict`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,8 +34,12 @@ from w2s_cli.store.cache import slug
 from w2s_cli.store.embeddings import EmbeddingSet
 from w2s_cli.store.records import NearTie, Predicted, RankedTeacher, Ranking, W2SErrors
 from w2s_cli.studies.executors import spread
-from w2s_cli.studies.run import Progress, embedding_cache, experiment
+from w2s_cli.studies.run import Progress, embedding_cache, experiment, result_name
 from w2s_cli.studies.sweep import spearman
+
+# a teacher's entry in a ranking from its weak and the strong embeddings, with the squared leave-one-out W2S
+# errors of the first draw's n labelled rows (None where undefined): what near-ties are judged by
+Predict = Callable[[BackboneSpec, Path, Path], tuple[RankedTeacher, np.ndarray | None]]
 
 
 class Draw(NamedTuple):
@@ -106,10 +112,12 @@ def rank_teachers(
     reuse: bool = True,
     progress: Progress | None = None,
     executor: ExecutorOptions | None = None,
+    predict: Predict | None = None,
 ) -> Ranking:
     """Rank `teachers` by predicted W2S error (lowest first), a `Ranking`; with `measure`, also train them all
     (one job per teacher and trial when `executor` spreads them, studies/executors.py). `progress(k, K, teacher)`
-    after each of the K teachers."""
+    after each of the K teachers. `predict`: each teacher's entry (default: the linear student's label-light
+    predictions, `_predicted_entry`)."""
     check_teachers(teachers)
     out_dir = Path(out_dir)
     cache = embedding_cache(out_dir, data, [base], extract, reuse)
@@ -122,13 +130,19 @@ def rank_teachers(
         resume = True
     strong = cache.get(base.strong)
     entries, rows, strong_bases = [], {}, {}
+    if predict is None:
+
+        def predict(spec: BackboneSpec, weak: Path, strong: Path) -> tuple[RankedTeacher, np.ndarray | None]:
+            return _predicted_entry(spec, weak, strong, base, strong_bases)
+
     for spec in teachers:
         weak = cache.get(spec)
-        entry, rows[spec.label] = _predicted_entry(spec, weak, strong, base, strong_bases)
+        entry, rows[spec.label] = predict(spec, weak, strong)
         if measure:
             folder = out_dir / "teachers" / folder_name(spec)
+            paths = {"weak": weak, "strong": strong}
             entry = dataclasses.replace(
-                entry, measured=measured({"weak": weak, "strong": strong}, folder, base_with(base, spec), resume)
+                entry, measured=measured(paths, folder, base_with(base, spec), resume, extract=extract)
             )
         entries.append(entry)
         if progress is not None:
@@ -183,10 +197,20 @@ def _prediction_quality(entries: list[RankedTeacher]) -> tuple[float | None, flo
     return spearman(pred, meas), miss
 
 
-def measured(paths: dict[str, Path], folder: Path, options: RunOptions, resume: bool) -> W2SErrors:
-    """The W2S error (with its standard error), the weak error, PGR and OPR of a teacher's whole pipeline."""
-    out = folder / "result.safetensors"
-    m = summary(load_result(experiment(paths, folder, options, out=out, quiet=True, resume=resume))).metrics
+def measured(
+    paths: dict[str, Path],
+    folder: Path,
+    options: RunOptions,
+    resume: bool,
+    *,
+    extract: ExtractOptions | None = None,
+) -> W2SErrors:
+    """The W2S error (with its standard error), the weak error, PGR and OPR of a teacher's whole pipeline
+    (linear or finetuned students, by `options.student`; `extract`: where a finetune runs)."""
+    quiet = dataclasses.replace(extract, quiet=True) if extract is not None else None
+    out = folder / result_name(options)
+    made = experiment(paths, folder, options, out=out, quiet=True, resume=resume, extract=quiet)
+    m = summary(load_result(made)).metrics
     return W2SErrors(m.error["w2s"], m.error_stderr["w2s"], m.error["weak"], m.pgr, m.opr)
 
 

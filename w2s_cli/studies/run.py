@@ -325,28 +325,7 @@ def one_trial(
     """One trial in target's folder: the teacher (train-weak) on the split drawn with `seed`, its pseudo-labels,
     then the student with strong SFT and ceiling (fit-student, or finetune: its strong SFT and ceiling fits
     reused, with `reuse`, from the fit cache beside the strong embeddings); returns `target`'s path."""
-    teacher_solver, student_solver = options.head.solvers()
-    sub = target.parent
-    split = SplitOptions(**{**options.split.__dict__, "seed": seed})
-    teachers = [
-        train_weak(
-            weak,
-            sub / ("teacher.safetensors" if k == 0 else f"teacher-{k}.safetensors"),
-            split=split,
-            subspace=options.weak_subspace,
-            solver=teacher_solver,
-            n_pseudo=options.split.n_pseudo,
-        )
-        for k, weak in enumerate(weak_paths(paths))
-    ]
-    if options.teachers:
-        from w2s_cli.stages.combine import pseudolabel_combined
-
-        pseudo = pseudolabel_combined(
-            teachers, sub / "pseudolabels.safetensors", rule=options.combine, hard=options.head.hard
-        )
-    else:
-        pseudo = pseudolabel(teachers[0], sub / "pseudolabels.safetensors", hard=options.head.hard)
+    pseudo = pseudo_labels(paths, target.parent, options, seed)
     if options.student == StudentKind.finetune:
         from w2s_cli.diagnostics.predict import predict_and_attach
         from w2s_cli.stages.finetune import finetune, fit_cache_folder
@@ -368,9 +347,33 @@ def one_trial(
         paths["strong"],
         target,
         subspace=options.strong_subspace,
-        solver=student_solver,
+        solver=options.head.solvers()[1],
         dimensions=options.dimensions,
     )
+
+
+def pseudo_labels(paths: dict[str, Path], folder: Path, options: RunOptions, seed: int) -> Path:
+    """A trial's pipeline up to its pseudo-labels, in `folder`: the teacher (train-weak) on the split drawn
+    with `seed`, then its labels of the N pool rows (what a trial and a finetuned ranking's proxy start from);
+    several teachers (`options.teachers`): each trained on that split, their labels combined."""
+    split = SplitOptions(**{**options.split.__dict__, "seed": seed})
+    teachers = [
+        train_weak(
+            weak,
+            folder / ("teacher.safetensors" if k == 0 else f"teacher-{k}.safetensors"),
+            split=split,
+            subspace=options.weak_subspace,
+            solver=options.head.solvers()[0],
+            n_pseudo=options.split.n_pseudo,
+        )
+        for k, weak in enumerate(weak_paths(paths))
+    ]
+    if options.teachers:
+        from w2s_cli.stages.combine import pseudolabel_combined
+
+        out = folder / "pseudolabels.safetensors"
+        return pseudolabel_combined(teachers, out, rule=options.combine, hard=options.head.hard)
+    return pseudolabel(teachers[0], folder / "pseudolabels.safetensors", hard=options.head.hard)
 
 
 def run(

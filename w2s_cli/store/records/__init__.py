@@ -25,7 +25,16 @@ from w2s_cli.store.records.result import (
     TensorsRead,
     Trial,
 )
-from w2s_cli.store.records.studies import BackboneCost, CostEstimate, NearTie, RankedTeacher, Ranking, W2SErrors
+from w2s_cli.store.records.studies import (
+    BackboneCost,
+    CostEstimate,
+    NearTie,
+    Proxy,
+    RankedTeacher,
+    Ranking,
+    RankingCost,
+    W2SErrors,
+)
 from w2s_cli.store.records.summary import Summary, Sweep, SweepPoint
 from w2s_cli.store.records.teacher import (
     COMBINE_RULES,
@@ -82,9 +91,11 @@ __all__ = [
     "NearTie",
     "PrecisionRecord",
     "Predicted",
+    "Proxy",
     "PseudoLabelsRecord",
     "RankedTeacher",
     "Ranking",
+    "RankingCost",
     "read_record",
     "RecordError",
     "ResultRecord",

@@ -1,6 +1,7 @@
 """The records of the studies: `Ranking` (`w2s rank-teachers`: weak teachers ranked by their predicted W2S
-error, measured beside it with --measure) and `CostEstimate` (what `--dry-run` of run, sweep, rank-teachers
-and finetune says: the work, the disk, the time here). `to_json()` is what `--json` prints."""
+error, measured beside it with --measure; with --student finetune, its proxy finetunes and their cost) and
+`CostEstimate` (what `--dry-run` of run, sweep, rank-teachers and finetune says: the work, the disk, the time
+here). `to_json()` is what `--json` prints."""
 
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ class W2SErrors:
 
 @dataclass(frozen=True)
 class RankedTeacher:
-    """One candidate weak teacher (MODEL@PX): d_w, d_s, d_sw averaged over the split draws, its predictions,
-    and (--measure) what its pipeline measured."""
+    """One candidate weak teacher (MODEL@PX): d_w, d_s, d_sw averaged over the split draws (finetuned: d_s is
+    the after-kernel's), its predictions, and (--measure) what its pipeline measured; finetuned: the seconds
+    its proxies took when they were made (teacher, pseudo-labels, short W2S finetune, predictions)."""
 
     weak: str
     d_w: float
@@ -57,6 +59,7 @@ class RankedTeacher:
     d_sw: float
     predicted: W2SErrors
     measured: W2SErrors | None = None
+    proxy_seconds: float | None = None
 
     def __post_init__(self) -> None:
         _text("weak", self.weak, optional=False)
@@ -64,13 +67,90 @@ class RankedTeacher:
             _number(k, getattr(self, k), optional=False)
         _set(self, "predicted", _typed("predicted", self.predicted, W2SErrors))
         _set(self, "measured", _typed("measured", self.measured, W2SErrors, optional=True))
+        _number("proxy_seconds", self.proxy_seconds)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RankedTeacher:
         return _from_json(cls, _need(d, "weak", "d_w", "d_s", "d_sw", "predicted", where="teacher"))
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json(self, omit_none=("measured",))
+        return _to_json(self, omit_none=("measured", "proxy_seconds"))
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """How `rank-teachers --student finetune` predicts: per teacher and split draw, a short W2S finetune (the
+    recipe's first `epochs` epochs), then the label-light predictions in its after-kernel (`kernel`); what it
+    ranks by and why (`note`)."""
+
+    recipe: dict[str, Any]
+    epochs: int
+    kernel: str
+    note: str
+
+    def __post_init__(self) -> None:
+        _mapping("recipe", self.recipe, optional=False)
+        _count("proxy.epochs", self.epochs, least=1)
+        _text("proxy.kernel", self.kernel, optional=False)
+        _text("proxy.note", self.note, optional=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Proxy:
+        return _from_json(cls, _need(d, "recipe", "epochs", "kernel", "note", where="proxy"))
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
+@dataclass(frozen=True)
+class RankingCost:
+    """What a finetuned ranking cost beside finetuning a student per teacher in full. `seconds`: its proxies'
+    wall time as measured when each was made (a rerun that reuses them reports the same); `wall_seconds`: this
+    command's ranking (proxies reused cost nothing; --measure and extraction not counted); `reused`: proxies
+    reused; `full_estimated_seconds`: studies/finetune_cost.py's estimate of finetuning every teacher's student
+    in full (per split draw a W2S fit per teacher, strong SFT and the ceiling once: the fit cache shares them);
+    `ratio`: seconds / full_estimated_seconds. With --measure, the seconds those finetunes took as their results
+    recorded them (`full_measured_seconds`) and seconds / that (`measured_ratio`); else None."""
+
+    seconds: float
+    wall_seconds: float
+    reused: int
+    full_estimated_seconds: float
+    ratio: float | None
+    full_measured_seconds: float | None = None
+    measured_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for k in ("seconds", "wall_seconds", "full_estimated_seconds"):
+            _number(f"cost.{k}", getattr(self, k), optional=False)
+        _count("cost.reused", self.reused)
+        for k in ("ratio", "full_measured_seconds", "measured_ratio"):
+            _number(f"cost.{k}", getattr(self, k))
+
+    @classmethod
+    def of(
+        cls,
+        seconds: float,
+        wall_seconds: float,
+        reused: int,
+        full_estimated_seconds: float,
+        full_measured_seconds: float | None = None,
+    ) -> RankingCost:
+        """The cost with its ratios (None where the other side is 0 or not measured: nothing to compare with)."""
+
+        def ratio(full: float | None) -> float | None:
+            return seconds / full if full else None
+
+        estimated, measured = full_estimated_seconds, full_measured_seconds
+        return cls(seconds, wall_seconds, reused, estimated, ratio(estimated), measured, ratio(measured))
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RankingCost:
+        keys = ("seconds", "wall_seconds", "reused", "full_estimated_seconds", "ratio")
+        return _from_json(cls, _need(d, *keys, where="cost"))
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
 
 
 @dataclass(frozen=True)
@@ -100,7 +180,9 @@ class NearTie:
 class Ranking:
     """`w2s rank-teachers`: the strong model, n, N, the split draws (trials), the teachers lowest predicted W2S
     error first, the near-ties; measured (every teacher's pipeline trained): Spearman's rank correlation of
-    predicted and measured W2S error and the largest relative miss; the command's configuration."""
+    predicted and measured W2S error and the largest relative miss; the command's configuration. Finetuned
+    students (--student finetune): how the proxies predict (`proxy`) and what they cost (`cost`); both None
+    for linear students, whose layout they leave as it was."""
 
     strong: str
     n_labeled: int
@@ -111,6 +193,8 @@ class Ranking:
     spearman: float | None = None
     max_relative_error: float | None = None
     configuration: dict[str, Any] | None = None
+    proxy: Proxy | None = None
+    cost: RankingCost | None = None
 
     def __post_init__(self) -> None:
         _text("strong", self.strong, optional=False)
@@ -123,6 +207,10 @@ class Ranking:
         _number("spearman", self.spearman)
         _number("max_relative_error", self.max_relative_error)
         _mapping("configuration", self.configuration)
+        _set(self, "proxy", _typed("proxy", self.proxy, Proxy, optional=True))
+        _set(self, "cost", _typed("cost", self.cost, RankingCost, optional=True))
+        if (self.proxy is None) != (self.cost is None):
+            raise RecordError("'proxy' and 'cost' go together (a finetuned ranking has both)")
 
     @property
     def measured(self) -> bool:
@@ -136,7 +224,8 @@ class Ranking:
     def to_json(self) -> dict[str, Any]:
         """Spearman's correlation and the largest miss when measured (each may be null: undefined)."""
         quality = () if self.measured else ("spearman", "max_relative_error")
-        return {k: v for k, v in _to_json(self, omit_none=("configuration",)).items() if k not in quality}
+        omit = ("configuration", "proxy", "cost")
+        return {k: v for k, v in _to_json(self, omit_none=omit).items() if k not in quality}
 
 
 # --dry-run ------------------------------------------------------------------------------------------------
@@ -186,7 +275,9 @@ class CostEstimate:
     """`--dry-run`: the backbones to embed (or found cached), the rows, the trials to fit and label-light
     predictions to make, the finetuning (prefix images to cache, fit-epochs, rows through forward and
     backward and through forward alone), the jobs to submit, the disk, and the seconds of each part here and
-    in all (parts spread over local workers count once per worker)."""
+    in all (parts spread over local workers count once per worker). `rank-teachers --student finetune`: the
+    estimated seconds of finetuning a student per teacher in full instead (`full_finetune_seconds`), beside
+    its proxies' (`seconds["proxies"]`)."""
 
     backbones: tuple[BackboneCost, ...]
     rows: int
@@ -200,6 +291,7 @@ class CostEstimate:
     disk_bytes: int
     seconds: dict[str, float]
     total_seconds: float
+    full_finetune_seconds: float | None = None
 
     def __post_init__(self) -> None:
         _set(self, "backbones", tuple(_typed("backbones", b, BackboneCost) for b in self.backbones))
@@ -208,10 +300,11 @@ class CostEstimate:
         for k, v in _mapping("seconds", self.seconds, optional=False).items():
             _number(f"seconds.{k}", v, optional=False)
         _number("total_seconds", self.total_seconds, optional=False)
+        _number("full_finetune_seconds", self.full_finetune_seconds)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> CostEstimate:
         return _from_json(cls, _need(d, "backbones", *_COUNTS, "seconds", "total_seconds", where="estimate"))
 
     def to_json(self) -> dict[str, Any]:
-        return _to_json(self)
+        return _to_json(self, omit_none=("full_finetune_seconds",))
