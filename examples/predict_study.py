@@ -39,11 +39,11 @@ def point_of(result: Path, out: Path) -> str:
 
 def network_outputs(result: Path, features: Path, weights: Path, rows: np.ndarray) -> np.ndarray:
     """The finetuned network's outputs on `rows`: its embeddings (the after-kernel features) through its head."""
-    from safetensors.numpy import load_file
+    from w2s_cli.finetuning.network import read_tensors
 
-    w = load_file(str(weights))
+    w, _ = read_tensors(weights, "a kept epoch's weights")  # checked against the hash written with them
     X = np.asarray(store.load(features, "embeddings").rows("embeddings", rows), np.float64)
-    return X @ w["head.weight"].T.astype(np.float64) + w["head.bias"].astype(np.float64)
+    return X @ w["head.weight"].double().numpy().T + w["head.bias"].double().numpy()
 
 
 def epochs_study(result: Path, rec: ResultRecord) -> dict:
