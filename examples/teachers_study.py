@@ -106,10 +106,13 @@ def row(
         seconds=seconds,
     )
     pred = s.theory.predicted if s.theory is not None else s.predicted
-    r["pred_error_w2s"] = None if pred is None else pred.error["w2s"]
+    for k in ("weak", "w2s"):
+        r[f"pred_error_{k}"] = None if pred is None else pred.error[k]
+    r["pred_pgr"] = None if pred is None else pred.pgr
     r["best_member_acc"] = max((x.accuracy for x in s.members), default=None) if s.members else None
     if s.teachers is not None:
         r["variance_exact"] = s.teachers.variance_exact
+        r["variance_best_member"] = min(m.variance_exact for m in s.teachers.members)
         r["variance_by_overlap"] = s.teachers.variance_by_overlap
         r["d_ww_mean"] = float(np.mean([p.d_ww for p in s.teachers.pairs])) if s.teachers.pairs else None
     if s.theory is not None:
