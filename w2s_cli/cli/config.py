@@ -187,12 +187,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# repeatable options that usually take one value (run's and sweep's --weak): one value is recorded as itself, as
+# a file would give it, so a one-teacher run records what it did before several teachers could be combined
+ONE_OR_MANY = ("weak",)
+
+
 def effective(ctx: Any) -> dict[str, Any]:
     """Each option's final value (file, command line or default) by long name: the configuration to record."""
     out = {}
     for key, (param, negative) in option_names(ctx.command).items():
         if not negative and key not in NOT_IN_FILES and param.name in ctx.params:
-            out[key] = _plain(ctx.params[param.name])
+            value = _plain(ctx.params[param.name])
+            one = key in ONE_OR_MANY and isinstance(value, list) and len(value) == 1
+            out[key] = value[0] if one else value
     return out
 
 
