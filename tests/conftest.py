@@ -207,6 +207,21 @@ def embeddings_artifact(path, X, labels, name, split=None):
     return store.save(store.Artifact("embeddings", meta, tensors), path)
 
 
+def relabel(path, out, labels_of) -> None:
+    """A copy of the artifact at `path` with some tensors replaced (`labels_of(name, array)` gives the new one
+    or None), its record otherwise kept."""
+    from w2s_cli.store import artifact as store
+
+    art = store.load(path)
+    tensors = {k: np.asarray(art[k]) for k in art.names()}
+    for name in list(tensors):
+        new = labels_of(name, tensors[name])
+        if new is not None:
+            tensors[name] = new
+    meta = {k: v for k, v in art.meta.items() if k not in ("artifact_id", "content_sha256")}
+    store.save(store.Artifact(art.kind, meta, tensors), out)
+
+
 class CliResult:
     def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
         self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr

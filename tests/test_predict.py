@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import QUIET, assert_user_error, copy_finetune_inputs, w2s
+from conftest import QUIET, assert_user_error, copy_finetune_inputs, relabel, w2s
 
 from w2s_cli.options import SubspaceOptions
 from w2s_cli.options.recipe import FinetuneRecipe
@@ -25,19 +25,6 @@ MODELS = {"weak", "w2s", "strong_sft", "ceiling"}
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, finetune_inputs):
     return copy_finetune_inputs(finetune_inputs, tmp_path_factory.mktemp("predict"))
-
-
-def relabel(path, out, labels_of) -> None:
-    """A copy of the artifact at `path` with some tensors replaced (`labels_of(name, array)` gives the new one
-    or None), its record otherwise kept."""
-    art = store.load(path)
-    tensors = {k: np.asarray(art[k]) for k in art.names()}
-    for name in list(tensors):
-        new = labels_of(name, tensors[name])
-        if new is not None:
-            tensors[name] = new
-    meta = {k: v for k, v in art.meta.items() if k not in ("artifact_id", "content_sha256")}
-    store.save(store.Artifact(art.kind, meta, tensors), out)
 
 
 def test_predictions_read_no_label_of_the_pool_or_the_test_rows(tiny, weak_emb, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_SIZES, seed_run_dir, w2s
+from conftest import TINY_SIZES, relabel, seed_run_dir, w2s
 from safetensors.numpy import load_file
 
 from w2s_cli.options import BackboneSpec, DataOptions, RunOptions, SplitOptions, StudentKind, SubspaceOptions
@@ -141,19 +141,6 @@ def test_the_predictions_read_no_label_of_the_pool_or_the_test_rows(ranked, tmp_
     assert (draw.d_w, draw.d_s, draw.d_sw) == (teacher["d_w"], teacher["d_s"], teacher["d_sw"])
     kept = load_file(str(proxy.with_name("proxy.entry.safetensors")))["w2s_rows"]  # what near-ties are judged by
     assert np.array_equal(draw.w2s_rows, kept)
-
-
-def relabel(path, out, labels_of) -> None:
-    """A copy of the artifact at `path` with some tensors replaced (`labels_of(name, array)` gives the new one
-    or None), its record otherwise kept."""
-    art = store.load(path)
-    tensors = {k: np.asarray(art[k]) for k in art.names()}
-    for name in list(tensors):
-        new = labels_of(name, tensors[name])
-        if new is not None:
-            tensors[name] = new
-    meta = {k: v for k, v in art.meta.items() if k not in ("artifact_id", "content_sha256")}
-    store.save(store.Artifact(art.kind, meta, tensors), out)
 
 
 @pytest.mark.slow
