@@ -26,6 +26,7 @@ from w2s_cli.numerics.variance import loo_residuals
 from w2s_cli.options import Solver
 from w2s_cli.stages.heads import apply, fit_head
 from w2s_cli.stages.split import subset_pseudo
+from w2s_cli.stages.teacher import pseudo_record, shared_tensors
 from w2s_cli.store import artifact as store
 from w2s_cli.store import embeddings as emb_store
 from w2s_cli.store.embeddings import EmbeddingSet
@@ -33,7 +34,6 @@ from w2s_cli.store.outputs import check_output
 from w2s_cli.store.records import (
     COMBINE_RULES,
     Combination,
-    PseudoLabelsRecord,
     TeacherMember,
     TeacherRecord,
     TeacherReference,
@@ -95,7 +95,8 @@ def pseudolabel_combined(
     Y_L = as_targets(first.art["labeled_observed"], first.emb.n_classes)
     weights, loo = combination_weights(members, rule, Y_L)
     soft, shares = combine([m.outputs(keep) for m in members], rule, weights)
-    test_out, _ = combine([m.test_output() for m in members], rule, weights)
+    member_tests = [m.test_output() for m in members]
+    test_out, _ = combine(member_tests, rule, weights)
     combination = Combination(
         rule=rule,
         members=tuple(_member(m, out, None if shares is None else shares[k]) for k, m in enumerate(members)),
@@ -103,17 +104,23 @@ def pseudolabel_combined(
         loo_error=None if loo is None else float((loo**2).mean()),
         note="the combined teacher's test outputs follow the same rule on the test rows",
     )
-    record = _record(first, out, combination, keep, drawn, hard, soft, start)
-    position = np.searchsorted(drawn, keep)
-    tensors = {k: first.art[k] for k in ("test_rows", "labeled_rows", "labeled_observed")}
-    tensors.update(
-        pseudo_rows=keep,
-        pseudo_labels=one_hot(soft.argmax(axis=1), soft.shape[1]) if hard else soft,
-        pseudo_observed=np.asarray(first.art["pseudo_observed"])[position],
-        weak_test_output=test_out,
+    sigma2 = [m.sigma2 for m in combination.members if m.sigma2 is not None]
+    record = pseudo_record(
+        first.made,
+        _reference(first, out),
+        keep=keep,
+        drawn=drawn,
+        hard=hard,
+        pseudo_label_accuracy=accuracy(soft, first.emb.labels[keep]) if first.emb.labels is not None else None,
+        teacher_sigma2=min(sigma2) if sigma2 else None,  # the shared labels' noise: the least biased estimate
+        teacher_loo_error=combination.loo_error,
+        seconds={"pseudolabel": round(time.perf_counter() - start, 3)},
+        combination=combination,
     )
+    labels = one_hot(soft.argmax(axis=1), soft.shape[1]) if hard else soft
+    tensors = {**shared_tensors(first.art, keep, drawn, labels), "weak_test_output": test_out}
     for k, m in enumerate(members):
-        tensors[f"member{k}_test_output"] = m.test_output()
+        tensors[f"member{k}_test_output"] = member_tests[k]
         tensors[f"member{k}_basis_mean"] = m.art["basis_mean"]
         if m.art.has("basis"):
             tensors[f"member{k}_basis"] = m.art["basis"]
@@ -155,10 +162,10 @@ def combination_weights(
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The members' weights (None for the per-sample rule) and the combination's leave-one-out residuals on
     the n labelled rows (None where a member has none: logistic, or a fit that interpolates its n rows)."""
-    K = len(members)
-    loo = [_member_loo(m, Y_L) for m in members]
     if rule == "confident":
         return None, None
+    K = len(members)
+    loo = [_member_loo(m, Y_L) for m in members]
     if rule == "mean":
         w = np.full(K, 1.0 / K)
     else:
@@ -232,35 +239,4 @@ def _member(m: Member, out: Path, share: float | None) -> TeacherMember:
         loo_error=m.made.loo_error,
         sigma2=m.made.sigma2,
         share=None if share is None else float(share),
-    )
-
-
-def _record(
-    first: Member,
-    out: Path,
-    combination: Combination,
-    keep: np.ndarray,
-    drawn: np.ndarray,
-    hard: bool,
-    soft: np.ndarray,
-    start: float,
-) -> PseudoLabelsRecord:
-    made = first.made
-    sigma2 = [m.sigma2 for m in combination.members if m.sigma2 is not None]
-    return PseudoLabelsRecord(
-        teacher=_reference(first, out),
-        embeddings=made.embeddings,
-        dataset=made.dataset,
-        sample_ids_sha256=made.sample_ids_sha256,
-        task=made.task,
-        split=dataclasses.replace(made.split, n_pseudo=len(keep), n_pseudo_drawn=len(drawn)),
-        label_noise=made.label_noise,
-        labels="hard" if hard else "soft",
-        pseudo_label_accuracy=accuracy(soft, first.emb.labels[keep]) if first.emb.labels is not None else None,
-        # the noise variance of the shared labels: the least biased member's estimate
-        teacher_sigma2=min(sigma2) if sigma2 else None,
-        teacher_loo_error=combination.loo_error,
-        seconds={"pseudolabel": round(time.perf_counter() - start, 3)},
-        combination=combination,
-        provenance=store.base_meta("pseudolabels", made.split.seed),
     )

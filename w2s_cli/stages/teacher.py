@@ -148,10 +148,36 @@ def pseudolabel(
     pieces = gather_rows([(idx, apply(coef, intercept, block, link)) for idx, block in my_blocks(emb, keep)])
     soft = np.concatenate([out for _, out in pieces]) if pieces else np.zeros((0, len(intercept)))
     pseudo = one_hot(soft.argmax(axis=1), soft.shape[1]) if hard else soft
-    position = np.searchsorted(drawn, keep)
     ref = store.reference(teacher, out)
-    record = PseudoLabelsRecord(
-        teacher=TeacherReference(ref["path"], ref["relpath"], ref["artifact_id"], made.solver, made.subspace, made.fit),
+    record = pseudo_record(
+        made,
+        TeacherReference(ref["path"], ref["relpath"], ref["artifact_id"], made.solver, made.subspace, made.fit),
+        keep=keep,
+        drawn=drawn,
+        hard=hard,
+        pseudo_label_accuracy=accuracy(soft, emb.labels[keep]) if emb.labels is not None else None,
+        teacher_sigma2=made.sigma2,
+        teacher_loo_error=made.loo_error,
+        seconds={"train_weak": made.seconds, "pseudolabel": round(time.perf_counter() - start, 3)},
+    )
+    tensors = {
+        **shared_tensors(teacher, keep, drawn, pseudo),
+        "weak_test_output": _test_output(teacher, emb, link),
+        "weak_basis_mean": teacher["basis_mean"],
+    }
+    if teacher.has("basis"):
+        tensors["weak_basis"] = teacher["basis"]
+    return main_writes(lambda: store.save(store.Artifact("pseudolabels", record.to_json(), tensors), out), out)
+
+
+def pseudo_record(
+    made: TeacherRecord, teacher: TeacherReference, *, keep: np.ndarray, drawn: np.ndarray, hard: bool, **measured
+) -> PseudoLabelsRecord:
+    """The record of pseudo-labels of the N rows `keep` (of the `drawn` ones) from the teacher `made` (one
+    teacher's, or a combination's first member's): its split, noise and data; `measured`: accuracy, sigma^2,
+    leave-one-out error, seconds (and a combination)."""
+    return PseudoLabelsRecord(
+        teacher=teacher,
         embeddings=made.embeddings,
         dataset=made.dataset,
         sample_ids_sha256=made.sample_ids_sha256,
@@ -159,25 +185,21 @@ def pseudolabel(
         split=dataclasses.replace(made.split, n_pseudo=len(keep), n_pseudo_drawn=len(drawn)),
         label_noise=made.label_noise,
         labels="hard" if hard else "soft",
-        pseudo_label_accuracy=accuracy(soft, emb.labels[keep]) if emb.labels is not None else None,
-        teacher_sigma2=made.sigma2,
-        teacher_loo_error=made.loo_error,
-        seconds={"train_weak": made.seconds, "pseudolabel": round(time.perf_counter() - start, 3)},
-        provenance=store.base_meta("pseudolabels", seed),
+        provenance=store.base_meta("pseudolabels", made.split.seed),
+        **measured,
     )
-    tensors = {
+
+
+def shared_tensors(teacher: store.Artifact, keep: np.ndarray, drawn: np.ndarray, labels: np.ndarray) -> dict:
+    """The tensors every pseudo-labels artifact holds: its rows and labels, the split's rows and observed labels."""
+    return {
         "pseudo_rows": keep,
-        "pseudo_labels": pseudo,
+        "pseudo_labels": labels,
         "test_rows": teacher["test_rows"],
         "labeled_rows": teacher["labeled_rows"],
         "labeled_observed": teacher["labeled_observed"],
-        "pseudo_observed": np.asarray(teacher["pseudo_observed"])[position],
-        "weak_test_output": _test_output(teacher, emb, link),
-        "weak_basis_mean": teacher["basis_mean"],
+        "pseudo_observed": np.asarray(teacher["pseudo_observed"])[np.searchsorted(drawn, keep)],
     }
-    if teacher.has("basis"):
-        tensors["weak_basis"] = teacher["basis"]
-    return main_writes(lambda: store.save(store.Artifact("pseudolabels", record.to_json(), tensors), out), out)
 
 
 def _test_output(teacher: store.Artifact, emb: EmbeddingSet, link: str) -> np.ndarray:
