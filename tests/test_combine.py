@@ -99,6 +99,8 @@ def test_combined_teacher_through_fit_student_and_report(made) -> None:
     report = w2s("report", out)
     assert report.exit_code == 0
     assert "member 1" in report.stdout and "member 2" in report.stdout and "Combined teachers (mean)" in report.stdout
+    assert "not analysed" not in report.stdout  # analysed: the theory block, not a note that it was not
+    assert "not analysed" not in w2s("report", made["dir"] / "p-one.result.safetensors").stdout
     d = json.loads(w2s("report", out, "--json").stdout)
     assert d["weak_model"] == "mean(w1@0+w2@0)"
     t = d["teachers"]

@@ -231,12 +231,12 @@ def report_blocks(s: Summary) -> list[Block]:
     blocks = [Block(title, cols, rows, lines)]
     if s.theory:
         blocks.append(theory_block(s.theory))
-    if s.teachers is not None:
-        blocks.append(teachers_block(s.teachers))
     else:
         blocks[0].lines.append(f"theory: not analysed ({s.analysis_note})")
         if s.predicted is not None:
             blocks[0].lines.append(f"label-light predictions: {s.predicted.method}")
+    if s.teachers is not None:
+        blocks.append(teachers_block(s.teachers))
     blocks[-1].lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s.seconds.items()))
     return blocks
 
