@@ -100,7 +100,10 @@ def test_combined_teacher_through_fit_student_and_report(made) -> None:
     assert report.exit_code == 0
     assert "member 1" in report.stdout and "member 2" in report.stdout and "Combined teachers (mean)" in report.stdout
     assert "not analysed" not in report.stdout  # analysed: the theory block, not a note that it was not
-    assert "not analysed" not in w2s("report", made["dir"] / "p-one.result.safetensors").stdout
+    one = w2s("report", made["dir"] / "p-one.result.safetensors").stdout
+    assert "not analysed" not in one
+    # the combined teacher's d/rows and basis are its members' (the first member's are not shown as its own)
+    assert "subspaces: weak K =" in " ".join(one.split()) and "weak K =" not in " ".join(report.stdout.split())
     d = json.loads(w2s("report", out, "--json").stdout)
     assert d["weak_model"] == "mean(w1@0+w2@0)"
     t = d["teachers"]
@@ -343,3 +346,25 @@ def test_members_over_trials_are_mean_and_standard_error() -> None:
     assert m.error == pytest.approx(0.05) and m.error_stderr == pytest.approx(0.01 / np.sqrt(3))
     assert m.accuracy == pytest.approx(0.8) and m.accuracy_stderr == pytest.approx(0.1 / np.sqrt(3))
     assert members_over_trials([None, None]) is None
+
+
+def test_rank_candidates_are_each_teacher_then_each_rules_combinations():
+    """rank-teachers' candidates (studies/ranking.py): the teachers alone, then per rule every pair (--pairs)
+    and all of them; two teachers' pair is all of them (not ranked twice); stack beyond MAX_STACK refused."""
+    from w2s_cli import W2SError
+    from w2s_cli.options import BackboneSpec, RunOptions
+    from w2s_cli.stages.combine import MAX_STACK
+    from w2s_cli.studies.ranking import candidate_label, candidates
+
+    specs = [BackboneSpec.parse(f"test_resnet@{16 + 2 * k}", pretrained=False) for k in range(MAX_STACK + 1)]
+    base = RunOptions(weak=specs[0], strong=BackboneSpec.parse("test_efficientnet@32", pretrained=False))
+    names = [candidate_label(o) for o in candidates(base, specs[:3], ("mean", "stack"), pairs=True)]
+    a, b, c = (s.label for s in specs[:3])
+    pairs = [f"{a}+{b}", f"{a}+{c}", f"{b}+{c}", f"{a}+{b}+{c}"]
+    assert names == [a, b, c, *(f"mean({g})" for g in pairs), *(f"stack({g})" for g in pairs)]
+    two = candidates(base, specs[:2], ("mean",), pairs=True)
+    assert [candidate_label(o) for o in two] == [a, b, f"mean({a}+{b})"]
+    assert [o.combine for o in candidates(base, specs[:3], ("stack",))] == [None, None, None, "stack"]
+    assert len(candidates(base, specs, ("mean",))) == MAX_STACK + 2
+    with pytest.raises(W2SError, match=f"at most {MAX_STACK}"):
+        candidates(base, specs, ("stack",))

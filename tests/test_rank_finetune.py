@@ -95,8 +95,8 @@ def test_a_rerun_reuses_the_proxies_and_says_what_they_cost(ranked):
 
 @pytest.mark.slow
 def test_the_predictions_read_no_label_of_the_pool_or_the_test_rows(ranked, tmp_path):
-    """A teacher's proxy (made by the ranking): its predictions (fit-student in the after-kernel) and the
-    dimensions and rows' errors the ranking keeps (`in_kernel`), again from copies of the weak embeddings, the
+    """A teacher's proxy (made by the ranking): its predictions, dimensions and rows' errors (`in_kernel`, the
+    linear ranking's computation in the after-kernel), again from copies of the weak embeddings, the
     after-kernel features and the pseudo-labels in which the true labels of the N pool rows and of the test
     rows are scrambled: bit-identical. (The W2S finetune itself reads no such label: test_finetune.py.)"""
     from w2s_cli.diagnostics.predict import predict_from_kernel
@@ -128,9 +128,6 @@ def test_the_predictions_read_no_label_of_the_pool_or_the_test_rows(ranked, tmp_
     art = store.load(copies["p"])
     store.save(store.Artifact("pseudolabels", meta, {k: np.asarray(art[k]) for k in art.names()}), copies["p"])
 
-    again = predict_from_kernel(copies["p"], copies["k"], tmp_path / "kernel.safetensors").to_json()
-    assert again["error"] == made["predicted"]["error"] and again["pgr"] == made["predicted"]["pgr"]
-    assert again["error"]["w2s"] == teacher["predicted"]["error_w2s"]  # one draw: the ranking's number
     options = RunOptions(
         weak=BackboneSpec.parse("test_resnet@24", pretrained=False),
         strong=BackboneSpec.parse(STRONG, pretrained=False),
@@ -138,7 +135,14 @@ def test_the_predictions_read_no_label_of_the_pool_or_the_test_rows(ranked, tmp_
         weak_subspace=SubspaceOptions("20"),
     )
     draw = in_kernel(copies["w"], copies["k"], options, 0)
+    again = draw.predicted.to_json()
+    assert again["error"] == made["predicted"]["error"] and again["pgr"] == made["predicted"]["pgr"]
+    assert again["error"]["w2s"] == teacher["predicted"]["error_w2s"]  # one draw: the ranking's number
     assert (draw.d_w, draw.d_s, draw.d_sw) == (teacher["d_w"], teacher["d_s"], teacher["d_sw"])
+    # fit-student's analysis in the same after-kernel (as `w2s proxy` predicts) agrees to rounding
+    kernel = predict_from_kernel(copies["p"], copies["k"], tmp_path / "kernel.safetensors").to_json()
+    for k, v in kernel["error"].items():
+        assert v == pytest.approx(again["error"][k], rel=1e-6)
     kept = load_file(str(proxy.with_name("proxy.entry.safetensors")))["w2s_rows"]  # what near-ties are judged by
     assert np.array_equal(draw.w2s_rows, kept)
 
@@ -168,6 +172,37 @@ def test_trials_average_over_draws_and_reuse_the_first_draws_proxies(ranked):
     for t in r.teachers:
         second = 2 * t.predicted.error_w2s - one[t.weak]  # the mean of draws 0 and 1, draw 0 as ranked before
         assert second > 0 and t.predicted.error_w2s_stderr == pytest.approx(abs(second - one[t.weak]) / 2)
+
+
+@pytest.mark.slow
+def test_a_combined_candidate_is_ranked_by_its_own_proxy(ranked):
+    """--combine mean in the ranked folder: the teachers' proxies reused, the three combined (their pseudo-labels
+    the mean of theirs) ranked among them by a proxy of their own; its d_w their coordinates side by side; the
+    cost counts four candidates."""
+    from w2s_cli.store.cache import slug
+    from w2s_cli.store.records import PseudoLabelsRecord, read_record
+
+    out, ft, _ = ranked
+    r = w2s(*FINETUNED, "--combine", "mean", "--out-dir", out, "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    label = f"mean({'+'.join(TEACHERS)})"
+    assert sorted(t["weak"] for t in got["teachers"]) == sorted([*TEACHERS, label])
+    assert got["cost"]["reused"] == 3 and got["cost"]["seconds"] > ft["cost"]["seconds"]
+    errors = [t["predicted"]["error_w2s"] for t in got["teachers"]]
+    assert errors == sorted(errors)
+    combined = next(t for t in got["teachers"] if t["weak"] == label)
+    assert combined["d_w"] == sum(t["d_w"] for t in ft["teachers"]) and combined["proxy_seconds"] > 0
+    proxy = next((out / "teachers" / slug(label)).glob("proxy-*/trial-0/proxy.safetensors"))
+    assert store.read_meta(proxy)["trials"][0]["predicted"]["error"]["w2s"] == combined["predicted"]["error_w2s"]
+    made = read_record(store.load(proxy.with_name("pseudolabels.safetensors")), PseudoLabelsRecord)
+    assert made.combination.label == label and made.combination.weights == (1 / 3, 1 / 3, 1 / 3)
+
+    def plain(t):
+        return {k: v for k, v in t.items() if k != "measured"}
+
+    before = {t["weak"]: plain(t) for t in ft["teachers"]}
+    assert all(plain(t) == before[t["weak"]] for t in got["teachers"] if t["weak"] != label)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """`w2s sweep` and `w2s rank-teachers` on digits with tiny random-weight timm models."""
 
 import csv
+import itertools
 import json
 import shutil
 
@@ -9,6 +10,8 @@ from conftest import QUIET, TINY_MODELS, TINY_SIZES, assert_user_error, seed_run
 
 from w2s_cli import W2SError
 from w2s_cli.options import BackboneSpec, DataOptions, RunOptions, SplitOptions, SubspaceOptions
+from w2s_cli.stages.summary import load_result, summary
+from w2s_cli.store.cache import slug
 from w2s_cli.studies.sweep import parse_vary, sweep
 
 MODELS, SMALL = TINY_MODELS, TINY_SIZES  # the session's tiny_run: its embeddings are reused below
@@ -147,6 +150,7 @@ def test_bad_vary_values_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_rank_teachers_predicts_and_measures(tiny_run, tmp_path):
+    """Three teachers ranked, predicted and measured; then with their combinations as candidates."""
     seed_run_dir(tiny_run, tmp_path)  # test_efficientnet@32 and test_resnet@32 reused; the @24 ones extracted
     weak = ["--weak", "test_efficientnet@32", "--weak", "test_efficientnet@24", "--weak", "test_resnet@24"]
     args = ["rank-teachers", "--strong", "test_resnet@32", *weak, "--no-pretrained", *SMALL, "--n-pseudo", 600]
@@ -170,3 +174,33 @@ def test_rank_teachers_predicts_and_measures(tiny_run, tmp_path):
         w2s("rank-teachers", "--strong", "test_resnet@32", "--weak", "test_resnet@24", *SMALL, "--out-dir", tmp_path),
         "at least two",
     )
+    # combined candidates (issue 26): each pair and all three under mean and stack, ranked with the teachers;
+    # each one's label-light prediction is the one fit-student's analysis makes of `pseudolabel --combine`'s
+    # artifact on the same split (--measure's pipeline); the singles' trials are reused
+    r = w2s(*args, "--combine", "mean", "--combine", "stack", "--pairs", "--out-dir", tmp_path, "--measure", "--json")
+    assert r.exit_code == 0, r.output
+    ranked = json.loads(r.stdout)
+    names = [t["weak"] for t in ranked["teachers"]]
+    members = [w for w in weak if w != "--weak"]
+    groups = [*(f"{a}+{b}" for a, b in itertools.combinations(members, 2)), "+".join(members)]
+    assert sorted(names) == sorted([*members, *(f"{rule}({g})" for rule in ("mean", "stack") for g in groups)])
+    errors = [t["predicted"]["error_w2s"] for t in ranked["teachers"]]
+    assert errors == sorted(errors) and ranked["spearman"] > 0.5
+    for t in ranked["teachers"]:
+        if "(" not in t["weak"]:
+            assert t == next(u for u in out["teachers"] if u["weak"] == t["weak"])  # unchanged by the candidates
+            continue
+        result = tmp_path / "teachers" / slug(t["weak"]) / "result.safetensors"
+        pipeline = summary(load_result(result))
+        assert pipeline.theory.predicted.error["w2s"] == pytest.approx(t["predicted"]["error_w2s"], rel=1e-6)
+        assert pipeline.theory.predicted.pgr == pytest.approx(t["predicted"]["pgr"], rel=1e-6)
+        parts = t["weak"].partition("(")[2].removesuffix(")").split("+")
+        assert t["d_w"] == sum(u["d_w"] for u in out["teachers"] if u["weak"] in parts)
+    for extra, said in (
+        (("--combine", "confident"), "not linear in the teachers' labels"),
+        (("--pairs",), "--pairs goes with --combine"),
+        (("--combine", "mean", "--combine", "mean"), "given twice"),
+        (("--combine", "median"), "takes mean or stack"),
+    ):
+        assert_user_error(w2s(*args, *extra, "--out-dir", tmp_path / "refused"), said)
+    assert not (tmp_path / "refused").exists()

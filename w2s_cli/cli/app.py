@@ -721,6 +721,10 @@ def rank_teachers(
     study: StudyFlags,
     strong: str = typer.Option(..., "--strong", help="The strong model, MODEL@PX."),
     weak: list[str] = typer.Option(..., "--weak", help=f"A candidate weak teacher: {MODEL_HELP} (repeat it)."),
+    combine: list[str] = typer.Option(
+        [], "--combine", help="Also rank the --weak teachers combined by this rule: mean or stack (repeat it)."
+    ),
+    pairs: bool = typer.Option(False, "--pairs", help="With --combine: every pair too, not only all of them."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained"),
     measure: bool = typer.Option(False, "--measure", help="Also train every pipeline and compare."),
     proxy_epochs: int = typer.Option(
@@ -728,8 +732,8 @@ def rank_teachers(
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
-    """Rank weak teachers by their predicted W2S student error, from n labels and unlabelled embeddings (with
-    --student finetune: from a short W2S finetune per teacher)."""
+    """Rank weak teachers (single or, with --combine, combined) by their predicted W2S student error, from n
+    labels and unlabelled embeddings (with --student finetune: from a short W2S finetune per candidate)."""
     from dataclasses import replace
 
     from w2s_cli.cli.config import configuration
@@ -742,26 +746,29 @@ def rank_teachers(
     teachers = [BackboneSpec.parse(w, pretrained=pretrained) for w in weak]
     options = flags.options(teachers[0], BackboneSpec.parse(strong, pretrained=pretrained), split, recipe=recipe)
     epochs = proxy_epochs if finetuned else None
+    rules = tuple(combine)
     if spread.dry_run:
         from w2s_cli.studies.cost import estimate_ranking
 
         work = estimate_ranking(
-            flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, proxy_epochs=epochs
-        )
+            flags.out_dir, data, options, extract, teachers, combine=rules, pairs=pairs, measure=measure,
+            reuse=flags.reuse, proxy_epochs=epochs,
+        )  # fmt: skip
         return _dry_run(work, flags.out_dir, as_json)
     if finetuned:
         from w2s_cli.studies.rank_finetune import rank_teachers_finetuned
 
         result = rank_teachers_finetuned(
-            flags.out_dir, data, options, extract, teachers, epochs=proxy_epochs, measure=measure,
-            reuse=flags.reuse, executor=spread,
+            flags.out_dir, data, options, extract, teachers, combine=rules, pairs=pairs, epochs=proxy_epochs,
+            measure=measure, reuse=flags.reuse, executor=spread,
         )  # fmt: skip
     else:
         from w2s_cli.studies.ranking import rank_teachers as run
 
         result = run(
-            flags.out_dir, data, options, extract, teachers, measure=measure, reuse=flags.reuse, executor=spread
-        )
+            flags.out_dir, data, options, extract, teachers, combine=rules, pairs=pairs, measure=measure,
+            reuse=flags.reuse, executor=spread,
+        )  # fmt: skip
     result = replace(result, configuration=configuration())
     if as_json:
         print_json(result)

@@ -84,11 +84,7 @@ def predict_finetune(
     predicted = predict_from_kernel(pseudo, features, kernel_result)
     kernel_art = store.load(kernel_result, "result")
     s_dim = read_record(kernel_art, ResultRecord).subspace["strong"].dim
-    method = (
-        f"the probe's leave-one-out and variance law in the after-kernel of the W2S finetune ({kernel} of its "
-        f"network at epoch {epoch}, K = {s_dim})"
-    )
-    predicted = replace(predicted, method=method)
+    predicted = replace(predicted, method=kernel_method(s_dim, kernel, epoch))
     where = {
         "kernel": kernel,
         "epoch": epoch,
@@ -98,6 +94,14 @@ def predict_finetune(
         "seconds": round(time.perf_counter() - begin, 3),
     }
     return predicted, where
+
+
+def kernel_method(s_dim: int | float, kernel: str = "embeddings", epoch: str | int = "final") -> str:
+    """How predictions in an after-kernel were made (their record's `method`)."""
+    return (
+        f"the probe's leave-one-out and variance law in the after-kernel of the W2S finetune ({kernel} of its "
+        f"network at epoch {epoch}, K = {s_dim:g})"
+    )
 
 
 def predict_from_kernel(pseudo: str | os.PathLike, features: str | os.PathLike, out: str | os.PathLike) -> Predicted:

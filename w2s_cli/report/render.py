@@ -141,7 +141,7 @@ def _ill_determined(fits: dict[str, FitRecord] | None) -> list[str]:
 
 def _dim(s: Summary, k: str) -> str:
     fit = _fit(s, k)
-    if fit is None:
+    if fit is None or (k == "weak" and s.members):  # combined: each member has its own basis and fit
         return ""
     if fit.solver == "finetune":
         return f"ft/{fit.rows}"
@@ -225,8 +225,9 @@ def report_blocks(s: Summary) -> list[Block]:
         )
     if s.pseudo_label_accuracy is not None:
         lines.append(f"pseudo-label accuracy: {s.pseudo_label_accuracy:.4f}")
-    if any(s.subspace.values()):
-        lines.append("subspaces: " + "; ".join(f"{k} {_basis_text(v)}" for k, v in s.subspace.items() if v))
+    bases = {k: v for k, v in s.subspace.items() if v and not (k == "weak" and s.members)}
+    if bases:  # a combined teacher's members have a basis each (their d_w: "Combined teachers")
+        lines.append("subspaces: " + "; ".join(f"{k} {_basis_text(v)}" for k, v in bases.items()))
     lines += _ill_determined(s.fits)
     blocks = [Block(title, cols, rows, lines)]
     if s.theory:

@@ -86,16 +86,22 @@ def teacher_on(m, design: Design, weights: np.ndarray | None) -> LinearFit | Ens
 
 
 def theory_predictions(
-    design: Design, fits: dict[str, LinearFit], noise: LabelNoise, combination: Combination | None = None
+    design: Design,
+    fits: dict[str, LinearFit],
+    noise: LabelNoise,
+    combination: Combination | None = None,
+    weights: tuple[float, ...] | np.ndarray | None = None,
 ) -> TheoryPredictions:
     """What needs no test label and no label of the N pseudo rows: dimensions, exact-design and paper
     variance coefficients, the label-light predictions, the fits' ranks and the interpolation flags.
 
     fits: the ridgeless "w2s" (on the pseudo-labels used), "strong_sft" and "ceiling" (only its design is
     used here); the teacher is refitted from the design (the same fit train-weak made). combination: several
-    teachers combined with fixed weights (the design holds their coordinates side by side)."""
+    teachers combined with fixed weights (the design holds their coordinates side by side); `weights` alone
+    (rank-teachers' combined candidates, which have no pseudo-labels artifact): the same predictions without
+    the members' table (`several`)."""
     n, N, C = design.L.count, design.P.count, design.n_outputs
-    weights = None if combination is None else combination.weights
+    weights = combination.weights if combination is not None else weights
     teacher = teacher_on(design.L, design, weights)
     w2s = W2SMap.build(teacher, fits["w2s"], design.P.cross[np.ix_(design.zw, design.zs)], design.P.mean[design.zw])
     dims = dimensions(design)
@@ -111,11 +117,10 @@ def theory_predictions(
         paper_note = None
     except W2SError as exc:
         paper, paper_note = None, exc.message
-    several = None
-    if combination is not None:
-        several = several_teachers(design, teacher, combination, test_w)
+    several = None if combination is None else several_teachers(design, teacher, combination, test_w)
+    if design.w_blocks:
         if paper is not None:
-            paper = {**paper, "weak": several.variance_by_overlap, "w2s": None}
+            paper = {**paper, "weak": None if several is None else several.variance_by_overlap, "w2s": None}
             paper_note = (
                 "combined teacher: its coefficient by its members' overlaps; the paper's W2S one is one teacher's"
             )

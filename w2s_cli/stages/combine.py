@@ -164,10 +164,14 @@ def combination_weights(
     the n labelled rows (None where a member has none: logistic, or a fit that interpolates its n rows)."""
     if rule == "confident":
         return None, None
-    K = len(members)
-    loo = [_member_loo(m, Y_L) for m in members]
+    return weights_from_loo(rule, [_member_loo(m, Y_L) for m in members], Y_L)
+
+
+def weights_from_loo(rule: str, loo: list[np.ndarray | None], Y_L: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """`mean` or `stack` weights from the members' exact leave-one-out residuals on the n labelled rows, and
+    the combination's residuals there (None where a member has none)."""
     if rule == "mean":
-        w = np.full(K, 1.0 / K)
+        w = np.full(len(loo), 1.0 / len(loo))
     else:
         if any(r is None for r in loo):
             raise W2SError("--combine stack: a teacher interpolates its n labels (leave-one-out undefined); use mean")

@@ -27,7 +27,7 @@ from w2s_cli.studies.executors import embeddings_plan, trial_plan
 from w2s_cli.studies.finetune_cost import Fits, finetune_work
 from w2s_cli.studies.proxy import check_proxy_epochs
 from w2s_cli.studies.rank_finetune import estimated_seconds
-from w2s_cli.studies.ranking import base_with, check_teachers
+from w2s_cli.studies.ranking import candidates
 from w2s_cli.studies.run import EmbeddingCache, embedding_cache
 from w2s_cli.studies.sweep import points_of, tasks_of
 
@@ -168,24 +168,27 @@ def estimate_ranking(
     extract: ExtractOptions,
     teachers: list[BackboneSpec],
     *,
+    combine: tuple[str, ...] = (),
+    pairs: bool = False,
     measure: bool = False,
     reuse: bool = True,
     proxy_epochs: int | None = None,
 ) -> CostEstimate:
-    """`w2s rank-teachers --dry-run`: each teacher's label-light predictions (and with `measure`, its trials).
-    `proxy_epochs` (--student finetune): each prediction is a proxy of that many epochs (its seconds under
-    'proxies'), beside the estimate of finetuning every teacher's student in full (`full_finetune_seconds`)."""
-    check_teachers(teachers)
+    """`w2s rank-teachers --dry-run`: each candidate's label-light predictions (and with `measure`, its
+    trials; candidates: each teacher and their combinations, studies/ranking.py). `proxy_epochs` (--student
+    finetune): each prediction is a proxy of that many epochs (its seconds under 'proxies'), beside the estimate
+    of finetuning every candidate's student in full (`full_finetune_seconds`)."""
+    runs = candidates(base, teachers, combine, pairs)
     if proxy_epochs is not None:
         check_proxy_epochs(base.finetune, proxy_epochs)
-    cache = embedding_cache(out_dir, data, [base], extract, reuse)
-    runs, predictions = [base_with(base, t) for t in teachers], len(teachers) * base.trials
+    cache = embedding_cache(out_dir, data, [o for o in runs if not o.teachers], extract, reuse)
+    predictions = len(runs) * base.trials
     if proxy_epochs is None:
         return estimate(cache, runs, reuse=reuse, trials=None if measure else 0, predictions=predictions)
     # the finetuning counted is --measure's; the proxies' is added below
     counted = runs if measure else [replace(o, student=StudentKind.probe) for o in runs]
     work = estimate(cache, counted, reuse=reuse, trials=None if measure else 0, predictions=predictions)
-    proxies, full = estimated_seconds(base, len(teachers), proxy_epochs, work.rows)
+    proxies, full = estimated_seconds(base, len(runs), proxy_epochs, work.rows)
     seconds = {**work.seconds, "proxies": proxies}
     images, prefix = work.prefix_images, 0.0
     if not measure:  # the proxies need the frozen prefix's cache too (once: trials=0 counts no fit)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from w2s_cli.diagnostics.predict import after_kernel, attach_predictions, kernel_method
 from w2s_cli.distributed import main_writes
 from w2s_cli.errors import W2SError
 from w2s_cli.numerics.stats import mean_and_sem
@@ -38,6 +39,7 @@ from w2s_cli.options import (
     SubspaceOptions,
 )
 from w2s_cli.options.recipe import PROXY_EPOCHS
+from w2s_cli.stages.finetune import finetune
 from w2s_cli.store import artifact as store
 from w2s_cli.store.cache import obtain, read_entry, write_entry
 from w2s_cli.store.records import (
@@ -51,11 +53,12 @@ from w2s_cli.store.records import (
     read_record,
 )
 from w2s_cli.studies.finetune_cost import calibrate, fit_passes
-from w2s_cli.studies.proxy import check_proxy_epochs, short_finetune, short_recipe
-from w2s_cli.studies.ranking import Draw, base_with, check_teachers, folder_name, predict_w2s, rank_teachers
-from w2s_cli.studies.run import Progress, pseudo_labels, result_name, trial_identity
+from w2s_cli.studies.proxy import check_proxy_epochs, short_recipe
+from w2s_cli.studies.ranking import Draw, candidate_label, candidates, folder_name, predict_w2s, rank_teachers
+from w2s_cli.studies.run import Progress, pseudo_labels, result_name, trial_identity, weak_paths
 
 KERNEL = "embeddings"  # the after-kernel of the proxies: the finetuned network's own embeddings (the cheap one)
+PREDICTIONS = "in_kernel"  # a proxy's predictions: `in_kernel` (older proxies, by fit-student there, are redone)
 NOTE = (
     "ordered by the predicted finetuned W2S error, whose miss is a bias shared by seeds and teachers (about -10% "
     "on the default), so the order holds; predicted PGR runs 0.14-0.35 above the measured one (the ceiling's "
@@ -70,18 +73,21 @@ def rank_teachers_finetuned(
     extract: ExtractOptions,
     teachers: list[BackboneSpec],
     *,
+    combine: tuple[str, ...] = (),
+    pairs: bool = False,
     epochs: int = PROXY_EPOCHS,
     measure: bool = False,
     reuse: bool = True,
     progress: Progress | None = None,
     executor: ExecutorOptions | None = None,
 ) -> Ranking:
-    """Rank `teachers` by the predicted W2S error of the student `base.finetune` would finetune (lowest first),
-    from one proxy per teacher and split draw (`epochs` epochs); the cost beside the estimated cost of
-    finetuning every teacher's student in full. `measure`: also finetune them all (studies/ranking.py)."""
-    check_teachers(teachers)
+    """Rank `teachers` (and their combinations by each `combine` rule: ranking.candidates) by the predicted
+    W2S error of the student `base.finetune` would finetune (lowest first), from one proxy per candidate and
+    split draw (`epochs` epochs); the cost beside the estimated cost of finetuning every candidate's student in
+    full. `measure`: also finetune them all (studies/ranking.py)."""
     check_proxy_epochs(base.finetune, epochs)
     base = dataclasses.replace(base, student=StudentKind.finetune)
+    runs = candidates(base, teachers, combine, pairs)
     proxies = Proxies(Path(out_dir), base, extract, epochs, reuse)
     ranking = rank_teachers(
         out_dir,
@@ -89,25 +95,26 @@ def rank_teachers_finetuned(
         base,
         extract,
         teachers,
+        combine=combine,
+        pairs=pairs,
         measure=measure,
         reuse=reuse,
         progress=progress,
         executor=executor,
         predict=proxies,
     )
-    _, full = estimated_seconds(base, len(teachers), epochs)
-    took = finetuned_seconds(Path(out_dir), base, teachers) if measure else None
+    _, full = estimated_seconds(base, len(runs), epochs)
+    took = finetuned_seconds(Path(out_dir), runs) if measure else None
     cost = RankingCost.of(round(proxies.seconds, 3), round(proxies.wall, 3), proxies.reused, round(full, 3), took)
     return dataclasses.replace(ranking, proxy=Proxy(base.finetune.record(), epochs, KERNEL, NOTE), cost=cost)
 
 
-def finetuned_seconds(out_dir: Path, base: RunOptions, teachers: list[BackboneSpec]) -> float:
-    """The seconds --measure's finetunes took, as each teacher's trials recorded them when made (strong SFT and
-    the ceiling paid for once, by the first finetune of each draw; the after-kernel predictions not counted)."""
+def finetuned_seconds(out_dir: Path, runs: list[RunOptions]) -> float:
+    """The seconds --measure's finetunes took, as each candidate's trials recorded them when made (strong SFT
+    and the ceiling paid for once, by the first finetune of each draw; the after-kernel predictions not counted)."""
     total = 0.0
-    for spec in teachers:
-        options = base_with(base, spec)
-        result = out_dir / "teachers" / folder_name(spec) / result_name(options)
+    for options in runs:
+        result = out_dir / "teachers" / folder_name(options) / result_name(options)
         total += read_record(store.load(result, "result"), ResultRecord).seconds.get("finetune", 0.0)
     return round(total, 3)
 
@@ -120,23 +127,21 @@ class Proxies:
         self.out_dir, self.base, self.extract, self.epochs, self.reuse = out_dir, base, extract, epochs, reuse
         self.seconds, self.wall, self.reused = 0.0, 0.0, 0
 
-    def folder(self, spec: BackboneSpec) -> Path:
-        """A teacher's proxies, one folder per recipe and --proxy-epochs (beside --measure's trials)."""
-        return self.out_dir / "teachers" / folder_name(spec) / f"proxy-{self.base.finetune.key()}-e{self.epochs}"
+    def folder(self, options: RunOptions) -> Path:
+        """A candidate's proxies, one folder per recipe and --proxy-epochs (beside --measure's trials)."""
+        return self.out_dir / "teachers" / folder_name(options) / f"proxy-{self.base.finetune.key()}-e{self.epochs}"
 
-    def __call__(self, spec: BackboneSpec, weak: Path, strong: Path) -> tuple[RankedTeacher, np.ndarray | None]:
-        """A teacher's entry: its proxies' predictions averaged over the split draws; the standard error of the
-        predicted W2S error over draws (or, with one draw, over its n labelled rows); the first draw's rows."""
+    def __call__(self, options: RunOptions, paths: dict[str, Path]) -> tuple[RankedTeacher, np.ndarray | None]:
+        """A candidate's entry: its proxies' predictions averaged over the split draws; the standard error of
+        the predicted W2S error over draws (or, with one draw, over its n labelled rows); the first draw's rows."""
         begin = time.perf_counter()
-        options = base_with(self.base, spec)
-        paths = {"weak": weak, "strong": strong}
         seeds = [options.split.seed + t for t in range(options.trials)]
         made = [self.proxy(paths, options, seed) for seed in seeds]
         predicted = [p.predicted for p in made]
         errors = {k: [p.error[k] for p in predicted] for k in ("weak", "w2s")}
         se = mean_and_sem(errors["w2s"])[1] if len(made) > 1 else _row_sem(made[0].rows)
         entry = RankedTeacher(
-            weak=spec.label,
+            weak=candidate_label(options),
             **{k: float(np.mean([p.dimensions[k] for p in made])) for k in ("d_w", "d_s", "d_sw")},
             predicted=W2SErrors(
                 error_w2s=mean_and_sem(errors["w2s"])[0],
@@ -152,26 +157,47 @@ class Proxies:
 
     def proxy(self, paths: dict[str, Path], options: RunOptions, seed: int) -> MadeProxy:
         """The proxy of the split draw `seed`: reused when finished with this identity, else made."""
-        target = self.folder(options.weak) / f"trial-{seed}" / "proxy.safetensors"
+        target = self.folder(options) / f"trial-{seed}" / "proxy.safetensors"
         entry = target.with_name("proxy.entry.safetensors")
-        identity = {**trial_identity(paths, options, seed), "proxy_epochs": self.epochs, "kernel": KERNEL}
+        identity = {
+            **trial_identity(paths, options, seed),
+            "proxy_epochs": self.epochs,
+            "kernel": KERNEL,
+            "predictions": PREDICTIONS,
+        }
 
         def make() -> MadeProxy:
             begin = time.perf_counter()
             pseudo = pseudo_labels(paths, target.parent, options, seed)
-            short_finetune(
+            short = short_recipe(options.finetune, self.epochs)
+            made = finetune(
                 pseudo,
                 paths["strong"],
                 target,
-                recipe=options.finetune,
-                epochs=self.epochs,
+                recipe=short,
                 subspace=options.strong_subspace,
                 extract=self.extract,
+                trained=("w2s",),
             )
-            made, arrays = _in_kernel(paths["weak"], target, options, seed)
-            made["seconds"] = round(time.perf_counter() - begin, 3)
-            main_writes(lambda: write_entry(entry, identity, made, arrays), entry)
-            return MadeProxy.read(target, made, arrays.get("w2s_rows"))
+            predict_begin = time.perf_counter()
+            features = after_kernel(made, kernel=KERNEL, extract=self.extract)
+            draw = in_kernel(weak_paths(paths) if options.teachers else paths["weak"], features, options, seed)
+            where = {
+                "kernel": KERNEL,
+                "epoch": "final",
+                "features": store.reference(store.load(features), made),
+                "seconds": round(time.perf_counter() - predict_begin, 3),
+            }
+            attach_predictions(made, dataclasses.replace(draw.predicted, method=kernel_method(draw.d_s)), where)
+            kept = {
+                "result": target.name,
+                "artifact_id": store.read_meta(target)["artifact_id"],
+                "dimensions": {"d_w": draw.d_w, "d_s": draw.d_s, "d_sw": draw.d_sw},
+                "seconds": round(time.perf_counter() - begin, 3),
+            }
+            arrays = {} if draw.w2s_rows is None else {"w2s_rows": draw.w2s_rows}
+            main_writes(lambda: write_entry(entry, identity, kept, arrays), entry)
+            return MadeProxy.read(target, kept, arrays.get("w2s_rows"))
 
         def look() -> MadeProxy | None:
             found = read_entry(entry, identity)
@@ -206,24 +232,14 @@ class MadeProxy:
         return cls(path, predicted, made["dimensions"], rows, made["seconds"], reused)
 
 
-def in_kernel(weak: str | os.PathLike, features: str | os.PathLike, options: RunOptions, seed: int) -> Draw:
+def in_kernel(
+    weak: str | os.PathLike | list[str | os.PathLike], features: str | os.PathLike, options: RunOptions, seed: int
+) -> Draw:
     """The linear ranking's computation (ranking.predict_w2s) with a proxy's after-kernel `features` as the strong
     embeddings, in the basis its predictions used (fit-student's auto): the dimensions and the squared
-    leave-one-out W2S errors of the n labelled rows, which read no label of the pool or of the test rows."""
+    leave-one-out W2S errors of the n labelled rows, which read no label of the pool or of the test rows.
+    `weak` a list: the teachers `options.combine` combines."""
     return predict_w2s(weak, features, dataclasses.replace(options, strong_subspace=SubspaceOptions("auto")), seed)
-
-
-def _in_kernel(weak: Path, proxy: Path, options: RunOptions, seed: int) -> tuple[dict[str, Any], dict]:
-    """What the ranking keeps of a proxy besides its predictions (in its cache entry): its result, the dimensions
-    in its after-kernel, and the rows' squared leave-one-out W2S errors there (`in_kernel`)."""
-    trial = read_record(store.load(proxy, "result"), ResultRecord).trials[0]
-    draw = in_kernel(weak, store.resolve(trial.after_kernel["features"], proxy), options, seed)
-    made = {
-        "result": proxy.name,
-        "artifact_id": store.read_meta(proxy)["artifact_id"],
-        "dimensions": {"d_w": draw.d_w, "d_s": draw.d_s, "d_sw": draw.d_sw},
-    }
-    return made, ({} if draw.w2s_rows is None else {"w2s_rows": draw.w2s_rows})
 
 
 def _row_sem(rows: np.ndarray | None) -> float | None:
