@@ -220,6 +220,8 @@ def test_dry_run_estimates_the_proxies_beside_the_full_finetunes_and_writes_noth
     assert measured["trials"] == 3 and measured["finetune_epochs"] == 3 * 2 * 3 and measured["seconds"]["proxies"] > 0
     text = w2s(*FINETUNED, "--out-dir", out, "--dry-run").stdout
     assert "proxies:" in text and "finetuning a student per teacher in full instead" in text
+    combined = json.loads(w2s(*FINETUNED, "--combine", "mean", "--out-dir", out, "--dry-run", "--json").stdout)
+    assert combined["predictions"] == 4 and combined["seconds"]["proxies"] > work["seconds"]["proxies"]
     assert not out.exists()
 
 
