@@ -1,9 +1,10 @@
 """`w2s rank-teachers --student finetune`: weak teachers ranked for finetuned students, without finetuning a
 student per teacher in full.
 
-Per teacher and split draw (the draw `w2s run` makes with the same seed): the pipeline up to its pseudo-labels,
-one short W2S finetune (the recipe's first --proxy-epochs epochs, studies/proxy.py) and the label-light
-predictions in its after-kernel (diagnostics/predict.py), from the n labels and unlabelled rows only.
+Per candidate (a teacher, or teachers combined: ranking.candidates) and split draw (the draw `w2s run` makes
+with the same seed): the pipeline up to its pseudo-labels, one short W2S finetune (the recipe's first
+--proxy-epochs epochs, as studies/proxy.py runs it) and the label-light predictions in its after-kernel
+(`in_kernel`: the linear ranking's computation there), from the n labels and unlabelled rows only.
 Teachers are ordered by the predicted finetuned W2S error, not by predicted PGR: held against measurement
 (docs/finetuning.md, "Held against measurement") the W2S error's miss is a bias that seeds and teachers share
 (about -10%), which leaves their order alone, while PGR is over-predicted by 0.14-0.35 because the ceiling's
