@@ -206,6 +206,24 @@ def test_a_combined_candidate_is_ranked_by_its_own_proxy(ranked):
 
 
 @pytest.mark.slow
+def test_measure_spreads_the_finetunes_over_local_workers(ranked, tiny_run, tmp_path):
+    """--measure --executor local:2 with a combined candidate, in a new folder: every candidate's finetuned
+    pipeline run by the workers, the singles' measured errors those the in-process ranking measured."""
+    out = seed_run_dir(tiny_run, tmp_path / "out")
+    two = (*RANK[:3], "--weak", TEACHERS[0], "--weak", TEACHERS[2], *RANK[9:])
+    r = w2s(*two, "--student", "finetune", *RECIPE, "--combine", "mean", "--measure", "--executor", "local:2",
+            "--out-dir", out, "--json")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = {t["weak"]: t for t in json.loads(r.stdout)["teachers"]}
+    _, ft, _ = ranked
+    assert set(got) == {TEACHERS[0], TEACHERS[2], f"mean({TEACHERS[0]}+{TEACHERS[2]})"}
+    for t in ft["teachers"]:
+        if t["weak"] in got:
+            assert got[t["weak"]]["measured"]["error_w2s"] == pytest.approx(t["measured"]["error_w2s"], rel=1e-6)
+    assert all(t["measured"]["error_w2s"] > 0 for t in got.values())
+
+
+@pytest.mark.slow
 def test_dry_run_estimates_the_proxies_beside_the_full_finetunes_and_writes_nothing(tmp_path):
     """--dry-run (calibrations on the tiny models): the proxies' seconds and the frozen prefix's cache to build,
     beside the estimate of finetuning every teacher's student in full; --measure adds the full pipelines."""
