@@ -34,7 +34,7 @@ from w2s_cli.stages.summary import load_result, summary
 from w2s_cli.store import artifact as store
 from w2s_cli.store.cache import slug
 from w2s_cli.store.embeddings import EmbeddingSet
-from w2s_cli.store.records import NearTie, Predicted, RankedTeacher, Ranking, W2SErrors
+from w2s_cli.store.records import COMBINE_RULES, NearTie, Predicted, RankedTeacher, Ranking, W2SErrors
 from w2s_cli.studies.executors import spread
 from w2s_cli.studies.run import Progress, embedding_cache, experiment, result_name, weak_paths
 from w2s_cli.studies.sweep import spearman
@@ -120,7 +120,9 @@ def check_teachers(teachers: list[BackboneSpec]) -> None:
         raise W2SError("a --weak teacher is given twice")
 
 
-def candidates(base: RunOptions, teachers: list[BackboneSpec], combine: tuple[str, ...] = (), pairs: bool = False):
+def candidates(
+    base: RunOptions, teachers: list[BackboneSpec], combine: tuple[str, ...] = (), pairs: bool = False
+) -> list[RunOptions]:
     """What rank-teachers ranks, as the options of the run each would be: every teacher alone, then under each
     `combine` rule all of them combined and, with `pairs`, every pair. A per-sample rule (confident) is refused:
     it is not linear in the teachers' labels, so it has no label-light prediction to rank by."""
@@ -131,8 +133,12 @@ def candidates(base: RunOptions, teachers: list[BackboneSpec], combine: tuple[st
         raise W2SError("a --combine rule is given twice")
     for rule in combine:
         if rule not in ("mean", "stack"):
-            why = "a per-sample rule is not linear in the teachers' labels, so it has no label-light prediction"
-            raise W2SError(f"rank-teachers --combine takes mean or stack, not '{printable(rule)}' ({why})")
+            why = (
+                " (a per-sample rule is not linear in the teachers' labels, so it has no label-light prediction)"
+                if rule in COMBINE_RULES
+                else ""
+            )
+            raise W2SError(f"rank-teachers --combine takes mean or stack, not '{printable(rule)}'{why}")
         if rule == "stack" and len(teachers) > MAX_STACK:
             raise W2SError(f"--combine stack takes at most {MAX_STACK} teachers, not {len(teachers)}")
     groups = [list(g) for g in itertools.combinations(teachers, 2)] if pairs else []
