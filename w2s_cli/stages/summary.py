@@ -250,7 +250,7 @@ def theory_summary(analyses: list[Analysis], result: ResultRecord) -> TheorySumm
         else VarianceOnly(
             {},
             available=False,
-            note="the paper's variance-only PGR is one teacher's (see the combined teacher's overlaps)",
+            note="the paper's variance-only PGR is one teacher's; see the combined teacher's overlaps",
         ),
         decomposition_note=next((a.decomposition_note for a in analyses if a.decomposition_note), None),
     )
