@@ -55,7 +55,15 @@ from w2s_cli.store.records import (
 )
 from w2s_cli.studies.finetune_cost import calibrate, fit_passes
 from w2s_cli.studies.proxy import check_proxy_epochs, short_recipe
-from w2s_cli.studies.ranking import Draw, candidate_label, candidates, folder_name, predict_w2s, rank_teachers
+from w2s_cli.studies.ranking import (
+    Draw,
+    candidate_label,
+    candidates,
+    folder_name,
+    predict_w2s,
+    rank_teachers,
+    row_sem,
+)
 from w2s_cli.studies.run import Progress, pseudo_labels, result_name, trial_identity, weak_paths
 
 KERNEL = "embeddings"  # the after-kernel of the proxies: the finetuned network's own embeddings (the cheap one)
@@ -140,7 +148,7 @@ class Proxies:
         made = [self.proxy(paths, options, seed) for seed in seeds]
         predicted = [p.predicted for p in made]
         errors = {k: [p.error[k] for p in predicted] for k in ("weak", "w2s")}
-        se = mean_and_sem(errors["w2s"])[1] if len(made) > 1 else _row_sem(made[0].rows)
+        se = mean_and_sem(errors["w2s"])[1] if len(made) > 1 else row_sem(made[0].rows)
         entry = RankedTeacher(
             weak=candidate_label(options),
             **{k: float(np.mean([p.dimensions[k] for p in made])) for k in ("d_w", "d_s", "d_sw")},
@@ -241,10 +249,6 @@ def in_kernel(
     leave-one-out W2S errors of the n labelled rows, which read no label of the pool or of the test rows.
     `weak` a list: the teachers `options.combine` combines."""
     return predict_w2s(weak, features, dataclasses.replace(options, strong_subspace=SubspaceOptions("auto")), seed)
-
-
-def _row_sem(rows: np.ndarray | None) -> float | None:
-    return None if rows is None else mean_and_sem(rows.tolist())[1]
 
 
 def estimated_seconds(base: RunOptions, teachers: int, epochs: int, rows: int | None = None) -> tuple[float, float]:

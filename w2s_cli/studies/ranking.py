@@ -225,7 +225,7 @@ def _predicted_entry(
     draws = [predict_w2s(weak, paths["strong"], options, seed, strong_bases) for seed in seeds]
     errors = {k: [d.predicted.error[k] for d in draws] for k in ("weak", "w2s")}
     # the standard error of the predicted W2S error: over trials, or over the n labelled rows for one
-    se = mean_and_sem(errors["w2s"])[1] if options.trials > 1 else _row_sem(draws[0].w2s_rows)
+    se = mean_and_sem(errors["w2s"])[1] if options.trials > 1 else row_sem(draws[0].w2s_rows)
     entry = RankedTeacher(
         weak=candidate_label(options),
         **{k: float(np.mean([getattr(d, k) for d in draws])) for k in ("d_w", "d_s", "d_sw")},
@@ -275,7 +275,8 @@ def base_with(base: RunOptions, weak: BackboneSpec) -> RunOptions:
     return RunOptions(**{**base.__dict__, "weak": weak})
 
 
-def _row_sem(rows: np.ndarray | None) -> float | None:
+def row_sem(rows: np.ndarray | None) -> float | None:
+    """The standard error of a mean over the n labelled rows' squared errors (None where they are undefined)."""
     return None if rows is None else mean_and_sem(rows.tolist())[1]
 
 
