@@ -67,7 +67,9 @@ def assert_same_numbers(a: Path, b: Path, tol: float = 1e-12) -> None:
 
 
 def finished_trials(out: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in sorted((out / "points").glob("*/trial-*/result.safetensors"))}
+    """The trials whose result is finished: its cache entry (written after the result) is there too."""
+    results = sorted((out / "points").glob("*/trial-*/result.safetensors"))
+    return {p: p.stat().st_mtime_ns for p in results if p.with_name("result.identity.json").exists()}
 
 
 @pytest.mark.slow

@@ -239,7 +239,8 @@ def test_dry_run_estimates_the_proxies_beside_the_full_finetunes_and_writes_noth
     text = w2s(*FINETUNED, "--out-dir", out, "--dry-run").stdout
     assert "proxies:" in text and "finetuning a student per teacher in full instead" in text
     combined = json.loads(w2s(*FINETUNED, "--combine", "mean", "--out-dir", out, "--dry-run", "--json").stdout)
-    assert combined["predictions"] == 4 and combined["seconds"]["proxies"] > work["seconds"]["proxies"]
+    assert combined["predictions"] == 4  # one more proxy, on this process's one timing of the cut network
+    assert combined["seconds"]["proxies"] == pytest.approx(work["seconds"]["proxies"] * 4 / 3)
     assert not out.exists()
 
 

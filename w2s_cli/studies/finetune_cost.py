@@ -12,6 +12,7 @@ transforms are not timed).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +50,11 @@ def _best(fn: Any, repeats: int = REPEATS) -> float:
     return min(times)
 
 
+@functools.cache
 def calibrate(spec: BackboneSpec, train: TrainSpec) -> CutCost:
     """Time a batch of random images through the prefix, and its activations through the trained part (forward,
-    and forward with backward), with random weights (the speed does not depend on them)."""
+    and forward with backward), with random weights (the speed does not depend on them). Timed once per
+    process, so that the estimates one process makes (a dry run adds several) rest on the same timing."""
     import torch
 
     from w2s_cli.finetuning.network import cut
