@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from w2s_cli.errors import W2SError
 from w2s_cli.options import ExtractOptions, SubspaceOptions
 from w2s_cli.options.recipe import PROXY_EPOCHS, FinetuneRecipe
 from w2s_cli.store.outputs import check_output
+from w2s_cli.store.records import Predicted
+
+Predictor = Callable[[Path], tuple[Predicted, dict[str, Any]]]
 
 
 def check_proxy_epochs(recipe: FinetuneRecipe, epochs: int) -> None:
@@ -38,16 +42,22 @@ def short_finetune(
     subspace: SubspaceOptions | None = None,
     extract: ExtractOptions | None = None,
     kernel: str = "embeddings",
+    predict: Predictor | None = None,
 ) -> Path:
     """The short W2S finetune alone (strong SFT and the ceiling at their LP-FT starts), then the label-light
-    predictions from its after-kernel, written into its result at `out`."""
+    predictions from its after-kernel, written into its result at `out`. `predict` (the finished short finetune
+    -> predictions and where they came from) defaults to diagnostics/predict.py's `predict_finetune`;
+    rank-teachers passes its own (studies/rank_finetune.py)."""
     from w2s_cli.stages.finetune import finetune
 
     check_kernel(kernel)
     check_proxy_epochs(recipe, epochs)
     short = short_recipe(recipe, epochs)
     made = finetune(pseudo, strong, out, recipe=short, subspace=subspace, extract=extract, trained=("w2s",))
-    predicted, where = predict_finetune(made, kernel=kernel, extract=extract)
+    if predict is None:
+        predicted, where = predict_finetune(made, kernel=kernel, extract=extract)
+    else:
+        predicted, where = predict(made)
     return attach_predictions(made, predicted, where)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from w2s_cli.diagnostics.predict import after_kernel, attach_predictions, kernel_method
+from w2s_cli.diagnostics.predict import after_kernel, kernel_method
 from w2s_cli.distributed import main_writes
 from w2s_cli.errors import W2SError
 from w2s_cli.numerics.stats import mean_and_sem
@@ -40,7 +40,6 @@ from w2s_cli.options import (
     SubspaceOptions,
 )
 from w2s_cli.options.recipe import PROXY_EPOCHS
-from w2s_cli.stages.finetune import finetune
 from w2s_cli.store import artifact as store
 from w2s_cli.store.cache import obtain, read_entry, write_entry
 from w2s_cli.store.records import (
@@ -54,7 +53,7 @@ from w2s_cli.store.records import (
     read_record,
 )
 from w2s_cli.studies.finetune_cost import calibrate, fit_passes
-from w2s_cli.studies.proxy import check_proxy_epochs, short_recipe
+from w2s_cli.studies.proxy import check_proxy_epochs, short_finetune, short_recipe
 from w2s_cli.studies.ranking import (
     Draw,
     candidate_label,
@@ -178,26 +177,34 @@ class Proxies:
         def make() -> MadeProxy:
             begin = time.perf_counter()
             pseudo = pseudo_labels(paths, target.parent, options, seed)
-            short = short_recipe(options.finetune, self.epochs)
-            made = finetune(
+            draws: list[Draw] = []
+
+            def predict(made: Path) -> tuple[Predicted, dict[str, Any]]:
+                """The linear ranking's computation in the short finetune's after-kernel."""
+                predict_begin = time.perf_counter()
+                features = after_kernel(made, kernel=KERNEL, extract=self.extract)
+                weak = weak_paths(paths) if options.teachers else paths["weak"]
+                draws.append(in_kernel(weak, features, options, seed))
+                where = {
+                    "kernel": KERNEL,
+                    "epoch": "final",
+                    "features": store.reference(store.load(features), made),
+                    "seconds": round(time.perf_counter() - predict_begin, 3),
+                }
+                return dataclasses.replace(draws[0].predicted, method=kernel_method(draws[0].d_s)), where
+
+            short_finetune(
                 pseudo,
                 paths["strong"],
                 target,
-                recipe=short,
+                recipe=options.finetune,
+                epochs=self.epochs,
                 subspace=options.strong_subspace,
                 extract=self.extract,
-                trained=("w2s",),
+                kernel=KERNEL,
+                predict=predict,
             )
-            predict_begin = time.perf_counter()
-            features = after_kernel(made, kernel=KERNEL, extract=self.extract)
-            draw = in_kernel(weak_paths(paths) if options.teachers else paths["weak"], features, options, seed)
-            where = {
-                "kernel": KERNEL,
-                "epoch": "final",
-                "features": store.reference(store.load(features), made),
-                "seconds": round(time.perf_counter() - predict_begin, 3),
-            }
-            attach_predictions(made, dataclasses.replace(draw.predicted, method=kernel_method(draw.d_s)), where)
+            draw = draws[0]
             kept = {
                 "result": target.name,
                 "artifact_id": store.read_meta(target)["artifact_id"],
