@@ -347,6 +347,13 @@ def test_stack_refuses_weights_the_labels_do_not_determine(made, tmp_path) -> No
     assert not out.exists()
 
 
+def test_a_wrong_artifact_among_teachers_is_named_once(made, tmp_path) -> None:
+    out = tmp_path / "p.safetensors"
+    r = w2s("pseudolabel", made["t1"], made["w1"], "--combine", "mean", "-o", out)
+    assert_user_error(r, f"teacher {made['w1']}: is a 'embeddings' artifact")
+    assert not out.exists()
+
+
 def test_members_over_trials_are_mean_and_standard_error() -> None:
     from w2s_cli.stages.summary import members_over_trials
     from w2s_cli.store.records import MemberError

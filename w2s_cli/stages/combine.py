@@ -78,7 +78,7 @@ def pseudolabel_combined(
     start = time.perf_counter()
     if rule not in COMBINE_RULES:
         raise W2SError(f"--combine must be one of {', '.join(COMBINE_RULES)}, not '{printable(rule)}'")
-    arts = [store.load(p, "teacher", what=f"teacher {printable(p)}") for p in teachers]
+    arts = [store.load(p, "teacher", what="teacher") for p in teachers]  # load names the path
     made = [read_record(a, TeacherRecord) for a in arts]
     recorded = [store.resolve(m.embeddings, a.path) for a, m in zip(arts, made, strict=True)]
     out = check_output(out, inputs=[*teachers, *recorded])
