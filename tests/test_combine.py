@@ -314,6 +314,7 @@ def test_run_combines_several_weak_teachers(tiny_run, tmp_path) -> None:
     [
         (["--weak", "test_efficientnet@32", "--weak", "test_resnet@24"], "name how to combine them"),
         (["--weak", "test_efficientnet@32", "--combine", "vote"], "--combine must be one of"),
+        (["--weak", "test_efficientnet@32", "--weak", "test_efficientnet@32", "--combine", "stack"], "given twice"),
     ],
 )
 def test_run_refuses_a_combination_it_cannot_make(tmp_path, extra, pattern) -> None:
@@ -335,6 +336,22 @@ def test_stack_refuses_a_teacher_that_interpolates_its_labels(made, tmp_path) ->
     assert_user_error(w2s("pseudolabel", *ts, "--combine", "stack", "-o", out), "interpolates its n labels")
     assert not out.exists()
     assert w2s("pseudolabel", *ts, "--combine", "mean", "-o", out).exit_code == 0  # the mean needs no weights
+
+
+def test_stack_refuses_weights_the_labels_do_not_determine(made, tmp_path) -> None:
+    """The same teacher twice: identical leave-one-out outputs fix only the sum of the two weights, so any split
+    (1 and 0, or 0.5 each) would be a digit the n labels do not hold: refused (mean of the two is the teacher)."""
+    out = tmp_path / "p.safetensors"
+    r = w2s("pseudolabel", made["t1"], made["t1"], "--combine", "stack", "-o", out)
+    assert_user_error(r, "weights are not determined")
+    assert not out.exists()
+
+
+def test_a_wrong_artifact_among_teachers_is_named_once(made, tmp_path) -> None:
+    out = tmp_path / "p.safetensors"
+    r = w2s("pseudolabel", made["t1"], made["w1"], "--combine", "mean", "-o", out)
+    assert_user_error(r, f"teacher {made['w1']}: is a 'embeddings' artifact")
+    assert not out.exists()
 
 
 def test_members_over_trials_are_mean_and_standard_error() -> None:

@@ -153,6 +153,9 @@ class RunOptions:
             )
         if self.combine is not None and self.combine not in COMBINE_RULES:
             raise W2SError(f"--combine must be one of {', '.join(COMBINE_RULES)}, not '{self.combine}'")
+        labels = [t.label for t in (self.weak, *self.teachers)]
+        if self.combine == "stack" and len(set(labels)) < len(labels):  # refused before any extraction
+            raise W2SError("--combine stack: a --weak teacher is given twice (the two weights are not determined)")
         if self.student == StudentKind.finetune:  # the fits' rows are the split's: refused before any extraction
             if self.strong.stage is not None:
                 raise W2SError(

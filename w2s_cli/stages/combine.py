@@ -78,7 +78,7 @@ def pseudolabel_combined(
     start = time.perf_counter()
     if rule not in COMBINE_RULES:
         raise W2SError(f"--combine must be one of {', '.join(COMBINE_RULES)}, not '{printable(rule)}'")
-    arts = [store.load(p, "teacher", what=f"teacher {printable(p)}") for p in teachers]
+    arts = [store.load(p, "teacher", what="teacher") for p in teachers]  # load names the path
     made = [read_record(a, TeacherRecord) for a in arts]
     recorded = [store.resolve(m.embeddings, a.path) for a, m in zip(arts, made, strict=True)]
     out = check_output(out, inputs=[*teachers, *recorded])
@@ -175,7 +175,14 @@ def weights_from_loo(rule: str, loo: list[np.ndarray | None], Y_L: np.ndarray) -
     else:
         if any(r is None for r in loo):
             raise W2SError("--combine stack: a teacher interpolates its n labels (leave-one-out undefined); use mean")
-        w = simplex_least_squares(np.stack([(Y_L - r).ravel() for r in loo], axis=1), Y_L.ravel())
+        A = np.stack([(Y_L - r).ravel() for r in loo], axis=1)
+        if np.linalg.matrix_rank(np.vstack([A, np.ones(len(loo))])) < len(loo):
+            # some w' != w on the simplex's plane gives the same outputs: only a sum of weights is determined
+            raise W2SError(
+                "--combine stack: the teachers' leave-one-out outputs on the n labels are linearly dependent (the"
+                " same teacher twice?), so their weights are not determined; drop the repeated teacher or use mean"
+            )
+        w = simplex_least_squares(A, Y_L.ravel())
     if any(r is None for r in loo):
         return w, None
     return w, sum(wk * r for wk, r in zip(w, loo, strict=False))
