@@ -193,7 +193,8 @@ def test_rank_teachers_predicts_and_measures(tiny_run, tmp_path):
         result = tmp_path / "teachers" / slug(t["weak"]) / "result.safetensors"
         pipeline = summary(load_result(result))
         assert pipeline.theory.predicted.error["w2s"] == pytest.approx(t["predicted"]["error_w2s"], rel=1e-6)
-        assert pipeline.theory.predicted.pgr == pytest.approx(t["predicted"]["pgr"], rel=1e-6)
+        pgr = t["predicted"]["pgr"]  # undefined in both when its denominator is within noise of zero
+        assert pipeline.theory.predicted.pgr == (None if pgr is None else pytest.approx(pgr, rel=1e-6))
         parts = t["weak"].partition("(")[2].removesuffix(")").split("+")
         assert t["d_w"] == sum(u["d_w"] for u in out["teachers"] if u["weak"] in parts)
     for extra, said in (

@@ -119,3 +119,33 @@ def test_label_noise_correction_is_unbiased():
     noisy_sq = (Y - f) ** 2
     assert noisy_sq.mean() > clean * 1.5
     assert LabelNoise(rate, C).clean_error(noisy_sq, Y, f) == pytest.approx(clean, rel=0.01)
+
+
+def test_the_predicted_pgr_is_undefined_when_its_denominator_is_within_noise(design):
+    """label_light's PGR, like the measured one: a number when the predicted err_weak - err_ceiling stands
+    clear of its standard error over the n rows, undefined (None) when it does not (it then had digits the n
+    labels do not determine: a teacher as good as the predicted ceiling gave a PGR of -13.5)."""
+    from w2s_cli.numerics.variance import label_light
+
+    Zw, Zs, L, P, _ = design
+    rng = np.random.default_rng(1)
+    Y = np.eye(3)[rng.integers(0, 3, size=L.stop)] + 0.3 * rng.normal(size=(L.stop, 3))
+    sft = fit_rows(Zs[L], Y)
+    sft_loo = loo_residuals(sft, Zs[L], Y)
+    ceiling = sft.sigma2() * 1.01
+    w2s_loo = 1.05 * sft_loo
+
+    own = rng.normal(size=sft_loo.shape)  # the teacher errs on its own rows, not in proportion to SFT
+
+    def predicted(gap: float) -> dict:
+        """A teacher whose mean squared leave-one-out residual is the ceiling's estimate + gap."""
+        teacher_loo = own * np.sqrt((ceiling + gap) / float((own**2).mean()))
+        return label_light(teacher_loo, sft_loo, w2s_loo, sft, 0.01, Y)
+
+    clear = predicted(0.5 * ceiling)
+    assert clear["error"]["weak"] - clear["error"]["ceiling"] == pytest.approx(0.5 * ceiling)
+    assert clear["pgr"] == pytest.approx((clear["error"]["weak"] - clear["error"]["w2s"]) / (0.5 * ceiling))
+    for gap in (0.0, 1e-3 * ceiling, -1e-3 * ceiling):  # the old code printed PGRs of about ±1000 here
+        within = predicted(gap)
+        assert within["error"]["weak"] == pytest.approx(ceiling + gap) and within["pgr"] is None
+        assert within["opr"] == clear["opr"]  # OPR needs no such denominator

@@ -209,7 +209,8 @@ def label_light(
     teacher, SFT, W2S: mean squared leave-one-out residual on the n labelled rows (PRESS; heteroscedasticity
     and bias included). Ceiling (it would need the N labels): sigma_s^2 (1 + v_c), sigma_s^2 the strong
     SFT's residual variance RSS / (n - d_s - 1), v_c its exact-design coefficient on n + N rows.
-    With label noise the estimates are corrected to clean test labels (LabelNoise.clean_error).
+    With label noise the estimates are corrected to clean test labels (LabelNoise.clean_error). PGR is
+    undefined (None) when its denominator is within noise of zero over the n rows (`_gap_within_noise`).
     """
 
     def err(res: np.ndarray | None) -> float | None:
@@ -228,9 +229,10 @@ def label_light(
     from w2s_cli.numerics.stats import opr, pgr
 
     ok = all(v is not None and math.isfinite(v) for v in e.values())
+    determined = ok and not _gap_within_noise(e["weak"] - e["ceiling"], teacher_loo, sft_loo, e["ceiling"])
     out: dict = {
         "error": e,
-        "pgr": pgr(e["weak"], e["w2s"], e["ceiling"]) if ok else None,
+        "pgr": pgr(e["weak"], e["w2s"], e["ceiling"]) if determined else None,
         "opr": opr(e["strong_sft"], e["w2s"]) if ok else None,
         "method": "leave-one-out on the n labelled rows (teacher, SFT, W2S); ceiling sigma_s^2 (1 + v_c)",
     }
@@ -238,6 +240,23 @@ def label_light(
         out["misfit"] = misfit
         out["error_w2s_by_misfit"] = None if e["weak"] is None else e["weak"] - misfit
     return out
+
+
+def _gap_within_noise(gap: float, teacher_loo: np.ndarray, sft_loo: np.ndarray | None, ceiling: float) -> bool:
+    """Whether the predicted err_weak - err_ceiling (PGR's denominator) is within NOISE_Z standard errors of
+    zero over the n labelled rows, as the measured PGR's is judged over the test rows: per row, the teacher's
+    squared leave-one-out residual less the ceiling's estimate spread over the rows as the strong SFT's squared
+    leave-one-out residuals are (their mean is the estimate; without them, the estimate on every row)."""
+    from w2s_cli.numerics.stats import NOISE_Z
+
+    t = (teacher_loo**2).mean(axis=1)
+    if sft_loo is None or not float((sft_loo**2).mean()) > 0:
+        c = np.full_like(t, ceiling)
+    else:
+        s = (sft_loo**2).mean(axis=1)
+        c = s * (ceiling / s.mean())
+    se = float(np.std(t - c, ddof=1) / math.sqrt(len(t))) if len(t) > 1 else math.inf
+    return not abs(gap) > NOISE_Z * se
 
 
 def decompose(errors: dict, variance: dict, inherited: float | None) -> dict:

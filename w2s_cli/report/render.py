@@ -173,7 +173,10 @@ def _headline(s: Summary) -> str:
     headline = f"PGR = {pgr}   OPR = {fmt(m.opr, m.opr_stderr, 3)}"
     if _predictions(s):
         pred = _predictions(s)
-        headline += f"   (label-light predictions: PGR {fmt(pred.pgr, pred.pgr_stderr, 3)}, "
+        light = fmt(pred.pgr, pred.pgr_stderr, 3)
+        if pred.pgr is None and pred.error["weak"] is not None and pred.error["ceiling"] is not None:
+            light += " (its err_weak - err_ceiling within noise of zero)"
+        headline += f"   (label-light predictions: PGR {light}, "
         headline += f"OPR {fmt(pred.opr, pred.opr_stderr, 3)})"
     return headline
 
