@@ -315,6 +315,7 @@ def test_run_combines_several_weak_teachers(tiny_run, tmp_path) -> None:
         (["--weak", "test_efficientnet@32", "--weak", "test_resnet@24"], "name how to combine them"),
         (["--weak", "test_efficientnet@32", "--combine", "vote"], "--combine must be one of"),
         (["--weak", "test_efficientnet@32", "--weak", "test_efficientnet@32", "--combine", "stack"], "given twice"),
+        (["--weak", "test_efficientnet@32", "--combine", "mean"], "needs at least two --weak teachers"),
     ],
 )
 def test_run_refuses_a_combination_it_cannot_make(tmp_path, extra, pattern) -> None:
@@ -344,6 +345,14 @@ def test_stack_refuses_weights_the_labels_do_not_determine(made, tmp_path) -> No
     out = tmp_path / "p.safetensors"
     r = w2s("pseudolabel", made["t1"], made["t1"], "--combine", "stack", "-o", out)
     assert_user_error(r, "weights are not determined")
+    assert not out.exists()
+
+
+def test_a_combination_of_one_teacher_is_refused(made, tmp_path) -> None:
+    """--combine with one teacher would record a combination that combines nothing (weight 1): refused."""
+    out = tmp_path / "p.safetensors"
+    for rule in ("mean", "stack", "confident"):
+        assert_user_error(w2s("pseudolabel", made["t1"], "--combine", rule, "-o", out), "needs at least two teachers")
     assert not out.exists()
 
 

@@ -299,8 +299,8 @@ def _pseudolabel_combined(
         raise W2SError("--embeddings names one teacher's embeddings; combined teachers each use their own")
     if "-" in teachers:
         raise W2SError("combined teachers are named on the command line, not read from stdin")
-    if not teachers:
-        raise W2SError("--combine needs the teachers to combine")
+    if len(teachers) < 2:
+        raise W2SError(f"--combine {printable(rule)} needs at least two teachers, got {len(teachers)}")
     if out is None:
         key = hashlib.sha256("\n".join(str(Path(t).resolve()) for t in teachers).encode()).hexdigest()[:8]
         out = Path(teachers[0]).with_name(f"combined-{printable(rule)}-{key}.pseudolabels.safetensors")

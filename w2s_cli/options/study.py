@@ -153,6 +153,8 @@ class RunOptions:
             )
         if self.combine is not None and self.combine not in COMBINE_RULES:
             raise W2SError(f"--combine must be one of {', '.join(COMBINE_RULES)}, not '{self.combine}'")
+        if self.combine is not None and not self.teachers:
+            raise W2SError(f"--combine {self.combine} needs at least two --weak teachers, got one")
         labels = [t.label for t in (self.weak, *self.teachers)]
         if self.combine == "stack" and len(set(labels)) < len(labels):  # refused before any extraction
             raise W2SError("--combine stack: a --weak teacher is given twice (the two weights are not determined)")

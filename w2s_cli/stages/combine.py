@@ -78,6 +78,8 @@ def pseudolabel_combined(
     start = time.perf_counter()
     if rule not in COMBINE_RULES:
         raise W2SError(f"--combine must be one of {', '.join(COMBINE_RULES)}, not '{printable(rule)}'")
+    if len(teachers) < 2:
+        raise W2SError(f"--combine {rule} needs at least two teachers, got {len(teachers)}")
     arts = [store.load(p, "teacher", what="teacher") for p in teachers]  # load names the path
     made = [read_record(a, TeacherRecord) for a in arts]
     recorded = [store.resolve(m.embeddings, a.path) for a, m in zip(arts, made, strict=True)]
