@@ -201,8 +201,9 @@ def _member_loo(m: Member, Y_L: np.ndarray) -> np.ndarray | None:
 
 def simplex_least_squares(A: np.ndarray, y: np.ndarray) -> np.ndarray:
     """argmin ||A w - y||^2 over w >= 0, sum(w) = 1, exactly: on each support the equality-constrained least
-    squares (its KKT system, minimum-norm where columns repeat), the best nonnegative one kept. A convex
-    program's optimum is the nonnegative solution on its own support, so the search finds it."""
+    squares (its KKT system), the best nonnegative one kept. A convex program's optimum is the nonnegative
+    solution on its own support, so the search finds it. Unique only when [A; 1] has full column rank
+    (`weights_from_loo` refuses the rest: the smallest support reaching the optimum would be an arbitrary pick)."""
     A, y = np.asarray(A, np.float64), np.asarray(y, np.float64)
     K = A.shape[1]
     best, best_loss = None, np.inf
