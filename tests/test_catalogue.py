@@ -471,6 +471,8 @@ CASES = [
         own_inputs=True,
     ),
     bad("train-weak-out-empty", ("train-weak", "{weak}"), "empty path", out=""),
+    bad("train-weak-out-dash", ("train-weak", "{weak}"), "outputs are files", out="-"),
+    bad("pseudolabel-out-dash", ("pseudolabel", "{T}"), "outputs are files", out="-"),
     bad(
         "train-weak-out-read-only-folder",
         ("train-weak", "{weak}"),

@@ -28,6 +28,8 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | N
     shown = printable(path)
     if str(path) in ("", "."):
         raise W2SError(f"{option}: an empty path is not a file name")
+    if str(path) == "-":  # not stdout: artifacts are files, and a pipe passes their paths
+        raise W2SError(f"{option} -: outputs are files (stdout carries their paths to a pipe); give a file name")
     try:  # stat() raises for a name too long or a folder we may not search: lengths before is_dir()
         for parent in path.parents:
             if parent.exists():
